@@ -1,0 +1,104 @@
+//! Configuration read once per process from the environment (set by template.yaml in AWS and by
+//! the local stack here). Every timer is configurable so that tests run in seconds.
+
+use crate::money::Micros;
+use std::env;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// DynamoDB table holding every item (`TABLE_NAME`).
+    pub table_name: String,
+    /// SQS queue the worker consumes (`JOBS_QUEUE_URL`).
+    pub jobs_queue_url: String,
+    /// Secrets Manager id of `{client_id, client_secret}` for the provider (`PROVIDER_SECRET_ID`).
+    pub provider_secret_id: String,
+    /// Secrets Manager id of the key that signs per-job report tokens (`REPORT_SECRET_ID`).
+    pub report_secret_id: String,
+    /// DataCrunch/Verda API base (`PROVIDER_BASE_URL`).
+    pub provider_base_url: String,
+    /// Timeout of one provider HTTP call (`PROVIDER_TIMEOUT_MS`).
+    pub provider_timeout: Duration,
+    /// Our public base URL, which instances call to report (`PUBLIC_BASE_URL`).
+    pub public_base_url: String,
+    /// Mimiry's price = provider price × markup (`PRICE_MARKUP`, a decimal such as `1.10`).
+    pub price_markup: Micros,
+    /// How long catalog answers are reused within one container (`CATALOG_TTL_SECONDS`).
+    pub catalog_ttl: Duration,
+    pub timers: Timers,
+}
+
+/// The job lifecycle's clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// A job not running this long after its deploy fails `provisioning_timeout`.
+    pub provisioning_timeout_secs: i64,
+    /// How often a provisioning job is looked at.
+    pub provisioning_poll_secs: i64,
+    /// How often a running job is looked at (metering, max runtime, lost instances).
+    pub running_poll_secs: i64,
+    /// Wait before retrying a step that failed for a transient reason.
+    pub retry_delay_secs: i64,
+    /// Length of the credit hold taken at submit and on each extension.
+    pub hold_secs: i64,
+    /// Deploy attempts (locations tried) before `no_capacity`.
+    pub max_deploy_attempts: u32,
+    /// The reconciler re-drives an active job overdue by this much.
+    pub reconcile_grace_secs: i64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            provisioning_timeout_secs: 900,
+            provisioning_poll_secs: 15,
+            running_poll_secs: 600,
+            retry_delay_secs: 30,
+            hold_secs: 3600,
+            max_deploy_attempts: 3,
+            reconcile_grace_secs: 120,
+        }
+    }
+}
+
+fn var(name: &str, default: &str) -> String {
+    env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Config {
+    pub fn from_env() -> Config {
+        let d = Timers::default();
+        let markup = var("PRICE_MARKUP", "1.10");
+        Config {
+            table_name: var("TABLE_NAME", "mimiry"),
+            jobs_queue_url: var("JOBS_QUEUE_URL", ""),
+            provider_secret_id: var("PROVIDER_SECRET_ID", "mimiry/provider/datacrunch"),
+            report_secret_id: var("REPORT_SECRET_ID", "mimiry/report-signing-key"),
+            provider_base_url: var("PROVIDER_BASE_URL", "https://api.verda.com/v1"),
+            provider_timeout: Duration::from_millis(num("PROVIDER_TIMEOUT_MS", 10_000)),
+            public_base_url: var("PUBLIC_BASE_URL", "http://127.0.0.1:3000"),
+            price_markup: Micros::parse_decimal(&markup)
+                .unwrap_or_else(|e| panic!("PRICE_MARKUP: {e}")),
+            catalog_ttl: Duration::from_secs(num("CATALOG_TTL_SECONDS", 30)),
+            timers: Timers {
+                provisioning_timeout_secs: num(
+                    "PROVISIONING_TIMEOUT_SECONDS",
+                    d.provisioning_timeout_secs,
+                ),
+                provisioning_poll_secs: num("PROVISIONING_POLL_SECONDS", d.provisioning_poll_secs),
+                running_poll_secs: num("RUNNING_POLL_SECONDS", d.running_poll_secs),
+                retry_delay_secs: num("RETRY_DELAY_SECONDS", d.retry_delay_secs),
+                hold_secs: num("HOLD_SECONDS", d.hold_secs),
+                max_deploy_attempts: num("MAX_DEPLOY_ATTEMPTS", d.max_deploy_attempts),
+                reconcile_grace_secs: num("RECONCILE_GRACE_SECONDS", d.reconcile_grace_secs),
+            },
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The one error type of the public API, and the one place it becomes an HTTP response.
+//!
+//! Messages the user guide quotes (`Invalid or missing API key`, `Insufficient scope`, …) are
+//! written here exactly once.
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Invalid or missing API key")]
+    Unauthorized,
+    #[error("Insufficient scope")]
+    InsufficientScope { required: &'static str },
+    #[error("Insufficient credits")]
+    InsufficientCredits { required: String, available: String },
+    /// `SSH key not found`: 400 when a job names it, 404 when it is the resource itself.
+    #[error("SSH key not found")]
+    SshKeyNotFound { id: String, as_resource: bool },
+    #[error("No available instances")]
+    NoAvailableInstances { instance_type: String, location: Option<String> },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("Malformed JSON body: {0}")]
+    MalformedJson(String),
+    /// A field is missing, unknown or holds an invalid value.
+    #[error("{message}")]
+    Validation { field: String, message: String },
+    #[error("Request body too large: the limit is {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("Route not found")]
+    RouteNotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed { allowed: String },
+    /// A state conflict; `code` is the machine-readable reason.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The GPU provider could not answer and nothing cached could stand in.
+    #[error("The GPU provider is unavailable right now; please retry shortly")]
+    ProviderUnavailable { detail: String },
+    #[error("Internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            SshKeyNotFound { as_resource, .. } => {
+                if *as_resource {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::BAD_REQUEST
+                }
+            }
+            NoAvailableInstances { .. } => StatusCode::CONFLICT,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MalformedJson(_) | Validation { .. } => StatusCode::BAD_REQUEST,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            NotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Conflict { .. } => StatusCode::CONFLICT,
+            ProviderUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            Unauthorized => "unauthorized",
+            InsufficientScope { .. } => "insufficient_scope",
+            InsufficientCredits { .. } => "insufficient_credits",
+            SshKeyNotFound { .. } => "ssh_key_not_found",
+            NoAvailableInstances { .. } => "no_available_instances",
+            UnsupportedMediaType => "unsupported_media_type",
+            MalformedJson(_) => "malformed_json",
+            Validation { .. } => "validation_error",
+            PayloadTooLarge { .. } => "payload_too_large",
+            NotFound(_) => "not_found",
+            RouteNotFound => "route_not_found",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            Conflict { code, .. } => code,
+            ProviderUnavailable { .. } => "provider_unavailable",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        use ApiError::*;
+        match self {
+            InsufficientScope { required } => Some(json!({ "required_scope": required })),
+            InsufficientCredits {
+                required,
+                available,
+            } => Some(json!({ "required": required, "available": available })),
+            SshKeyNotFound { id, .. } => Some(json!({ "ssh_key_id": id })),
+            NoAvailableInstances {
+                instance_type,
+                location,
+            } => Some(json!({ "instance_type": instance_type, "location": location })),
+            Validation { field, .. } => Some(json!({ "field": field })),
+            MethodNotAllowed { allowed } => Some(json!({ "allowed": allowed })),
+            _ => None,
+        }
+    }
+
+    /// The JSON body every error response carries.
+    pub fn body(&self, request_id: &str) -> Value {
+        let mut body = json!({
+            "error": self.to_string(),
+            "code": self.code(),
+            "request_id": request_id,
+        });
+        if let Some(details) = self.details() {
+            body["details"] = details;
+        }
+        body
+    }
+}

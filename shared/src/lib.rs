@@ -1,0 +1,20 @@
+//! `mimiry-shared`: what every Mimiry function shares.
+//!
+//! - [`config`], [`aws`], [`logging`]: set up once per process in `main`.
+//! - [`http`], [`routes`], [`error`], [`auth`]: the request boundary (route → key → scope →
+//!   handler → one error type rendered in one place).
+//! - [`store`]: DynamoDB items (accounts, keys, SSH keys, jobs, idempotency, ledger).
+//! - [`money`], [`time`]: exact credits and timestamps.
+
+pub mod auth;
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod money;
+pub mod routes;
+pub mod store;
+pub mod time;
+
+pub use error::ApiError;

@@ -1,0 +1,183 @@
+//! The one table of public routes: which function serves them and which scope they need.
+//!
+//! The router in every function, the local server, the OpenAPI check and the security tests all
+//! read this table, so a route cannot be added in one place and forgotten in another.
+
+use crate::auth::Scope;
+use crate::error::ApiError;
+use std::collections::HashMap;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// An API key holding this scope.
+    Scope(Scope),
+    /// Any valid API key (e.g. `GET /account`).
+    AnyKey,
+    /// No API key: the caller proves itself otherwise (the per-job report token).
+    JobToken,
+}
+
+/// One public route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    /// Path template in SAM/API Gateway syntax: `/jobs/{id}`.
+    pub path: &'static str,
+    pub access: Access,
+    /// The function (route group) that serves it: `functions/<function>`.
+    pub function: &'static str,
+    /// Stable name the handlers match on.
+    pub name: RouteName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteName {
+    GetAccount,
+    ListInstanceTypes,
+    GetAvailability,
+    ListLocations,
+    ListImages,
+    ListProviders,
+    ListSshKeys,
+    CreateSshKey,
+    DeleteSshKey,
+    ListJobs,
+    SubmitJob,
+    GetJob,
+    CancelJob,
+    ReportJob,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    function: &'static str,
+    name: RouteName,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        function,
+        name,
+    }
+}
+
+use Access::{AnyKey, JobToken};
+use RouteName::*;
+use Scope::*;
+
+pub const ROUTES: &[Route] = &[
+    route("GET", "/account", AnyKey, "account", GetAccount),
+    route("GET", "/instances", Access::Scope(InstancesRead), "catalog", ListInstanceTypes),
+    route("GET", "/availability", Access::Scope(InstancesRead), "catalog", GetAvailability),
+    route("GET", "/locations", Access::Scope(InstancesRead), "catalog", ListLocations),
+    route("GET", "/images", Access::Scope(InstancesRead), "catalog", ListImages),
+    route("GET", "/providers", Access::Scope(InstancesRead), "catalog", ListProviders),
+    route("GET", "/ssh-keys", Access::Scope(SshKeysRead), "ssh-keys", ListSshKeys),
+    route("POST", "/ssh-keys", Access::Scope(SshKeysWrite), "ssh-keys", CreateSshKey),
+    route("DELETE", "/ssh-keys/{id}", Access::Scope(SshKeysWrite), "ssh-keys", DeleteSshKey),
+    route("GET", "/jobs", Access::Scope(JobsRead), "jobs", ListJobs),
+    route("POST", "/jobs", Access::Scope(JobsWrite), "jobs", SubmitJob),
+    route("GET", "/jobs/{id}", Access::Scope(JobsRead), "jobs", GetJob),
+    route("DELETE", "/jobs/{id}", Access::Scope(JobsWrite), "jobs", CancelJob),
+    route("POST", "/jobs/{id}/report", JobToken, "jobs", ReportJob),
+];
+
+/// A request matched to its route, with the path parameters filled in.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub route: &'static Route,
+    pub params: HashMap<String, String>,
+}
+
+impl Matched {
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Matches a template against a concrete path; returns the parameters on success.
+fn match_template(template: &str, path: &str) -> Option<HashMap<String, String>> {
+    let mut params = HashMap::new();
+    let mut t = template.trim_matches('/').split('/');
+    let mut p = path.trim_end_matches('/').trim_start_matches('/').split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(params),
+            (Some(ts), Some(ps)) => {
+                if let Some(name) = ts.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    if ps.is_empty() {
+                        return None;
+                    }
+                    params.insert(name.to_string(), ps.to_string());
+                } else if ts != ps {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route for `method path`: unknown path → 404, known path with another method → 405.
+pub fn match_route(method: &str, path: &str) -> Result<Matched, ApiError> {
+    let mut path_known = false;
+    for route in ROUTES {
+        if let Some(params) = match_template(route.path, path) {
+            path_known = true;
+            if route.method.eq_ignore_ascii_case(method) {
+                return Ok(Matched { route, params });
+            }
+        }
+    }
+    if path_known {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| match_template(r.path, path).is_some())
+            .map(|r| r.method)
+            .collect();
+        Err(ApiError::MethodNotAllowed {
+            allowed: allowed.join(", "),
+        })
+    } else {
+        Err(ApiError::RouteNotFound)
+    }
+}
+
+/// The routes a given function serves.
+pub fn routes_of(function: &str) -> impl Iterator<Item = &'static Route> + '_ {
+    ROUTES.iter().filter(move |r| r.function == function)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_parameters_and_methods() {
+        let m = match_route("GET", "/jobs/abc").unwrap();
+        assert_eq!(m.route.name, GetJob);
+        assert_eq!(m.param("id"), "abc");
+        assert_eq!(match_route("POST", "/jobs/abc/report").unwrap().route.name, ReportJob);
+        assert_eq!(match_route("GET", "/jobs/").unwrap().route.name, ListJobs);
+        assert!(matches!(
+            match_route("PUT", "/jobs/abc"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(match_route("GET", "/nope"), Err(ApiError::RouteNotFound)));
+        assert!(matches!(match_route("GET", "/jobs/a/b"), Err(ApiError::RouteNotFound)));
+    }
+
+    #[test]
+    fn every_route_is_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(!(a.method == b.method && a.path == b.path), "{a:?} twice");
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Accounts and their money. Every balance change writes a ledger entry in the same
+//! `TransactWriteItems`, so `added = balance + held + charged` holds at every instant.
+
+use super::{account_pk, aws_err, from_item, n, s, to_item, Store};
+use crate::error::ApiError;
+use crate::money::Micros;
+use crate::time::{now_ms, Millis};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub account_id: String,
+    pub name: String,
+    pub created_at: Millis,
+    /// Credits free to spend.
+    pub balance_micros: i64,
+    /// Credits reserved by active jobs.
+    pub held_micros: i64,
+    /// Credits spent on finished metering.
+    pub charged_micros: i64,
+    /// Credits ever added.
+    pub added_micros: i64,
+}
+
+/// One line of an account's ledger.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LedgerEntry {
+    pub entry_id: String,
+    /// `credit`, `hold`, `charge` or `release`.
+    pub kind: String,
+    pub amount_micros: i64,
+    pub job_id: Option<String>,
+    pub note: String,
+    pub at: Millis,
+}
+
+pub const ACCOUNT_SK: &str = "ACCOUNT";
+
+impl Store {
+    pub async fn create_account(&self, name: &str) -> Result<Account, ApiError> {
+        let account = Account {
+            account_id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            created_at: now_ms(),
+            balance_micros: 0,
+            held_micros: 0,
+            charged_micros: 0,
+            added_micros: 0,
+        };
+        self.db
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(
+                &account,
+                account_pk(&account.account_id),
+                ACCOUNT_SK.into(),
+            )?))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await
+            .map_err(aws_err)?;
+        Ok(account)
+    }
+
+    pub async fn get_account(&self, account_id: &str) -> Result<Option<Account>, ApiError> {
+        self.get(account_pk(account_id), ACCOUNT_SK.into())
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// A ledger `Put` for use inside a balance-changing transaction.
+    pub fn ledger_put(
+        &self,
+        account_id: &str,
+        kind: &str,
+        amount: Micros,
+        job_id: Option<&str>,
+        note: &str,
+    ) -> Result<TransactWriteItem, ApiError> {
+        let at = now_ms();
+        let entry = LedgerEntry {
+            entry_id: uuid::Uuid::new_v4().to_string(),
+            kind: kind.to_string(),
+            amount_micros: amount.0,
+            job_id: job_id.map(str::to_string),
+            note: note.to_string(),
+            at,
+        };
+        let sk = format!("LEDGER#{at:013}#{}", entry.entry_id);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&entry, account_pk(account_id), sk)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(ApiError::internal)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Adds credits (an operator action until payments exist): balance and ledger together.
+    pub async fn add_credits(
+        &self,
+        account_id: &str,
+        amount: Micros,
+        note: &str,
+    ) -> Result<Account, ApiError> {
+        if amount.0 <= 0 {
+            return Err(ApiError::validation("amount", "The amount must be positive"));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", s(account_pk(account_id)))
+            .key("SK", s(ACCOUNT_SK))
+            .update_expression("ADD balance_micros :a, added_micros :a")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":a", n(amount.0))
+            .build()
+            .map_err(ApiError::internal)?;
+        let result = self
+            .db
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(self.ledger_put(account_id, "credit", amount, None, note)?)
+            .send()
+            .await;
+        if let Err(e) = result {
+            return Err(match super::cancelled_conditions(&e) {
+                Some(failed) if failed.first() == Some(&true) => ApiError::NotFound("Account"),
+                _ => aws_err(e),
+            });
+        }
+        self.get_account(account_id)
+            .await?
+            .ok_or(ApiError::NotFound("Account"))
+    }
+
+    pub async fn ledger(&self, account_id: &str) -> Result<Vec<LedgerEntry>, ApiError> {
+        self.query_prefix(account_pk(account_id), "LEDGER#")
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+}
