@@ -11,9 +11,12 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod money;
+pub mod provider;
 pub mod routes;
+pub mod ssh_key;
 pub mod store;
 pub mod time;
 

@@ -1,1 +1,62 @@
+//! `GET /account`: who am I, and how much can I spend. Any valid key may call it.
 
+use lambda_http::{Body, Request, Response};
+use mimiry_shared::aws::AwsClients;
+use mimiry_shared::config::Config;
+use mimiry_shared::error::ApiError;
+use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::money::Micros;
+use mimiry_shared::routes::RouteName;
+use mimiry_shared::store::Store;
+use serde_json::json;
+
+pub const FUNCTION: &str = "account";
+
+/// What the function keeps between invocations: built once in `main`.
+pub struct App {
+    pub store: Store,
+}
+
+impl App {
+    pub fn new(clients: &AwsClients, config: &Config) -> App {
+        App {
+            store: Store::new(clients.dynamodb.clone(), config.table_name.clone()),
+        }
+    }
+}
+
+pub async fn handle(app: &App, request: Request) -> Response<Body> {
+    let ctx = match RequestCtx::begin(request, FUNCTION, &app.store).await {
+        Ok(ctx) => ctx,
+        Err(response) => return response,
+    };
+    let result = match ctx.route() {
+        RouteName::GetAccount => get_account(app, &ctx).await,
+        _ => Err(ApiError::RouteNotFound),
+    };
+    ctx.finish(result)
+}
+
+async fn get_account(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
+    ctx.only_query_params(&[])?;
+    let caller = ctx.caller();
+    // A key whose account is gone is as good as no key.
+    let account = app
+        .store
+        .get_account(&caller.account_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    Ok(Reply::ok(json!({
+        "account_id": account.account_id,
+        "name": account.name,
+        "balance": Micros(account.balance_micros).to_string(),
+        "held_credits": Micros(account.held_micros).to_string(),
+        "currency": "USD",
+        "key": {
+            "id": caller.key_id,
+            "name": caller.key_name,
+            "prefix": caller.key_prefix,
+            "scopes": caller.scopes,
+        },
+    })))
+}

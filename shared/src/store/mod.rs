@@ -11,6 +11,8 @@
 //! | ledger entry | `ACCOUNT#{id}` | `LEDGER#{time}#{id}` |
 
 pub mod accounts;
+pub mod idempotency;
+pub mod jobs;
 pub mod keys;
 
 use crate::error::ApiError;

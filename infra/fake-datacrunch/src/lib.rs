@@ -1,0 +1,173 @@
+//! # fake-datacrunch
+//!
+//! An in-memory stand-in for the DataCrunch (Verda) public REST API, used by Mimiry's tests and
+//! local stack. The production provider client is pointed at it (base URL
+//! `http://127.0.0.1:PORT/v1`) unchanged, so the fake has to speak the same paths, methods,
+//! JSON shapes, status codes and error envelopes as the real API (see
+//! `docs/providers/datacrunch.md`), including its quirks: ids answered as plain text,
+//! one-element arrays from "get" routes, decimal-string prices, `forbidden_action` refusals.
+//!
+//! What it adds on top, for tests:
+//! - an instance lifecycle on timers (`ordered` → `provisioning` → `running`), see
+//!   [`lifecycle`](crate::lifecycle);
+//! - deterministic fault injection and a state dump under `/admin`, see
+//!   [`faults`](crate::faults) and [`admin`](crate::admin);
+//! - an *execute mode* that really runs each instance's startup script with bash on this
+//!   machine, with shims so that `shutdown -h now` powers off the fake instance and never the
+//!   real machine, see [`execute`](crate::execute).
+//!
+//! Modules by concern: [`catalog`] (static data), [`state`] (the shared state), [`auth`]
+//! (tokens), [`resources`] (catalog routes, SSH keys, scripts, balance), [`instances`]
+//! (deploy/get/list/actions), [`error`] (the `{"code","message"}` envelope).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use axum::{
+    middleware,
+    routing::{get, post},
+    Router,
+};
+
+pub mod admin;
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod execute;
+pub mod faults;
+pub mod instances;
+pub mod lifecycle;
+pub mod resources;
+pub mod state;
+
+use state::AppState;
+
+/// Settings of one fake server.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    /// The only accepted OAuth2 client id.
+    pub client_id: String,
+    /// The only accepted OAuth2 client secret.
+    pub client_secret: String,
+    /// Lifetime of issued access tokens (`expires_in`); `POST /admin/faults` can change it for
+    /// tokens issued later.
+    pub token_ttl_secs: u64,
+    /// Provisioning time: `ordered` → `provisioning` at half of it, → `running` at all of it.
+    pub provision_ms: u64,
+    /// Execute mode: if set, the work directory under which each instance's startup script is
+    /// really run when the instance becomes `running`.
+    pub execute: Option<PathBuf>,
+    /// Time from a shutdown (action or the script's `shutdown -h now`) to `offline`.
+    pub shutdown_ms: u64,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            client_id: "mimiry-local".to_string(),
+            client_secret: "local-secret".to_string(),
+            token_ttl_secs: 3600,
+            provision_ms: 2000,
+            execute: None,
+            shutdown_ms: 200,
+        }
+    }
+}
+
+/// The whole application: provider routes under `/v1` behind the gate middleware (counters,
+/// injected faults, bearer auth), admin routes under `/admin` without it.
+fn router(state: AppState) -> Router {
+    use resources as r;
+    let v1 = Router::new()
+        .route("/v1/oauth2/token", post(auth::token))
+        .route("/v1/instance-types", get(r::instance_types))
+        .route("/v1/instance-availability", get(r::availability))
+        .route(
+            "/v1/instance-availability/{instance_type}",
+            get(r::availability_of),
+        )
+        .route("/v1/locations", get(r::locations))
+        .route("/v1/images", get(r::images))
+        .route("/v1/balance", get(r::balance))
+        .route(
+            "/v1/instances",
+            get(instances::list_instances)
+                .post(instances::deploy)
+                .put(instances::action),
+        )
+        .route("/v1/instances/{id}", get(instances::get_instance));
+    // SSH keys live at `/sshkeys` and, in newer APIs, also at `/ssh-keys`.
+    let v1 = ["/v1/sshkeys", "/v1/ssh-keys"]
+        .into_iter()
+        .fold(v1, |router, base| {
+            router
+                .route(
+                    base,
+                    get(r::list_ssh_keys)
+                        .post(r::create_ssh_key)
+                        .delete(r::delete_ssh_keys),
+                )
+                .route(
+                    &format!("{base}/{{id}}"),
+                    get(r::get_ssh_key).delete(r::delete_ssh_key),
+                )
+        })
+        .route(
+            "/v1/scripts",
+            get(r::list_scripts)
+                .post(r::create_script)
+                .delete(r::delete_scripts),
+        )
+        .route(
+            "/v1/scripts/{id}",
+            get(r::get_script).delete(r::delete_script),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults::v1_gate,
+        ));
+
+    let admin = Router::new()
+        .route(
+            "/admin/faults",
+            post(admin::set_faults).get(admin::get_faults),
+        )
+        .route("/admin/reset", post(admin::reset))
+        .route("/admin/state", get(admin::dump))
+        .route("/admin/instances/{id}/status", post(admin::force_status))
+        .route("/admin/instances/{id}/vanish", post(admin::force_vanish))
+        .route("/admin/instances/{id}/shutdown", post(admin::shutdown));
+
+    v1.merge(admin)
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves the fake on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    // The execute-mode shim calls back on loopback even if the fake listens on 0.0.0.0.
+    let admin_base = format!("http://127.0.0.1:{}", addr.port());
+    if let Some(dir) = &config.execute {
+        std::fs::create_dir_all(dir)?;
+    }
+    let state = AppState::new(config, admin_base);
+    tracing::info!(%addr, "fake-datacrunch serving");
+    axum::serve(listener, router(state)).await
+}
+
+/// Binds `127.0.0.1:0` and serves in a background task: for in-process tests.
+///
+/// Panics if loopback cannot be bound (a test environment problem).
+pub async fn spawn(config: FakeConfig) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    let handle = tokio::spawn(async move {
+        if let Err(e) = serve(listener, config).await {
+            tracing::error!(error = %e, "fake-datacrunch stopped");
+        }
+    });
+    (addr, handle)
+}

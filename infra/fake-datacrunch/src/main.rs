@@ -1,0 +1,66 @@
+//! `fake-datacrunch` binary: serves the fake DataCrunch (Verda) API.
+//!
+//! Prints exactly one line to stdout once bound — `fake-datacrunch listening on http://ADDR`,
+//! with the real port when `--addr` asks for port 0 — so that a parent process can read the
+//! address; all logs go to stderr (`RUST_LOG` to tune, default `info`).
+
+use std::{
+    io::{IsTerminal, Write}, net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+use fake_datacrunch::FakeConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "fake-datacrunch", about = "A fake DataCrunch (Verda) API server")]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    addr: SocketAddr,
+    /// Accepted OAuth2 client id.
+    #[arg(long, default_value = "mimiry-local")]
+    client_id: String,
+    /// Accepted OAuth2 client secret.
+    #[arg(long, default_value = "local-secret")]
+    client_secret: String,
+    /// Access token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    token_ttl_secs: u64,
+    /// Provisioning time in ms (ordered → provisioning at half, → running at full).
+    #[arg(long, default_value_t = 2000)]
+    provision_ms: u64,
+    /// Time in ms from a shutdown to `offline`.
+    #[arg(long, default_value_t = 200)]
+    shutdown_ms: u64,
+    /// Execute mode: really run startup scripts under this work directory.
+    #[arg(long, value_name = "WORK_DIR")]
+    execute: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let config = FakeConfig {
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        token_ttl_secs: args.token_ttl_secs,
+        provision_ms: args.provision_ms,
+        execute: args.execute,
+        shutdown_ms: args.shutdown_ms,
+    };
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "fake-datacrunch listening on http://{addr}")?;
+        out.flush()?;
+    }
+    fake_datacrunch::serve(listener, config).await
+}

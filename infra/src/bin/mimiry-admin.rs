@@ -1,0 +1,200 @@
+//! Operator CLI: accounts, keys and credits, until there is a dashboard. Works against the local
+//! stack (`AWS_ENDPOINT_URL` → moto) and against real DynamoDB with ordinary AWS credentials.
+
+use anyhow::{anyhow, Result};
+use clap::{Parser, Subcommand};
+use mimiry_infra::bootstrap::{bootstrap, Names};
+use mimiry_infra::template::Template;
+use mimiry_shared::auth::Scope;
+use mimiry_shared::aws::AwsClients;
+use mimiry_shared::money::Micros;
+use mimiry_shared::store::accounts::Account;
+use mimiry_shared::store::Store;
+use mimiry_shared::time::rfc3339;
+
+#[derive(Parser)]
+#[command(name = "mimiry-admin", about = "Operate Mimiry accounts, API keys and credits")]
+struct Cli {
+    /// DynamoDB table.
+    #[arg(long, env = "TABLE_NAME", default_value = "mimiry", global = true)]
+    table: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the table, queues and secrets of template.yaml (local stack only).
+    Bootstrap {
+        #[arg(long, env = "JOBS_QUEUE_NAME", default_value = "mimiry-jobs")]
+        queue: String,
+        #[arg(long, env = "PROVIDER_SECRET_ID", default_value = "mimiry/provider/datacrunch")]
+        provider_secret: String,
+        #[arg(long, env = "REPORT_SECRET_ID", default_value = "mimiry/report-signing-key")]
+        report_secret: String,
+        #[arg(long, default_value = "mimiry-local")]
+        provider_client_id: String,
+        #[arg(long, default_value = "local-secret")]
+        provider_client_secret: String,
+    },
+    /// Create an account; prints its id alone on the last line.
+    CreateAccount {
+        #[arg(long)]
+        name: String,
+    },
+    /// Create an API key; prints the key once, alone on the last line.
+    CreateKey {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes, or `all`. Empty: a key that can only call GET /account.
+        #[arg(long, default_value = "all")]
+        scopes: String,
+    },
+    /// List an account's keys (never the keys themselves).
+    ListKeys {
+        #[arg(long)]
+        account: String,
+    },
+    /// Revoke a key by its id.
+    RevokeKey {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Add credits (decimal, e.g. 100 or 12.50); writes a ledger entry in the same transaction.
+    AddCredits {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long, default_value = "added by operator")]
+        note: String,
+    },
+    /// Show an account's balance, held credits and ledger.
+    ShowAccount {
+        #[arg(long)]
+        account: String,
+    },
+}
+
+fn parse_scopes(s: &str) -> Result<Vec<Scope>> {
+    if s.trim() == "all" {
+        return Ok(Scope::ALL.to_vec());
+    }
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<Scope>().map_err(|e| anyhow!(e)))
+        .collect()
+}
+
+fn print_account(a: &Account) {
+    println!("account_id: {}", a.account_id);
+    println!("name:       {}", a.name);
+    println!("balance:    {}", Micros(a.balance_micros));
+    println!("held:       {}", Micros(a.held_micros));
+    println!("charged:    {}", Micros(a.charged_micros));
+    println!("added:      {}", Micros(a.added_micros));
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let clients = AwsClients::from_env().await;
+    let store = Store::new(clients.dynamodb.clone(), cli.table.clone());
+    match cli.command {
+        Command::Bootstrap {
+            queue,
+            provider_secret,
+            report_secret,
+            provider_client_id,
+            provider_client_secret,
+        } => {
+            let template = Template::find()?;
+            let names = Names {
+                table: cli.table.clone(),
+                dead_letter_queue: format!("{queue}-dlq"),
+                queue,
+                provider_secret,
+                report_secret,
+            };
+            let credentials = serde_json::json!({
+                "client_id": provider_client_id,
+                "client_secret": provider_client_secret,
+            })
+            .to_string();
+            let signing_key = mimiry_shared::auth::ApiKey::generate().hash();
+            let created = bootstrap(&clients, &template, &names, &credentials, &signing_key).await?;
+            println!("table: {}", names.table);
+            println!("dead-letter queue: {}", created.dead_letter_queue_url);
+            println!("{}", created.queue_url);
+        }
+        Command::CreateAccount { name } => {
+            let account = store.create_account(&name).await?;
+            println!("{}", account.account_id);
+        }
+        Command::CreateKey {
+            account,
+            name,
+            scopes,
+        } => {
+            let scopes = parse_scopes(&scopes)?;
+            let (key, record) = store.create_key(&account, &name, scopes).await?;
+            println!("key_id: {}", record.key_id);
+            println!(
+                "scopes: {}",
+                record.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+            );
+            println!("Copy the key now: it is shown only once.");
+            println!("{}", key.expose());
+        }
+        Command::ListKeys { account } => {
+            for k in store.list_keys(&account).await? {
+                println!(
+                    "{}  {}  {}…  [{}]  created {}  last used {}  {}",
+                    k.key_id,
+                    k.name,
+                    k.prefix,
+                    k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                    rfc3339(k.created_at),
+                    k.last_used_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                    if k.revoked_at.is_some() { "REVOKED" } else { "active" },
+                );
+            }
+        }
+        Command::RevokeKey { account, key_id } => {
+            let k = store.revoke_key(&account, &key_id).await?;
+            println!("revoked {} ({})", k.key_id, k.name);
+        }
+        Command::AddCredits {
+            account,
+            amount,
+            note,
+        } => {
+            let amount = Micros::parse_decimal(&amount).map_err(|e| anyhow!("--amount: {e}"))?;
+            let a = store.add_credits(&account, amount, &note).await?;
+            print_account(&a);
+        }
+        Command::ShowAccount { account } => {
+            let a = store
+                .get_account(&account)
+                .await?
+                .ok_or_else(|| anyhow!("no account {account}"))?;
+            print_account(&a);
+            for e in store.ledger(&account).await? {
+                println!(
+                    "{}  {:<8} {:>14}  {}  {}",
+                    rfc3339(e.at),
+                    e.kind,
+                    Micros(e.amount_micros).to_string(),
+                    e.job_id.as_deref().unwrap_or("-"),
+                    e.note
+                );
+            }
+        }
+    }
+    Ok(())
+}

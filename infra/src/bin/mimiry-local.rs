@@ -1,0 +1,76 @@
+//! The local server: the template's routes on 127.0.0.1 from the functions' own handlers, the
+//! worker behind a local SQS event-source mapping, and the reconciler on a timer.
+//! Configured by the same environment variables as the Lambda functions.
+
+use anyhow::{anyhow, Context, Result};
+use aws_sdk_sqs::types::QueueAttributeName;
+use clap::Parser;
+use mimiry_infra::local::{event_source, functions::Functions, server};
+use mimiry_infra::template::{check_routes, Template};
+use mimiry_shared::{aws::AwsClients, config::Config, logging};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "mimiry-local", about = "Serve Mimiry locally from the Lambda handlers")]
+struct Cli {
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: String,
+    /// Seconds between reconciler runs (EventBridge runs it once a minute).
+    #[arg(long, env = "RECONCILE_EVERY_SECONDS", default_value_t = 60)]
+    reconcile_every: u64,
+    /// Do not consume the jobs queue (for tests that drive the worker themselves).
+    #[arg(long)]
+    no_worker: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    logging::init();
+    let cli = Cli::parse();
+    check_routes(&Template::find()?)?;
+    let config = Config::from_env();
+    if config.jobs_queue_url.is_empty() {
+        return Err(anyhow!("JOBS_QUEUE_URL is not set"));
+    }
+    let clients = AwsClients::from_env().await;
+    let functions = Arc::new(Functions::new(&clients, &config));
+
+    if !cli.no_worker {
+        let arn = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&config.jobs_queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .context("reading the jobs queue (is moto up and bootstrapped?)")?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap_or_default();
+        tokio::spawn(event_source::run_worker(
+            functions.clone(),
+            clients.sqs.clone(),
+            config.jobs_queue_url.clone(),
+            arn,
+        ));
+        tokio::spawn(event_source::run_reconciler(
+            functions.clone(),
+            Duration::from_secs(cli.reconcile_every.max(1)),
+        ));
+    }
+
+    let listener = tokio::net::TcpListener::bind(&cli.addr)
+        .await
+        .with_context(|| format!("binding {}", cli.addr))?;
+    let addr = listener.local_addr()?;
+    println!("mimiry-local listening on http://{addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    axum::serve(listener, server::router(functions))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Every function's `App`, built once, and the dispatch from a route's function name to its
+//! handler: the same code Lambda runs.
+
+use lambda_http::{Body, Request, Response};
+use mimiry_shared::aws::AwsClients;
+use mimiry_shared::config::Config;
+
+pub struct Functions {
+    pub account: mimiry_account::App,
+    pub catalog: mimiry_catalog::App,
+    pub ssh_keys: mimiry_ssh_keys::App,
+    pub jobs: mimiry_jobs::App,
+    pub worker: mimiry_worker::App,
+    pub reconciler: mimiry_reconciler::App,
+}
+
+impl Functions {
+    pub fn new(clients: &AwsClients, config: &Config) -> Functions {
+        Functions {
+            account: mimiry_account::App::new(clients, config),
+            catalog: mimiry_catalog::App::new(clients, config),
+            ssh_keys: mimiry_ssh_keys::App::new(clients, config),
+            jobs: mimiry_jobs::App::new(clients, config),
+            worker: mimiry_worker::App::new(clients, config),
+            reconciler: mimiry_reconciler::App::new(clients, config),
+        }
+    }
+
+    /// Calls the handler of `function` (a route group of the shared route table).
+    pub async fn call(&self, function: &str, request: Request) -> Option<Response<Body>> {
+        Some(match function {
+            mimiry_account::FUNCTION => mimiry_account::handle(&self.account, request).await,
+            mimiry_catalog::FUNCTION => mimiry_catalog::handle(&self.catalog, request).await,
+            mimiry_ssh_keys::FUNCTION => mimiry_ssh_keys::handle(&self.ssh_keys, request).await,
+            mimiry_jobs::FUNCTION => mimiry_jobs::handle(&self.jobs, request).await,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,475 @@
+//! The job lifecycle as pure functions — no I/O, no clock:
+//!
+//! - [`decide`]: (job, observation, now) → (new job, one effect to perform);
+//! - [`apply`]: (job, effect result, now) → new job.
+//!
+//! The worker persists the decided job (conditional on its version) *before* performing the
+//! effect — so a deploy is always announced by its hostname before it happens and a duplicate
+//! message cannot start a second one — then applies the result and persists again.
+//!
+//! A job that must end first gets an [`Outcome`]; it keeps its status while its instances and
+//! script are deleted, then it is settled: the instance's billable life is charged against the
+//! hold, the rest of the hold is released, and the job takes the outcome's status.
+
+use super::model::{cost_of, FailureReason, Job, JobStatus, Outcome};
+use crate::config::Timers;
+use crate::money::Micros;
+use crate::time::Millis;
+
+/// Consecutive transient provider failures tolerated while deploying.
+pub const MAX_DEPLOY_ERRORS: u32 = 5;
+
+/// What the provider says about the job's current instance, in lifecycle terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceState {
+    /// ordered, provisioning, …
+    Booting,
+    Running { ip: Option<String> },
+    /// Shut down (by the wrapper after the script, or by someone): still billing.
+    Offline,
+    /// error / no_capacity: it will never run.
+    Failed { status: String },
+    /// Not found, discontinued or deleting.
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceObservation {
+    /// The job has no instance to look at.
+    NotLooked,
+    Seen(InstanceState),
+    /// The provider could not be asked (timeout, 5xx).
+    Unreachable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub instance: InstanceObservation,
+    /// Locations that list the job's type as available now; fetched only when
+    /// [`needs_availability`] says so.
+    pub available_locations: Option<Vec<String>>,
+    /// The account's free balance, for extending the hold.
+    pub balance: Micros,
+}
+
+/// The one side effect a decision asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Create the startup script if the job has none yet, look the hostname up (adopt what a
+    /// previous try created), else deploy.
+    Deploy { location: String, hostname: String },
+    /// A deploy was announced but its result never recorded: find it by hostname.
+    LookUpDeploy { hostname: String },
+    DeleteInstance { instance_id: String },
+    DeleteScript { script_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub job: Job,
+    pub effect: Effect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployOutcome {
+    Deployed { instance_id: String },
+    NoCapacity { message: String },
+    Failed { transient: bool, message: String },
+}
+
+/// What performing an effect produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EffectResult {
+    Deploy {
+        /// The script created for the deploy (kept even when the deploy failed, to delete it).
+        script_id: Option<String>,
+        outcome: DeployOutcome,
+    },
+    LookedUp { instance_id: Option<String> },
+    Deleted { instance_id: String, already_gone: bool, requested_at: Millis },
+    /// The provider refused for now (still provisioning).
+    DeleteRefused { instance_id: String },
+    DeleteFailed { instance_id: String, message: String },
+    ScriptDeleted,
+    ScriptDeleteFailed { message: String },
+}
+
+/// Whether the worker must fetch availability before deciding.
+pub fn needs_availability(job: &Job) -> bool {
+    job.status == JobStatus::Queued
+        && job.outcome.is_none()
+        && job.cancel_requested_at.is_none()
+        && job.location.is_none()
+        && job.requested_location.is_none()
+}
+
+fn secs(n: i64) -> Millis {
+    n * 1000
+}
+
+fn outcome(status: JobStatus, reason: Option<FailureReason>, message: Option<String>, now: Millis) -> Outcome {
+    Outcome {
+        status,
+        failure_reason: reason,
+        error_message: message,
+        decided_at: now,
+    }
+}
+
+fn failed(reason: FailureReason, message: impl Into<String>, now: Millis) -> Outcome {
+    outcome(JobStatus::Failed, Some(reason), Some(message.into()), now)
+}
+
+pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
+    let mut j = job.clone();
+    if j.status.is_terminal() {
+        return Decision { job: j, effect: Effect::None };
+    }
+    j.next_check_at = now;
+    note_observation(&mut j, obs, now);
+
+    if j.outcome.is_none() {
+        j.outcome = end_reason(&j, obs, now, t);
+    }
+    if j.outcome.is_some() {
+        return teardown(j, now);
+    }
+    if let Some(retired) = j.retired_instances.first() {
+        let instance_id = retired.clone();
+        return Decision { job: j, effect: Effect::DeleteInstance { instance_id } };
+    }
+    match j.status {
+        JobStatus::Queued => plan_deploy(j, obs, now, t),
+        _ => keep_watching(j, obs, now, t),
+    }
+}
+
+/// Bookkeeping from what was seen: liveness, ip, running since, offline since.
+fn note_observation(j: &mut Job, obs: &Observation, now: Millis) {
+    match &obs.instance {
+        InstanceObservation::Seen(state) => match state {
+            InstanceState::Gone => {
+                // It ended at the latest when last seen alive: never bill past that.
+                if j.instance_ended_at.is_none() && j.instance_id.is_some() {
+                    j.instance_ended_at = Some(j.instance_seen_at.or(j.deployed_at).unwrap_or(now));
+                }
+            }
+            alive => {
+                j.instance_seen_at = Some(now);
+                j.provider_errors = 0;
+                match alive {
+                    InstanceState::Running { ip } => {
+                        j.ip = ip.clone().or(j.ip.take());
+                        if j.status == JobStatus::Provisioning {
+                            j.status = JobStatus::Running;
+                            j.started_at = Some(now);
+                        }
+                    }
+                    InstanceState::Offline => {
+                        j.offline_seen_at.get_or_insert(now);
+                    }
+                    _ => {}
+                }
+            }
+        },
+        InstanceObservation::Unreachable(_) => j.provider_errors += 1,
+        InstanceObservation::NotLooked => {}
+    }
+}
+
+/// Why the job must end now, if it must.
+fn end_reason(j: &Job, obs: &Observation, now: Millis, t: &Timers) -> Option<Outcome> {
+    if j.cancel_requested_at.is_some() {
+        return Some(outcome(JobStatus::Cancelled, None, Some("Cancelled at the user's request".into()), now));
+    }
+    if let Some(report) = &j.report {
+        return Some(if report.exit_code == 0 {
+            outcome(JobStatus::Completed, None, None, now)
+        } else {
+            failed(
+                FailureReason::ScriptFailed,
+                format!("The startup script exited with code {}", report.exit_code),
+                now,
+            )
+        });
+    }
+    let seen = match &obs.instance {
+        InstanceObservation::Seen(state) => Some(state),
+        _ => None,
+    };
+    match j.status {
+        JobStatus::Queued => None,
+        JobStatus::Provisioning => {
+            if seen == Some(&InstanceState::Gone) {
+                return Some(failed(FailureReason::InstanceLost, "The instance disappeared at the provider while provisioning", now));
+            }
+            if let Some(InstanceState::Failed { status }) = seen {
+                if !can_fail_over(j, t) {
+                    return Some(failed(
+                        FailureReason::ProviderError,
+                        format!("The instance failed to start (provider status `{status}`)"),
+                        now,
+                    ));
+                }
+            }
+            let deadline = j.deployed_at.unwrap_or(j.created_at) + secs(t.provisioning_timeout_secs);
+            (now >= deadline).then(|| {
+                failed(
+                    FailureReason::ProvisioningTimeout,
+                    format!("The instance was not running {} seconds after it was ordered", t.provisioning_timeout_secs),
+                    now,
+                )
+            })
+        }
+        JobStatus::Running => {
+            match seen {
+                Some(InstanceState::Gone) => {
+                    return Some(failed(FailureReason::InstanceLost, "The instance disappeared at the provider", now))
+                }
+                Some(InstanceState::Failed { status }) => {
+                    return Some(failed(
+                        FailureReason::InstanceLost,
+                        format!("The instance stopped working (provider status `{status}`)"),
+                        now,
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(since) = j.offline_seen_at {
+                // The wrapper reports before it shuts down; give a late report a moment.
+                if now >= since + secs(2 * t.retry_delay_secs) {
+                    return Some(failed(
+                        FailureReason::ScriptFailed,
+                        "The instance shut down without reporting an exit code",
+                        now,
+                    ));
+                }
+            }
+            if let (Some(max), Some(started)) = (j.max_runtime_seconds, j.started_at) {
+                if now >= started + secs(max) {
+                    return Some(failed(
+                        FailureReason::MaxRuntimeExceeded,
+                        format!("The job ran longer than its max_runtime_seconds ({max})"),
+                        now,
+                    ));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn can_fail_over(j: &Job, t: &Timers) -> bool {
+    j.requested_location.is_none() && j.attempts < t.max_deploy_attempts
+}
+
+/// Queued: deploy (again) where there is capacity, or give up with `no_capacity`.
+fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
+    // A deploy announced earlier whose result was never recorded: try it again under the same
+    // hostname; the worker adopts the instance if the first try did create it.
+    if let Some(location) = j.location.clone() {
+        let hostname = j.hostname();
+        return Decision { job: j, effect: Effect::Deploy { location, hostname } };
+    }
+    let candidates: Vec<String> = match (&j.requested_location, &obs.available_locations) {
+        (Some(loc), _) => vec![loc.clone()],
+        (None, Some(available)) => available.clone(),
+        (None, None) => Vec::new(),
+    };
+    let next = candidates.into_iter().find(|l| !j.tried_locations.contains(l));
+    let give_up = match (&next, j.attempts >= t.max_deploy_attempts) {
+        (None, _) | (_, true) => true,
+        _ => false,
+    };
+    if give_up {
+        let message = match &j.requested_location {
+            Some(loc) => format!("No available instances of {} in {loc}", j.instance_type),
+            None if j.tried_locations.is_empty() => format!("No available instances of {} in any location", j.instance_type),
+            None => format!(
+                "No available instances of {} (tried {})",
+                j.instance_type,
+                j.tried_locations.join(", ")
+            ),
+        };
+        j.outcome = Some(failed(FailureReason::NoCapacity, message, now));
+        return teardown(j, now);
+    }
+    let location = next.expect("checked above");
+    j.attempts += 1;
+    j.location = Some(location.clone());
+    let hostname = j.hostname();
+    Decision { job: j, effect: Effect::Deploy { location, hostname } }
+}
+
+/// Provisioning or running: fail over a failed start, keep the hold ahead of the cost, and
+/// schedule the next look.
+fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
+    if let InstanceObservation::Seen(InstanceState::Failed { .. }) = &obs.instance {
+        // Only reachable when failing over is allowed (end_reason checked): retire the
+        // instance and try the next location.
+        if let Some(id) = j.instance_id.take() {
+            j.retired_instances.push(id);
+        }
+        if let Some(loc) = j.location.take() {
+            j.tried_locations.push(loc);
+        }
+        j.status = JobStatus::Queued;
+        j.deployed_at = None;
+        j.instance_seen_at = None;
+        j.instance_ended_at = None;
+        j.ip = None;
+        let effect = match j.retired_instances.first() {
+            Some(id) => Effect::DeleteInstance { instance_id: id.clone() },
+            None => Effect::None,
+        };
+        return Decision { job: j, effect };
+    }
+
+    let interval = if j.status == JobStatus::Provisioning { t.provisioning_poll_secs } else { t.running_poll_secs };
+    let mut next = now + secs(interval);
+    if j.status == JobStatus::Provisioning {
+        next = next.min(j.deployed_at.unwrap_or(now) + secs(t.provisioning_timeout_secs));
+    }
+    if let (Some(max), Some(started)) = (j.max_runtime_seconds, j.started_at) {
+        next = next.min(started + secs(max));
+    }
+
+    // Credits: the hold must cover the cost until the look after next; extend it from the
+    // balance, and stop the job before the hold runs out when the balance cannot.
+    let price = j.price_per_hour();
+    if price.0 > 0 {
+        let cost_now = j.cost_at(now);
+        let cover_secs = 2 * interval + t.retry_delay_secs;
+        let needed = cost_now + cost_of(price, cover_secs);
+        if Micros(j.hold_micros) < needed {
+            let extension = cost_of(price, t.hold_secs).max(needed - Micros(j.hold_micros)).min(obs.balance);
+            j.hold_micros += extension.0;
+        }
+        let runway = Micros(j.hold_micros) - cost_now;
+        // Seconds the hold still covers, minus a margin for the teardown to land in time.
+        let runway_secs = runway.0 * 3600 / price.0 - t.retry_delay_secs;
+        if runway_secs <= 0 {
+            j.outcome = Some(failed(
+                FailureReason::InsufficientCredits,
+                "Your credits ran out, so the job was stopped",
+                now,
+            ));
+            return teardown(j, now);
+        }
+        next = next.min(now + secs(runway_secs));
+    }
+    j.next_check_at = next.max(now + 1000);
+    Decision { job: j, effect: Effect::None }
+}
+
+/// Ending: delete the instance(s) and the script, then settle and take the outcome's status.
+fn teardown(mut j: Job, now: Millis) -> Decision {
+    if j.instance_id.is_none() && j.location.is_some() && j.status == JobStatus::Queued {
+        let hostname = j.hostname();
+        return Decision { job: j, effect: Effect::LookUpDeploy { hostname } };
+    }
+    if let (Some(id), None) = (&j.instance_id, j.instance_ended_at) {
+        let instance_id = id.clone();
+        return Decision { job: j, effect: Effect::DeleteInstance { instance_id } };
+    }
+    if let Some(id) = j.retired_instances.first() {
+        let instance_id = id.clone();
+        return Decision { job: j, effect: Effect::DeleteInstance { instance_id } };
+    }
+    if let Some(script_id) = j.script_id.clone() {
+        return Decision { job: j, effect: Effect::DeleteScript { script_id } };
+    }
+    settle(&mut j, now);
+    Decision { job: j, effect: Effect::None }
+}
+
+/// Charges the instance's billable life (never more than the hold) and releases the rest.
+fn settle(j: &mut Job, now: Millis) {
+    let o = j.outcome.clone().expect("settle follows an outcome");
+    let cost = j.cost_at(now).min(Micros(j.hold_micros));
+    j.charged_micros += cost.0;
+    j.hold_micros = 0;
+    j.status = o.status;
+    j.failure_reason = o.failure_reason;
+    j.error_message = o.error_message;
+    j.finished_at = Some(now);
+    j.next_check_at = now;
+}
+
+/// Records what an effect produced.
+pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
+    let mut j = job.clone();
+    j.next_check_at = now;
+    match result {
+        EffectResult::Deploy { script_id, outcome } => {
+            if script_id.is_some() {
+                j.script_id = script_id.clone();
+            }
+            match outcome {
+                DeployOutcome::Deployed { instance_id } => {
+                    j.instance_id = Some(instance_id.clone());
+                    j.deployed_at = Some(now);
+                    j.instance_seen_at = Some(now);
+                    j.instance_ended_at = None;
+                    j.provider_errors = 0;
+                    if j.status == JobStatus::Queued {
+                        j.status = JobStatus::Provisioning;
+                    }
+                    j.next_check_at = now + secs(t.provisioning_poll_secs);
+                }
+                DeployOutcome::NoCapacity { message } => {
+                    if let Some(loc) = j.location.take() {
+                        j.tried_locations.push(loc);
+                    }
+                    if j.requested_location.is_some() && j.outcome.is_none() {
+                        j.outcome = Some(failed(FailureReason::NoCapacity, format!("No available instances: {message}"), now));
+                    }
+                }
+                DeployOutcome::Failed { transient: true, message } => {
+                    j.provider_errors += 1;
+                    j.next_check_at = now + secs(t.retry_delay_secs);
+                    if j.provider_errors >= MAX_DEPLOY_ERRORS && j.outcome.is_none() {
+                        // The deploy may still have happened: keep `location` so the teardown
+                        // looks the hostname up before settling.
+                        j.outcome = Some(failed(FailureReason::ProviderError, format!("The provider kept failing: {message}"), now));
+                    }
+                }
+                DeployOutcome::Failed { transient: false, message } => {
+                    j.location = None;
+                    if j.outcome.is_none() {
+                        j.outcome = Some(failed(FailureReason::ProviderError, format!("The provider refused the deploy: {message}"), now));
+                    }
+                }
+            }
+        }
+        EffectResult::LookedUp { instance_id } => match instance_id {
+            Some(id) => {
+                j.instance_id = Some(id.clone());
+                // We do not know when it was created: bill from now, never before.
+                j.deployed_at = Some(now);
+                j.instance_seen_at = Some(now);
+                j.instance_ended_at = None;
+            }
+            None => j.location = None,
+        },
+        EffectResult::Deleted { instance_id, already_gone, requested_at } => {
+            if j.instance_id.as_ref() == Some(instance_id) && j.instance_ended_at.is_none() {
+                j.instance_ended_at = Some(if *already_gone {
+                    j.instance_seen_at.or(j.deployed_at).unwrap_or(*requested_at)
+                } else {
+                    *requested_at
+                });
+            }
+            j.retired_instances.retain(|r| r != instance_id);
+        }
+        EffectResult::DeleteRefused { .. } => j.next_check_at = now + secs(t.retry_delay_secs),
+        EffectResult::DeleteFailed { .. } | EffectResult::ScriptDeleteFailed { .. } => {
+            j.provider_errors += 1;
+            j.next_check_at = now + secs(t.retry_delay_secs);
+        }
+        EffectResult::ScriptDeleted => j.script_id = None,
+    }
+    j
+}

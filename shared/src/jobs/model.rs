@@ -1,0 +1,261 @@
+//! The job as stored and as shown.
+
+use crate::money::Micros;
+use crate::time::{rfc3339, rfc3339_opt, Millis};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Provisioning,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Provisioning,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Provisioning => "provisioning",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Why a job failed, as a machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    NoCapacity,
+    ProvisioningTimeout,
+    ScriptFailed,
+    InstanceLost,
+    ProviderError,
+    InsufficientCredits,
+    MaxRuntimeExceeded,
+}
+
+/// How a job is going to end, decided before its instance is torn down. The job keeps its
+/// current status until the teardown is done, then takes `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: JobStatus,
+    pub failure_reason: Option<FailureReason>,
+    pub error_message: Option<String>,
+    pub decided_at: Millis,
+}
+
+/// What the instance reported through `POST /jobs/{id}/report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub exit_code: i32,
+    pub output_tail: String,
+    pub reported_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_id: String,
+    pub account_id: String,
+    pub name: String,
+    pub status: JobStatus,
+    pub instance_type: String,
+    pub image: String,
+    /// The location the user asked for; `None` = any location with capacity.
+    pub requested_location: Option<String>,
+    /// The location of the current (or last) deploy.
+    pub location: Option<String>,
+    pub ssh_key_ids: Vec<String>,
+    /// The provider's ids of those keys, resolved at submit.
+    pub provider_ssh_key_ids: Vec<String>,
+    pub startup_script: Option<String>,
+    pub auto_shutdown: bool,
+    pub max_runtime_seconds: Option<i64>,
+    pub provider: String,
+    /// Mimiry's price per hour for the type, fixed at submit.
+    pub price_per_hour_micros: i64,
+    pub created_at: Millis,
+
+    /// Deploys started (one per location tried); the hostname carries it so a retried deploy
+    /// adopts the instance instead of creating a second.
+    pub attempts: u32,
+    pub tried_locations: Vec<String>,
+    pub script_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub ip: Option<String>,
+    /// Start of the instance's billable life: just after the deploy call returned.
+    pub deployed_at: Option<Millis>,
+    /// Last time the instance was seen alive.
+    pub instance_seen_at: Option<Millis>,
+    /// End of its billable life: when the delete was accepted (or it was last seen, if gone).
+    pub instance_ended_at: Option<Millis>,
+    /// Instances of earlier attempts that must still be deleted.
+    pub retired_instances: Vec<String>,
+    pub started_at: Option<Millis>,
+    pub offline_seen_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    /// Consecutive transient provider failures; too many end the job `provider_error`.
+    pub provider_errors: u32,
+
+    /// Credits reserved for this job and not yet charged.
+    pub hold_micros: i64,
+    /// Credits charged for this job.
+    pub charged_micros: i64,
+
+    pub cancel_requested_at: Option<Millis>,
+    pub report: Option<Report>,
+    pub outcome: Option<Outcome>,
+    pub failure_reason: Option<FailureReason>,
+    pub error_message: Option<String>,
+
+    /// When the worker should next look at the job.
+    pub next_check_at: Millis,
+    /// Optimistic-concurrency version: every write is conditional on it.
+    pub version: u64,
+}
+
+impl Job {
+    pub fn hostname(&self) -> String {
+        hostname(&self.job_id, self.attempts)
+    }
+
+    pub fn price_per_hour(&self) -> Micros {
+        Micros(self.price_per_hour_micros)
+    }
+
+    /// Billable seconds of the current instance's life up to `now` (whole seconds, rounded
+    /// down: never a second the instance did not live).
+    pub fn billable_seconds(&self, now: Millis) -> i64 {
+        match self.deployed_at {
+            None => 0,
+            Some(start) => {
+                let end = self.instance_ended_at.unwrap_or(now);
+                ((end - start).max(0)) / 1000
+            }
+        }
+    }
+
+    pub fn cost_at(&self, now: Millis) -> Micros {
+        cost_of(self.price_per_hour(), self.billable_seconds(now))
+    }
+
+    pub fn is_active(&self) -> bool {
+        !self.status.is_terminal()
+    }
+
+    /// The public view: every field of design.md §5.
+    pub fn view(&self, now: Millis) -> Value {
+        let cost = if self.status.is_terminal() {
+            Micros(self.charged_micros)
+        } else {
+            self.cost_at(now)
+        };
+        let cancelling = self.cancel_requested_at.is_some() && !self.status.is_terminal();
+        json!({
+            "id": self.job_id,
+            "name": self.name,
+            "status": self.status.as_str(),
+            "instance_type": self.instance_type,
+            "image": self.image,
+            "location": self.location.as_ref().or(self.requested_location.as_ref()),
+            "requested_location": self.requested_location,
+            "ssh_key_ids": self.ssh_key_ids,
+            "auto_shutdown": self.auto_shutdown,
+            "max_runtime_seconds": self.max_runtime_seconds,
+            "provider": self.provider,
+            "instance_id": self.instance_id,
+            "ip": self.ip,
+            "price_per_hour": self.price_per_hour().to_string(),
+            "cost": cost.to_string(),
+            "held_credits": Micros(self.hold_micros).to_string(),
+            "attempts": self.attempts,
+            "exit_code": self.report.as_ref().map(|r| r.exit_code),
+            "output_tail": self.report.as_ref().map(|r| r.output_tail.clone()),
+            "failure_reason": self.failure_reason,
+            "error_message": self.error_message,
+            "cancel_requested": cancelling,
+            "created_at": rfc3339(self.created_at),
+            "started_at": rfc3339_opt(self.started_at),
+            "finished_at": rfc3339_opt(self.finished_at),
+        })
+    }
+
+    /// The short answer to `POST /jobs`, as the guide shows it.
+    pub fn submitted_view(&self) -> Value {
+        json!({
+            "id": self.job_id,
+            "name": self.name,
+            "status": self.status.as_str(),
+            "instance_type": self.instance_type,
+            "image": self.image,
+            "location": self.requested_location,
+            "created_at": rfc3339(self.created_at),
+        })
+    }
+}
+
+pub fn hostname(job_id: &str, attempt: u32) -> String {
+    format!("mimiry-{job_id}-{attempt}")
+}
+
+/// The job id inside a `mimiry-{job}-{attempt}` hostname or `mimiry-{job}` script name.
+pub fn job_id_of_name(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("mimiry-")?;
+    let id = rest.get(..36)?;
+    uuid::Uuid::parse_str(id).ok().map(|_| id)
+}
+
+pub fn script_name(job_id: &str) -> String {
+    format!("mimiry-{job_id}")
+}
+
+/// Price per hour × seconds, rounded up to the micro (at most one micro in our favour).
+pub fn cost_of(price_per_hour: Micros, seconds: i64) -> Micros {
+    price_per_hour.mul_div_ceil(seconds, 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let id = uuid::Uuid::now_v7().to_string();
+        assert_eq!(job_id_of_name(&hostname(&id, 3)), Some(id.as_str()));
+        assert_eq!(job_id_of_name(&script_name(&id)), Some(id.as_str()));
+        assert!(hostname(&id, 12).len() <= 60);
+        assert_eq!(job_id_of_name("mimiry-notauuid"), None);
+        assert_eq!(job_id_of_name("other-host"), None);
+    }
+
+    #[test]
+    fn cost_is_per_whole_second() {
+        assert_eq!(cost_of(Micros(3_600_000), 1), Micros(1000));
+        assert_eq!(cost_of(Micros(1_000_000), 1), Micros(278));
+        assert_eq!(cost_of(Micros(1_000_000), 0), Micros(0));
+    }
+}

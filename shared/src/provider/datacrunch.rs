@@ -1,0 +1,652 @@
+//! The DataCrunch (Verda) client: [`DataCrunchClient`] implements [`GpuProvider`] over HTTPS.
+//!
+//! - One `reqwest` client (rustls) per process; `DataCrunchClient` is cheap to clone.
+//! - Every request has a per-attempt timeout (the one given to [`DataCrunchClient::new`]) and a
+//!   connect timeout (`min(timeout, 5 s)` unless set with
+//!   [`DataCrunchClient::with_connect_timeout`]).
+//! - OAuth2 client credentials, cached and renewed ahead of expiry (see `token.rs`). A 401 on a
+//!   cached token drops it and repeats the call once with a new token (the provider refused the
+//!   request, so this is safe for every call, `deploy` included).
+//! - Idempotent calls (GETs, deletes) are retried on 408/429/5xx, timeouts and transport errors
+//!   per [`RetryPolicy`] (default 3 retries, full jitter, 200 ms base, 2 s cap). `deploy`,
+//!   `create_ssh_key` and `create_script` are sent exactly once.
+
+use super::parse::{self, CallKind};
+use super::retry::RetryPolicy;
+use super::token::TokenManager;
+use super::{
+    DeleteOutcome, DeployRequest, GpuProvider, ImageInfo, InstanceInfo, InstanceTypeInfo,
+    LocationAvailability, LocationInfo, ProviderError, ScriptInfo,
+};
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the OAuth2 client id and secret come from.
+#[derive(Clone)]
+pub enum Credentials {
+    Static {
+        client_id: String,
+        client_secret: String,
+    },
+    /// A Secrets Manager secret holding `{"client_id": …, "client_secret": …}`, read on first
+    /// use and cached.
+    SecretsManager {
+        client: aws_sdk_secretsmanager::Client,
+        secret_id: String,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Static { client_id, .. } => f
+                .debug_struct("Static")
+                .field("client_id", client_id)
+                .field("client_secret", &"<redacted>")
+                .finish(),
+            Credentials::SecretsManager { secret_id, .. } => f
+                .debug_struct("SecretsManager")
+                .field("secret_id", secret_id)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Default renewal margin before a token's `expires_in` runs out.
+const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(30);
+/// Connect-timeout ceiling.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The DataCrunch API client. Build once per process and clone freely.
+#[derive(Clone)]
+pub struct DataCrunchClient {
+    http: reqwest::Client,
+    base: Arc<str>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+    refresh_margin: Duration,
+    tokens: Arc<TokenManager>,
+}
+
+impl fmt::Debug for DataCrunchClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataCrunchClient")
+            .field("base", &self.base)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_http(timeout: Duration, connect_timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        // Lambda freezes idle containers: do not reuse connections that sat for long.
+        .pool_idle_timeout(Duration::from_secs(20))
+        .user_agent(concat!("mimiry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "building the provider HTTP client failed; using defaults");
+            reqwest::Client::new()
+        })
+}
+
+impl DataCrunchClient {
+    /// `base_url` is the API root including `/v1` (e.g. `https://api.verda.com/v1`);
+    /// `timeout` bounds each HTTP attempt (connect + request + body).
+    pub fn new(base_url: &str, credentials: Credentials, timeout: Duration) -> Self {
+        let connect_timeout = timeout.min(MAX_CONNECT_TIMEOUT);
+        DataCrunchClient {
+            http: build_http(timeout, connect_timeout),
+            base: Arc::from(base_url.trim().trim_end_matches('/')),
+            timeout,
+            connect_timeout,
+            retry: RetryPolicy::default(),
+            refresh_margin: DEFAULT_REFRESH_MARGIN,
+            tokens: Arc::new(TokenManager::new(credentials)),
+        }
+    }
+
+    /// Replaces the retry policy for idempotent calls (default: [`RetryPolicy::default`]).
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How long before expiry a token is renewed (default 30 s; never more than a quarter of
+    /// the token's lifetime).
+    pub fn with_token_refresh_margin(mut self, margin: Duration) -> Self {
+        self.refresh_margin = margin;
+        self
+    }
+
+    /// Replaces the connect timeout (default `min(timeout, 5 s)`).
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self.http = build_http(self.timeout, connect_timeout);
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    pub(crate) fn refresh_margin(&self) -> Duration {
+        self.refresh_margin
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// One HTTP exchange: status and body text. Never logs headers.
+    pub(crate) async fn send_raw(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, String), ProviderError> {
+        let mut rb = self
+            .http
+            .request(method, url)
+            .timeout(self.timeout)
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !query.is_empty() {
+            rb = rb.query(query);
+        }
+        if let Some(token) = bearer {
+            rb = rb.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            rb = rb.body(body.to_string());
+        }
+        let resp = rb.send().await.map_err(reqwest_error)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(reqwest_error)?;
+        Ok((status, text))
+    }
+
+    /// An authenticated API call returning the success status and body; errors are typed.
+    /// `idempotent` calls are retried on transient failures.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        idempotent: bool,
+        kind: CallKind,
+    ) -> Result<(u16, String), ProviderError> {
+        let url = self.url(path);
+        let mut retry = 0;
+        loop {
+            let started = Instant::now();
+            let result = self.call_once(&method, &url, query, body, kind).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok((status, text)) => {
+                    tracing::debug!(%method, path, status, elapsed_ms, "provider call");
+                    return Ok((status, text));
+                }
+                Err(Failure::Call(e))
+                    if idempotent && e.is_transient() && retry < self.retry.max_retries =>
+                {
+                    let wait = self.retry.backoff(retry);
+                    tracing::warn!(%method, path, error = %e, elapsed_ms, retry = retry + 1,
+                        wait_ms = wait.as_millis() as u64, "retrying provider call");
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+                Err(Failure::Call(e) | Failure::Token(e)) => {
+                    tracing::info!(%method, path, error = %e, code = e.code(), elapsed_ms, "provider call failed");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        kind: CallKind,
+    ) -> Result<(u16, String), Failure> {
+        let bearer = self.tokens.bearer(self).await.map_err(Failure::Token)?;
+        let (mut status, mut text) = self
+            .send_raw(method.clone(), url, query, Some(&bearer.token), body)
+            .await
+            .map_err(Failure::Call)?;
+        if status == 401 && !bearer.fresh {
+            tracing::info!("provider refused a cached token; renewing it and repeating the call");
+            self.tokens.invalidate(&bearer.token).await;
+            let bearer = self.tokens.bearer(self).await.map_err(Failure::Token)?;
+            (status, text) = self
+                .send_raw(method.clone(), url, query, Some(&bearer.token), body)
+                .await
+                .map_err(Failure::Call)?;
+        }
+        if (200..300).contains(&status) {
+            Ok((status, text))
+        } else {
+            Err(Failure::Call(parse::classify(status, &text, kind)))
+        }
+    }
+
+    async fn get_json(
+        &self,
+        what: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Value, ProviderError> {
+        let (status, text) = self
+            .call(Method::GET, path, query, None, true, CallKind::Other)
+            .await?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        parse::json_body(status, what, &text)
+    }
+
+    /// A create call (sent once) whose response is the new id.
+    async fn create(&self, what: &str, path: &str, body: &Value) -> Result<String, ProviderError> {
+        let (status, text) = self
+            .call(Method::POST, path, &[], Some(body), false, CallKind::Other)
+            .await?;
+        id_from(status, what, &text)
+    }
+
+    /// A delete of a key or script: sent with retries; a missing object is success.
+    async fn delete_simple(&self, path: &str) -> Result<(), ProviderError> {
+        match self
+            .call(Method::DELETE, path, &[], None, true, CallKind::Other)
+            .await
+        {
+            Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
+            Err(ProviderError::InvalidRequest(m)) if says_missing(&m) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether a call failed while getting a token (already retried inside) or on the call itself.
+enum Failure {
+    Token(ProviderError),
+    Call(ProviderError),
+}
+
+fn reqwest_error(e: reqwest::Error) -> ProviderError {
+    if e.is_timeout() {
+        return ProviderError::Timeout;
+    }
+    // reqwest's own message is terse; the source chain says what actually happened.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    ProviderError::Transport(message)
+}
+
+fn id_from(status: u16, what: &str, body: &str) -> Result<String, ProviderError> {
+    parse::parse_id(body).ok_or_else(|| ProviderError::Server {
+        status,
+        message: format!(
+            "{what} response carries no id: {}",
+            parse::truncate(body.trim(), 120)
+        ),
+    })
+}
+
+/// A 4xx message that means "no such object".
+fn says_missing(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("not found")
+        || m.contains("does not exist")
+        || (m.contains("invalid") && m.contains(" id"))
+}
+
+/// Percent-encodes one path segment (ids are UUIDs, but never trust that).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.trim().bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The JSON body of `POST /instances`.
+fn deploy_body(req: &DeployRequest) -> Value {
+    json!({
+        "instance_type": req.instance_type,
+        "image": req.image,
+        "hostname": req.hostname,
+        "description": req.description,
+        "ssh_key_ids": req.ssh_key_ids,
+        "location_code": req.location_code,
+        "startup_script_id": req.startup_script_id,
+        "os_volume": {
+            "name": format!("{}-os", req.hostname),
+            "size": req.os_volume_size_gb,
+        },
+        "is_spot": false,
+        "existing_volumes": [],
+        "volumes": [],
+    })
+}
+
+/// Maps a failed delete to its outcome: gone, try later, or a real error.
+fn delete_outcome_from_error(e: ProviderError) -> Result<DeleteOutcome, ProviderError> {
+    match e {
+        ProviderError::NotFound(_) => Ok(DeleteOutcome::AlreadyGone),
+        ProviderError::InvalidRequest(m) => {
+            let l = m.to_ascii_lowercase();
+            if l.contains("discontinued") || l.contains("invalid instance id") {
+                Ok(DeleteOutcome::AlreadyGone)
+            } else if l.contains("forbidden_action") || l.contains("provisioning") {
+                Ok(DeleteOutcome::NotYet)
+            } else {
+                Err(ProviderError::InvalidRequest(m))
+            }
+        }
+        other => Err(other),
+    }
+}
+
+/// A 2xx delete may carry per-instance results `[{action, instanceId, status, error,
+/// statusCode}]`; an error in ours decides the outcome.
+fn delete_outcome_from_body(id: &str, body: &str) -> Result<DeleteOutcome, ProviderError> {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return Ok(DeleteOutcome::Accepted);
+    };
+    let results: Vec<Value> = parse::items(v)
+        .into_iter()
+        .filter(|r| r.is_object())
+        .collect();
+    let ours = results
+        .iter()
+        .find(|r| {
+            parse::lenient_string(r.get("instanceId").or_else(|| r.get("instance_id")))
+                .is_some_and(|i| i == id)
+        })
+        .or(if results.len() == 1 {
+            results.first()
+        } else {
+            None
+        });
+    let Some(r) = ours else {
+        return Ok(DeleteOutcome::Accepted);
+    };
+    let status_code = parse::lenient_u32(r.get("statusCode").or_else(|| r.get("status_code")))
+        .and_then(|c| u16::try_from(c).ok());
+    let error = parse::lenient_string(r.get("error"));
+    let failed = status_code.is_some_and(|c| c >= 400)
+        || error.is_some()
+        || parse::lenient_string(r.get("status")).is_some_and(|s| s.eq_ignore_ascii_case("error"));
+    if !failed {
+        return Ok(DeleteOutcome::Accepted);
+    }
+    let inner = json!({
+        "code": parse::lenient_string(r.get("code")),
+        "message": error.unwrap_or_else(|| "delete refused".into()),
+    });
+    delete_outcome_from_error(parse::classify(
+        status_code.unwrap_or(400),
+        &inner.to_string(),
+        CallKind::Other,
+    ))
+}
+
+#[async_trait::async_trait]
+impl GpuProvider for DataCrunchClient {
+    fn id(&self) -> &'static str {
+        "datacrunch"
+    }
+
+    fn name(&self) -> &'static str {
+        "DataCrunch (Verda)"
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceTypeInfo>, ProviderError> {
+        let v = self
+            .get_json("instance types", "/instance-types", &[("currency", "usd")])
+            .await?;
+        Ok(parse::instance_types(v))
+    }
+
+    async fn availability(
+        &self,
+        location: Option<&str>,
+    ) -> Result<Vec<LocationAvailability>, ProviderError> {
+        let query: Vec<(&str, &str)> = location.map(|l| ("location_code", l)).into_iter().collect();
+        let v = self
+            .get_json("availability", "/instance-availability", &query)
+            .await?;
+        let mut list = parse::availability(v);
+        if let Some(l) = location {
+            list.retain(|a| a.location_code.eq_ignore_ascii_case(l));
+        }
+        Ok(list)
+    }
+
+    async fn locations(&self) -> Result<Vec<LocationInfo>, ProviderError> {
+        let v = self.get_json("locations", "/locations", &[]).await?;
+        Ok(parse::locations(v))
+    }
+
+    async fn images(&self, instance_type: Option<&str>) -> Result<Vec<ImageInfo>, ProviderError> {
+        let query: Vec<(&str, &str)> = instance_type
+            .map(|t| ("instance_type", t))
+            .into_iter()
+            .collect();
+        let v = self.get_json("images", "/images", &query).await?;
+        Ok(parse::images(v))
+    }
+
+    async fn create_ssh_key(&self, name: &str, public_key: &str) -> Result<String, ProviderError> {
+        self.create(
+            "ssh key",
+            "/sshkeys",
+            &json!({"name": name, "key": public_key.trim()}),
+        )
+        .await
+    }
+
+    async fn delete_ssh_key(&self, id: &str) -> Result<(), ProviderError> {
+        self.delete_simple(&format!("/sshkeys/{}", segment(id)))
+            .await
+    }
+
+    async fn create_script(&self, name: &str, script: &str) -> Result<String, ProviderError> {
+        self.create(
+            "script",
+            "/scripts",
+            &json!({"name": name, "script": script}),
+        )
+        .await
+    }
+
+    async fn delete_script(&self, id: &str) -> Result<(), ProviderError> {
+        self.delete_simple(&format!("/scripts/{}", segment(id)))
+            .await
+    }
+
+    async fn list_scripts(&self) -> Result<Vec<ScriptInfo>, ProviderError> {
+        let v = self.get_json("scripts", "/scripts", &[]).await?;
+        Ok(parse::scripts(v))
+    }
+
+    async fn deploy(&self, req: &DeployRequest) -> Result<String, ProviderError> {
+        let body = deploy_body(req);
+        let (status, text) = self
+            .call(
+                Method::POST,
+                "/instances",
+                &[],
+                Some(&body),
+                false,
+                CallKind::Deploy,
+            )
+            .await?;
+        let id = id_from(status, "deploy", &text)?;
+        tracing::info!(instance_id = %id, instance_type = %req.instance_type,
+            location = %req.location_code, hostname = %req.hostname, "provider instance deployed");
+        Ok(id)
+    }
+
+    async fn get_instance(&self, id: &str) -> Result<Option<InstanceInfo>, ProviderError> {
+        let v = match self
+            .get_json("instance", &format!("/instances/{}", segment(id)), &[])
+            .await
+        {
+            Ok(v) => v,
+            Err(ProviderError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let list = parse::instances(v);
+        let found = list.iter().position(|i| i.id == id).unwrap_or(0);
+        Ok(list.into_iter().nth(found))
+    }
+
+    async fn list_instances(&self) -> Result<Vec<InstanceInfo>, ProviderError> {
+        let v = self.get_json("instances", "/instances", &[]).await?;
+        Ok(parse::instances(v))
+    }
+
+    async fn delete_instance(&self, id: &str) -> Result<DeleteOutcome, ProviderError> {
+        let body = json!({
+            "id": [id],
+            "action": "delete",
+            "volume_ids": null,
+            "delete_permanently": true,
+        });
+        let outcome = match self
+            .call(
+                Method::PUT,
+                "/instances",
+                &[],
+                Some(&body),
+                true,
+                CallKind::Other,
+            )
+            .await
+        {
+            Ok((_, text)) => delete_outcome_from_body(id, &text),
+            Err(e) => delete_outcome_from_error(e),
+        }?;
+        tracing::info!(instance_id = %id, outcome = ?outcome, "provider instance delete");
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn deploy_body_shape() {
+        let req = DeployRequest {
+            instance_type: "1V100.6V".into(),
+            image: "ubuntu-22.04-cuda-12.0-docker".into(),
+            hostname: "mj-abc".into(),
+            description: "mj-abc".into(),
+            ssh_key_ids: vec![],
+            location_code: "FIN-01".into(),
+            startup_script_id: None,
+            os_volume_size_gb: 50,
+        };
+        let b = deploy_body(&req);
+        assert_eq!(b["ssh_key_ids"], json!([]));
+        assert_eq!(b["existing_volumes"], json!([]));
+        assert_eq!(b["volumes"], json!([]));
+        assert_eq!(b["is_spot"], json!(false));
+        assert_eq!(b["startup_script_id"], Value::Null);
+        assert_eq!(b["os_volume"], json!({"name": "mj-abc-os", "size": 50}));
+        assert_eq!(b["location_code"], json!("FIN-01"));
+    }
+
+    #[test]
+    fn delete_outcomes() {
+        use DeleteOutcome::*;
+        let inv = |m: &str| ProviderError::InvalidRequest(m.into());
+        assert_eq!(
+            delete_outcome_from_error(inv(
+                "forbidden_action: Can't discontinue a provisioning instance"
+            )),
+            Ok(NotYet)
+        );
+        assert_eq!(
+            delete_outcome_from_error(inv(
+                "forbidden_action: Can't discontinue a discontinued instance"
+            )),
+            Ok(AlreadyGone)
+        );
+        assert_eq!(
+            delete_outcome_from_error(ProviderError::NotFound("Invalid instance id".into())),
+            Ok(AlreadyGone)
+        );
+        assert!(delete_outcome_from_error(inv("invalid_request: bad body")).is_err());
+        assert!(delete_outcome_from_error(ProviderError::Timeout).is_err());
+
+        assert_eq!(delete_outcome_from_body("i1", ""), Ok(Accepted));
+        assert_eq!(
+            delete_outcome_from_body(
+                "i1",
+                r#"[{"action":"delete","instanceId":"i1","status":"success","statusCode":202}]"#
+            ),
+            Ok(Accepted)
+        );
+        assert_eq!(
+            delete_outcome_from_body(
+                "i1",
+                r#"[{"action":"delete","instanceId":"i0","status":"success"},
+                    {"action":"delete","instanceId":"i1","status":"error","statusCode":400,
+                     "code":"forbidden_action","error":"Can't discontinue a provisioning instance"}]"#
+            ),
+            Ok(NotYet)
+        );
+        assert_eq!(
+            delete_outcome_from_body(
+                "i1",
+                r#"[{"instanceId":"i1","error":"Invalid instance id","statusCode":"404"}]"#
+            ),
+            Ok(AlreadyGone)
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("abc-123_x.y~z"), "abc-123_x.y~z");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn credentials_debug_redacts() {
+        let c = Credentials::Static {
+            client_id: "id".into(),
+            client_secret: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

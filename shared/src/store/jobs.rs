@@ -1,0 +1,351 @@
+//! Job items, and the money that moves with them. Every job write is conditional on the job's
+//! `version`; when it moves credits, the account update and the ledger entries are in the same
+//! `TransactWriteItems`, so job state and money change together or not at all.
+
+use super::accounts::ACCOUNT_SK;
+use super::idempotency::IdempotencyRecord;
+use super::{account_pk, aws_err, cancelled_conditions, from_item, n, s, to_item, Item, Store};
+use crate::error::ApiError;
+use crate::jobs::{Job, JobStatus, Report};
+use crate::money::Micros;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use base64::Engine;
+
+pub const ACTIVE_INDEX: &str = "GSI1";
+pub const ACTIVE_PK: &str = "ACTIVE";
+
+pub fn job_sk(job_id: &str) -> String {
+    format!("JOB#{job_id}")
+}
+
+/// The active-jobs index key: overdue jobs sort first.
+pub fn active_sort_key(job: &Job) -> String {
+    format!("{:013}#{}#{}", job.next_check_at.max(0), job.account_id, job.job_id)
+}
+
+/// Parses `{next_check_at}#{account}#{job}` back.
+pub fn parse_active_sort_key(sk: &str) -> Option<(i64, String, String)> {
+    let mut parts = sk.splitn(3, '#');
+    let at = parts.next()?.parse().ok()?;
+    Some((at, parts.next()?.to_string(), parts.next()?.to_string()))
+}
+
+/// Why saving a job did not happen.
+#[derive(Debug)]
+pub enum SaveError {
+    /// Someone else wrote the job first (or the balance moved): read it again.
+    Conflict,
+    Other(ApiError),
+}
+
+impl From<ApiError> for SaveError {
+    fn from(e: ApiError) -> Self {
+        SaveError::Other(e)
+    }
+}
+
+/// Why a submit was refused.
+#[derive(Debug)]
+pub enum SubmitError {
+    InsufficientCredits { available: Micros },
+    /// The idempotency key was used by a concurrent request first.
+    IdempotencyKeyTaken,
+    Other(ApiError),
+}
+
+/// A page of jobs, newest first.
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+fn job_item(job: &Job) -> Result<Item, ApiError> {
+    let mut item = to_item(job, account_pk(&job.account_id), job_sk(&job.job_id))?;
+    if job.is_active() {
+        item.insert("GSI1PK".into(), s(ACTIVE_PK));
+        item.insert("GSI1SK".into(), s(active_sort_key(job)));
+    }
+    Ok(item)
+}
+
+fn cursor_encode(job_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{job_id}"))
+}
+
+/// A cursor is only ever a job id inside the caller's own partition, so a forged one can at
+/// worst skip around the caller's own jobs.
+fn cursor_decode(cursor: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::validation("cursor", "Invalid cursor: pass back the next_cursor of a previous page");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let id = text.strip_prefix("v1:").ok_or_else(bad)?;
+    uuid::Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok(id.to_string())
+}
+
+impl Store {
+    /// The account update and ledger entries for moving a job's hold/charge from `old` to `new`.
+    fn money_items(&self, old_hold: i64, old_charged: i64, new: &Job) -> Result<Vec<TransactWriteItem>, ApiError> {
+        let d_hold = new.hold_micros - old_hold;
+        let d_charged = new.charged_micros - old_charged;
+        let d_balance = -(d_hold + d_charged);
+        if d_hold == 0 && d_charged == 0 {
+            return Ok(Vec::new());
+        }
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", s(account_pk(&new.account_id)))
+            .key("SK", s(ACCOUNT_SK))
+            .update_expression("ADD balance_micros :db, held_micros :dh, charged_micros :dc")
+            .expression_attribute_values(":db", n(d_balance))
+            .expression_attribute_values(":dh", n(d_hold))
+            .expression_attribute_values(":dc", n(d_charged));
+        update = if d_balance < 0 {
+            update
+                .condition_expression("attribute_exists(PK) AND balance_micros >= :need")
+                .expression_attribute_values(":need", n(-d_balance))
+        } else {
+            update.condition_expression("attribute_exists(PK)")
+        };
+        let mut items = vec![TransactWriteItem::builder().update(update.build().map_err(ApiError::internal)?).build()];
+        let job = Some(new.job_id.as_str());
+        if d_charged != 0 {
+            items.push(self.ledger_put(&new.account_id, "charge", Micros(d_charged), job, "instance time")?);
+        }
+        let released = d_hold + d_charged; // hold change not explained by the charge
+        if released > 0 {
+            items.push(self.ledger_put(&new.account_id, "hold", Micros(released), job, "credits reserved")?);
+        } else if released < 0 {
+            items.push(self.ledger_put(&new.account_id, "release", Micros(-released), job, "unused hold released")?);
+        }
+        Ok(items)
+    }
+
+    /// Writes a new job and its credit hold in one transaction (plus the idempotency record).
+    pub async fn submit_job(&self, job: &Job, idempotency: Option<&IdempotencyRecord>) -> Result<(), SubmitError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(job_item(job).map_err(SubmitError::Other)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(|e| SubmitError::Other(ApiError::internal(e)))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        let money = self.money_items(0, 0, job).map_err(SubmitError::Other)?;
+        let account_index = money.is_empty().then_some(usize::MAX).unwrap_or(1);
+        items.extend(money);
+        let idem_index = items.len();
+        if let Some(record) = idempotency {
+            items.push(self.idempotency_put(&job.account_id, record).map_err(SubmitError::Other)?);
+        }
+        let result = self.db.transact_write_items().set_transact_items(Some(items)).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let failed = cancelled_conditions(&e).unwrap_or_default();
+                if failed.get(idem_index) == Some(&true) {
+                    Err(SubmitError::IdempotencyKeyTaken)
+                } else if failed.get(account_index) == Some(&true) {
+                    let available = self
+                        .get_account(&job.account_id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|a| Micros(a.balance_micros))
+                        .unwrap_or(Micros::ZERO);
+                    Err(SubmitError::InsufficientCredits { available })
+                } else {
+                    Err(SubmitError::Other(aws_err(e)))
+                }
+            }
+        }
+    }
+
+    pub async fn get_job(&self, account_id: &str, job_id: &str) -> Result<Option<Job>, ApiError> {
+        self.get(account_pk(account_id), job_sk(job_id)).await?.map(from_item).transpose()
+    }
+
+    /// Saves `new` over `old` if nobody else wrote the job since `old` was read, moving credits
+    /// by the difference of their holds and charges. Returns the saved job (version + 1).
+    pub async fn save_job(&self, old: &Job, new: &Job) -> Result<Job, SaveError> {
+        let mut saved = new.clone();
+        saved.version = old.version + 1;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(job_item(&saved)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(old.version))
+            .build()
+            .map_err(ApiError::internal)?;
+        let money = self.money_items(old.hold_micros, old.charged_micros, &saved)?;
+        let result = if money.is_empty() {
+            self.db
+                .put_item()
+                .table_name(&self.table)
+                .set_item(put.item().clone().into())
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(old.version))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    if super::is_condition_failure(&e) {
+                        SaveError::Conflict
+                    } else {
+                        SaveError::Other(aws_err(e))
+                    }
+                })
+        } else {
+            let mut items = vec![TransactWriteItem::builder().put(put).build()];
+            items.extend(money);
+            self.db
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| match cancelled_conditions(&e) {
+                    Some(failed) if failed.iter().any(|f| *f) => SaveError::Conflict,
+                    _ => SaveError::Other(aws_err(e)),
+                })
+        };
+        result.map(|_| saved)
+    }
+
+    /// Newest first; `status` filters; `limit` ≤ 100.
+    pub async fn list_jobs(
+        &self,
+        account_id: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<JobPage, ApiError> {
+        let mut start: Option<Item> = match cursor {
+            Some(c) => {
+                let id = cursor_decode(c)?;
+                Some(
+                    [("PK".to_string(), s(account_pk(account_id))), ("SK".to_string(), s(job_sk(&id)))]
+                        .into_iter()
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        let mut jobs = Vec::new();
+        loop {
+            let mut query = self
+                .db
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+                .expression_attribute_values(":pk", s(account_pk(account_id)))
+                .expression_attribute_values(":p", s("JOB#"))
+                .scan_index_forward(false)
+                .limit((limit - jobs.len()) as i32)
+                .set_exclusive_start_key(start.take());
+            if let Some(st) = status {
+                query = query
+                    .filter_expression("#st = :st")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":st", s(st.as_str()));
+            }
+            let out = query.send().await.map_err(aws_err)?;
+            for item in out.items.unwrap_or_default() {
+                jobs.push(from_item::<Job>(item)?);
+            }
+            let last = out.last_evaluated_key.filter(|k| !k.is_empty());
+            match last {
+                Some(k) if jobs.len() < limit => start = Some(k),
+                Some(k) => {
+                    let next = match k.get("SK") {
+                        Some(AttributeValue::S(sk)) => sk.strip_prefix("JOB#").map(cursor_encode),
+                        _ => None,
+                    };
+                    return Ok(JobPage { jobs, next_cursor: next });
+                }
+                None => return Ok(JobPage { jobs, next_cursor: None }),
+            }
+        }
+    }
+
+    /// Records an instance's report once. Returns the job as it now stands.
+    pub async fn record_report(&self, job: &Job, report: &Report) -> Result<Job, SaveError> {
+        let mut new = job.clone();
+        new.report = Some(report.clone());
+        self.save_job(job, &new).await
+    }
+
+    /// Active jobs whose next look is due before `before` (epoch ms): (account, job) pairs.
+    pub async fn overdue_jobs(&self, before: i64, max: usize) -> Result<Vec<(String, String)>, ApiError> {
+        let out = self
+            .db
+            .query()
+            .table_name(&self.table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("GSI1PK = :a AND GSI1SK < :before")
+            .expression_attribute_values(":a", s(ACTIVE_PK))
+            .expression_attribute_values(":before", s(format!("{before:013}")))
+            .limit(max as i32)
+            .send()
+            .await
+            .map_err(aws_err)?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| match item.get("GSI1SK") {
+                Some(AttributeValue::S(sk)) => parse_active_sort_key(sk).map(|(_, a, j)| (a, j)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every active job id (for the orphan sweep): ids only, from the sparse index.
+    pub async fn active_job_ids(&self) -> Result<std::collections::HashSet<String>, ApiError> {
+        let mut ids = std::collections::HashSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .db
+                .query()
+                .table_name(&self.table)
+                .index_name(ACTIVE_INDEX)
+                .key_condition_expression("GSI1PK = :a")
+                .expression_attribute_values(":a", s(ACTIVE_PK))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_err)?;
+            for item in out.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(sk)) = item.get("GSI1SK") {
+                    if let Some((_, _, job)) = parse_active_sort_key(sk) {
+                        ids.insert(job);
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(ids),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_tampering() {
+        let id = uuid::Uuid::now_v7().to_string();
+        assert_eq!(cursor_decode(&cursor_encode(&id)).unwrap(), id);
+        assert!(cursor_decode("not-base64!").is_err());
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1:ACCOUNT#x");
+        assert!(cursor_decode(&forged).is_err());
+    }
+
+    #[test]
+    fn active_sort_keys_parse() {
+        let (at, a, j) = parse_active_sort_key("0001700000000000#acc#job").unwrap();
+        assert_eq!((at, a.as_str(), j.as_str()), (1_700_000_000_000, "acc", "job"));
+    }
+}
