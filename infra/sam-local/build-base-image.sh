@@ -96,6 +96,7 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
 printf 'NAME="mimiry sam-local base (busybox + glibc)"\nID=mimiry-sam-local\n' >"$rootfs/etc/os-release"
 
+old_id="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
 log "importing $(du -sh "$rootfs" | cut -f1) root filesystem as $tag"
 tar -C "$rootfs" --numeric-owner -c . | docker import \
     --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/opt/bin' \
@@ -111,6 +112,11 @@ tar -C "$rootfs" --numeric-owner -c . | docker import \
 if docker image inspect "$rapid_tag" >/dev/null 2>&1; then
     log "removing SAM's derived image $rapid_tag (SAM rebuilds it on first use)"
     docker image rm -f "$rapid_tag" >/dev/null || true
+fi
+
+# The previous image under this tag, now untagged (kept if a container still uses it).
+if [[ -n "$old_id" && "$old_id" != "$(docker image inspect --format '{{.Id}}' "$tag")" ]]; then
+    docker image rm "$old_id" >/dev/null 2>&1 || true
 fi
 
 # Prove it can do what SAM's generated Dockerfile does, and run glibc programs.

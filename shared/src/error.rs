@@ -134,3 +134,20 @@ impl ApiError {
         body
     }
 }
+
+/// A provider failure as the API shows it: the provider's refusals are the caller's 400, the
+/// rest is a 502 that says to retry. Capacity is answered by the callers that know the context.
+impl From<crate::provider::ProviderError> for ApiError {
+    fn from(e: crate::provider::ProviderError) -> Self {
+        use crate::provider::ProviderError;
+        match e {
+            ProviderError::InvalidRequest(message) => ApiError::Conflict {
+                code: "provider_rejected",
+                message: format!("The GPU provider refused the request: {message}"),
+            },
+            other => ApiError::ProviderUnavailable {
+                detail: other.to_string(),
+            },
+        }
+    }
+}

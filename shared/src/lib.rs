@@ -7,17 +7,21 @@
 //! - [`money`], [`time`]: exact credits and timestamps.
 
 pub mod auth;
+pub mod catalog;
 pub mod aws;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod lambda;
 pub mod logging;
 pub mod money;
 pub mod provider;
+pub mod queue;
 pub mod routes;
 pub mod ssh_key;
 pub mod store;
 pub mod time;
+pub mod wiring;
 
 pub use error::ApiError;

@@ -2,7 +2,7 @@
 //!
 //! [`SshPublicKey::parse`] is the only way to get an [`SshPublicKey`], so holding one means the
 //! line has been checked all the way down to the key material: what we store and forward to
-//! the GPU provider is a key `sshd` on the instance will actually accept, and a mistake is
+//! the GPU provider is a key `sshd` on the instance can use, and a mistake is
 //! caught here with a message that says how to fix it, instead of as a provider error or an
 //! instance nobody can log in to.
 //!
@@ -38,8 +38,9 @@
 //! common mistakes each get a variant whose message says what to do instead:
 //!
 //! - a **private key** (PEM `-----BEGIN ... PRIVATE KEY-----` of any kind, OpenSSH's own
-//!   format even without its armour lines, PuTTY `.ppk`): the user guide's most common mistake
-//!   and the one that matters, so the message says plainly that it must never be shared;
+//!   format even without its armour lines, PuTTY `.ppk`): the mistake the user guide warns
+//!   about (§12) and the one that matters, so the message says plainly that it must never be
+//!   shared;
 //! - several lines (two keys pasted at once, or one key wrapped by an editor);
 //! - `authorized_keys` options or a `known_hosts` host name in front of the key;
 //! - the SSH2 (RFC 4716) and PEM public key formats, with the `ssh-keygen -i` line that converts
@@ -122,7 +123,7 @@ impl SshPublicKey {
             return Err(SshKeyError::Empty);
         }
         // Before the length check and anything else: whatever else is wrong with the paste,
-        // the user has to hear first that they just handled a private key carelessly.
+        // the first thing the user needs to hear is that it holds a private key.
         if looks_like_private_key(text) {
             return Err(SshKeyError::PrivateKey);
         }
@@ -426,20 +427,31 @@ fn is_line_break(c: char) -> bool {
 
 /// Any private key format a user is likely to have: PEM armour of every flavour (`OPENSSH`,
 /// `RSA`, `EC`, `DSA`, PKCS#8 plain and `ENCRYPTED`, ssh.com's `SSH2 ENCRYPTED`, including just
-/// the `END` line of a partial copy), PuTTY `.ppk` (its header or its private fields), and an
-/// OpenSSH private key body whose armour lines were left out. Deliberately broad: a false
-/// positive costs a confusing message on an input that is not a valid key line anyway, a false
-/// negative lets a private key go on to be treated as data.
+/// the `END` line of a partial copy, with or without its dashes), PuTTY `.ppk` (its header or
+/// its private fields), and an OpenSSH private key body whose armour lines were left out.
+/// Deliberately broad, as a miss lets a private key go on to be treated as data; but a valid
+/// key line never matches, whatever its comment says ("my weekend private key" is fine).
 fn looks_like_private_key(text: &str) -> bool {
     text.split(is_line_break).any(|line| {
         let upper = line.trim().to_ascii_uppercase();
-        (upper.contains("PRIVATE KEY") && (upper.contains("BEGIN") || upper.contains("END")))
+        armour_mentions(&upper, "PRIVATE KEY")
             || upper.contains("PUTTY-USER-KEY-FILE-")
             || upper.starts_with("PRIVATE-LINES:")
             || upper.starts_with("PRIVATE-MAC:")
             || line
                 .split_whitespace()
                 .any(|t| t.starts_with(OPENSSH_PRIVATE_MAGIC_B64))
+    })
+}
+
+/// Whether an upper-cased line has the word `BEGIN` or `END` (not "WEEKEND") followed later by
+/// `what`, as PEM and RFC 4716 armour lines do.
+fn armour_mentions(upper: &str, what: &str) -> bool {
+    ["BEGIN ", "END "].iter().any(|word| {
+        upper.match_indices(word).any(|(i, _)| {
+            let word_start = i == 0 || !upper.as_bytes()[i - 1].is_ascii_alphanumeric();
+            word_start && upper[i..].contains(what)
+        })
     })
 }
 
@@ -450,10 +462,7 @@ fn is_ssh2_armour(line: &str) -> bool {
 
 /// `-----BEGIN PUBLIC KEY-----` (PKCS#8/SPKI) or `-----BEGIN RSA PUBLIC KEY-----` (PKCS#1).
 fn is_pem_public_armour(line: &str) -> bool {
-    let upper = line.to_ascii_uppercase();
-    line.starts_with('-')
-        && upper.contains("PUBLIC KEY")
-        && (upper.contains("BEGIN") || upper.contains("END"))
+    line.starts_with('-') && armour_mentions(&line.to_ascii_uppercase(), "PUBLIC KEY")
 }
 
 /// Whether an unrecognised first token is really something placed before a key: an
@@ -1194,8 +1203,9 @@ mod tests {
             .filter(|l| !l.starts_with("-----"))
             .collect();
         assert_refused(&body, SshKeyError::PrivateKey);
-        // Only the tail of a PEM file.
+        // Only the tail of a PEM file; an armour line that lost its dashes.
         assert_refused("-----END RSA PRIVATE KEY-----", SshKeyError::PrivateKey);
+        assert_refused("BEGIN EC PRIVATE KEY", SshKeyError::PrivateKey);
         // Formats no fixture covers: PKCS#8 encrypted, ssh.com, PuTTY private fields alone.
         for input in [
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHzBJBgkqhkiG9w0BBQ0wPDAbBgkqhkiG9w0BBQww\n",
@@ -1204,6 +1214,19 @@ mod tests {
             "PuTTY-User-Key-File-2: ssh-rsa",
         ] {
             assert_refused(input, SshKeyError::PrivateKey);
+        }
+    }
+
+    #[test]
+    fn a_comment_mentioning_private_keys_is_not_mistaken_for_one() {
+        let (key, _) = ED25519.rsplit_once(' ').unwrap();
+        for comment in [
+            "weekend private key backup",
+            "friend's PRIVATE KEY",
+            "private-mac: laptop",
+        ] {
+            let parsed = SshPublicKey::parse(&format!("{key} {comment}")).unwrap();
+            assert_eq!(parsed.comment(), Some(comment));
         }
     }
 

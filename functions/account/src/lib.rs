@@ -5,6 +5,7 @@ use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::Config;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::lambda::HttpFunction;
 use mimiry_shared::money::Micros;
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::store::Store;
@@ -17,11 +18,14 @@ pub struct App {
     pub store: Store,
 }
 
-impl App {
-    pub fn new(clients: &AwsClients, config: &Config) -> App {
+impl HttpFunction for App {
+    fn new(clients: &AwsClients, config: &Config) -> App {
         App {
             store: Store::new(clients.dynamodb.clone(), config.table_name.clone()),
         }
+    }
+    async fn handle(&self, request: Request) -> Response<Body> {
+        handle(self, request).await
     }
 }
 

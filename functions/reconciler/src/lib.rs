@@ -1,13 +1,140 @@
-//! (being written)
-use mimiry_shared::aws::AwsClients;
-use mimiry_shared::config::Config;
+//! The reconciler (EventBridge, once a minute): the safety net under the queue.
+//!
+//! 1. Re-drives active jobs whose next check is overdue — a lost or dead-lettered message can
+//!    delay a job by a minute, never strand it.
+//! 2. Deletes provider instances and startup scripts named for Mimiry jobs that are no longer
+//!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
+//!    billing. Each candidate's job is read with a consistent read before anything is deleted.
 
-pub struct App {}
+use mimiry_shared::aws::AwsClients;
+use mimiry_shared::config::{Config, Timers};
+use mimiry_shared::error::ApiError;
+use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
+use mimiry_shared::provider::{DeleteOutcome, GpuProvider};
+use mimiry_shared::queue::{JobQueue, JobRef};
+use mimiry_shared::store::Store;
+use mimiry_shared::time::now_ms;
+use mimiry_shared::wiring;
+use std::sync::Arc;
+
+/// Overdue jobs re-driven per run.
+const MAX_REDRIVES: usize = 500;
+
+pub struct App {
+    pub store: Store,
+    pub provider: Arc<dyn GpuProvider>,
+    pub queue: JobQueue,
+    pub timers: Timers,
+}
 
 impl App {
-    pub fn new(_clients: &AwsClients, _config: &Config) -> App {
-        App {}
+    pub fn new(clients: &AwsClients, config: &Config) -> App {
+        App {
+            store: wiring::store(clients, config),
+            provider: wiring::provider(clients, config),
+            queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
+            timers: config.timers,
+        }
     }
 }
 
-pub async fn reconcile(_app: &App) {}
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub redriven: usize,
+    pub orphan_instances_deleted: usize,
+    pub orphan_instances_waiting: usize,
+    pub orphan_scripts_deleted: usize,
+    pub errors: usize,
+}
+
+pub async fn reconcile(app: &App) -> Summary {
+    let mut summary = Summary::default();
+    if let Err(e) = redrive(app, &mut summary).await {
+        summary.errors += 1;
+        tracing::error!(error = %e, "re-driving overdue jobs failed");
+    }
+    if let Err(e) = sweep_instances(app, &mut summary).await {
+        summary.errors += 1;
+        tracing::warn!(error = %e, "sweeping orphan instances failed");
+    }
+    if let Err(e) = sweep_scripts(app, &mut summary).await {
+        summary.errors += 1;
+        tracing::warn!(error = %e, "sweeping orphan scripts failed");
+    }
+    if summary != Summary::default() {
+        tracing::info!(
+            redriven = summary.redriven,
+            orphan_instances_deleted = summary.orphan_instances_deleted,
+            orphan_instances_waiting = summary.orphan_instances_waiting,
+            orphan_scripts_deleted = summary.orphan_scripts_deleted,
+            errors = summary.errors,
+            "reconciled"
+        );
+    }
+    summary
+}
+
+async fn redrive(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
+    let before = now_ms() - app.timers.reconcile_grace_secs * 1000;
+    for (account_id, job_id) in app.store.overdue_jobs(before, MAX_REDRIVES).await? {
+        app.queue.send(&JobRef { account_id, job_id }, 0).await?;
+        summary.redriven += 1;
+    }
+    Ok(())
+}
+
+/// True when the job named by a provider resource is finished (or never existed).
+async fn job_is_over(app: &App, job_id: &str, account_id: &str) -> Result<bool, ApiError> {
+    Ok(match app.store.get_job(account_id, job_id).await? {
+        Some(job) => job.status.is_terminal(),
+        None => true,
+    })
+}
+
+async fn sweep_instances(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
+    for instance in app.provider.list_instances().await? {
+        let Some((job_id, account_id)) = parse_owner_tag(&instance.description) else {
+            // Not tagged by us: a `mimiry-` hostname without our tag is left alone and logged.
+            if job_id_of_name(&instance.hostname).is_some() {
+                tracing::warn!(instance_id = %instance.id, "instance with a Mimiry hostname but no owner tag; not touched");
+            }
+            continue;
+        };
+        if !job_is_over(app, &job_id, &account_id).await? {
+            continue;
+        }
+        match app.provider.delete_instance(&instance.id).await {
+            Ok(DeleteOutcome::Accepted) | Ok(DeleteOutcome::AlreadyGone) => {
+                tracing::info!(instance_id = %instance.id, job_id = %job_id, "deleted an orphan instance");
+                summary.orphan_instances_deleted += 1;
+            }
+            Ok(DeleteOutcome::NotYet) => summary.orphan_instances_waiting += 1,
+            Err(e) => {
+                summary.errors += 1;
+                tracing::warn!(instance_id = %instance.id, error = %e, "could not delete an orphan instance");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sweep_scripts(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
+    for script in app.provider.list_scripts().await? {
+        let Some((job_id, account_id)) = parse_owner_tag(&script.name) else { continue };
+        if !job_is_over(app, &job_id, &account_id).await? {
+            continue;
+        }
+        match app.provider.delete_script(&script.id).await {
+            Ok(()) => {
+                tracing::info!(script_id = %script.id, job_id = %job_id, "deleted an orphan script");
+                summary.orphan_scripts_deleted += 1;
+            }
+            Err(e) => {
+                summary.errors += 1;
+                tracing::warn!(script_id = %script.id, error = %e, "could not delete an orphan script");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,16 +1,194 @@
-//! (being written)
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use mimiry_shared::aws::AwsClients;
-use mimiry_shared::config::Config;
+//! The worker: one SQS message = "look at this job now". For each job it loops
+//! read → observe → decide (pure) → persist the decision → perform its one effect → persist
+//! the result, until the job waits for time to pass; then it schedules itself a delayed message.
+//!
+//! Duplicate, late or reordered messages are harmless: every write is conditional on the job's
+//! version, an effect happens only after its intent was persisted, and a message for a job that
+//! is not due yet is dropped (the message that made it not due scheduled the next one).
 
-pub struct App {}
+mod effects;
+mod observe;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use mimiry_shared::aws::AwsClients;
+use mimiry_shared::catalog::Catalog;
+use mimiry_shared::config::{Config, Timers};
+use mimiry_shared::error::ApiError;
+use mimiry_shared::jobs::lifecycle::{apply, decide, Effect};
+use mimiry_shared::jobs::report_token::SigningKey;
+use mimiry_shared::jobs::Job;
+use mimiry_shared::provider::GpuProvider;
+use mimiry_shared::queue::{JobQueue, JobRef};
+use mimiry_shared::store::jobs::SaveError;
+use mimiry_shared::store::Store;
+use mimiry_shared::time::now_ms;
+use mimiry_shared::wiring;
+use std::sync::Arc;
+
+/// Decide/act rounds per message before handing the job back to the queue.
+const MAX_ROUNDS: usize = 12;
+/// A message this early for its job's next check is a duplicate: drop it.
+const EARLY_TOLERANCE_MS: i64 = 1500;
+
+pub struct App {
+    pub store: Store,
+    pub provider: Arc<dyn GpuProvider>,
+    pub catalog: Catalog,
+    pub queue: JobQueue,
+    pub signing_key: SigningKey,
+    pub timers: Timers,
+    pub public_base_url: String,
+}
 
 impl App {
-    pub fn new(_clients: &AwsClients, _config: &Config) -> App {
-        App {}
+    pub fn new(clients: &AwsClients, config: &Config) -> App {
+        let provider = wiring::provider(clients, config);
+        App {
+            store: wiring::store(clients, config),
+            catalog: wiring::catalog(provider.clone(), config),
+            provider,
+            queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
+            signing_key: SigningKey::new(clients.secrets.clone(), config.report_secret_id.clone()),
+            timers: config.timers,
+            public_base_url: config.public_base_url.trim_end_matches('/').to_string(),
+        }
     }
 }
 
-pub async fn handle(_app: &App, _event: SqsEvent) -> SqsBatchResponse {
-    SqsBatchResponse::default()
+/// Handles a batch; failed messages are reported so SQS redelivers only those.
+pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
+    let results = futures_join_all(event.records.iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let job: JobRef = match record.body.as_deref().map(serde_json::from_str) {
+            Some(Ok(job)) => job,
+            _ => {
+                // A message we cannot read will never become readable: drop it, loudly.
+                tracing::error!(message_id = %id, "dropping an unreadable jobs-queue message");
+                return None;
+            }
+        };
+        match drive(app, &job).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "job step failed; the message will be retried");
+                Some(id)
+            }
+        }
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for id in results.into_iter().flatten() {
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
+
+/// Runs the futures concurrently on this task.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    // A batch is at most 10 messages; pinning them all and polling together keeps one
+    // provider round trip from serialising the batch.
+    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    for r in results {
+        out.push(r.expect("all ready"));
+    }
+    out
+}
+
+/// Advances one job as far as it can go now.
+pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
+    for round in 0..MAX_ROUNDS {
+        let Some(job) = app.store.get_job(&job_ref.account_id, &job_ref.job_id).await? else {
+            tracing::warn!(job_id = %job_ref.job_id, "message for a job that does not exist");
+            return Ok(());
+        };
+        if job.status.is_terminal() {
+            return Ok(());
+        }
+        let now = now_ms();
+        if job.next_check_at > now + EARLY_TOLERANCE_MS {
+            if round == 0 {
+                tracing::debug!(job_id = %job.job_id, "early or duplicate message dropped");
+            } else {
+                schedule(app, &job).await;
+            }
+            return Ok(());
+        }
+
+        let observation = observe::observe(app, &job, now).await?;
+        let decision = decide(&job, &observation, now, &app.timers);
+        let saved = match app.store.save_job(&job, &decision.job).await {
+            Ok(saved) => saved,
+            Err(SaveError::Conflict) => continue,
+            Err(SaveError::Other(e)) => return Err(e),
+        };
+        log_transition(&job, &saved);
+        if saved.status.is_terminal() {
+            return Ok(());
+        }
+        if decision.effect == Effect::None {
+            if saved.next_check_at > now_ms() + EARLY_TOLERANCE_MS {
+                schedule(app, &saved).await;
+                return Ok(());
+            }
+            continue;
+        }
+        let result = effects::perform(app, &saved, &decision.effect).await?;
+        let applied = apply(&saved, &result, now_ms(), &app.timers);
+        match app.store.save_job(&saved, &applied).await {
+            Ok(after) => log_transition(&saved, &after),
+            // Someone else moved the job on; the next round re-reads it. A result lost this way
+            // is found again: deploys are adopted by hostname, deletes are idempotent.
+            Err(SaveError::Conflict) => continue,
+            Err(SaveError::Other(e)) => return Err(e),
+        }
+    }
+    // Still busy after many rounds: let the queue bring it back.
+    app.queue.send(job_ref, 0).await
+}
+
+/// Asks for the next look at the job's `next_check_at`. If the send fails, the reconciler
+/// re-drives the job once it is overdue.
+async fn schedule(app: &App, job: &Job) {
+    let delay_secs = ((job.next_check_at - now_ms()).max(0) + 999) / 1000;
+    let job_ref = JobRef { account_id: job.account_id.clone(), job_id: job.job_id.clone() };
+    if let Err(e) = app.queue.send(&job_ref, delay_secs).await {
+        tracing::warn!(job_id = %job.job_id, error = %e, "could not schedule the next check; the reconciler will");
+    }
+}
+
+fn log_transition(before: &Job, after: &Job) {
+    if before.status != after.status || before.outcome.is_none() && after.outcome.is_some() {
+        tracing::info!(
+            job_id = %after.job_id,
+            account = %after.account_id,
+            from = before.status.as_str(),
+            to = after.status.as_str(),
+            ending = after.outcome.as_ref().map(|o| o.status.as_str()),
+            reason = ?after.failure_reason.or(after.outcome.as_ref().and_then(|o| o.failure_reason)),
+            instance_id = after.instance_id.as_deref(),
+            "job moved"
+        );
+    }
 }

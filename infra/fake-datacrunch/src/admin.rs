@@ -46,10 +46,7 @@ struct ResetRequest {
 
 /// `POST /admin/reset` `[{"tokens": true}]`: kill every script, forget instances, keys,
 /// scripts, faults and counters.
-pub async fn reset(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+pub async fn reset(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: ResetRequest = parse_json_or_default(&body)?;
     let mut g = state.lock();
     for inst in g.instances.values_mut() {

@@ -298,7 +298,9 @@ impl InstanceType {
         m.insert(
             "storage".into(),
             match self.storage_gb {
-                Some(gb) => json!({ "description": format!("{gb} GB NVMe"), "size_in_gigabytes": gb }),
+                Some(gb) => {
+                    json!({ "description": format!("{gb} GB NVMe"), "size_in_gigabytes": gb })
+                }
                 None => json!({ "description": "dynamic" }),
             },
         );
@@ -327,7 +329,10 @@ impl InstanceType {
         m.insert("price_per_hour".into(), json!(price(self.price_per_hour)));
         m.insert("spot_price".into(), json!(price(self.spot_price)));
         m.insert("dynamic_price".into(), json!(price(self.dynamic_price)));
-        m.insert("max_dynamic_price".into(), json!(price(self.price_per_hour)));
+        m.insert(
+            "max_dynamic_price".into(),
+            json!(price(self.price_per_hour)),
+        );
         m.insert("serverless_price".into(), Value::Null);
         m.insert("serverless_spot_price".into(), Value::Null);
         m.insert("description".into(), json!(description));
@@ -545,9 +550,7 @@ pub const IMAGES: &[Image] = &[
 
 /// Looks an image up by `image_type` or by `id`, as the deploy endpoint accepts either.
 pub fn image(key: &str) -> Option<&'static Image> {
-    IMAGES
-        .iter()
-        .find(|i| i.image_type == key || i.id == key)
+    IMAGES.iter().find(|i| i.image_type == key || i.id == key)
 }
 
 impl Image {
@@ -620,12 +623,16 @@ mod tests {
         let cpu = instance_type("CPU.4V.16G").unwrap();
         let v100 = instance_type("1V100.6V").unwrap();
         let h100 = instance_type("1H100.80S.30V").unwrap();
-        assert!(!image("ubuntu-22.04-cuda-12.0").unwrap().compatible_with(cpu));
+        assert!(!image("ubuntu-22.04-cuda-12.0")
+            .unwrap()
+            .compatible_with(cpu));
         assert!(image("ubuntu-22.04").unwrap().compatible_with(cpu));
         assert!(!image("ubuntu-24.04-cuda-12.8-open-docker")
             .unwrap()
             .compatible_with(v100));
-        assert!(!image("ubuntu-20.04-cuda-11.0").unwrap().compatible_with(h100));
+        assert!(!image("ubuntu-20.04-cuda-11.0")
+            .unwrap()
+            .compatible_with(h100));
         assert!(image("0888da25-8a8e-4c3f-9a7b-2d6f1c0e0002")
             .unwrap()
             .compatible_with(h100));

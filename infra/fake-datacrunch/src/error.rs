@@ -60,7 +60,11 @@ impl ApiError {
 
     /// 503 `service_unavailable`: the capacity error of a deploy.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            message,
+        )
     }
 
     /// An injected 5xx with code `server_error`.
@@ -86,7 +90,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("Request body must be a JSON object"));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("Invalid request body: {e}")))
 }
 
 /// Like [`parse_json`] but an empty body yields `T::default()` (for admin routes whose body is

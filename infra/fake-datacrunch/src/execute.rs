@@ -91,11 +91,15 @@ pub fn start(state: &AppState, inst: &mut Instance, root: &Path, script: &str) -
 
     // Reap the script and record how it ended (visible in `GET /admin/state`). The instance
     // stays `running` after the script ends, as a real machine would.
-    let st = state.clone();
+    // The reaper holds the state weakly so a stopped server is not kept alive by a script.
+    let weak = state.weak();
     let id = inst.id.clone();
     tokio::spawn(async move {
         let status = child.wait().await;
-        let mut g = st.lock();
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = g
             .instances
             .get_mut(&id)
@@ -176,7 +180,7 @@ path="/admin/instances/{id}/shutdown"
 echo "fake shutdown: powering off instance {id}" >&2
 if command -v curl >/dev/null 2>&1; then
   curl -fsS -m 5 -X POST "{admin_base}$path" >/dev/null 2>&1 \
-    || echo "fake shutdown: could not reach {admin_base}$path" >&2
+    || echo "fake shutdown: POST {admin_base}$path failed" >&2
 elif exec 3<>"/dev/tcp/{host}/{port}"; then
   printf 'POST %s HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' "$path" >&3
   cat <&3 >/dev/null
@@ -252,10 +256,7 @@ pub fn nvidia_smi_table(t: &InstanceType) -> String {
             "0%",
             "Default"
         ));
-        out.push(format!(
-            "|{:41}|{:24}| {:>20} |",
-            "", "", "Disabled"
-        ));
+        out.push(format!("|{:41}|{:24}| {:>20} |", "", "", "Disabled"));
         out.push(sep.to_string());
     }
     out.push(String::new());

@@ -91,8 +91,10 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     if let Some(size) = req.os_volume.as_ref().and_then(|v| v.get("size")) {
-        if !size.as_u64().is_some_and(|s| s > 0) {
-            return Err(ApiError::invalid("os_volume.size must be a positive integer"));
+        if size.as_u64().is_none_or(|s| s == 0) {
+            return Err(ApiError::invalid(
+                "os_volume.size must be a positive integer",
+            ));
         }
     }
 
@@ -320,7 +322,9 @@ pub fn apply_action(
             Status::Running => begin_shutdown(state, inst),
             Status::Offline => {}
             s if s.is_booting() => {
-                return Err(ApiError::forbidden("Can't shutdown a provisioning instance"))
+                return Err(ApiError::forbidden(
+                    "Can't shutdown a provisioning instance",
+                ))
             }
             s => return Err(refuse(action, s)),
         },
@@ -328,7 +332,9 @@ pub fn apply_action(
             Status::Running => set_status(state, inst, Status::Offline),
             Status::Offline => {}
             s if s.is_booting() => {
-                return Err(ApiError::forbidden("Can't shutdown a provisioning instance"))
+                return Err(ApiError::forbidden(
+                    "Can't shutdown a provisioning instance",
+                ))
             }
             s => return Err(refuse(action, s)),
         },

@@ -144,12 +144,20 @@ fn router(state: AppState) -> Router {
 }
 
 /// Serves the fake on `listener` until the process ends.
+///
+/// In execute mode, dropping the server (its runtime shutting down, or the task being aborted
+/// along with the timers) kills every script still running: the fake machines go away with the
+/// fake provider.
 pub async fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     // The execute-mode shim calls back on loopback even if the fake listens on 0.0.0.0.
     let admin_base = format!("http://127.0.0.1:{}", addr.port());
-    if let Some(dir) = &config.execute {
-        std::fs::create_dir_all(dir)?;
+    let mut config = config;
+    if let Some(dir) = config.execute.take() {
+        // Absolute, because each script runs with its own directory as cwd and the shims' bin
+        // directory goes on PATH.
+        std::fs::create_dir_all(&dir)?;
+        config.execute = Some(std::fs::canonicalize(&dir)?);
     }
     let state = AppState::new(config, admin_base);
     tracing::info!(%addr, "fake-datacrunch serving");

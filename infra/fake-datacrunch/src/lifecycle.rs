@@ -21,7 +21,12 @@ use crate::{
 /// The fake public address of a running instance. It is in 10.0.0.0/8 and never contacted:
 /// the fake runs nothing reachable there (execute mode runs the script on this machine).
 pub fn fake_ip(seq: u64) -> String {
-    format!("10.{}.{}.{}", 13 + (seq / 62_500) % 200, (seq / 250) % 250, seq % 250 + 2)
+    format!(
+        "10.{}.{}.{}",
+        13 + (seq / 62_500) % 200,
+        (seq / 250) % 250,
+        seq % 250 + 2
+    )
 }
 
 /// Moves `inst` to `to` and applies the side effects of the new status:
@@ -47,9 +52,7 @@ pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
             maybe_start_script(state, inst);
         }
         Status::Discontinued => {
-            if inst.deleted_at.is_none() {
-                inst.deleted_at = Some(Utc::now());
-            }
+            inst.deleted_at.get_or_insert_with(Utc::now);
         }
         _ => {}
     }

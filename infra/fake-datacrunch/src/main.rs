@@ -5,13 +5,19 @@
 //! address; all logs go to stderr (`RUST_LOG` to tune, default `info`).
 
 use std::{
-    io::{IsTerminal, Write}, net::SocketAddr, path::PathBuf};
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+};
 
 use clap::Parser;
 use fake_datacrunch::FakeConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "fake-datacrunch", about = "A fake DataCrunch (Verda) API server")]
+#[command(
+    name = "fake-datacrunch",
+    about = "A fake DataCrunch (Verda) API server"
+)]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8081")]
@@ -62,5 +68,28 @@ async fn main() -> std::io::Result<()> {
         writeln!(out, "fake-datacrunch listening on http://{addr}")?;
         out.flush()?;
     }
-    fake_datacrunch::serve(listener, config).await
+    // On Ctrl-C / SIGTERM, return from main: the runtime drops every task and with them the
+    // state, which kills any execute-mode script still running.
+    tokio::select! {
+        r = fake_datacrunch::serve(listener, config) => r,
+        () = stop_signal() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    }
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

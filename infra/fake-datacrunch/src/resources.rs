@@ -276,7 +276,10 @@ pub async fn delete_scripts(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let req: DeleteScripts = parse_json(&body)?;
-    state.lock().scripts.retain(|s| !req.scripts.contains(&s.id));
+    state
+        .lock()
+        .scripts
+        .retain(|s| !req.scripts.contains(&s.id));
     Ok(StatusCode::OK)
 }
 

@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, Weak},
     time::Instant,
 };
 
@@ -40,6 +40,12 @@ impl AppState {
     /// with the data as it is rather than failing every later request.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle that does not keep the state alive (for tasks that may outlive the server,
+    /// such as a script's reaper).
+    pub fn weak(&self) -> Weak<Mutex<Inner>> {
+        Arc::downgrade(&self.inner)
     }
 }
 
@@ -293,6 +299,16 @@ impl Inner {
     /// An instance as the provider API sees it: `None` if unknown or vanished.
     pub fn visible_instance(&self, id: &str) -> Option<&Instance> {
         self.instances.get(id).filter(|i| i.visible())
+    }
+}
+
+/// When the state goes away (server stopped: every task holding it was dropped), the fake
+/// machines go with it: kill any script still running rather than leak processes.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for inst in self.instances.values_mut() {
+            crate::execute::kill(inst);
+        }
     }
 }
 

@@ -91,6 +91,6 @@ pub async fn run_reconciler(functions: Arc<Functions>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        mimiry_reconciler::reconcile(&functions.reconciler).await;
+        let _ = mimiry_reconciler::reconcile(&functions.reconciler).await;
     }
 }

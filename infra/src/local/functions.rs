@@ -4,6 +4,7 @@
 use lambda_http::{Body, Request, Response};
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::Config;
+use mimiry_shared::lambda::HttpFunction;
 
 pub struct Functions {
     pub account: mimiry_account::App,
@@ -17,10 +18,10 @@ pub struct Functions {
 impl Functions {
     pub fn new(clients: &AwsClients, config: &Config) -> Functions {
         Functions {
-            account: mimiry_account::App::new(clients, config),
-            catalog: mimiry_catalog::App::new(clients, config),
-            ssh_keys: mimiry_ssh_keys::App::new(clients, config),
-            jobs: mimiry_jobs::App::new(clients, config),
+            account: <mimiry_account::App as HttpFunction>::new(clients, config),
+            catalog: <mimiry_catalog::App as HttpFunction>::new(clients, config),
+            ssh_keys: <mimiry_ssh_keys::App as HttpFunction>::new(clients, config),
+            jobs: <mimiry_jobs::App as HttpFunction>::new(clients, config),
             worker: mimiry_worker::App::new(clients, config),
             reconciler: mimiry_reconciler::App::new(clients, config),
         }

@@ -104,6 +104,28 @@ pub fn needs_availability(job: &Job) -> bool {
         && job.requested_location.is_none()
 }
 
+/// Whether the hold must grow to cover the cost until the look after next; only then does the
+/// worker read the account's balance.
+pub fn needs_balance(job: &Job, now: Millis, t: &Timers) -> bool {
+    matches!(job.status, JobStatus::Provisioning | JobStatus::Running)
+        && job.outcome.is_none()
+        && Micros(job.hold_micros) < hold_needed(job, now, t)
+}
+
+fn poll_interval(job: &Job, t: &Timers) -> i64 {
+    if job.status == JobStatus::Provisioning {
+        t.provisioning_poll_secs
+    } else {
+        t.running_poll_secs
+    }
+}
+
+/// Cost so far plus the cost until the look after next (and a retry's worth of margin).
+fn hold_needed(job: &Job, now: Millis, t: &Timers) -> Micros {
+    let cover_secs = 2 * poll_interval(job, t) + t.retry_delay_secs;
+    job.cost_at(now) + cost_of(job.price_per_hour(), cover_secs)
+}
+
 fn secs(n: i64) -> Millis {
     n * 1000
 }
@@ -327,7 +349,7 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
         return Decision { job: j, effect };
     }
 
-    let interval = if j.status == JobStatus::Provisioning { t.provisioning_poll_secs } else { t.running_poll_secs };
+    let interval = poll_interval(&j, t);
     let mut next = now + secs(interval);
     if j.status == JobStatus::Provisioning {
         next = next.min(j.deployed_at.unwrap_or(now) + secs(t.provisioning_timeout_secs));
@@ -341,8 +363,7 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
     let price = j.price_per_hour();
     if price.0 > 0 {
         let cost_now = j.cost_at(now);
-        let cover_secs = 2 * interval + t.retry_delay_secs;
-        let needed = cost_now + cost_of(price, cover_secs);
+        let needed = hold_needed(&j, now, t);
         if Micros(j.hold_micros) < needed {
             let extension = cost_of(price, t.hold_secs).max(needed - Micros(j.hold_micros)).min(obs.balance);
             j.hold_micros += extension.0;

@@ -222,15 +222,25 @@ pub fn hostname(job_id: &str, attempt: u32) -> String {
     format!("mimiry-{job_id}-{attempt}")
 }
 
-/// The job id inside a `mimiry-{job}-{attempt}` hostname or `mimiry-{job}` script name.
+/// The job id inside a `mimiry-{job}-{attempt}` hostname or a `mimiry-{job}.{account}` tag.
 pub fn job_id_of_name(name: &str) -> Option<&str> {
     let rest = name.strip_prefix("mimiry-")?;
     let id = rest.get(..36)?;
     uuid::Uuid::parse_str(id).ok().map(|_| id)
 }
 
-pub fn script_name(job_id: &str) -> String {
-    format!("mimiry-{job_id}")
+/// `mimiry-{job}.{account}`: the name of a job's startup script and the description of its
+/// instances, so the reconciler can find the owning job of anything it meets at the provider.
+pub fn owner_tag(job_id: &str, account_id: &str) -> String {
+    format!("mimiry-{job_id}.{account_id}")
+}
+
+/// (job id, account id) of an [`owner_tag`].
+pub fn parse_owner_tag(tag: &str) -> Option<(String, String)> {
+    let job = job_id_of_name(tag)?;
+    let account = tag.strip_prefix("mimiry-")?.get(36..)?.strip_prefix('.')?;
+    uuid::Uuid::parse_str(account).ok()?;
+    Some((job.to_string(), account.to_string()))
 }
 
 /// Price per hour × seconds, rounded up to the micro (at most one micro in our favour).
@@ -246,7 +256,9 @@ mod tests {
     fn names_round_trip() {
         let id = uuid::Uuid::now_v7().to_string();
         assert_eq!(job_id_of_name(&hostname(&id, 3)), Some(id.as_str()));
-        assert_eq!(job_id_of_name(&script_name(&id)), Some(id.as_str()));
+        let account = uuid::Uuid::new_v4().to_string();
+        assert_eq!(parse_owner_tag(&owner_tag(&id, &account)), Some((id.clone(), account)));
+        assert_eq!(parse_owner_tag(&hostname(&id, 1)), None);
         assert!(hostname(&id, 12).len() <= 60);
         assert_eq!(job_id_of_name("mimiry-notauuid"), None);
         assert_eq!(job_id_of_name("other-host"), None);

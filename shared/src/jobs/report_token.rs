@@ -7,6 +7,31 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The signing key, read from Secrets Manager on first use and kept for the container's life.
+pub struct SigningKey {
+    secrets: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    key: tokio::sync::OnceCell<Vec<u8>>,
+}
+
+impl SigningKey {
+    pub fn new(secrets: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> SigningKey {
+        SigningKey { secrets, secret_id: secret_id.into(), key: tokio::sync::OnceCell::new() }
+    }
+
+    pub async fn get(&self) -> Result<&[u8], crate::error::ApiError> {
+        self.key
+            .get_or_try_init(|| async {
+                crate::aws::secret_string(&self.secrets, &self.secret_id)
+                    .await
+                    .map(String::into_bytes)
+                    .map_err(crate::error::ApiError::Internal)
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+}
+
 fn mac(signing_key: &[u8], account_id: &str, job_id: &str) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(signing_key).expect("HMAC takes any key length");
     mac.update(account_id.as_bytes());

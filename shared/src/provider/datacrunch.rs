@@ -78,6 +78,7 @@ impl fmt::Debug for DataCrunchClient {
         f.debug_struct("DataCrunchClient")
             .field("base", &self.base)
             .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -212,7 +213,12 @@ impl DataCrunchClient {
                     retry += 1;
                 }
                 Err(Failure::Call(e) | Failure::Token(e)) => {
-                    tracing::info!(%method, path, error = %e, code = e.code(), elapsed_ms, "provider call failed");
+                    // Expected answers (not found, refusals, capacity) are the caller's to log.
+                    if e.is_transient() || matches!(e, ProviderError::Auth(_)) {
+                        tracing::warn!(%method, path, error = %e, code = e.code(), elapsed_ms, "provider call failed");
+                    } else {
+                        tracing::debug!(%method, path, error = %e, code = e.code(), elapsed_ms, "provider call failed");
+                    }
                     return Err(e);
                 }
             }
@@ -400,16 +406,30 @@ fn delete_outcome_from_body(id: &str, body: &str) -> Result<DeleteOutcome, Provi
     };
     let status_code = parse::lenient_u32(r.get("statusCode").or_else(|| r.get("status_code")))
         .and_then(|c| u16::try_from(c).ok());
-    let error = parse::lenient_string(r.get("error"));
+    // `error` is a message string, or the usual `{"code","message"}` envelope.
+    let (code, message) = match r.get("error") {
+        Some(Value::Object(_)) => {
+            let e = &r["error"];
+            (
+                parse::lenient_string(e.get("code")),
+                parse::lenient_string(e.get("message")),
+            )
+        }
+        other => (
+            parse::lenient_string(r.get("code")),
+            parse::lenient_string(other),
+        ),
+    };
     let failed = status_code.is_some_and(|c| c >= 400)
-        || error.is_some()
+        || code.is_some()
+        || message.is_some()
         || parse::lenient_string(r.get("status")).is_some_and(|s| s.eq_ignore_ascii_case("error"));
     if !failed {
         return Ok(DeleteOutcome::Accepted);
     }
     let inner = json!({
-        "code": parse::lenient_string(r.get("code")),
-        "message": error.unwrap_or_else(|| "delete refused".into()),
+        "code": code,
+        "message": message.unwrap_or_else(|| "delete refused".into()),
     });
     delete_outcome_from_error(parse::classify(
         status_code.unwrap_or(400),
@@ -632,6 +652,22 @@ mod unit_tests {
                 r#"[{"instanceId":"i1","error":"Invalid instance id","statusCode":"404"}]"#
             ),
             Ok(AlreadyGone)
+        );
+        // The envelope form of `error`.
+        assert_eq!(
+            delete_outcome_from_body(
+                "i1",
+                r#"[{"action":"delete","instanceId":"i1","status":"error","statusCode":400,
+                     "error":{"code":"forbidden_action","message":"Can't discontinue a discontinued instance"}}]"#
+            ),
+            Ok(AlreadyGone)
+        );
+        assert_eq!(
+            delete_outcome_from_body(
+                "i1",
+                r#"[{"instanceId":"i1","status":"success","error":null,"statusCode":202}]"#
+            ),
+            Ok(Accepted)
         );
     }
 

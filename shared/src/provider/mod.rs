@@ -10,6 +10,8 @@
 //! already retried inside the client with backoff; `deploy` and the creates never are.
 
 pub mod datacrunch;
+#[cfg(test)]
+mod fake_tests;
 mod parse;
 pub mod retry;
 mod token;

@@ -83,7 +83,9 @@ pub(crate) fn lenient_micros(v: Option<&Value>) -> Option<Micros> {
             // exactly; exponent forms ("1e-5") fall back to rounding to the micro.
             Micros::parse_decimal(&n.to_string()).ok().or_else(|| {
                 let f = n.as_f64()?;
-                (0.0..9.0e12).contains(&f).then(|| Micros((f * 1e6).round() as i64))
+                (0.0..9.0e12)
+                    .contains(&f)
+                    .then(|| Micros((f * 1e6).round() as i64))
             })
         }
         _ => None,

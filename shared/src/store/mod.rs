@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod ssh_keys;
 
 use crate::error::ApiError;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};

@@ -1,0 +1,90 @@
+//! `POST /jobs/{id}/report`: the instance's wrapper reports the script's exit code and the tail
+//! of its output, with the per-job token instead of an API key. One report per job: the same
+//! report again is fine (the wrapper retries), a different one is refused.
+
+use crate::{job_id, App};
+use base64::Engine;
+use mimiry_shared::error::ApiError;
+use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::jobs::report_token;
+use mimiry_shared::jobs::wrapper::OUTPUT_TAIL_BYTES;
+use mimiry_shared::jobs::Report;
+use mimiry_shared::queue::JobRef;
+use mimiry_shared::store::jobs::SaveError;
+use mimiry_shared::time::now_ms;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportRequest {
+    exit_code: i32,
+    /// The tail of the output, base64 (any bytes survive the trip).
+    output_base64: Option<String>,
+    /// Or as plain text.
+    output: Option<String>,
+}
+
+/// The last `OUTPUT_TAIL_BYTES` of the output, cut on a character boundary.
+fn tail(output: &str) -> String {
+    let mut start = output.len().saturating_sub(OUTPUT_TAIL_BYTES);
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    output[start..].to_string()
+}
+
+pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
+    let id = job_id(ctx)?;
+    let token = ctx
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .ok_or(ApiError::Unauthorized)?;
+    let key = app.signing_key.get().await?;
+    let account_id = report_token::verify(key, token.trim(), &id).ok_or(ApiError::Unauthorized)?;
+
+    let input: ReportRequest = ctx.json()?;
+    let output = match (input.output_base64, input.output) {
+        (Some(b64), _) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| ApiError::validation("output_base64", "output_base64 is not valid base64"))?;
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        (None, Some(text)) => text,
+        (None, None) => String::new(),
+    };
+    let output_tail = tail(&output);
+
+    for _ in 0..5 {
+        let job = app.store.get_job(&account_id, &id).await?.ok_or(ApiError::NotFound("Job"))?;
+        if let Some(existing) = &job.report {
+            if existing.exit_code == input.exit_code && existing.output_tail == output_tail {
+                return Ok(Reply::ok(json!({ "job_id": id, "recorded": true })));
+            }
+            return Err(ApiError::Conflict {
+                code: "already_reported",
+                message: "A different report was already recorded for this job".into(),
+            });
+        }
+        if job.status.is_terminal() {
+            return Err(ApiError::Conflict {
+                code: "job_finished",
+                message: format!("Job is already {}", job.status.as_str()),
+            });
+        }
+        let report = Report { exit_code: input.exit_code, output_tail: output_tail.clone(), reported_at: now_ms() };
+        match app.store.record_report(&job, &report).await {
+            Ok(_) => {
+                let job_ref = JobRef { account_id: account_id.clone(), job_id: id.clone() };
+                if let Err(e) = app.queue.send(&job_ref, 0).await {
+                    tracing::warn!(job_id = %id, error = %e, "could not enqueue after a report; the next check will see it");
+                }
+                return Ok(Reply::ok(json!({ "job_id": id, "recorded": true })));
+            }
+            Err(SaveError::Conflict) => continue,
+            Err(SaveError::Other(e)) => return Err(e),
+        }
+    }
+    Err(ApiError::Conflict { code: "busy", message: "The job is changing right now; please retry".into() })
+}

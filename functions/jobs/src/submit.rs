@@ -1,0 +1,229 @@
+//! `POST /jobs`: parse the request into a [`JobSpec`] (types that cannot hold invalid values),
+//! check it against the catalog, the caller's SSH keys, availability and credits, then write the
+//! job and its credit hold in one transaction and hand it to the worker.
+
+use crate::App;
+use http::StatusCode;
+use mimiry_shared::error::ApiError;
+use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::jobs::model::cost_of;
+use mimiry_shared::jobs::{Job, JobStatus};
+use mimiry_shared::queue::JobRef;
+use mimiry_shared::store::idempotency::{request_hash, IdempotencyKey, HEADER as IDEMPOTENCY_HEADER};
+use mimiry_shared::store::jobs::SubmitError;
+use mimiry_shared::time::now_ms;
+use serde::Deserialize;
+
+pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+pub const MAX_NAME_CHARS: usize = 64;
+pub const MAX_SSH_KEYS: usize = 10;
+pub const MIN_RUNTIME_SECS: i64 = 60;
+pub const MAX_RUNTIME_SECS: i64 = 30 * 24 * 3600;
+
+/// The request body as the guide documents it (plus `max_runtime_seconds`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitRequest {
+    name: Option<String>,
+    instance_type: String,
+    image: String,
+    location: Option<String>,
+    ssh_key_ids: Option<Vec<String>>,
+    startup_script: Option<String>,
+    auto_shutdown: Option<bool>,
+    max_runtime_seconds: Option<i64>,
+}
+
+/// A validated job request: everything checkable without I/O has been checked.
+struct JobSpec {
+    name: Option<String>,
+    instance_type: String,
+    image: String,
+    location: Option<String>,
+    ssh_key_ids: Vec<String>,
+    startup_script: Option<String>,
+    auto_shutdown: bool,
+    max_runtime_seconds: Option<i64>,
+}
+
+fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(ApiError::validation(field, format!("{field} must not be empty")));
+    }
+    if v.len() > 128 || v.chars().any(char::is_control) {
+        return Err(ApiError::validation(field, format!("{field} is not a valid value")));
+    }
+    Ok(v.to_string())
+}
+
+impl JobSpec {
+    fn parse(r: SubmitRequest) -> Result<JobSpec, ApiError> {
+        let name = match r.name {
+            None => None,
+            Some(n) => {
+                let n = n.trim().to_string();
+                if n.is_empty() || n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) {
+                    return Err(ApiError::validation(
+                        "name",
+                        format!("name must be 1 to {MAX_NAME_CHARS} characters without control characters"),
+                    ));
+                }
+                Some(n)
+            }
+        };
+        let mut ssh_key_ids = r.ssh_key_ids.unwrap_or_default();
+        ssh_key_ids.dedup();
+        if ssh_key_ids.len() > MAX_SSH_KEYS {
+            return Err(ApiError::validation("ssh_key_ids", format!("at most {MAX_SSH_KEYS} SSH keys per job")));
+        }
+        if let Some(script) = &r.startup_script {
+            if script.len() > MAX_SCRIPT_BYTES {
+                return Err(ApiError::validation(
+                    "startup_script",
+                    format!("startup_script is {} bytes; the limit is {MAX_SCRIPT_BYTES} bytes (64 KiB)", script.len()),
+                ));
+            }
+        }
+        if let Some(secs) = r.max_runtime_seconds {
+            if !(MIN_RUNTIME_SECS..=MAX_RUNTIME_SECS).contains(&secs) {
+                return Err(ApiError::validation(
+                    "max_runtime_seconds",
+                    format!("max_runtime_seconds must be from {MIN_RUNTIME_SECS} to {MAX_RUNTIME_SECS}"),
+                ));
+            }
+        }
+        Ok(JobSpec {
+            name,
+            instance_type: non_empty("instance_type", &r.instance_type)?,
+            image: non_empty("image", &r.image)?,
+            location: r.location.map(|l| non_empty("location", &l)).transpose()?,
+            ssh_key_ids,
+            startup_script: r.startup_script.filter(|s| !s.trim().is_empty()),
+            auto_shutdown: r.auto_shutdown.unwrap_or(false),
+            max_runtime_seconds: r.max_runtime_seconds,
+        })
+    }
+}
+
+pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
+    let account_id = ctx.caller().account_id.clone();
+    let spec = JobSpec::parse(ctx.json()?)?;
+    let idempotency = IdempotencyKey::parse(ctx.header(IDEMPOTENCY_HEADER))?;
+    let hash = request_hash("POST /jobs", ctx.body_bytes()?);
+    if let Some(key) = &idempotency {
+        if let Some(record) = app.store.get_idempotency(&account_id, key).await? {
+            return record.replay(&hash);
+        }
+    }
+
+    // Against the catalog: type, image (compatible with the type), location.
+    let instance_type = app.catalog.instance_type(&spec.instance_type).await?;
+    let compatible = app.catalog.images(Some(&spec.instance_type)).await?.value;
+    if !compatible.iter().any(|i| i.image_type == spec.image || i.id == spec.image) {
+        let exists = app.catalog.images(None).await?.value.iter().any(|i| i.image_type == spec.image || i.id == spec.image);
+        let message = if exists {
+            format!("Image `{}` cannot run on instance_type `{}`: see GET /images?instance_type={}", spec.image, spec.instance_type, spec.instance_type)
+        } else {
+            format!("Unknown image `{}`: see GET /images", spec.image)
+        };
+        return Err(ApiError::validation("image", message));
+    }
+    if let Some(location) = &spec.location {
+        if !app.catalog.locations().await?.value.iter().any(|l| &l.code == location) {
+            return Err(ApiError::validation("location", format!("Unknown location `{location}`: see GET /locations")));
+        }
+    }
+
+    // The caller's own SSH keys, resolved to the provider's ids.
+    let mut provider_ssh_key_ids = Vec::with_capacity(spec.ssh_key_ids.len());
+    for id in &spec.ssh_key_ids {
+        let key = match uuid::Uuid::parse_str(id) {
+            Ok(_) => app.store.get_ssh_key(&account_id, id).await?,
+            Err(_) => None,
+        };
+        let key = key.ok_or_else(|| ApiError::SshKeyNotFound { id: id.clone(), as_resource: false })?;
+        provider_ssh_key_ids.push(key.provider_key_id);
+    }
+
+    // Capacity where asked, or anywhere.
+    let with_capacity = app.catalog.locations_with(&spec.instance_type).await?;
+    let has_capacity = match &spec.location {
+        Some(l) => with_capacity.contains(l),
+        None => !with_capacity.is_empty(),
+    };
+    if !has_capacity {
+        return Err(ApiError::NoAvailableInstances { instance_type: spec.instance_type.clone(), location: spec.location.clone() });
+    }
+
+    // The hold: the price for min(1 hour, max runtime).
+    let price = app.catalog.price(instance_type.price_per_hour);
+    let hold_secs = spec.max_runtime_seconds.map_or(app.timers.hold_secs, |m| m.min(app.timers.hold_secs));
+    let hold = cost_of(price, hold_secs);
+
+    let now = now_ms();
+    let job_id = uuid::Uuid::now_v7().to_string();
+    let job = Job {
+        name: spec.name.unwrap_or_else(|| format!("job-{}", &job_id[job_id.len() - 8..])),
+        job_id,
+        account_id: account_id.clone(),
+        status: JobStatus::Queued,
+        instance_type: spec.instance_type,
+        image: spec.image,
+        requested_location: spec.location,
+        location: None,
+        ssh_key_ids: spec.ssh_key_ids,
+        provider_ssh_key_ids,
+        startup_script: spec.startup_script,
+        auto_shutdown: spec.auto_shutdown,
+        max_runtime_seconds: spec.max_runtime_seconds,
+        provider: app.catalog.provider().id().to_string(),
+        price_per_hour_micros: price.0,
+        created_at: now,
+        attempts: 0,
+        tried_locations: Vec::new(),
+        script_id: None,
+        instance_id: None,
+        ip: None,
+        deployed_at: None,
+        instance_seen_at: None,
+        instance_ended_at: None,
+        retired_instances: Vec::new(),
+        started_at: None,
+        offline_seen_at: None,
+        finished_at: None,
+        provider_errors: 0,
+        hold_micros: hold.0,
+        charged_micros: 0,
+        cancel_requested_at: None,
+        report: None,
+        outcome: None,
+        failure_reason: None,
+        error_message: None,
+        next_check_at: now,
+        version: 0,
+    };
+    let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());
+    let record = idempotency.as_ref().map(|k| k.record(&hash, &reply));
+    match app.store.submit_job(&job, record.as_ref()).await {
+        Ok(()) => {}
+        Err(SubmitError::InsufficientCredits { available }) => {
+            return Err(ApiError::InsufficientCredits { required: hold.to_string(), available: available.to_string() })
+        }
+        Err(SubmitError::IdempotencyKeyTaken) => {
+            let key = idempotency.expect("only with a key");
+            return match app.store.get_idempotency(&account_id, &key).await? {
+                Some(stored) => stored.replay(&hash),
+                None => Err(ApiError::internal("idempotency record vanished")),
+            };
+        }
+        Err(SubmitError::Other(e)) => return Err(e),
+    }
+    let job_ref = JobRef { account_id, job_id: job.job_id.clone() };
+    if let Err(e) = app.queue.send(&job_ref, 0).await {
+        // Not lost: the job is in the active index with next_check_at = now, and the
+        // reconciler re-drives it within a minute.
+        tracing::warn!(job_id = %job.job_id, error = %e, "could not enqueue a new job; the reconciler will");
+    }
+    Ok(reply)
+}

@@ -1,0 +1,105 @@
+//! Performing a decision's effect at the provider and reporting what happened. Failures become
+//! results the lifecycle understands, never a lost instance: a deploy always looks its hostname
+//! up first and adopts what an earlier try created.
+
+use crate::App;
+use mimiry_shared::error::ApiError;
+use mimiry_shared::jobs::lifecycle::{DeployOutcome, Effect, EffectResult};
+use mimiry_shared::jobs::model::owner_tag;
+use mimiry_shared::jobs::report_token;
+use mimiry_shared::jobs::wrapper::{wrap, WrapperInput};
+use mimiry_shared::jobs::Job;
+use mimiry_shared::provider::{DeleteOutcome, DeployRequest, ProviderError};
+use mimiry_shared::time::now_ms;
+
+/// OS volume size (GB): the provider's common minimum.
+const OS_VOLUME_GB: u32 = 50;
+
+pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResult, ApiError> {
+    Ok(match effect {
+        Effect::None => unreachable!("no effect to perform"),
+        Effect::Deploy { location, hostname } => deploy(app, job, location, hostname).await?,
+        Effect::LookUpDeploy { hostname } => match find_by_hostname(app, hostname).await {
+            Ok(instance_id) => EffectResult::LookedUp { instance_id },
+            Err(e) => return Err(e.into()),
+        },
+        Effect::DeleteInstance { instance_id } => {
+            let requested_at = now_ms();
+            match app.provider.delete_instance(instance_id).await {
+                Ok(DeleteOutcome::Accepted) => {
+                    EffectResult::Deleted { instance_id: instance_id.clone(), already_gone: false, requested_at }
+                }
+                Ok(DeleteOutcome::AlreadyGone) => {
+                    EffectResult::Deleted { instance_id: instance_id.clone(), already_gone: true, requested_at }
+                }
+                Ok(DeleteOutcome::NotYet) => EffectResult::DeleteRefused { instance_id: instance_id.clone() },
+                Err(e) => EffectResult::DeleteFailed { instance_id: instance_id.clone(), message: e.to_string() },
+            }
+        }
+        Effect::DeleteScript { script_id } => match app.provider.delete_script(script_id).await {
+            Ok(()) => EffectResult::ScriptDeleted,
+            Err(e) => EffectResult::ScriptDeleteFailed { message: e.to_string() },
+        },
+    })
+}
+
+async fn find_by_hostname(app: &App, hostname: &str) -> Result<Option<String>, ProviderError> {
+    Ok(app
+        .provider
+        .list_instances()
+        .await?
+        .into_iter()
+        .find(|i| i.hostname == hostname)
+        .map(|i| i.id))
+}
+
+async fn deploy(app: &App, job: &Job, location: &str, hostname: &str) -> Result<EffectResult, ApiError> {
+    let failed = |script_id: Option<String>, e: ProviderError| EffectResult::Deploy {
+        script_id,
+        outcome: match e {
+            ProviderError::NoCapacity(message) => DeployOutcome::NoCapacity { message },
+            e => DeployOutcome::Failed { transient: e.is_transient(), message: e.to_string() },
+        },
+    };
+    // Adopt what an earlier, interrupted try created.
+    match find_by_hostname(app, hostname).await {
+        Ok(Some(instance_id)) => {
+            return Ok(EffectResult::Deploy { script_id: None, outcome: DeployOutcome::Deployed { instance_id } })
+        }
+        Ok(None) => {}
+        Err(e) => return Ok(failed(None, e)),
+    }
+    let script_id = match &job.script_id {
+        Some(id) => id.clone(),
+        None => {
+            let token = report_token::issue(app.signing_key.get().await?, &job.account_id, &job.job_id);
+            let report_url = format!("{}/jobs/{}/report", app.public_base_url, job.job_id);
+            let script = wrap(&WrapperInput {
+                job_id: &job.job_id,
+                user_script: job.startup_script.as_deref().unwrap_or(""),
+                report_url: &report_url,
+                report_token: &token,
+                auto_shutdown: job.auto_shutdown,
+            });
+            match app.provider.create_script(&owner_tag(&job.job_id, &job.account_id), &script).await {
+                Ok(id) => id,
+                Err(e) => return Ok(failed(None, e)),
+            }
+        }
+    };
+    let new_script = job.script_id.is_none().then(|| script_id.clone());
+    let request = DeployRequest {
+        instance_type: job.instance_type.clone(),
+        image: job.image.clone(),
+        hostname: hostname.to_string(),
+        description: owner_tag(&job.job_id, &job.account_id),
+        ssh_key_ids: job.provider_ssh_key_ids.clone(),
+        location_code: location.to_string(),
+        startup_script_id: Some(script_id),
+        os_volume_size_gb: OS_VOLUME_GB,
+    };
+    Ok(match app.provider.deploy(&request).await {
+        Ok(instance_id) => EffectResult::Deploy { script_id: new_script, outcome: DeployOutcome::Deployed { instance_id } },
+        Err(e) => failed(new_script, e),
+    })
+}

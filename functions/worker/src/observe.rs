@@ -1,0 +1,48 @@
+//! What the worker looks at before deciding: the instance's state at the provider, the
+//! locations with capacity (only when it must pick one), the balance (only when the hold must
+//! grow). Provider trouble is an observation, not an error.
+
+use crate::App;
+use mimiry_shared::error::ApiError;
+use mimiry_shared::jobs::lifecycle::{needs_availability, needs_balance, InstanceObservation, InstanceState, Observation};
+use mimiry_shared::jobs::Job;
+use mimiry_shared::money::Micros;
+use mimiry_shared::provider::{InstanceInfo, InstanceStatus};
+use mimiry_shared::time::Millis;
+
+pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, ApiError> {
+    let instance = match (&job.instance_id, job.instance_ended_at) {
+        (Some(id), None) => match app.provider.get_instance(id).await {
+            Ok(Some(info)) => InstanceObservation::Seen(state_of(&info)),
+            Ok(None) => InstanceObservation::Seen(InstanceState::Gone),
+            Err(e) => InstanceObservation::Unreachable(e.to_string()),
+        },
+        _ => InstanceObservation::NotLooked,
+    };
+    let available_locations = if needs_availability(job) {
+        // Capacity changes quickly: a stale cached answer is still better than none.
+        Some(app.catalog.locations_with(&job.instance_type).await.unwrap_or_default())
+    } else {
+        None
+    };
+    let balance = if needs_balance(job, now, &app.timers) {
+        let account = app.store.get_account(&job.account_id).await?;
+        Micros(account.map_or(0, |a| a.balance_micros))
+    } else {
+        Micros::ZERO
+    };
+    Ok(Observation { instance, available_locations, balance })
+}
+
+/// The provider's status in lifecycle terms.
+pub fn state_of(info: &InstanceInfo) -> InstanceState {
+    match &info.status {
+        InstanceStatus::Running => InstanceState::Running { ip: info.ip.clone() },
+        InstanceStatus::Offline => InstanceState::Offline,
+        s if s.is_failed() => InstanceState::Failed { status: s.as_str().to_string() },
+        s if s.is_gone() => InstanceState::Gone,
+        InstanceStatus::Deleting => InstanceState::Gone,
+        // Booting, hibernation states and anything new: keep waiting (the deadlines still run).
+        _ => InstanceState::Booting,
+    }
+}

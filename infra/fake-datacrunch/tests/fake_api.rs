@@ -1,0 +1,1016 @@
+//! End-to-end tests of the fake over HTTP, the way the provider client talks to it.
+//! Timers are kept short (provision_ms 200) so the whole file runs in a few seconds.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use fake_datacrunch::{spawn, FakeConfig};
+use serde_json::{json, Value};
+
+const PROVISION_MS: u64 = 200;
+
+struct Fake {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+}
+
+struct Resp {
+    status: u16,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+    fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+    fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn config() -> FakeConfig {
+    FakeConfig {
+        provision_ms: PROVISION_MS,
+        shutdown_ms: 100,
+        ..FakeConfig::default()
+    }
+}
+
+impl Fake {
+    async fn start(config: FakeConfig) -> Fake {
+        let (addr, _handle) = spawn(config).await;
+        let mut fake = Fake {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            token: String::new(),
+        };
+        let r = fake.token_request(credentials("local-secret")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        fake.token = r.json()["access_token"].as_str().unwrap().to_string();
+        fake
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        Resp {
+            status: resp.status().as_u16(),
+            text: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn token_request(&self, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, "/v1/oauth2/token", None, Some(body))
+            .await
+    }
+    async fn get(&self, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, Some(&self.token), None)
+            .await
+    }
+    async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, Some(&self.token), Some(body))
+            .await
+    }
+    async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, Some(&self.token), Some(body))
+            .await
+    }
+    async fn delete(&self, path: &str, body: Option<Value>) -> Resp {
+        self.send(reqwest::Method::DELETE, path, Some(&self.token), body)
+            .await
+    }
+    async fn admin(&self, path: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, None, Some(body))
+            .await
+    }
+    async fn state(&self) -> Value {
+        self.send(reqwest::Method::GET, "/admin/state", None, None)
+            .await
+            .json()
+    }
+
+    async fn deploy(&self, body: Value) -> Resp {
+        self.post("/v1/instances", body).await
+    }
+
+    /// Deploys and returns the plain-text id.
+    async fn deploy_ok(&self, body: Value) -> String {
+        let r = self.deploy(body).await;
+        assert!((200..300).contains(&r.status), "{} {}", r.status, r.text);
+        assert!(!r.text.starts_with('"'), "id is plain text: {}", r.text);
+        r.text.trim().to_string()
+    }
+
+    async fn instance(&self, id: &str) -> Resp {
+        self.get(&format!("/v1/instances/{id}")).await
+    }
+
+    async fn action(&self, id: &str, action: &str) -> Resp {
+        self.put(
+            "/v1/instances",
+            json!({ "id": [id], "action": action, "volume_ids": null, "delete_permanently": true }),
+        )
+        .await
+    }
+
+    async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.instance(id).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            let v = r.json();
+            if v["status"] == status {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {id} still {} (wanted {status})",
+                v["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn credentials(secret: &str) -> Value {
+    json!({ "grant_type": "client_credentials", "client_id": "mimiry-local", "client_secret": secret })
+}
+
+fn deploy_body(instance_type: &str, location: &str) -> Value {
+    json!({
+        "instance_type": instance_type,
+        "image": "ubuntu-22.04-cuda-12.0-docker",
+        "hostname": "mimiry-job-1",
+        "description": "mimiry-job-1",
+        "ssh_key_ids": [],
+        "location_code": location,
+        "startup_script_id": null,
+        "os_volume": { "name": "os", "size": 50 },
+        "is_spot": false,
+        "existing_volumes": [],
+        "volumes": [],
+        "some_future_field": { "ignored": true },
+    })
+}
+
+// ---- auth ----
+
+#[tokio::test]
+async fn token_issuance_and_rejection() {
+    let fake = Fake::start(config()).await;
+
+    let bad = fake.token_request(credentials("wrong")).await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(
+        bad.json(),
+        json!({ "code": "unauthorized_request", "message": "Invalid client credentials" })
+    );
+
+    let ok = fake.token_request(credentials("local-secret")).await.json();
+    assert_eq!(ok["token_type"], "Bearer");
+    assert_eq!(ok["expires_in"], 3600);
+    assert!(ok["refresh_token"].as_str().unwrap().len() >= 32);
+    assert!(ok["scope"].is_string());
+
+    // No token, a bogus token, a good one.
+    let r = fake
+        .send(reqwest::Method::GET, "/v1/balance", None, None)
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthorized_request"));
+    let r = fake
+        .send(reqwest::Method::GET, "/v1/balance", Some("nope"), None)
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthorized_request"));
+    let r = fake.get("/v1/balance").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({ "amount": 50.5, "currency": "usd" }));
+
+    // Refresh grant: rotates, and the old refresh token is spent.
+    let refresh = ok["refresh_token"].as_str().unwrap();
+    let grant = json!({ "grant_type": "refresh_token", "refresh_token": refresh });
+    let r = fake.token_request(grant.clone()).await;
+    assert_eq!(r.status, 200);
+    let new_access = r.json()["access_token"].as_str().unwrap().to_string();
+    let r = fake
+        .send(
+            reqwest::Method::GET,
+            "/v1/locations",
+            Some(&new_access),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = fake.token_request(grant).await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthorized_request"));
+
+    let r = fake
+        .token_request(json!({ "grant_type": "password" }))
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"));
+
+    assert_eq!(fake.state().await["tokens_issued"], 3);
+}
+
+#[tokio::test]
+async fn tokens_expire() {
+    let fake = Fake::start(FakeConfig {
+        token_ttl_secs: 1,
+        ..config()
+    })
+    .await;
+    assert_eq!(fake.get("/v1/locations").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = fake.get("/v1/locations").await;
+    assert_eq!((r.status, r.code().as_str()), (401, "unauthorized_request"));
+
+    // The TTL can also be changed at run time for tokens issued later.
+    let f = fake
+        .admin("/admin/faults", json!({ "token_ttl_secs": 7 }))
+        .await;
+    assert_eq!(f.json()["token_ttl_secs"], 7);
+    let r = fake.token_request(credentials("local-secret")).await;
+    assert_eq!(r.json()["expires_in"], 7);
+}
+
+// ---- catalog ----
+
+#[tokio::test]
+async fn catalog_shapes() {
+    let fake = Fake::start(config()).await;
+    let types = fake.get("/v1/instance-types?currency=usd").await.json();
+    let types = types.as_array().unwrap();
+    assert!(types.len() >= 6);
+    let names: Vec<&str> = types
+        .iter()
+        .map(|t| t["instance_type"].as_str().unwrap())
+        .collect();
+    for want in [
+        "1V100.6V",
+        "8V100.48V",
+        "1A100.80S.22V",
+        "8A100.80G",
+        "1H100.80S.30V",
+        "8H100.80S.176V",
+        "CPU.4V.16G",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for t in types {
+        // Prices are decimal strings.
+        let p = t["price_per_hour"].as_str().expect("price string");
+        assert!(p.parse::<f64>().unwrap() > 0.0);
+        assert!(t["spot_price"].as_str().unwrap().parse::<f64>().is_ok());
+        assert!(t["id"].is_string() && t["description"].is_string());
+        assert!(t["cpu"]["number_of_cores"].as_u64().unwrap() > 0);
+        assert!(t["gpu"]["number_of_gpus"].is_u64());
+        assert!(t["gpu_memory"]["size_in_gigabytes"].is_u64());
+        assert!(t["memory"]["size_in_gigabytes"].is_u64());
+        assert!(t["storage"]["description"].is_string());
+    }
+    let h100 = types
+        .iter()
+        .find(|t| t["instance_type"] == "1H100.80S.30V")
+        .unwrap();
+    assert_eq!(h100["price_per_hour"], "3.95");
+    assert_eq!(h100["gpu"]["description"], "1x H100 SXM5 80GB");
+    let cpu = types
+        .iter()
+        .find(|t| t["instance_type"] == "CPU.4V.16G")
+        .unwrap();
+    assert_eq!(cpu["gpu"]["number_of_gpus"], 0);
+
+    let locs = fake.get("/v1/locations").await.json();
+    let codes: Vec<&str> = locs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["FIN-01", "FIN-02", "FIN-03", "ICE-01"]);
+    assert!(locs[0]["name"].is_string() && locs[0]["country_code"].is_string());
+
+    let images = fake.get("/v1/images").await.json();
+    let all: Vec<&str> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["image_type"].as_str().unwrap())
+        .collect();
+    for want in [
+        "ubuntu-22.04-cuda-12.0",
+        "ubuntu-22.04-cuda-12.0-docker",
+        "ubuntu-24.04-cuda-12.8-open-docker",
+        "ubuntu-22.04",
+    ] {
+        assert!(all.contains(&want), "{want}");
+    }
+    for i in images.as_array().unwrap() {
+        assert!(i["id"].is_string() && i["name"].is_string() && i["details"].is_array());
+        assert!(i["is_default"].is_boolean() && i["is_cluster"].is_boolean());
+    }
+    let cpu_images = fake.get("/v1/images?instance_type=CPU.4V.16G").await.json();
+    assert!(!cpu_images.as_array().unwrap().is_empty());
+    for i in cpu_images.as_array().unwrap() {
+        assert!(!i["image_type"].as_str().unwrap().contains("cuda"), "{i}");
+    }
+    let v100_images = fake.get("/v1/images?instance_type=1V100.6V").await.json();
+    assert!(v100_images
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| !i["image_type"].as_str().unwrap().contains("open")));
+}
+
+#[tokio::test]
+async fn availability_differs_by_location() {
+    let fake = Fake::start(config()).await;
+    let all = fake.get("/v1/instance-availability").await.json();
+    let by_loc = |code: &str| -> Vec<String> {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["location_code"] == code)
+            .unwrap_or_else(|| panic!("{code}"))["availabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let has = |code: &str, t: &str| by_loc(code).iter().any(|x| x == t);
+    assert!(has("FIN-01", "8H100.80S.176V") && has("ICE-01", "8H100.80S.176V"));
+    assert!(!has("FIN-02", "8H100.80S.176V") && !has("FIN-03", "8H100.80S.176V"));
+    assert!(has("FIN-01", "1V100.6V") && has("FIN-02", "1V100.6V") && has("FIN-03", "1V100.6V"));
+    assert!(!has("ICE-01", "1V100.6V"));
+
+    let one = fake
+        .get("/v1/instance-availability?location_code=FIN-02")
+        .await
+        .json();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["location_code"], "FIN-02");
+
+    // Spot inventory is separate (and smaller).
+    let spot = fake
+        .get("/v1/instance-availability?is_spot=true&location_code=FIN-02")
+        .await
+        .json();
+    assert_eq!(spot[0]["availabilities"], json!([]));
+
+    let yes = fake
+        .get("/v1/instance-availability/8H100.80S.176V?location_code=ICE-01")
+        .await;
+    assert_eq!(yes.json(), json!(true));
+    let no = fake
+        .get("/v1/instance-availability/8H100.80S.176V?location_code=FIN-02")
+        .await;
+    assert_eq!(no.json(), json!(false));
+    let anywhere = fake.get("/v1/instance-availability/1V100.6V").await;
+    assert_eq!(anywhere.json(), json!(true));
+}
+
+// ---- SSH keys and scripts ----
+
+#[tokio::test]
+async fn ssh_keys_and_scripts() {
+    let fake = Fake::start(config()).await;
+    let key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test";
+    let r = fake
+        .post("/v1/sshkeys", json!({ "name": "k", "key": key }))
+        .await;
+    assert_eq!(r.status, 201);
+    let k1 = r.text.clone();
+    assert_eq!(k1.len(), 36, "plain-text uuid: {k1}");
+    // Names need not be unique; the alias path works too.
+    let k2 = fake
+        .post("/v1/ssh-keys", json!({ "name": "k", "key": key }))
+        .await
+        .text;
+    let list = fake.get("/v1/sshkeys").await.json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let one = fake.get(&format!("/v1/sshkeys/{k1}")).await.json();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["key"], key);
+    assert_eq!(one[0]["name"], "k");
+    let missing = fake.get("/v1/sshkeys/nope").await;
+    assert_eq!(
+        (missing.status, missing.code().as_str()),
+        (404, "not_found")
+    );
+    let bad = fake
+        .post("/v1/sshkeys", json!({ "name": "k", "key": "hello" }))
+        .await;
+    assert_eq!((bad.status, bad.code().as_str()), (400, "invalid_request"));
+
+    assert_eq!(
+        fake.delete(&format!("/v1/sshkeys/{k1}"), None).await.status,
+        200
+    );
+    assert_eq!(
+        fake.delete(&format!("/v1/sshkeys/{k1}"), None).await.status,
+        200
+    );
+    let r = fake
+        .delete("/v1/ssh-keys", Some(json!({ "keys": [k2, "missing"] })))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(fake.get("/v1/sshkeys").await.json(), json!([]));
+
+    let r = fake
+        .post(
+            "/v1/scripts",
+            json!({ "name": "s", "script": "#!/bin/bash\necho hi\n" }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let s1 = r.text.clone();
+    let one = fake.get(&format!("/v1/scripts/{s1}")).await.json();
+    assert_eq!(one[0]["script"], "#!/bin/bash\necho hi\n");
+    assert_eq!(
+        fake.get("/v1/scripts")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = fake
+        .delete("/v1/scripts", Some(json!({ "scripts": [s1, "missing"] })))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(fake.delete("/v1/scripts/missing", None).await.status, 200);
+    assert_eq!(fake.get("/v1/scripts").await.json(), json!([]));
+    assert_eq!(fake.state().await["scripts"], json!([]));
+}
+
+// ---- instances ----
+
+#[tokio::test]
+async fn deploy_lifecycle_and_delete() {
+    let fake = Fake::start(config()).await;
+    let id = fake.deploy_ok(deploy_body("1V100.6V", "FIN-01")).await;
+
+    let v = fake.instance(&id).await.json();
+    assert_eq!(v["status"], "ordered");
+    assert_eq!(v["ip"], Value::Null);
+    assert_eq!(v["os_volume_id"], Value::Null);
+    assert_eq!(v["location"], "FIN-01");
+    assert_eq!(v["hostname"], "mimiry-job-1");
+    assert_eq!(v["price_per_hour"], 0.89);
+    assert_eq!(v["image"], "ubuntu-22.04-cuda-12.0-docker");
+    assert_eq!(v["ssh_key_ids"], json!([]));
+    assert!(chrono::DateTime::parse_from_rfc3339(v["created_at"].as_str().unwrap()).is_ok());
+
+    // Refused while booting.
+    let r = fake.action(&id, "delete").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.code(), "forbidden_action");
+    assert_eq!(r.message(), "Can't discontinue a provisioning instance");
+
+    fake.wait_status(&id, "provisioning", Duration::from_secs(2))
+        .await;
+    let r = fake.action(&id, "shutdown").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "forbidden_action"));
+
+    let v = fake
+        .wait_status(&id, "running", Duration::from_secs(2))
+        .await;
+    assert!(v["ip"].is_string());
+    assert!(v["os_volume_id"].is_string());
+
+    let list = fake.get("/v1/instances").await.json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let running = fake.get("/v1/instances?status=running").await.json();
+    assert_eq!(running.as_array().unwrap().len(), 1);
+    let offline = fake.get("/v1/instances?status=offline").await.json();
+    assert_eq!(offline, json!([]));
+
+    let r = fake.action(&id, "delete").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(fake.instance(&id).await.json()["status"], "discontinued");
+    assert_eq!(fake.get("/v1/instances").await.json(), json!([]));
+    let r = fake.action(&id, "delete").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "forbidden_action"));
+    assert_eq!(r.message(), "Can't discontinue a discontinued instance");
+
+    let r = fake.instance("00000000-0000-0000-0000-000000000000").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        json!({ "code": "not_found", "message": "Invalid instance id" })
+    );
+    let r = fake
+        .action("00000000-0000-0000-0000-000000000000", "delete")
+        .await;
+    assert_eq!(
+        (r.status, r.message().as_str()),
+        (404, "Invalid instance id")
+    );
+
+    let state = fake.state().await;
+    let inst = &state["instances"][0];
+    assert_eq!(inst["deleted"], true);
+    assert!(inst["deleted_at_ms"].as_i64().unwrap() >= inst["created_at_ms"].as_i64().unwrap());
+    assert_eq!(state["requests"]["by_route"]["POST /v1/instances"], 1);
+    assert_eq!(state["requests"]["by_route"]["PUT /v1/instances"], 5);
+    assert!(
+        state["requests"]["by_route"]["GET /v1/instances/{id}"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+}
+
+#[tokio::test]
+async fn shutdown_start_and_multi_id_actions() {
+    let fake = Fake::start(config()).await;
+    let mut b = deploy_body("CPU.4V.16G", "FIN-01");
+    b["image"] = json!("ubuntu-22.04");
+    let a = fake.deploy_ok(b).await;
+    fake.wait_status(&a, "running", Duration::from_secs(2))
+        .await;
+    assert_eq!(fake.action(&a, "shutdown").await.status, 202);
+    // Still running during shutdown_ms, then offline.
+    fake.wait_status(&a, "offline", Duration::from_secs(2))
+        .await;
+    assert_eq!(fake.action(&a, "start").await.status, 202);
+    fake.wait_status(&a, "running", Duration::from_secs(1))
+        .await;
+    assert_eq!(fake.action(&a, "force_shutdown").await.status, 202);
+    assert_eq!(fake.instance(&a).await.json()["status"], "offline");
+    let r = fake.action(&a, "explode").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"));
+
+    // A single string id is accepted; several ids with a failure answer 207.
+    let r = fake
+        .put("/v1/instances", json!({ "id": a, "action": "delete" }))
+        .await;
+    assert_eq!(r.status, 202);
+    let r = fake
+        .put(
+            "/v1/instances",
+            json!({ "id": [a, "missing"], "action": "delete" }),
+        )
+        .await;
+    assert_eq!(r.status, 207);
+    let results = r.json();
+    assert_eq!(results[0]["statusCode"], 400);
+    assert_eq!(results[1]["error"]["message"], "Invalid instance id");
+}
+
+#[tokio::test]
+async fn deploy_validation() {
+    let fake = Fake::start(config()).await;
+    let mut cases = Vec::new();
+    let mut b = deploy_body("1V100.6V", "FIN-01");
+    b.as_object_mut().unwrap().remove("hostname");
+    cases.push((b, "hostname"));
+    let mut b = deploy_body("1V100.6V", "FIN-01");
+    b["description"] = json!("");
+    cases.push((b, "description"));
+    cases.push((deploy_body("9Z999.1V", "FIN-01"), "instance type"));
+    cases.push((deploy_body("1V100.6V", "MARS-01"), "location"));
+    let mut b = deploy_body("1V100.6V", "FIN-01");
+    b["image"] = json!("windows-11");
+    cases.push((b, "image"));
+    let mut b = deploy_body("1V100.6V", "FIN-01");
+    b["image"] = json!("ubuntu-24.04-cuda-12.8-open-docker");
+    cases.push((b, "not valid for this instance type"));
+    let mut b = deploy_body("1V100.6V", "FIN-01");
+    b["ssh_key_ids"] = json!(["nope"]);
+    cases.push((b, "ssh key"));
+    let mut b = deploy_body("1V100.6V", "FIN-01");
+    b["startup_script_id"] = json!("nope");
+    cases.push((b, "script"));
+    for (body, fragment) in cases {
+        let r = fake.deploy(body).await;
+        assert_eq!(r.status, 400, "{fragment}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request");
+        assert!(r.message().contains(fragment), "{fragment}: {}", r.text);
+    }
+    // Malformed JSON is still answered in the provider's envelope.
+    let r = fake
+        .send(
+            reqwest::Method::POST,
+            "/v1/instances",
+            Some(&fake.token),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"));
+    // An image id works as well as an image_type.
+    let mut b = deploy_body("1H100.80S.30V", "FIN-03");
+    b["image"] = json!("0888da25-8a8e-4c3f-9a7b-2d6f1c0e0002");
+    let id = fake.deploy_ok(b).await;
+    assert_eq!(
+        fake.instance(&id).await.json()["image"],
+        "ubuntu-22.04-cuda-12.0-docker"
+    );
+    assert!(fake.state().await["instances"].as_array().unwrap().len() == 1);
+}
+
+#[tokio::test]
+async fn capacity_errors() {
+    let fake = Fake::start(config()).await;
+    // Not in the location's inventory.
+    let r = fake.deploy(deploy_body("1V100.6V", "ICE-01")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.json(),
+        json!({
+            "code": "service_unavailable",
+            "message": "Not enough resources to deploy a 1 GPU instance type 1V100.6V in ICE-01"
+        })
+    );
+    // Spot in a location without spot inventory.
+    let mut b = deploy_body("1V100.6V", "FIN-02");
+    b["is_spot"] = json!(true);
+    assert_eq!(fake.deploy(b).await.status, 503);
+
+    // Injected: the next two deploys fail even where the type is available.
+    fake.admin("/admin/faults", json!({ "deploy_capacity_failures": 2 }))
+        .await;
+    let r = fake.deploy(deploy_body("1V100.6V", "FIN-03")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.message(),
+        "Not enough resources to deploy a 1 GPU instance type 1V100.6V in FIN-03"
+    );
+    assert_eq!(
+        fake.deploy(deploy_body("8V100.48V", "FIN-01")).await.status,
+        503
+    );
+    let id = fake.deploy_ok(deploy_body("1V100.6V", "FIN-03")).await;
+    let state = fake.state().await;
+    assert_eq!(state["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(state["instances"][0]["id"], id);
+    assert_eq!(state["faults"]["deploy_capacity_failures"], 0);
+
+    // A spot deploy is billed at the spot price.
+    let mut b = deploy_body("1V100.6V", "FIN-01");
+    b["is_spot"] = json!(true);
+    let spot = fake.deploy_ok(b).await;
+    let v = fake.instance(&spot).await.json();
+    assert_eq!(
+        (v["is_spot"].clone(), v["price_per_hour"].clone()),
+        (json!(true), json!(0.36))
+    );
+}
+
+#[tokio::test]
+async fn server_error_burst_and_slowness() {
+    let fake = Fake::start(config()).await;
+    let f = fake
+        .admin(
+            "/admin/faults",
+            json!({ "server_errors": { "count": 2, "status": 502, "paths": ["/v1/instances"] } }),
+        )
+        .await;
+    assert_eq!(f.status, 200);
+    assert_eq!(f.json()["server_errors"]["count"], 2);
+    // Other paths are unaffected.
+    assert_eq!(fake.get("/v1/balance").await.status, 200);
+    for _ in 0..2 {
+        let r = fake.get("/v1/instances").await;
+        assert_eq!((r.status, r.code().as_str()), (502, "server_error"));
+    }
+    assert_eq!(fake.get("/v1/instances").await.status, 200);
+
+    // A burst without a path filter hits everything, before auth.
+    fake.admin("/admin/faults", json!({ "server_errors": { "count": 1 } }))
+        .await;
+    let r = fake.token_request(credentials("local-secret")).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(fake.get("/v1/locations").await.status, 200);
+
+    // Slow: only the next response, delayed after the work is done.
+    fake.admin("/admin/faults", json!({ "slow_ms": 300, "slow_count": 1 }))
+        .await;
+    let t = Instant::now();
+    assert_eq!(fake.get("/v1/locations").await.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(fake.get("/v1/locations").await.status, 200);
+    assert!(t.elapsed() < Duration::from_millis(300));
+
+    let state = fake.state().await;
+    assert_eq!(state["requests"]["by_route"]["GET /v1/instances"], 3);
+    assert_eq!(state["requests"]["by_route"]["POST /v1/oauth2/token"], 2);
+    // The token request made by `Fake::start` counts too.
+    assert_eq!(state["requests"]["total"], 9);
+
+    // A deploy whose response is slower than the client's timeout still created the instance.
+    fake.admin("/admin/faults", json!({ "slow_ms": 1500, "slow_count": 1 }))
+        .await;
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let res = quick
+        .post(format!("{}/v1/instances", fake.base))
+        .bearer_auth(&fake.token)
+        .json(&deploy_body("1V100.6V", "FIN-01"))
+        .send()
+        .await;
+    assert!(res.is_err(), "the client timed out");
+    let list = fake.get("/v1/instances").await.json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["hostname"], "mimiry-job-1");
+}
+
+#[tokio::test]
+async fn error_vanish_and_delete_refusal_faults() {
+    let fake = Fake::start(config()).await;
+    fake.admin(
+        "/admin/faults",
+        json!({ "error_next_instances": 1, "vanish_next_instances": 1, "delete_refusals": 1 }),
+    )
+    .await;
+    let failing = fake.deploy_ok(deploy_body("1A100.80S.22V", "FIN-01")).await;
+    let vanishing = fake.deploy_ok(deploy_body("1A100.80S.22V", "FIN-02")).await;
+    let normal = fake.deploy_ok(deploy_body("1A100.80S.22V", "ICE-01")).await;
+
+    let v = fake
+        .wait_status(&failing, "error", Duration::from_secs(2))
+        .await;
+    assert_eq!(v["ip"], Value::Null);
+    fake.wait_status(&normal, "running", Duration::from_secs(2))
+        .await;
+    let r = fake.instance(&vanishing).await;
+    assert_eq!(
+        (r.status, r.message().as_str()),
+        (404, "Invalid instance id")
+    );
+    let ids: Vec<Value> = fake
+        .get("/v1/instances")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(failing), json!(normal)]);
+
+    // An error instance can be deleted; the injected refusal hits the first delete that would
+    // have succeeded, then deletes work again.
+    let r = fake.action(&normal, "delete").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "forbidden_action"));
+    assert_eq!(fake.instance(&normal).await.json()["status"], "running");
+    assert_eq!(fake.action(&normal, "delete").await.status, 202);
+    assert_eq!(fake.action(&failing, "delete").await.status, 202);
+
+    let state = fake.state().await;
+    let by_id = |id: &str| {
+        state["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_id(&vanishing)["vanished"], true);
+    assert_eq!(by_id(&vanishing)["deleted"], false);
+    assert_eq!(by_id(&normal)["deleted"], true);
+    assert_eq!(by_id(&failing)["status"], "discontinued");
+
+    // Admin forcing and reset.
+    let other = fake.deploy_ok(deploy_body("1A100.80S.22V", "FIN-01")).await;
+    let r = fake
+        .admin(
+            &format!("/admin/instances/{other}/status"),
+            json!({ "status": "no_capacity" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // The provisioning timer was cancelled by the forced status.
+    tokio::time::sleep(Duration::from_millis(PROVISION_MS + 100)).await;
+    assert_eq!(fake.instance(&other).await.json()["status"], "no_capacity");
+    let r = fake
+        .admin(&format!("/admin/instances/{other}/vanish"), json!({}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(fake.instance(&other).await.status, 404);
+    let r = fake
+        .admin("/admin/instances/x/status", json!({ "status": "bogus" }))
+        .await;
+    assert_eq!(r.status, 400);
+
+    assert_eq!(fake.admin("/admin/reset", json!({})).await.status, 200);
+    let state = fake.state().await;
+    assert_eq!(state["instances"], json!([]));
+    assert_eq!(state["requests"]["total"], 0);
+    assert_eq!(state["faults"]["delete_refusals"], 0);
+    // Tokens survive a reset unless asked otherwise.
+    assert_eq!(fake.get("/v1/balance").await.status, 200);
+    fake.admin("/admin/reset", json!({ "tokens": true })).await;
+    assert_eq!(fake.get("/v1/balance").await.status, 401);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_use_the_envelope() {
+    let fake = Fake::start(config()).await;
+    let r = fake.get("/v1/nothing-here").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "not_found"));
+    let r = fake.delete("/v1/balance", None).await;
+    assert_eq!(r.status, 405);
+    assert!(r.json()["code"].is_string());
+}
+
+// ---- execute mode ----
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "fake-datacrunch-test-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn deploy_with_script(fake: &Fake, instance_type: &str, script: &str) -> String {
+    let sid = fake
+        .post("/v1/scripts", json!({ "name": "job", "script": script }))
+        .await
+        .text;
+    let mut b = deploy_body(instance_type, "FIN-01");
+    b["startup_script_id"] = json!(sid);
+    fake.deploy_ok(b).await
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, within: Duration, f: F) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn execute_mode_runs_the_script_and_shutdown_powers_off() {
+    let dir = work_dir("shutdown");
+    let fake = Fake::start(FakeConfig {
+        execute: Some(dir.clone()),
+        ..config()
+    })
+    .await;
+    let script = "#!/bin/bash\n\
+        echo \"hello from $MIMIRY_FAKE_INSTANCE_ID\"\n\
+        nvidia-smi -L\n\
+        nvidia-smi --query-gpu=name,memory.total --format=csv,noheader\n\
+        shutdown -h now\n\
+        sleep 30\n\
+        echo never\n";
+    let id = deploy_with_script(&fake, "1H100.80S.30V", script).await;
+    fake.wait_status(&id, "running", Duration::from_secs(2))
+        .await;
+    fake.wait_status(&id, "offline", Duration::from_secs(5))
+        .await;
+
+    let log = std::fs::read_to_string(dir.join(&id).join("output.log")).unwrap();
+    assert!(log.contains(&format!("hello from {id}")), "{log}");
+    assert!(log.contains("GPU 0: NVIDIA H100 80GB HBM3"), "{log}");
+    assert!(log.contains("NVIDIA H100 80GB HBM3, 81520 MiB"), "{log}");
+    assert!(!log.contains("never"), "{log}");
+
+    let state = fake.state().await;
+    let p = &state["instances"][0]["script_process"];
+    assert_eq!(p["killed"], true, "{p}");
+    let pid = p["pid"].as_u64().unwrap();
+    wait_for("the script to be reaped", Duration::from_secs(3), || {
+        !PathBuf::from(format!("/proc/{pid}")).exists()
+    })
+    .await;
+    // Deleting the offline instance is fine and does not restart anything.
+    assert_eq!(fake.action(&id, "delete").await.status, 202);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn execute_mode_delete_kills_the_process_group() {
+    let dir = work_dir("delete");
+    let fake = Fake::start(FakeConfig {
+        execute: Some(dir.clone()),
+        ..config()
+    })
+    .await;
+    // A background child in the same group, and a CPU instance whose nvidia-smi fails.
+    let script = "#!/bin/bash\n\
+        nvidia-smi || echo \"nvidia-smi exit $?\"\n\
+        sleep 60 &\n\
+        echo \"child $!\"\n\
+        wait\n";
+    let mut b = deploy_body("CPU.4V.16G", "FIN-01");
+    b["image"] = json!("ubuntu-22.04");
+    let sid = fake
+        .post("/v1/scripts", json!({ "name": "job", "script": script }))
+        .await
+        .text;
+    b["startup_script_id"] = json!(sid);
+    let id = fake.deploy_ok(b).await;
+    fake.wait_status(&id, "running", Duration::from_secs(2))
+        .await;
+
+    let log_path = dir.join(&id).join("output.log");
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for("the child to start", Duration::from_secs(3), || {
+        read_log().contains("child ")
+    })
+    .await;
+    let log = read_log();
+    assert!(log.contains("nvidia-smi exit 9"), "{log}");
+    let child: u32 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("child "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(PathBuf::from(format!("/proc/{child}")).exists());
+
+    assert_eq!(fake.action(&id, "delete").await.status, 202);
+    // The background sleep was in the script's process group: it is gone too (a zombie until
+    // its parent is reaped counts as gone: check its state).
+    wait_for(
+        "the background child to die",
+        Duration::from_secs(3),
+        || match std::fs::read_to_string(format!("/proc/{child}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.contains(") Z "),
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the binary ----
+
+#[tokio::test]
+async fn binary_prints_its_real_address() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fake-datacrunch"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--client-secret",
+            "s3",
+            "--token-ttl-secs",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim_end()
+        .strip_prefix("fake-datacrunch listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    assert!(
+        base.starts_with("http://127.0.0.1:") && !base.ends_with(":0"),
+        "{base}"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/oauth2/token"))
+        .json(&json!({ "grant_type": "client_credentials", "client_id": "mimiry-local", "client_secret": "s3" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["expires_in"], 60);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

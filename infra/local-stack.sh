@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: moto (DynamoDB, SQS, Secrets Manager) on 127.0.0.1,
+# the fake DataCrunch provider in execute mode (startup scripts really run, with bash, in
+# .local/instances), and the local server on http://127.0.0.1:3000 serving template.yaml's
+# routes from the Lambda handlers, with the worker and the reconciler. Creates a demo account
+# and prints an API key. Ctrl-C stops everything it started.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+API_PORT=${API_PORT:-3000}
+MOTO_PORT=${MOTO_PORT:-5000}
+PROVIDER_PORT=${PROVIDER_PORT:-8081}
+state="$root/.local"
+mkdir -p "$state/instances" "$state/logs"
+
+for port in "$API_PORT" "$MOTO_PORT" "$PROVIDER_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port on 127.0.0.1 is in use: stop what runs there or set API_PORT/MOTO_PORT/PROVIDER_PORT" >&2
+    exit 1
+  fi
+done
+
+bash infra/setup.sh
+echo "building (cargo build --workspace)…" >&2
+cargo build --workspace --quiet
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped." >&2
+}
+trap cleanup INT TERM EXIT
+
+wait_port() {
+  for _ in $(seq 1 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "$2 did not start on port $1 (see $state/logs)" >&2
+  exit 1
+}
+
+.venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$state/logs/moto.log" 2>&1 &
+pids+=($!)
+wait_port "$MOTO_PORT" moto
+
+target/debug/fake-datacrunch --addr "127.0.0.1:$PROVIDER_PORT" --execute "$state/instances" \
+  >"$state/logs/fake-datacrunch.out" 2>"$state/logs/fake-datacrunch.log" &
+pids+=($!)
+wait_port "$PROVIDER_PORT" fake-datacrunch
+
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+export TABLE_NAME=mimiry
+export PROVIDER_BASE_URL="http://127.0.0.1:$PROVIDER_PORT/v1"
+export PUBLIC_BASE_URL="http://127.0.0.1:$API_PORT"
+# Local timers: look at jobs every few seconds instead of every few minutes.
+export PROVISIONING_POLL_SECONDS=${PROVISIONING_POLL_SECONDS:-2}
+export RUNNING_POLL_SECONDS=${RUNNING_POLL_SECONDS:-5}
+export RETRY_DELAY_SECONDS=${RETRY_DELAY_SECONDS:-2}
+export RECONCILE_GRACE_SECONDS=${RECONCILE_GRACE_SECONDS:-10}
+export JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap | tail -n 1)
+
+target/debug/mimiry-local --addr "127.0.0.1:$API_PORT" --reconcile-every 10 \
+  >"$state/logs/mimiry-local.out" 2>"$state/logs/mimiry-local.log" &
+pids+=($!)
+wait_port "$API_PORT" mimiry-local
+
+account=$(target/debug/mimiry-admin create-account --name demo | tail -n 1)
+target/debug/mimiry-admin add-credits --account "$account" --amount 100 --note "demo credits" >/dev/null
+key=$(target/debug/mimiry-admin create-key --account "$account" --name demo-key --scopes all | tail -n 1)
+
+cat <<MSG
+
+Mimiry is running locally.
+  API:            http://127.0.0.1:$API_PORT
+  moto (AWS):     http://127.0.0.1:$MOTO_PORT
+  fake provider:  http://127.0.0.1:$PROVIDER_PORT/v1   (startup scripts run in .local/instances/)
+  logs:           .local/logs/
+  demo account:   $account (100.00 credits)
+
+Demo API key (all scopes; shown once):
+  $key
+
+Try:
+  curl -s http://127.0.0.1:$API_PORT/account -H "Authorization: Bearer $key"
+
+Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}" || true
+echo "a process exited; see .local/logs/" >&2

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs the tools, then formatting, lints, the
+# SAM template, every unit and end-to-end test, the log audit and the SAM-local smoke test.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export SAM_CLI_TELEMETRY=0
+export PATH="$root/.venv/bin:$PATH"
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
+
+step "setup"
+bash infra/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo build"
+cargo build --workspace --all-targets
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "sam validate --lint"
+AWS_DEFAULT_REGION=us-east-1 sam validate --lint
+
+step "cargo test"
+rm -rf target/test-logs target/test-instances
+cargo test --workspace
+
+step "log audit"
+cargo test -p mimiry-tests --test zz_log_audit -- --ignored
+
+if [ "${SKIP_SAM_LOCAL:-0}" = 1 ]; then
+  echo "SKIP_SAM_LOCAL=1: skipping the sam local start-api smoke test"
+else
+  step "sam local start-api smoke test"
+  bash infra/sam-local/smoke-test.sh
+fi
+
+step "done in $(( $(date +%s) - started ))s"

@@ -1,0 +1,645 @@
+//! The DataCrunch client against the in-memory fake (`infra/fake-datacrunch`): the production
+//! code path, pointed at `http://127.0.0.1:PORT/v1`. Each test spawns its own fake.
+
+use super::*;
+use crate::money::Micros;
+use fake_datacrunch::FakeConfig;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PUBLIC_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMimiryTestKeyOnlyForTheFakeServer0000 t@m";
+
+struct Fake {
+    base: String,
+    admin: String,
+    http: reqwest::Client,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+impl Fake {
+    async fn start(config: FakeConfig) -> Fake {
+        let (addr, handle) = fake_datacrunch::spawn(config).await;
+        Fake {
+            base: format!("http://{addr}/v1"),
+            admin: format!("http://{addr}/admin"),
+            http: reqwest::Client::new(),
+            handle,
+        }
+    }
+
+    async fn default() -> Fake {
+        Fake::start(FakeConfig::default()).await
+    }
+
+    fn client_with(&self, client_secret: &str, timeout: Duration) -> DataCrunchClient {
+        DataCrunchClient::new(
+            &self.base,
+            Credentials::Static {
+                client_id: "mimiry-local".into(),
+                client_secret: client_secret.into(),
+            },
+            timeout,
+        )
+        // Same shape as production, shorter waits.
+        .with_retry_policy(RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+        })
+    }
+
+    fn client(&self) -> DataCrunchClient {
+        self.client_with("local-secret", Duration::from_secs(5))
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.admin))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "admin {path}: {}",
+            resp.status()
+        );
+        resp.json().await.unwrap()
+    }
+
+    async fn faults(&self, body: Value) {
+        self.admin_post("/faults", body).await;
+    }
+
+    async fn state(&self) -> Value {
+        self.http
+            .get(format!("{}/state", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn tokens_issued(&self) -> u64 {
+        self.state().await["tokens_issued"].as_u64().unwrap()
+    }
+
+    /// Requests the fake received on one route, e.g. `"POST /v1/instances"`.
+    async fn count(&self, route: &str) -> u64 {
+        self.state().await["requests"]["by_route"][route]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+fn deploy_req(hostname: &str, instance_type: &str, location: &str) -> DeployRequest {
+    DeployRequest {
+        instance_type: instance_type.into(),
+        image: "ubuntu-22.04-cuda-12.0-docker".into(),
+        hostname: hostname.into(),
+        description: hostname.into(),
+        ssh_key_ids: vec![],
+        location_code: location.into(),
+        startup_script_id: None,
+        os_volume_size_gb: 50,
+    }
+}
+
+/// Polls until the instance's status satisfies `done`; returns the statuses seen, in order.
+async fn wait_status(
+    c: &DataCrunchClient,
+    id: &str,
+    done: impl Fn(&InstanceStatus) -> bool,
+) -> (InstanceInfo, Vec<InstanceStatus>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen: Vec<InstanceStatus> = Vec::new();
+    loop {
+        let inst = c.get_instance(id).await.unwrap().expect("instance exists");
+        if seen.last() != Some(&inst.status) {
+            seen.push(inst.status.clone());
+        }
+        if done(&inst.status) {
+            return (inst, seen);
+        }
+        assert!(Instant::now() < deadline, "timed out; seen {seen:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn provider_token_is_fetched_once_and_cached() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    c.locations().await.unwrap();
+    c.instance_types().await.unwrap();
+    c.availability(None).await.unwrap();
+    // Concurrent callers on a fresh clone share the cache.
+    let clone = c.clone();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = clone.clone();
+            tokio::spawn(async move { c.list_instances().await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(fake.tokens_issued().await, 1);
+    assert_eq!(fake.count("POST /v1/oauth2/token").await, 1);
+
+    // A second client (another process) gets its own token, once, on first use only.
+    let other = fake.client();
+    assert_eq!(fake.tokens_issued().await, 1);
+    other.locations().await.unwrap();
+    assert_eq!(fake.tokens_issued().await, 2);
+}
+
+#[tokio::test]
+async fn provider_token_renewed_before_expiry_with_refresh_grant() {
+    let fake = Fake::start(FakeConfig {
+        token_ttl_secs: 2,
+        ..FakeConfig::default()
+    })
+    .await;
+    // Default 30 s margin, scaled down to a quarter of the 2 s lifetime: renew at 1.5 s.
+    let c = fake.client();
+    c.locations().await.unwrap();
+    c.locations().await.unwrap();
+    assert_eq!(fake.tokens_issued().await, 1);
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    c.locations().await.unwrap();
+    assert_eq!(fake.tokens_issued().await, 2);
+
+    // Refresh tokens are single use in the fake: the second renewal must use the rotated one.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    c.locations().await.unwrap();
+    assert_eq!(fake.tokens_issued().await, 3);
+    // Three grants (one client credentials, two refreshes), no rejected grant in between…
+    assert_eq!(fake.count("POST /v1/oauth2/token").await, 3);
+    // …and no call refused with an expired token (one request per call).
+    assert_eq!(fake.count("GET /v1/locations").await, 4);
+}
+
+#[tokio::test]
+async fn provider_revoked_token_is_renewed_and_call_repeated_once() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    c.locations().await.unwrap();
+    // Revoke every token (counters reset too).
+    fake.admin_post("/reset", json!({"tokens": true})).await;
+    let locs = c.locations().await.unwrap();
+    assert!(!locs.is_empty());
+    // 401 on the cached token, then the same call again with a new token.
+    assert_eq!(fake.count("GET /v1/locations").await, 2);
+    // Refresh grant refused (revoked), then client credentials.
+    assert_eq!(fake.count("POST /v1/oauth2/token").await, 2);
+    assert_eq!(fake.tokens_issued().await, 1);
+}
+
+#[tokio::test]
+async fn provider_bad_credentials_are_auth_and_not_retried() {
+    let fake = Fake::default().await;
+    let c = fake.client_with("wrong-secret", Duration::from_secs(5));
+    let err = c.locations().await.unwrap_err();
+    assert!(matches!(err, ProviderError::Auth(_)), "{err:?}");
+    assert!(!err.is_transient());
+    assert_eq!(err.code(), "auth");
+    assert!(!err.to_string().contains("wrong-secret"));
+    assert_eq!(fake.count("POST /v1/oauth2/token").await, 1);
+    assert_eq!(fake.count("GET /v1/locations").await, 0);
+    // The same for a create (no token, no request sent).
+    let err = c.create_script("x", "echo").await.unwrap_err();
+    assert!(matches!(err, ProviderError::Auth(_)), "{err:?}");
+    assert_eq!(fake.count("POST /v1/scripts").await, 0);
+}
+
+#[tokio::test]
+async fn provider_catalog_is_parsed() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    assert_eq!(c.id(), "datacrunch");
+    assert_eq!(c.name(), "DataCrunch (Verda)");
+
+    let types = c.instance_types().await.unwrap();
+    assert!(types.len() >= 8, "{types:?}");
+    let v100 = types
+        .iter()
+        .find(|t| t.instance_type == "1V100.6V")
+        .unwrap();
+    assert_eq!(v100.price_per_hour, Micros(890_000));
+    assert_eq!(v100.spot_price, Some(Micros(360_000)));
+    assert_eq!(v100.gpu_count, 1);
+    assert_eq!(v100.cpu_cores, 6);
+    assert_eq!(v100.memory_gb, Some(23));
+    assert_eq!(v100.gpu_memory_gb, Some(16));
+    assert_eq!(v100.storage_description, "dynamic");
+    assert_eq!(v100.storage_gb, None);
+    assert!(v100.gpu_description.contains("V100"), "{v100:?}");
+    let cpu = types
+        .iter()
+        .find(|t| t.instance_type == "CPU.4V.16G")
+        .unwrap();
+    assert_eq!(cpu.gpu_count, 0);
+    assert_eq!(cpu.cpu_cores, 4);
+    let h8 = types
+        .iter()
+        .find(|t| t.instance_type == "8H100.80S.176V")
+        .unwrap();
+    assert_eq!(h8.gpu_count, 8);
+
+    // Serialisable for the catalog cache.
+    let json = serde_json::to_string(&types).unwrap();
+    let back: Vec<InstanceTypeInfo> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, types);
+
+    let locs = c.locations().await.unwrap();
+    let codes: Vec<&str> = locs.iter().map(|l| l.code.as_str()).collect();
+    for code in ["FIN-01", "FIN-02", "FIN-03", "ICE-01"] {
+        assert!(codes.contains(&code), "{codes:?}");
+    }
+    let ice = locs.iter().find(|l| l.code == "ICE-01").unwrap();
+    assert_eq!(ice.country_code, "IS");
+    assert_eq!(ice.name, "Iceland 1");
+
+    let all = c.availability(None).await.unwrap();
+    assert_eq!(all.len(), 4);
+    let ice = c.availability(Some("ICE-01")).await.unwrap();
+    assert_eq!(ice.len(), 1);
+    assert_eq!(ice[0].location_code, "ICE-01");
+    assert!(ice[0].instance_types.contains(&"1H100.80S.30V".to_string()));
+    assert!(!ice[0].instance_types.iter().any(|t| t.contains("V100")));
+
+    let images = c.images(None).await.unwrap();
+    assert!(images
+        .iter()
+        .any(|i| i.image_type == "ubuntu-22.04-cuda-12.0-docker" && !i.id.is_empty()));
+    let cpu_images = c.images(Some("CPU.4V.16G")).await.unwrap();
+    assert!(!cpu_images.is_empty());
+    assert!(
+        cpu_images.iter().all(|i| !i.image_type.contains("cuda")),
+        "{cpu_images:?}"
+    );
+    assert!(c.images(Some("NOPE.1")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn provider_keys_and_scripts() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    let key = c.create_ssh_key("mimiry-k1", PUBLIC_KEY).await.unwrap();
+    assert!(!key.is_empty() && !key.contains('"') && key.trim() == key);
+    let script = c
+        .create_script("mimiry-s1", "#!/bin/bash\necho hi\n")
+        .await
+        .unwrap();
+    assert!(!script.is_empty() && !script.contains('"'));
+    let scripts = c.list_scripts().await.unwrap();
+    assert_eq!(
+        scripts,
+        vec![ScriptInfo {
+            id: script.clone(),
+            name: "mimiry-s1".into()
+        }]
+    );
+
+    let err = c.create_ssh_key("bad", "not a key").await.unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidRequest(_)), "{err:?}");
+
+    c.delete_ssh_key(&key).await.unwrap();
+    c.delete_ssh_key(&key).await.unwrap(); // missing is Ok
+    c.delete_script(&script).await.unwrap();
+    c.delete_script(&script).await.unwrap();
+    c.delete_script("00000000-0000-0000-0000-000000000000")
+        .await
+        .unwrap();
+    assert!(c.list_scripts().await.unwrap().is_empty());
+    let state = fake.state().await;
+    assert_eq!(state["ssh_keys"], json!([]));
+    assert_eq!(state["scripts"], json!([]));
+}
+
+#[tokio::test]
+async fn provider_deploy_and_status_progression() {
+    let fake = Fake::start(FakeConfig {
+        provision_ms: 600,
+        ..FakeConfig::default()
+    })
+    .await;
+    let c = fake.client();
+    let key = c.create_ssh_key("k", PUBLIC_KEY).await.unwrap();
+    let script = c.create_script("s", "#!/bin/bash\ntrue\n").await.unwrap();
+    let mut req = deploy_req("mj-progress-1", "1V100.6V", "FIN-01");
+    req.ssh_key_ids = vec![key.clone()];
+    req.startup_script_id = Some(script.clone());
+    let id = c.deploy(&req).await.unwrap();
+    assert!(!id.is_empty() && !id.contains('"'));
+
+    let first = c.get_instance(&id).await.unwrap().unwrap();
+    assert!(first.status.is_booting(), "{first:?}");
+    assert_eq!(first.ip, None);
+    assert_eq!(first.hostname, "mj-progress-1");
+    assert_eq!(first.description, "mj-progress-1");
+    assert_eq!(first.location, "FIN-01");
+    assert_eq!(first.instance_type, "1V100.6V");
+    assert_eq!(first.startup_script_id.as_deref(), Some(script.as_str()));
+    assert_eq!(first.price_per_hour, Some(Micros(890_000)));
+    assert!(first.created_at.is_some());
+
+    let (running, seen) = wait_status(&c, &id, |s| !s.is_booting()).await;
+    assert_eq!(running.status, InstanceStatus::Running, "{seen:?}");
+    assert!(running.ip.is_some());
+    assert!(seen.contains(&InstanceStatus::Provisioning), "{seen:?}");
+    assert_eq!(seen.last(), Some(&InstanceStatus::Running));
+
+    // What the fake stored is what the doc asks for.
+    let state = fake.state().await;
+    let stored = &state["instances"][0];
+    assert_eq!(stored["ssh_key_ids"], json!([key]));
+    assert_eq!(stored["is_spot"], json!(false));
+
+    let listed = c.list_instances().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, id);
+    assert_eq!(listed[0].hostname, "mj-progress-1");
+
+    assert_eq!(
+        c.get_instance("00000000-0000-0000-0000-000000000000")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // An instance whose provisioning fails lands in a failed status.
+    fake.faults(json!({"error_next_instances": 1})).await;
+    let bad = c
+        .deploy(&deploy_req("mj-progress-2", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    let (failed, _) = wait_status(&c, &bad, |s| !s.is_booting()).await;
+    assert!(failed.status.is_failed(), "{failed:?}");
+
+    // Invalid image for the type → InvalidRequest.
+    let mut wrong = deploy_req("mj-progress-3", "CPU.4V.16G", "FIN-01");
+    wrong.image = "ubuntu-22.04-cuda-12.0-docker".into();
+    let err = c.deploy(&wrong).await.unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidRequest(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn provider_delete_refused_while_provisioning_then_accepted_then_gone() {
+    let fake = Fake::start(FakeConfig {
+        provision_ms: 800,
+        ..FakeConfig::default()
+    })
+    .await;
+    let c = fake.client();
+    let id = c
+        .deploy(&deploy_req("mj-del-1", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    assert_eq!(c.delete_instance(&id).await.unwrap(), DeleteOutcome::NotYet);
+    wait_status(&c, &id, |s| *s == InstanceStatus::Running).await;
+    assert_eq!(
+        c.delete_instance(&id).await.unwrap(),
+        DeleteOutcome::Accepted
+    );
+    let after = c.get_instance(&id).await.unwrap();
+    assert!(
+        after.as_ref().is_none_or(|i| i.status.is_gone()),
+        "{after:?}"
+    );
+    assert_eq!(
+        c.delete_instance(&id).await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert_eq!(
+        c.delete_instance("00000000-0000-0000-0000-000000000000")
+            .await
+            .unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(c.list_instances().await.unwrap().is_empty());
+
+    // What the fake received: one PUT per call (refusals are not retried as errors).
+    assert_eq!(fake.count("PUT /v1/instances").await, 4);
+    let stored = &fake.state().await["instances"][0];
+    assert_eq!(stored["deleted"], json!(true));
+
+    // An injected refusal of a running instance is "not yet" too.
+    let id2 = c
+        .deploy(&deploy_req("mj-del-2", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    wait_status(&c, &id2, |s| *s == InstanceStatus::Running).await;
+    fake.faults(json!({"delete_refusals": 1})).await;
+    assert_eq!(
+        c.delete_instance(&id2).await.unwrap(),
+        DeleteOutcome::NotYet
+    );
+    assert_eq!(
+        c.delete_instance(&id2).await.unwrap(),
+        DeleteOutcome::Accepted
+    );
+
+    // A lost instance reads as None and deletes as AlreadyGone.
+    let id3 = c
+        .deploy(&deploy_req("mj-del-3", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    fake.admin_post(&format!("/instances/{id3}/vanish"), json!({}))
+        .await;
+    assert_eq!(c.get_instance(&id3).await.unwrap(), None);
+    assert_eq!(
+        c.delete_instance(&id3).await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+}
+
+#[tokio::test]
+async fn provider_capacity_is_no_capacity_and_deploy_not_retried() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    fake.faults(json!({"deploy_capacity_failures": 1})).await;
+    let err = c
+        .deploy(&deploy_req("mj-cap-1", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap_err();
+    match &err {
+        ProviderError::NoCapacity(m) => assert!(m.contains("Not enough resources"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.is_transient());
+    assert_eq!(fake.count("POST /v1/instances").await, 1);
+    assert!(fake.state().await["instances"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // A type the location does not have at all: the same answer.
+    let err = c
+        .deploy(&deploy_req("mj-cap-2", "1V100.6V", "ICE-01"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::NoCapacity(_)), "{err:?}");
+    assert_eq!(fake.count("POST /v1/instances").await, 2);
+
+    // The fault is used up: the next deploy works.
+    c.deploy(&deploy_req("mj-cap-3", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    assert_eq!(fake.count("POST /v1/instances").await, 3);
+}
+
+#[tokio::test]
+async fn provider_get_retried_through_5xx_burst() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    c.instance_types().await.unwrap(); // token cached
+    fake.faults(json!({"server_errors": {"count": 2, "status": 503}}))
+        .await;
+    let locs = c.locations().await.unwrap();
+    assert_eq!(locs.len(), 4);
+    assert_eq!(fake.count("GET /v1/locations").await, 3);
+
+    // A burst longer than the retries: the last error comes back, typed and transient.
+    fake.faults(json!({"server_errors": {"count": 10, "status": 502}}))
+        .await;
+    let err = c.locations().await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Server { status: 502, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(fake.count("GET /v1/locations").await, 3 + 4);
+    fake.faults(json!({"server_errors": {"count": 0}})).await;
+
+    // Deletes are idempotent: retried too.
+    fake.faults(json!({"server_errors": {"count": 1, "status": 500}}))
+        .await;
+    assert_eq!(
+        c.delete_instance("00000000-0000-0000-0000-000000000000")
+            .await
+            .unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert_eq!(fake.count("PUT /v1/instances").await, 2);
+
+    // A 5xx on the token endpoint is retried as well.
+    let fresh = fake.client();
+    fake.faults(json!({"server_errors": {"count": 2, "status": 503, "paths": ["/v1/oauth2"]}}))
+        .await;
+    fresh.locations().await.unwrap();
+    assert_eq!(fake.count("POST /v1/oauth2/token").await, 1 + 3);
+}
+
+#[tokio::test]
+async fn provider_deploy_and_creates_not_retried_on_5xx() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    c.locations().await.unwrap(); // token cached
+    fake.faults(json!({"server_errors": {"count": 1, "status": 500, "paths": ["/v1/instances"]}}))
+        .await;
+    let err = c
+        .deploy(&deploy_req("mj-5xx-1", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Server { status: 500, .. }),
+        "{err:?}"
+    );
+    assert_eq!(fake.count("POST /v1/instances").await, 1);
+
+    fake.faults(json!({"server_errors": {"count": 1, "status": 503, "paths": ["/v1/scripts", "/v1/sshkeys"]}}))
+        .await;
+    let err = c.create_script("s", "echo").await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(fake.count("POST /v1/scripts").await, 1);
+    fake.faults(json!({"server_errors": {"count": 1, "status": 503, "paths": ["/v1/sshkeys"]}}))
+        .await;
+    let err = c.create_ssh_key("k", PUBLIC_KEY).await.unwrap_err();
+    // A 503 outside deploy is a server error, never "no capacity".
+    assert!(
+        matches!(err, ProviderError::Server { status: 503, .. }),
+        "{err:?}"
+    );
+    assert_eq!(fake.count("POST /v1/sshkeys").await, 1);
+}
+
+#[tokio::test]
+async fn provider_slow_response_is_timeout() {
+    let fake = Fake::default().await;
+    let c = fake
+        .client_with("local-secret", Duration::from_millis(300))
+        .with_retry_policy(RetryPolicy::none());
+    c.locations().await.unwrap(); // token cached
+    fake.faults(json!({"slow_ms": 1500, "slow_count": 1})).await;
+    let started = Instant::now();
+    let err = c.locations().await.unwrap_err();
+    assert_eq!(err, ProviderError::Timeout);
+    assert!(err.is_transient());
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // With retries, a single slow answer is survived.
+    let r = fake.client_with("local-secret", Duration::from_millis(300));
+    r.locations().await.unwrap();
+    fake.faults(json!({"slow_ms": 1500, "slow_count": 1})).await;
+    let before = fake.count("GET /v1/instance-types").await;
+    r.instance_types().await.unwrap();
+    assert_eq!(fake.count("GET /v1/instance-types").await, before + 2);
+
+    // A slow deploy times out but the instance exists: it is not retried, and the caller
+    // finds it by hostname.
+    fake.faults(json!({"slow_ms": 1500, "slow_count": 1})).await;
+    let before = fake.count("POST /v1/instances").await;
+    let err = r
+        .deploy(&deploy_req("mj-slow-1", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ProviderError::Timeout);
+    assert_eq!(fake.count("POST /v1/instances").await, before + 1);
+    let found = r.list_instances().await.unwrap();
+    assert!(found.iter().any(|i| i.hostname == "mj-slow-1"), "{found:?}");
+}
+
+#[tokio::test]
+async fn provider_unreachable_is_transport_and_usable_as_trait_object() {
+    // Nothing listens on this port (bound then dropped).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = DataCrunchClient::new(
+        &format!("http://127.0.0.1:{port}/v1/"),
+        Credentials::Static {
+            client_id: "a".into(),
+            client_secret: "b".into(),
+        },
+        Duration::from_secs(2),
+    )
+    .with_retry_policy(RetryPolicy::none());
+    assert_eq!(c.base_url(), format!("http://127.0.0.1:{port}/v1"));
+    let p: Arc<dyn GpuProvider> = Arc::new(c);
+    let err = p.locations().await.unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Transport(_) | ProviderError::Timeout),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+}

@@ -1,0 +1,40 @@
+//! The jobs queue: one message = "look at this job now (or after a delay)".
+
+use crate::error::ApiError;
+use serde::{Deserialize, Serialize};
+
+/// SQS's longest message delay.
+pub const MAX_DELAY_SECS: i64 = 900;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRef {
+    pub account_id: String,
+    pub job_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct JobQueue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl JobQueue {
+    pub fn new(sqs: aws_sdk_sqs::Client, url: impl Into<String>) -> JobQueue {
+        JobQueue { sqs, url: url.into() }
+    }
+
+    /// Asks the worker to look at the job after `delay_secs` (clamped to what SQS allows).
+    pub async fn send(&self, job: &JobRef, delay_secs: i64) -> Result<(), ApiError> {
+        let body = serde_json::to_string(job).map_err(ApiError::internal)?;
+        self.sqs
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay_secs.clamp(0, MAX_DELAY_SECS) as i32)
+            .send()
+            .await
+            .map_err(|e| ApiError::Internal(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! Building the long-lived pieces a function needs from its configuration, once, in `main`.
+
+use crate::aws::AwsClients;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::provider::{Credentials, DataCrunchClient, GpuProvider};
+use crate::store::Store;
+use std::sync::Arc;
+
+pub fn store(clients: &AwsClients, config: &Config) -> Store {
+    Store::new(clients.dynamodb.clone(), config.table_name.clone())
+}
+
+/// The DataCrunch client; credentials are read from Secrets Manager on first use.
+pub fn provider(clients: &AwsClients, config: &Config) -> Arc<dyn GpuProvider> {
+    Arc::new(DataCrunchClient::new(
+        &config.provider_base_url,
+        Credentials::SecretsManager {
+            client: clients.secrets.clone(),
+            secret_id: config.provider_secret_id.clone(),
+        },
+        config.provider_timeout,
+    ))
+}
+
+pub fn catalog(provider: Arc<dyn GpuProvider>, config: &Config) -> Catalog {
+    Catalog::new(provider, config.catalog_ttl, config.price_markup)
+}
