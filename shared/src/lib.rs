@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod chaos;
 pub mod aws;
 pub mod config;
 pub mod error;

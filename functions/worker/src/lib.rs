@@ -12,6 +12,7 @@ mod observe;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::catalog::Catalog;
+use mimiry_shared::chaos;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::{apply, decide, Effect};
@@ -136,6 +137,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
             return Ok(());
         }
 
+        chaos::point("worker: before observing")?;
         let observation = observe::observe(app, &job, now).await?;
         let decision = decide(&job, &observation, now, &app.timers);
         let saved = match app.store.save_job(&job, &decision.job).await {
@@ -154,7 +156,9 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
             }
             continue;
         }
+        chaos::point("worker: decision saved, effect not performed")?;
         let result = effects::perform(app, &saved, &decision.effect).await?;
+        chaos::point("worker: effect performed, result not saved")?;
         let applied = apply(&saved, &result, now_ms(), &app.timers);
         match app.store.save_job(&saved, &applied).await {
             Ok(after) => log_transition(&saved, &after),

@@ -6,12 +6,26 @@ use super::functions::Functions;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Lambda would make a failed item visible again after the queue's visibility timeout (minutes);
 /// locally we retry sooner so that tests of faults run in seconds.
 pub const LOCAL_RETRY_VISIBILITY_SECS: i32 = 2;
+
+static MESSAGES: AtomicU64 = AtomicU64::new(0);
+static DUPLICATES: AtomicU64 = AtomicU64::new(0);
+
+/// (messages handed to the worker, of which delivered twice) since start.
+pub fn delivery_counts() -> (u64, u64) {
+    (MESSAGES.load(Ordering::Relaxed), DUPLICATES.load(Ordering::Relaxed))
+}
+
+/// `LOCAL_DUPLICATE_DELIVERIES=1` (chaos test): every message is handed to the worker twice.
+fn duplicate_deliveries() -> bool {
+    std::env::var("LOCAL_DUPLICATE_DELIVERIES").is_ok_and(|v| v == "1")
+}
 
 pub async fn run_worker(functions: Arc<Functions>, sqs: aws_sdk_sqs::Client, queue_url: String, queue_arn: String) {
     loop {
@@ -56,7 +70,24 @@ pub async fn run_worker(functions: Arc<Functions>, sqs: aws_sdk_sqs::Client, que
                 record
             })
             .collect();
-        let response = mimiry_worker::handle(&functions.worker, event).await;
+        // At-least-once delivery, exaggerated on request: the same batch handled twice at once.
+        MESSAGES.fetch_add(messages.len() as u64, Ordering::Relaxed);
+        let response = if duplicate_deliveries() {
+            DUPLICATES.fetch_add(messages.len() as u64, Ordering::Relaxed);
+            let (first, second) = tokio::join!(
+                mimiry_worker::handle(&functions.worker, event.clone()),
+                mimiry_worker::handle(&functions.worker, event)
+            );
+            let mut merged = first;
+            for f in second.batch_item_failures {
+                if !merged.batch_item_failures.iter().any(|m| m.item_identifier == f.item_identifier) {
+                    merged.batch_item_failures.push(f);
+                }
+            }
+            merged
+        } else {
+            mimiry_worker::handle(&functions.worker, event).await
+        };
         let failed: HashSet<String> = response
             .batch_item_failures
             .into_iter()

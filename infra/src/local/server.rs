@@ -15,8 +15,23 @@ use std::sync::Arc;
 /// limit with a clear error.
 const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
 
+/// Local-only path (not an API route, absent in AWS): counters for the chaos test.
+pub const STATS_PATH: &str = "/__local/stats";
+
 pub fn router(functions: Arc<Functions>) -> axum::Router {
-    axum::Router::new().fallback(dispatch).with_state(functions)
+    axum::Router::new()
+        .route(STATS_PATH, axum::routing::get(stats))
+        .fallback(dispatch)
+        .with_state(functions)
+}
+
+async fn stats() -> axum::Json<serde_json::Value> {
+    let (messages, duplicates) = super::event_source::delivery_counts();
+    axum::Json(serde_json::json!({
+        "messages": messages,
+        "duplicate_deliveries": duplicates,
+        "simulated_crashes": mimiry_shared::chaos::crashes(),
+    }))
 }
 
 async fn dispatch(State(functions): State<Arc<Functions>>, request: AxumRequest) -> AxumResponse {
