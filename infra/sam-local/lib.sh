@@ -39,7 +39,7 @@ EOF
 ensure_python_tools() {
     if [[ ! -x "$REPO_ROOT/.venv/bin/sam" && -x "$REPO_ROOT/infra/setup.sh" ]]; then
         log "no .venv yet: running infra/setup.sh"
-        "$REPO_ROOT/infra/setup.sh"
+        timeout 1800 "$REPO_ROOT/infra/setup.sh" || die "infra/setup.sh failed"
     fi
     if [[ -d "$REPO_ROOT/.venv/bin" ]]; then
         export PATH="$REPO_ROOT/.venv/bin:$PATH"
@@ -76,8 +76,9 @@ ensure_debian_packages() {
     [[ "$(id -u)" == 0 ]] || die "need root to apt-get install ${pkgs[*]}"
     command -v apt-get >/dev/null 2>&1 || die "missing ${pkgs[*]} and no apt-get to install them"
     log "apt-get install ${pkgs[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >&2 || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2 ||
+        die "apt-get install ${pkgs[*]} failed"
 }
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
@@ -126,7 +127,7 @@ wait_pid_gone() {
 # The host's address on Docker's default bridge (docker0): what SAM's containers use to reach moto.
 bridge_ip() {
     local ifname
-    ifname="$(docker network inspect bridge --format '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null)"
+    ifname="$(timeout 30 docker network inspect bridge --format '{{index .Options "com.docker.network.bridge.name"}}' 2>/dev/null)"
     ifname="${ifname:-docker0}"
     python3 - "$ifname" <<'EOF'
 import fcntl, socket, struct, sys

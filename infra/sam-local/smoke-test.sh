@@ -57,9 +57,9 @@ cleanup() {
     fi
     local id
     for id in $(sam_container_ids); do
-        if docker container inspect "$id" >/dev/null 2>&1; then
+        if timeout 30 docker container inspect "$id" >/dev/null 2>&1; then
             log "removing container ${id:0:12}"
-            docker rm -f "$id" >/dev/null 2>&1 || true
+            timeout 60 docker rm -f "$id" >/dev/null 2>&1 || true
         fi
     done
     if [[ -n "$MOTO_PID" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
@@ -109,7 +109,7 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABL
 # --- Docker engine and base image ------------------------------------------------------------------
 ensure_dockerd "$WORK"
 t=$SECONDS
-"$SAM_LOCAL_DIR/build-base-image.sh" || abort "building the base image"
+timeout 600 "$SAM_LOCAL_DIR/build-base-image.sh" || abort "building the base image"
 timing "base image (build-base-image.sh)" $((SECONDS - t))
 
 # --- Build: AccountFunction via sam build (cargo-lambda), and mimiry-admin --------------------------
@@ -128,7 +128,7 @@ log "cargo build -p mimiry-infra --bin mimiry-admin"
 t=$SECONDS
 (cd "$REPO_ROOT" && timeout "$BUILD_TIMEOUT" cargo build -q -p mimiry-infra --bin mimiry-admin) \
     >"$WORK/admin-build.log" 2>&1 || { cat "$WORK/admin-build.log" >&2; abort "building mimiry-admin"; }
-host_target="$(cd "$REPO_ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+host_target="$(cd "$REPO_ROOT" && timeout 300 cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 ADMIN="$host_target/debug/mimiry-admin"
 [[ -x "$ADMIN" ]] || abort "no $ADMIN after the build"

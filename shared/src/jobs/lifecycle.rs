@@ -301,10 +301,7 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
         (None, None) => Vec::new(),
     };
     let next = candidates.into_iter().find(|l| !j.tried_locations.contains(l));
-    let give_up = match (&next, j.attempts >= t.max_deploy_attempts) {
-        (None, _) | (_, true) => true,
-        _ => false,
-    };
+    let give_up = next.is_none() || j.attempts >= t.max_deploy_attempts;
     if give_up {
         let message = match &j.requested_location {
             Some(loc) => format!("No available instances of {} in {loc}", j.instance_type),

@@ -131,7 +131,7 @@ impl Store {
             .map_err(|e| SubmitError::Other(ApiError::internal(e)))?;
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
         let money = self.money_items(0, 0, job).map_err(SubmitError::Other)?;
-        let account_index = money.is_empty().then_some(usize::MAX).unwrap_or(1);
+        let account_index = if money.is_empty() { usize::MAX } else { 1 };
         items.extend(money);
         let idem_index = items.len();
         if let Some(record) = idempotency {
