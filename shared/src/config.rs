@@ -45,6 +45,9 @@ pub struct Timers {
     pub max_deploy_attempts: u32,
     /// The reconciler re-drives an active job overdue by this much.
     pub reconcile_grace_secs: i64,
+    /// How long a job is reserved for the worker performing one of its effects; longer than
+    /// the worker's Lambda timeout, so a live worker never overlaps another.
+    pub effect_lease_secs: i64,
 }
 
 impl Default for Timers {
@@ -57,6 +60,7 @@ impl Default for Timers {
             hold_secs: 3600,
             max_deploy_attempts: 3,
             reconcile_grace_secs: 120,
+            effect_lease_secs: 120,
         }
     }
 }
@@ -98,6 +102,7 @@ impl Config {
                 hold_secs: num("HOLD_SECONDS", d.hold_secs),
                 max_deploy_attempts: num("MAX_DEPLOY_ATTEMPTS", d.max_deploy_attempts),
                 reconcile_grace_secs: num("RECONCILE_GRACE_SECONDS", d.reconcile_grace_secs),
+                effect_lease_secs: num("EFFECT_LEASE_SECONDS", d.effect_lease_secs),
             },
         }
     }

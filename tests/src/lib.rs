@@ -110,6 +110,7 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     ("RETRY_DELAY_SECONDS", "1"),
     ("PROVISIONING_TIMEOUT_SECONDS", "20"),
     ("RECONCILE_GRACE_SECONDS", "3"),
+    ("EFFECT_LEASE_SECONDS", "20"),
     ("CATALOG_TTL_SECONDS", "2"),
     ("PROVIDER_TIMEOUT_MS", "3000"),
 ];

@@ -119,6 +119,9 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
 
 /// Advances one job as far as it can go now.
 pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
+    // Whoever writes a job last schedules its next look; a handler that lost a race leaves that
+    // to the winner, so duplicate deliveries cannot multiply the job's messages.
+    let mut wrote_last = false;
     for round in 0..MAX_ROUNDS {
         let Some(job) = app.store.get_job(&job_ref.account_id, &job_ref.job_id).await? else {
             tracing::warn!(job_id = %job_ref.job_id, "message for a job that does not exist");
@@ -128,11 +131,18 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
             return Ok(());
         }
         let now = now_ms();
-        if job.next_check_at > now + EARLY_TOLERANCE_MS {
-            if round == 0 {
-                tracing::debug!(job_id = %job.job_id, "early or duplicate message dropped");
-            } else {
+        // The message's own timing may be a little early (delays are whole seconds); later
+        // rounds act only on what is due now and otherwise hand the job back to the queue.
+        let due = if round == 0 {
+            job.next_check_at <= now + EARLY_TOLERANCE_MS
+        } else {
+            job.next_check_at <= now
+        };
+        if !due {
+            if wrote_last {
                 schedule(app, &job).await;
+            } else {
+                tracing::debug!(job_id = %job.job_id, "early or duplicate message dropped");
             }
             return Ok(());
         }
@@ -142,15 +152,19 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         let decision = decide(&job, &observation, now, &app.timers);
         let saved = match app.store.save_job(&job, &decision.job).await {
             Ok(saved) => saved,
-            Err(SaveError::Conflict) => continue,
+            Err(SaveError::Conflict) => {
+                wrote_last = false;
+                continue;
+            }
             Err(SaveError::Other(e)) => return Err(e),
         };
+        wrote_last = true;
         log_transition(&job, &saved);
         if saved.status.is_terminal() {
             return Ok(());
         }
         if decision.effect == Effect::None {
-            if saved.next_check_at > now_ms() + EARLY_TOLERANCE_MS {
+            if saved.next_check_at > now_ms() {
                 schedule(app, &saved).await;
                 return Ok(());
             }
@@ -161,10 +175,16 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         chaos::point("worker: effect performed, result not saved")?;
         let applied = apply(&saved, &result, now_ms(), &app.timers);
         match app.store.save_job(&saved, &applied).await {
-            Ok(after) => log_transition(&saved, &after),
+            Ok(after) => {
+                wrote_last = true;
+                log_transition(&saved, &after)
+            }
             // Someone else moved the job on; the next round re-reads it. A result lost this way
             // is found again: deploys are adopted by hostname, deletes are idempotent.
-            Err(SaveError::Conflict) => continue,
+            Err(SaveError::Conflict) => {
+                wrote_last = false;
+                continue;
+            }
             Err(SaveError::Other(e)) => return Err(e),
         }
     }

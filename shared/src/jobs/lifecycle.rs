@@ -144,6 +144,17 @@ fn failed(reason: FailureReason, message: impl Into<String>, now: Millis) -> Out
 }
 
 pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
+    let mut decision = decide_inner(job, obs, now, t);
+    if decision.effect != Effect::None {
+        // A lease: while the effect is being performed nobody else acts on the job (a
+        // duplicate message would otherwise re-decide the same deploy and race it). `apply`
+        // ends the lease; if the worker dies, the job is due again when it runs out.
+        decision.job.next_check_at = now + secs(t.effect_lease_secs);
+    }
+    decision
+}
+
+fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
     let mut j = job.clone();
     if j.status.is_terminal() {
         return Decision { job: j, effect: Effect::None };
