@@ -227,6 +227,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     .filter(|_| msg.starts_with("missing field") || msg.starts_with("unknown field"));
                 let field = match (named, path.as_str()) {
                     (Some(f), "." | "") => f,
+                    (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
                     (Some(f), parent) => format!("{parent}.{f}"),
                     (None, "." | "") => "body".to_string(),
                     (None, p) => p.to_string(),

@@ -201,6 +201,7 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         failure_reason: None,
         error_message: None,
         next_check_at: now,
+        lease_until: None,
         version: 0,
     };
     let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());

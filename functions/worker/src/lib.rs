@@ -134,9 +134,9 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         // The message's own timing may be a little early (delays are whole seconds); later
         // rounds act only on what is due now and otherwise hand the job back to the queue.
         let due = if round == 0 {
-            job.next_check_at <= now + EARLY_TOLERANCE_MS
+            job.due_at() <= now + EARLY_TOLERANCE_MS
         } else {
-            job.next_check_at <= now
+            job.due_at() <= now
         };
         if !due {
             if wrote_last {
@@ -164,7 +164,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
             return Ok(());
         }
         if decision.effect == Effect::None {
-            if saved.next_check_at > now_ms() {
+            if saved.due_at() > now_ms() {
                 schedule(app, &saved).await;
                 return Ok(());
             }
@@ -195,7 +195,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
 /// Asks for the next look at the job's `next_check_at`. If the send fails, the reconciler
 /// re-drives the job once it is overdue.
 async fn schedule(app: &App, job: &Job) {
-    let delay_secs = ((job.next_check_at - now_ms()).max(0) + 999) / 1000;
+    let delay_secs = ((job.due_at() - now_ms()).max(0) + 999) / 1000;
     let job_ref = JobRef { account_id: job.account_id.clone(), job_id: job.job_id.clone() };
     if let Err(e) = app.queue.send(&job_ref, delay_secs).await {
         tracing::warn!(job_id = %job.job_id, error = %e, "could not schedule the next check; the reconciler will");

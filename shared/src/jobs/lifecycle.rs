@@ -145,11 +145,12 @@ fn failed(reason: FailureReason, message: impl Into<String>, now: Millis) -> Out
 
 pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
     let mut decision = decide_inner(job, obs, now, t);
+    decision.job.lease_until = None;
     if decision.effect != Effect::None {
         // A lease: while the effect is being performed nobody else acts on the job (a
-        // duplicate message would otherwise re-decide the same deploy and race it). `apply`
-        // ends the lease; if the worker dies, the job is due again when it runs out.
-        decision.job.next_check_at = now + secs(t.effect_lease_secs);
+        // duplicate message, or a cancel, would otherwise re-decide the same deploy and race
+        // it). `apply` ends the lease; if the worker dies, the job is due when it runs out.
+        decision.job.lease_until = Some(now + secs(t.effect_lease_secs));
     }
     decision
 }
@@ -431,6 +432,7 @@ fn settle(j: &mut Job, now: Millis) {
 pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
     let mut j = job.clone();
     j.next_check_at = now;
+    j.lease_until = None;
     match result {
         EffectResult::Deploy { script_id, outcome } => {
             if script_id.is_some() {

@@ -134,6 +134,10 @@ pub struct Job {
 
     /// When the worker should next look at the job.
     pub next_check_at: Millis,
+    /// While set and in the future, a worker is performing one of the job's effects and nobody
+    /// else may act on the job (see `lifecycle::decide`).
+    #[serde(default)]
+    pub lease_until: Option<Millis>,
     /// Optimistic-concurrency version: every write is conditional on it.
     pub version: u64,
 }
@@ -161,6 +165,11 @@ impl Job {
 
     pub fn cost_at(&self, now: Millis) -> Micros {
         cost_of(self.price_per_hour(), self.billable_seconds(now))
+    }
+
+    /// When the worker may act on the job next: its next check, but not inside a lease.
+    pub fn due_at(&self) -> Millis {
+        self.next_check_at.max(self.lease_until.unwrap_or(0))
     }
 
     pub fn is_active(&self) -> bool {

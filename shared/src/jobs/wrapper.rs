@@ -97,7 +97,7 @@ mod tests {
             .unwrap();
         let output = String::from_utf8(output).unwrap();
         assert!(output.contains("Hello from Mimiry!"), "{output}");
-        assert!(output.contains("quote\" and /"), "{output}");
+        assert!(output.contains("quote\" and $HOME"), "{output}");
         assert!(calls.contains("Authorization: Bearer acc.tok"));
         assert!(calls.contains("shutdown -h now"));
         let _ = std::fs::remove_dir_all(dir);

@@ -20,7 +20,7 @@ pub fn job_sk(job_id: &str) -> String {
 
 /// The active-jobs index key: overdue jobs sort first.
 pub fn active_sort_key(job: &Job) -> String {
-    format!("{:013}#{}#{}", job.next_check_at.max(0), job.account_id, job.job_id)
+    format!("{:013}#{}#{}", job.due_at().max(0), job.account_id, job.job_id)
 }
 
 /// Parses `{next_check_at}#{account}#{job}` back.

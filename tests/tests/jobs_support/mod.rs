@@ -20,13 +20,21 @@ pub const SHORT: Duration = Duration::from_secs(60);
 /// A stack of its own for a test that injects faults or needs other timers: `TEST_ENV` with
 /// `overrides` applied.
 pub fn own_stack(name: &str, overrides: &[(&str, &str)], provision_ms: u64) -> Stack {
-    let mut env: Vec<(String, String)> = TEST_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut env: Vec<(String, String)> = TEST_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for (k, v) in overrides {
         env.retain(|(key, _)| key != k);
         env.push((k.to_string(), v.to_string()));
     }
     let started = Instant::now();
-    let stack = Stack::start(StackOptions { name: name.into(), env, provision_ms, execute: true });
+    let stack = Stack::start(StackOptions {
+        name: name.into(),
+        env,
+        provision_ms,
+        execute: true,
+    });
     println!("[{name}] own stack started in {:?}", started.elapsed());
     stack
 }
@@ -37,12 +45,28 @@ pub fn ssh_keygen() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("id_ed25519");
     let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test@mimiry.example", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "test@mimiry.example",
+            "-f",
+        ])
         .arg(&path)
         .output()
         .expect("ssh-keygen must be installed");
-    assert!(out.status.success(), "ssh-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string();
+    assert!(
+        out.status.success(),
+        "ssh-keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
     let _ = std::fs::remove_dir_all(&dir);
     public
 }
@@ -52,7 +76,10 @@ pub async fn add_ssh_key(stack: &Stack, api_key: &str) -> String {
     let body = json!({ "name": "my-laptop-key", "public_key": ssh_keygen() });
     let answer = call("POST", &stack.url("/ssh-keys"), Some(api_key), Some(&body)).await;
     assert_eq!(answer.status, 201, "POST /ssh-keys: {answer:?}");
-    answer.body["id"].as_str().expect("the key's id").to_string()
+    answer.body["id"]
+        .as_str()
+        .expect("the key's id")
+        .to_string()
 }
 
 /// A job of the cheap type in `location` running `script`.
@@ -82,11 +109,23 @@ pub async fn submit_ok(stack: &Stack, api_key: &str, body: &Value) -> String {
 }
 
 pub async fn get_job(stack: &Stack, api_key: &str, id: &str) -> Answer {
-    call("GET", &stack.url(&format!("/jobs/{id}")), Some(api_key), None).await
+    call(
+        "GET",
+        &stack.url(&format!("/jobs/{id}")),
+        Some(api_key),
+        None,
+    )
+    .await
 }
 
 pub async fn cancel(stack: &Stack, api_key: &str, id: &str) -> Answer {
-    call("DELETE", &stack.url(&format!("/jobs/{id}")), Some(api_key), None).await
+    call(
+        "DELETE",
+        &stack.url(&format!("/jobs/{id}")),
+        Some(api_key),
+        None,
+    )
+    .await
 }
 
 /// What a bounded wait saw.
@@ -112,13 +151,20 @@ pub async fn wait_until(
     let mut history: Vec<String> = Vec::new();
     loop {
         let answer = get_job(stack, api_key, id).await;
-        assert_eq!(answer.status, 200, "GET /jobs/{id} while waiting for {what}: {answer:?}");
+        assert_eq!(
+            answer.status, 200,
+            "GET /jobs/{id} while waiting for {what}: {answer:?}"
+        );
         let status = answer.body["status"].as_str().unwrap_or("?").to_string();
         if history.last() != Some(&status) {
             history.push(status);
         }
         if done(&answer.body) {
-            return Seen { job: answer.body, history, elapsed: started.elapsed() };
+            return Seen {
+                job: answer.body,
+                history,
+                elapsed: started.elapsed(),
+            };
         }
         if started.elapsed() > limit {
             panic!(
@@ -132,16 +178,32 @@ pub async fn wait_until(
 }
 
 pub fn is_terminal(job: &Value) -> bool {
-    matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled"))
+    matches!(
+        job["status"].as_str(),
+        Some("completed" | "failed" | "cancelled")
+    )
 }
 
 pub async fn wait_terminal(stack: &Stack, api_key: &str, id: &str, limit: Duration) -> Seen {
     wait_until(stack, api_key, id, "a final status", limit, is_terminal).await
 }
 
-pub async fn wait_status(stack: &Stack, api_key: &str, id: &str, status: &str, limit: Duration) -> Seen {
-    let seen = wait_until(stack, api_key, id, status, limit, |j| j["status"] == status || is_terminal(j)).await;
-    assert_eq!(seen.job["status"], status, "job {id} ended before reaching {status}: {:?} {:#}", seen.history, seen.job);
+pub async fn wait_status(
+    stack: &Stack,
+    api_key: &str,
+    id: &str,
+    status: &str,
+    limit: Duration,
+) -> Seen {
+    let seen = wait_until(stack, api_key, id, status, limit, |j| {
+        j["status"] == status || is_terminal(j)
+    })
+    .await;
+    assert_eq!(
+        seen.job["status"], status,
+        "job {id} ended before reaching {status}: {:?} {:#}",
+        seen.history, seen.job
+    );
     seen
 }
 
@@ -157,7 +219,11 @@ pub fn instances_of(state: &Value, job_id: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|i| i["hostname"].as_str().is_some_and(|h| h.starts_with(&prefix)))
+        .filter(|i| {
+            i["hostname"]
+                .as_str()
+                .is_some_and(|h| h.starts_with(&prefix))
+        })
         .cloned()
         .collect()
 }
@@ -180,7 +246,9 @@ pub fn requests(state: &Value, route: &str) -> u64 {
 
 /// An amount the API shows (`"0.000367"`, `"-1.50"`) in micros.
 pub fn micros(shown: &Value) -> i64 {
-    let s = shown.as_str().unwrap_or_else(|| panic!("not an amount: {shown}"));
+    let s = shown
+        .as_str()
+        .unwrap_or_else(|| panic!("not an amount: {shown}"));
     match s.strip_prefix('-') {
         Some(abs) => -Micros::parse_decimal(abs).unwrap().0,
         None => Micros::parse_decimal(s).unwrap().0,
@@ -188,15 +256,30 @@ pub fn micros(shown: &Value) -> i64 {
 }
 
 pub async fn account_of(stack: &Stack, account_id: &str) -> Account {
-    stack.store().await.get_account(account_id).await.unwrap().expect("the account exists")
+    stack
+        .store()
+        .await
+        .get_account(account_id)
+        .await
+        .unwrap()
+        .expect("the account exists")
 }
 
 /// `credits added = balance + held + charged`, nothing negative, nothing charged beyond what was
 /// added.
 pub fn assert_books_balance(account: &Account, what: &str) {
-    assert!(account.balance_micros >= 0, "{what}: negative balance {account:?}");
-    assert!(account.held_micros >= 0, "{what}: negative hold {account:?}");
-    assert!(account.charged_micros <= account.added_micros, "{what}: charged more than added {account:?}");
+    assert!(
+        account.balance_micros >= 0,
+        "{what}: negative balance {account:?}"
+    );
+    assert!(
+        account.held_micros >= 0,
+        "{what}: negative hold {account:?}"
+    );
+    assert!(
+        account.charged_micros <= account.added_micros,
+        "{what}: charged more than added {account:?}"
+    );
     assert_eq!(
         account.balance_micros + account.held_micros + account.charged_micros,
         account.added_micros,
@@ -208,7 +291,9 @@ pub fn assert_books_balance(account: &Account, what: &str) {
 /// fake (execute mode) wrote to the instance's work directory. Recorded for the log audit.
 pub async fn report_token(stack: &Stack, job_id: &str) -> String {
     let state = fake_state(stack).await;
-    let instance = instances_of(&state, job_id).pop().unwrap_or_else(|| panic!("no instance for job {job_id}"));
+    let instance = instances_of(&state, job_id)
+        .pop()
+        .unwrap_or_else(|| panic!("no instance for job {job_id}"));
     let dir = instance["script_process"]["work_dir"]
         .as_str()
         .unwrap_or_else(|| panic!("the script of job {job_id} never started: {instance:#}"));
@@ -217,7 +302,12 @@ pub async fn report_token(stack: &Stack, job_id: &str) -> String {
         .lines()
         .find(|l| l.contains("Authorization: Bearer "))
         .unwrap_or_else(|| panic!("no report token in the wrapper of job {job_id}"));
-    let token = line.split("Authorization: Bearer ").nth(1).unwrap().trim_end_matches(['\'', ' ', '\\']).to_string();
+    let token = line
+        .split("Authorization: Bearer ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(['\'', ' ', '\\'])
+        .to_string();
     record_secret(&token);
     token
 }

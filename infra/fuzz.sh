@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Fuzzes the public API with schemathesis against infra/openapi.yaml: starts its own stack on
+# free loopback ports (moto, the fake DataCrunch provider, the local server), creates an account
+# with credits, an SSH key, a job and a key with every scope, then runs every operation of the
+# OpenAPI description with checks that no response is a 5xx and that every response (status,
+# content type, headers, body) is the one the description documents. Stops what it started.
+#
+# Bounded for CI: FUZZ_MAX_EXAMPLES (default 12) cases per operation and phase; a run takes about
+# a minute or two. Extra arguments go to `schemathesis run` (e.g. `--seed 1 --phases fuzzing`).
+# Logs go to target/test-logs/fuzz-*.log (the log audit of infra/test.sh reads them) and the
+# schemathesis reports (JUnit, and a pytest file reproducing any failure) to target/fuzz/.
+#
+# The job-token route (POST /jobs/{id}/report) is fuzzed with the API key as its bearer token:
+# it must answer 401 (or 400/404 for a malformed request) and never more.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+max_examples=${FUZZ_MAX_EXAMPLES:-12}
+py="$root/.venv/bin/python"
+st="$root/.venv/bin/schemathesis"
+for tool in "$py" "$st" "$root/.venv/bin/moto_server"; do
+  [ -x "$tool" ] || { echo "fuzz: $tool is missing: run infra/setup.sh" >&2; exit 1; }
+done
+for b in fake-datacrunch mimiry-admin mimiry-local; do
+  [ -x "target/debug/$b" ] || { echo "fuzz: target/debug/$b is missing: run cargo build --workspace" >&2; exit 1; }
+done
+
+logs="$root/target/test-logs"
+out="$root/target/fuzz"
+rm -rf "$out"
+mkdir -p "$logs" "$out"
+tag="fuzz-$$"
+
+pids=()
+cleanup() {
+  local status=$?
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  exit "$status"
+}
+trap cleanup INT TERM EXIT
+
+free_port() {
+  "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "fuzz: $2 did not start on port $1 (see $logs/$2-$tag.log)" >&2
+  exit 1
+}
+
+# Waits for the `... listening on http://ADDR` line a server prints first; echoes the URL.
+wait_url() {
+  local file=$1 what=$2 url
+  for _ in $(seq 1 300); do
+    url=$(grep -o 'http://[0-9.:]*' "$file" 2>/dev/null | head -n 1 || true)
+    [ -n "$url" ] && { echo "$url"; return 0; }
+    sleep 0.2
+  done
+  echo "fuzz: $what did not print its address (see $logs/$what-$tag.log)" >&2
+  exit 1
+}
+
+moto_port=$(free_port)
+.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$logs/moto-$tag.log" 2>&1 &
+pids+=($!)
+wait_port "$moto_port" moto
+
+target/debug/fake-datacrunch --addr 127.0.0.1:0 --provision-ms 500 \
+  >"$out/fake-datacrunch.out" 2>"$logs/fake-datacrunch-$tag.log" &
+pids+=($!)
+fake_url=$(wait_url "$out/fake-datacrunch.out" fake-datacrunch)
+
+# The environment the e2e harness (tests/src/lib.rs) gives the stack.
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+export TABLE_NAME=mimiry
+export PROVIDER_BASE_URL="$fake_url/v1"
+export PROVISIONING_POLL_SECONDS=1 RUNNING_POLL_SECONDS=2 RETRY_DELAY_SECONDS=1
+export PROVISIONING_TIMEOUT_SECONDS=20 RECONCILE_GRACE_SECONDS=3 CATALOG_TTL_SECONDS=2
+export PROVIDER_TIMEOUT_MS=3000
+JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap 2>>"$logs/mimiry-admin-$tag.log" | tail -n 1)
+export JOBS_QUEUE_URL
+
+api_port=$(free_port)
+base="http://127.0.0.1:$api_port"
+export PUBLIC_BASE_URL="$base"
+target/debug/mimiry-local --addr "127.0.0.1:$api_port" --reconcile-every 2 \
+  >"$out/mimiry-local.out" 2>"$logs/mimiry-local-$tag.log" &
+pids+=($!)
+wait_url "$out/mimiry-local.out" mimiry-local >/dev/null
+
+admin() { target/debug/mimiry-admin "$@" 2>>"$logs/mimiry-admin-$tag.log" | tail -n 1; }
+account=$(admin create-account --name fuzz)
+admin add-credits --account "$account" --amount 5000 --note "fuzz credits" >/dev/null
+key=$(admin create-key --account "$account" --name fuzz --scopes all)
+# The log audit checks that no log line holds this key.
+echo "$key" >>"$logs/issued-secrets.txt"
+
+# Something to list: an SSH key and a job, so list responses carry items to check.
+api() { # METHOD PATH [JSON]
+  curl -sS --noproxy '*' -X "$1" "$base$2" -H "Authorization: Bearer $key" \
+    ${3:+-H "Content-Type: application/json" -d "$3"}
+}
+ssh_key_id=$(api POST /ssh-keys \
+  '{"name":"fuzz-key","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID3C6VXIVgP1ZyyB+tilX36I9ZsZUQL5ocy7Rf+Z/Hge fuzz@example.com"}' |
+  "$py" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+api POST /jobs "{\"name\":\"fuzz-job\",\"instance_type\":\"1V100.6V\",\"image\":\"ubuntu-22.04-cuda-12.0\",\"ssh_key_ids\":[\"$ssh_key_id\"],\"max_runtime_seconds\":600}" >/dev/null
+
+if [ "${FUZZ_STACK_ONLY:-0}" = 1 ]; then
+  # For exploring by hand: print where the stack is and keep it up until interrupted.
+  echo "stack up: $base account $account key $key" >&2
+  echo "$base $key" >"$out/stack"
+  wait -n "${pids[@]}" || true
+  exit 1
+fi
+
+# Schemathesis writes its cache and example database under the working directory: keep them in
+# target/fuzz. It has no telemetry or report upload; nothing here leaves 127.0.0.1.
+cd "$out"
+export NO_PROXY='*' no_proxy='*'
+echo "fuzz: schemathesis $("$st" --version | awk '{print $NF}') against $base, $max_examples examples per operation" >&2
+"$st" run "$root/infra/openapi.yaml" \
+  --url "$base" \
+  -H "Authorization: Bearer $key" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+  --phases examples,coverage,fuzzing,stateful \
+  --max-examples "$max_examples" \
+  --workers 2 \
+  --request-timeout 10 \
+  --generation-database none \
+  --output-sanitize true \
+  --no-color \
+  --report junit,pytest --report-dir "$out" \
+  "$@"
