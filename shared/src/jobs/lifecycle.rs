@@ -212,13 +212,10 @@ fn note_observation(j: &mut Job, obs: &Observation, now: Millis) {
     }
 }
 
-/// Why the job must end now, if it must.
-fn end_reason(j: &Job, obs: &Observation, now: Millis, t: &Timers) -> Option<Outcome> {
-    if j.cancel_requested_at.is_some() {
-        return Some(outcome(JobStatus::Cancelled, None, Some("Cancelled at the user's request".into()), now));
-    }
-    if let Some(report) = &j.report {
-        return Some(if report.exit_code == 0 {
+/// The outcome the script's report calls for, if it reported.
+fn report_outcome(j: &Job, now: Millis) -> Option<Outcome> {
+    j.report.as_ref().map(|report| {
+        if report.exit_code == 0 {
             outcome(JobStatus::Completed, None, None, now)
         } else {
             failed(
@@ -226,8 +223,36 @@ fn end_reason(j: &Job, obs: &Observation, now: Millis, t: &Timers) -> Option<Out
                 format!("The startup script exited with code {}", report.exit_code),
                 now,
             )
-        });
+        }
+    })
+}
+
+/// Once the script has reported, the job's result is the script's, however the instance ends
+/// afterwards (cancel, max runtime, credits, lost).
+fn or_report(j: &Job, ending: Outcome, now: Millis) -> Outcome {
+    report_outcome(j, now).unwrap_or(ending)
+}
+
+/// Why the job must end now, if it must.
+///
+/// With `auto_shutdown` the script's report ends the job. Without it the instance stays up
+/// after the report (the user may SSH in) until the job is cancelled or reaches
+/// `max_runtime_seconds`; the job then ends with the script's result.
+fn end_reason(j: &Job, obs: &Observation, now: Millis, t: &Timers) -> Option<Outcome> {
+    if j.cancel_requested_at.is_some() {
+        let cancelled = outcome(JobStatus::Cancelled, None, Some("Cancelled at the user's request".into()), now);
+        return Some(or_report(j, cancelled, now));
     }
+    if j.auto_shutdown {
+        if let Some(o) = report_outcome(j, now) {
+            return Some(o);
+        }
+    }
+    end_reason_unreported(j, obs, now, t).map(|o| or_report(j, o, now))
+}
+
+/// Endings that do not depend on the report.
+fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) -> Option<Outcome> {
     let seen = match &obs.instance {
         InstanceObservation::Seen(state) => Some(state),
         _ => None,
@@ -381,11 +406,8 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
         // Seconds the hold still covers, minus a margin for the teardown to land in time.
         let runway_secs = runway.0 * 3600 / price.0 - t.retry_delay_secs;
         if runway_secs <= 0 {
-            j.outcome = Some(failed(
-                FailureReason::InsufficientCredits,
-                "Your credits ran out, so the job was stopped",
-                now,
-            ));
+            let ending = failed(FailureReason::InsufficientCredits, "Your credits ran out, so the job was stopped", now);
+            j.outcome = Some(or_report(&j, ending, now));
             return teardown(j, now);
         }
         next = next.min(now + secs(runway_secs));
