@@ -100,7 +100,8 @@ impl JobSpec {
             location: r.location.map(|l| non_empty("location", &l)).transpose()?,
             ssh_key_ids,
             startup_script: r.startup_script.filter(|s| !s.trim().is_empty()),
-            auto_shutdown: r.auto_shutdown.unwrap_or(false),
+            // Omitted = true: a forgotten flag must not leave a GPU billing for hours.
+            auto_shutdown: r.auto_shutdown.unwrap_or(true),
             max_runtime_seconds: r.max_runtime_seconds,
         })
     }
