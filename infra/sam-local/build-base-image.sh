@@ -34,6 +34,12 @@ while (($#)); do
 done
 rapid_tag="${tag%:*}:al2023-rapid-x86_64"
 
+# A dockerd started just before may need a few seconds.
+for ((i = 0; i < 30; i++)); do
+    docker_answers && break
+    ((i == 0)) && log "waiting up to 30 s for the Docker engine"
+    sleep 1
+done
 docker_answers || die "no Docker engine answers (start one: dockerd --iptables=false --ip-forward=false &)"
 if ((!force)) && docker image inspect "$tag" >/dev/null 2>&1; then
     log "base image $tag exists (use --force to rebuild)"
