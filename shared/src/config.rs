@@ -65,6 +65,9 @@ impl Default for Timers {
     }
 }
 
+/// SQS's longest message delay.
+const MAX_INTERVAL_SECS: i64 = 900;
+
 fn var(name: &str, default: &str) -> String {
     env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -96,8 +99,11 @@ impl Config {
                     "PROVISIONING_TIMEOUT_SECONDS",
                     d.provisioning_timeout_secs,
                 ),
-                provisioning_poll_secs: num("PROVISIONING_POLL_SECONDS", d.provisioning_poll_secs),
-                running_poll_secs: num("RUNNING_POLL_SECONDS", d.running_poll_secs),
+                // A look is a delayed SQS message: no interval may exceed SQS's 900 s delay.
+                provisioning_poll_secs: num("PROVISIONING_POLL_SECONDS", d.provisioning_poll_secs)
+                    .clamp(1, MAX_INTERVAL_SECS),
+                running_poll_secs: num("RUNNING_POLL_SECONDS", d.running_poll_secs)
+                    .clamp(1, MAX_INTERVAL_SECS),
                 retry_delay_secs: num("RETRY_DELAY_SECONDS", d.retry_delay_secs),
                 hold_secs: num("HOLD_SECONDS", d.hold_secs),
                 max_deploy_attempts: num("MAX_DEPLOY_ATTEMPTS", d.max_deploy_attempts),
