@@ -34,10 +34,18 @@ tag="fuzz-$$"
 
 pids=()
 cleanup() {
-  local status=$?
+  local status=$? pid alive
   trap - INT TERM EXIT
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # A server busy with open connections may outlive one SIGTERM: give it 5 s, then SIGKILL.
+  for _ in $(seq 1 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   exit "$status"
 }
 trap cleanup INT TERM EXIT

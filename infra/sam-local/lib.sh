@@ -77,8 +77,15 @@ ensure_debian_packages() {
     command -v apt-get >/dev/null 2>&1 || die "missing ${pkgs[*]} and no apt-get to install them"
     log "apt-get install ${pkgs[*]}"
     DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >&2 || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2 ||
-        die "apt-get install ${pkgs[*]} failed"
+    # Keep the package from starting its own dockerd (default flags: iptables NAT, IP forwarding);
+    # ensure_dockerd starts one without them. policy-rc.d is Debian's switch for that.
+    local policy=/usr/sbin/policy-rc.d made_policy=0 rc=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2 || rc=$?
+    ((made_policy)) && rm -f "$policy"
+    ((rc == 0)) || die "apt-get install ${pkgs[*]} failed"
 }
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }

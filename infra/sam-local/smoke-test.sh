@@ -52,8 +52,9 @@ cleanup() {
     trap - EXIT INT TERM
     if [[ -n "$SAM_PID" ]] && kill -0 "$SAM_PID" 2>/dev/null; then
         # SIGTERM: SAM stops and removes its warm containers itself.
+        log "stopping sam local start-api (pid $SAM_PID)"
         kill -TERM "$SAM_PID" 2>/dev/null
-        wait_pid_gone "$SAM_PID" 30 || kill -KILL "$SAM_PID" 2>/dev/null
+        wait_pid_gone "$SAM_PID" 30 || { log "sam did not stop within 30 s: SIGKILL"; kill -KILL "$SAM_PID" 2>/dev/null; }
     fi
     local id
     for id in $(sam_container_ids); do
@@ -63,6 +64,7 @@ cleanup() {
         fi
     done
     if [[ -n "$MOTO_PID" ]] && kill -0 "$MOTO_PID" 2>/dev/null; then
+        log "stopping moto (pid $MOTO_PID)"
         kill -TERM "$MOTO_PID" 2>/dev/null
         wait_pid_gone "$MOTO_PID" 10 || kill -KILL "$MOTO_PID" 2>/dev/null
     fi
@@ -87,8 +89,9 @@ cleanup() {
         FAILED=1
     fi
     echo "sam-local: $PASSED passed, $FAILED failed"
-    ((FAILED == 0))
-    exit
+    # An explicit status: a bare `exit` in a trap keeps the status from before the trap.
+    if ((FAILED)); then exit 1; fi
+    exit 0
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM

@@ -129,8 +129,12 @@ impl RequestCtx {
         self.matched.param(name)
     }
 
+    /// Header `name`. A header that is present but not visible ASCII is still present: its
+    /// UTF-8 text, or U+FFFD when it is not UTF-8, so it fails validation instead of being
+    /// taken for absent (an `Idempotency-Key: café` must be a 400, not silently ignored).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.request.headers().get(name).and_then(|v| v.to_str().ok())
+        let value = self.request.headers().get(name)?;
+        Some(std::str::from_utf8(value.as_bytes()).unwrap_or("\u{FFFD}"))
     }
 
     /// Query parameter `name`, percent-decoded; repeated parameters: the last wins.

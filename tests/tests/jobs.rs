@@ -315,8 +315,16 @@ async fn name_and_location_have_defaults() {
         answer.body
     );
 
-    let other = submit_ok(stack, &account.key, &body).await;
-    let other_name = get_job(stack, &account.key, &other).await.body["name"].clone();
+    // Nothing but the type and image: no script (the wrapper reports exit 0 at once) and
+    // `auto_shutdown` omitted, which means true (decisions.md), so it completes by itself.
+    let minimal = json!({ "instance_type": "1V100.6V", "image": "ubuntu-22.04-cuda-12.0" });
+    let other = submit_ok(stack, &account.key, &minimal).await;
+    let other_job = get_job(stack, &account.key, &other).await.body;
+    assert_eq!(
+        other_job["auto_shutdown"], true,
+        "omitted auto_shutdown means true: {other_job:#}"
+    );
+    let other_name = other_job["name"].clone();
     assert_ne!(
         other_name,
         json!(name),
@@ -347,6 +355,7 @@ async fn name_and_location_have_defaults() {
     assert!(!with_type.is_empty());
     for job_id in [&id, &other] {
         let seen = wait_terminal(stack, &account.key, job_id, SHORT).await;
+        assert_eq!(seen.job["exit_code"], 0, "{:#}", seen.job);
         assert_eq!(
             seen.job["status"], "completed",
             "{:?} {:#}",
@@ -395,6 +404,7 @@ async fn cancelling_a_queued_job_is_immediate() {
         )
         .await;
 
+    let looks_before = requests(&fake_state(&stack).await, "GET /v1/instance-availability");
     let submitted = Instant::now();
     let id = submit_ok(
         &stack,
@@ -449,7 +459,7 @@ async fn cancelling_a_queued_job_is_immediate() {
     // Let the worker finish its slow look (the provider delays it by 4 s), then make sure it did
     // nothing with the cancelled job.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while requests(&fake_state(&stack).await, "GET /v1/instance-availability") == 0 {
+    while requests(&fake_state(&stack).await, "GET /v1/instance-availability") <= looks_before {
         assert!(
             Instant::now() < deadline,
             "the worker never looked at availability"
@@ -535,13 +545,15 @@ async fn cancelling_a_provisioning_job_deletes_its_instance_once_the_provider_al
     let job = get_job(&stack, &account.key, &id).await.body;
     let state = fake_state(&stack).await;
     let instance = instances_of(&state, &id).pop().unwrap();
-    if instance["deleted"] == false {
-        assert_eq!(
-            job["status"], "provisioning",
-            "not cancelled before the instance is deleted: {job:#}"
-        );
-        assert_eq!(job["cancel_requested"], true);
-    }
+    assert_eq!(
+        instance["deleted"], false,
+        "still booting, so not deletable yet: {instance:#}"
+    );
+    assert_eq!(
+        job["status"], "provisioning",
+        "not cancelled before the instance is deleted: {job:#}"
+    );
+    assert_eq!(job["cancel_requested"], true);
     let seen = wait_terminal(&stack, &account.key, &id, SHORT).await;
     assert_eq!(
         seen.job["status"], "cancelled",
@@ -698,7 +710,7 @@ async fn cancelling_a_running_job_deletes_its_instance_and_charges_its_life_only
 /// `max_runtime_seconds` (60, the minimum): a script that would sleep 300 s is stopped ~60 s
 /// after the job started running. Slow by nature: about a minute.
 #[tokio::test]
-async fn max_runtime_stops_a_long_job() {
+async fn a_job_over_its_max_runtime_is_stopped() {
     let stack = Stack::shared();
     let account = stack.account("10").await;
     let mut body = cheap_job(Some("FIN-01"), "#!/bin/bash\necho working\nsleep 300");
@@ -855,4 +867,897 @@ async fn a_job_is_stopped_when_the_credits_run_out() {
         Micros(acc.charged_micros),
         started.elapsed()
     );
+}
+
+/// Every error of the guide's FAQ (§12) as `POST /jobs` (and its siblings) produce it.
+#[tokio::test]
+async fn every_faq_error_of_the_guide() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let broke = stack.account("0").await;
+    let stranger = stack.account("10").await;
+    let body = cheap_job(Some("FIN-01"), "true");
+    let some_job = format!("/jobs/{}", uuid::Uuid::now_v7());
+
+    // `Invalid or missing API key` (401).
+    let forged = format!("mky_{}", "A".repeat(43));
+    for key in [None, Some(forged.as_str())] {
+        for (method, path, body) in [
+            ("POST", "/jobs", Some(&body)),
+            ("GET", "/jobs", None),
+            ("GET", &some_job, None),
+            ("DELETE", &some_job, None),
+        ] {
+            let answer = call(method, &stack.url(path), key, body).await;
+            assert_eq!(
+                answer.status, 401,
+                "{method} {path} with {key:?}: {answer:?}"
+            );
+            assert_eq!(answer.error(), "Invalid or missing API key");
+            assert_eq!(answer.body["code"], "unauthorized");
+        }
+    }
+
+    // `Insufficient credits` (402): 0 credits cannot cover the hold.
+    let answer = submit(stack, &broke.key, &body).await;
+    assert_eq!(answer.status, 402, "{answer:?}");
+    assert_eq!(answer.error(), "Insufficient credits");
+    assert_eq!(answer.body["code"], "insufficient_credits");
+    assert_eq!(answer.body["details"]["available"], "0.00");
+    let types = call("GET", &stack.url("/instances"), Some(&account.key), None).await;
+    let price = types.body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["instance_type"] == CHEAP_TYPE)
+        .map(|t| Micros(micros(&t["price_per_hour"])))
+        .unwrap();
+    assert_eq!(
+        answer.body["details"]["required"],
+        cost_of(price, 3600).to_string(),
+        "the hold is an hour: {answer:?}"
+    );
+    let listed = call("GET", &stack.url("/jobs"), Some(&broke.key), None).await;
+    assert_eq!(
+        listed.body["jobs"],
+        json!([]),
+        "nothing was created: {listed:?}"
+    );
+
+    // `Insufficient scope` (403).
+    use mimiry_shared::auth::Scope;
+    let reader = stack.key(&account.account_id, &[Scope::JobsRead]).await;
+    let writer = stack.key(&account.account_id, &[Scope::JobsWrite]).await;
+    for (key, method, path, body, scope) in [
+        (&reader, "POST", "/jobs", Some(&body), "jobs:write"),
+        (&reader, "DELETE", some_job.as_str(), None, "jobs:write"),
+        (&writer, "GET", "/jobs", None, "jobs:read"),
+        (&writer, "GET", some_job.as_str(), None, "jobs:read"),
+    ] {
+        let answer = call(method, &stack.url(path), Some(key), body).await;
+        assert_eq!(answer.status, 403, "{method} {path}: {answer:?}");
+        assert_eq!(answer.error(), "Insufficient scope");
+        assert_eq!(answer.body["details"]["required_scope"], scope);
+    }
+
+    // `SSH key not found` (400 on submit): unknown, another account's, not even an id.
+    let strangers_key = add_ssh_key(stack, &stranger.key).await;
+    let own_key = add_ssh_key(stack, &account.key).await;
+    for bad in [
+        uuid::Uuid::new_v4().to_string(),
+        strangers_key,
+        "12345".to_string(),
+    ] {
+        let mut with_key = body.clone();
+        with_key["ssh_key_ids"] = json!([own_key, bad]);
+        let answer = submit(stack, &account.key, &with_key).await;
+        assert_eq!(answer.status, 400, "ssh key {bad}: {answer:?}");
+        assert_eq!(answer.error(), "SSH key not found");
+        assert_eq!(answer.body["code"], "ssh_key_not_found");
+        assert_eq!(answer.body["details"]["ssh_key_id"], bad.as_str());
+    }
+
+    // `No available instances`: a type that exists, asked where the provider has none of it.
+    let availability = call("GET", &stack.url("/availability"), Some(&account.key), None).await;
+    let offers = availability.body["availability"].as_array().unwrap();
+    let has = |location: &str, t: &str| {
+        offers.iter().any(|a| {
+            a["location"] == location
+                && a["instance_types"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == t)
+        })
+    };
+    let (gap_type, gap_location) = ("8H100.80S.176V", "FIN-02");
+    assert!(
+        !has(gap_location, gap_type),
+        "the fake has no {gap_type} in {gap_location}: {offers:#?}"
+    );
+    assert!(
+        offers
+            .iter()
+            .any(|a| has(a["location"].as_str().unwrap(), gap_type)),
+        "{gap_type} exists elsewhere"
+    );
+    let gap = json!({ "instance_type": gap_type, "image": "ubuntu-22.04-cuda-12.0", "location": gap_location });
+    let answer = submit(stack, &account.key, &gap).await;
+    assert_eq!(
+        answer.status, 409,
+        "decisions.md: 409, not a 5xx: {answer:?}"
+    );
+    assert_eq!(answer.error(), "No available instances");
+    assert_eq!(answer.body["code"], "no_available_instances");
+    assert_eq!(
+        answer.body["details"],
+        json!({ "instance_type": gap_type, "location": gap_location })
+    );
+
+    // None of these created a job or held a credit.
+    let listed = call("GET", &stack.url("/jobs"), Some(&account.key), None).await;
+    assert_eq!(listed.body["jobs"], json!([]), "{listed:?}");
+    let acc = account_of(stack, &account.account_id).await;
+    assert_eq!(
+        (acc.balance_micros, acc.held_micros),
+        (10_000_000, 0),
+        "{acc:?}"
+    );
+}
+
+/// Bad requests: 415 without `Content-Type`, 400 naming the field for everything else.
+#[tokio::test]
+async fn invalid_submissions_are_refused_naming_the_field() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let broke = stack.account("0").await;
+    let body = cheap_job(Some("FIN-01"), "true");
+
+    let client = reqwest::Client::new();
+    let bare = client
+        .post(stack.url("/jobs"))
+        .bearer_auth(&account.key)
+        .body(body.to_string());
+    let answer = send(bare).await;
+    assert_eq!(answer.status, 415, "no Content-Type: {answer:?}");
+    assert_eq!(answer.body["code"], "unsupported_media_type");
+    assert!(answer.error().contains("application/json"), "{answer:?}");
+    let text = client
+        .post(stack.url("/jobs"))
+        .bearer_auth(&account.key)
+        .header("Content-Type", "text/plain")
+        .body(body.to_string());
+    assert_eq!(send(text).await.status, 415);
+
+    let with = |field: &str, value: Value| {
+        let mut b = body.clone();
+        b[field] = value;
+        b
+    };
+    let without = |field: &str| {
+        let mut b = body.clone();
+        b.as_object_mut().unwrap().remove(field);
+        b
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "unknown instance_type",
+            with("instance_type", json!("9X999.1V")),
+            "instance_type",
+        ),
+        (
+            "missing instance_type",
+            without("instance_type"),
+            "instance_type",
+        ),
+        ("unknown image", with("image", json!("windows-95")), "image"),
+        (
+            "image not for the type",
+            with("image", json!("ubuntu-22.04-cuda-12.0")),
+            "image",
+        ),
+        ("missing image", without("image"), "image"),
+        (
+            "unknown location",
+            with("location", json!("MARS-01")),
+            "location",
+        ),
+        ("unknown field", with("gpu_count", json!(1)), "gpu_count"),
+        (
+            "wrong type",
+            with("auto_shutdown", json!("yes")),
+            "auto_shutdown",
+        ),
+        (
+            "ssh_key_ids not a list",
+            with("ssh_key_ids", json!("abc")),
+            "ssh_key_ids",
+        ),
+        ("name too long", with("name", json!("n".repeat(65))), "name"),
+        ("empty name", with("name", json!("  ")), "name"),
+        (
+            "max runtime below 60",
+            with("max_runtime_seconds", json!(59)),
+            "max_runtime_seconds",
+        ),
+        (
+            "script over 64 KiB",
+            with("startup_script", json!("#".repeat(64 * 1024 + 1))),
+            "startup_script",
+        ),
+    ];
+    for (what, bad, field) in cases {
+        let answer = submit(stack, &account.key, &bad).await;
+        assert_eq!(answer.status, 400, "{what}: {answer:?}");
+        assert_eq!(
+            answer.body["code"], "validation_error",
+            "{what}: {answer:?}"
+        );
+        assert_eq!(answer.body["details"]["field"], field, "{what}: {answer:?}");
+        assert!(
+            answer.error().contains(field),
+            "{what}: the message names `{field}`: {answer:?}"
+        );
+    }
+    let malformed = client
+        .post(stack.url("/jobs"))
+        .bearer_auth(&account.key)
+        .header("Content-Type", "application/json")
+        .body("{\"instance_type\": ");
+    let answer = send(malformed).await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.body["code"], "malformed_json");
+
+    // The limits themselves pass validation (and then meet the empty account's 402).
+    for (what, ok) in [
+        (
+            "a 64 KiB script",
+            with("startup_script", json!("#".repeat(64 * 1024))),
+        ),
+        ("max runtime 60", with("max_runtime_seconds", json!(60))),
+        ("a 64-character name", with("name", json!("n".repeat(64)))),
+    ] {
+        let answer = submit(stack, &broke.key, &ok).await;
+        assert_eq!(answer.status, 402, "{what} is valid: {answer:?}");
+    }
+
+    let listed = call("GET", &stack.url("/jobs"), Some(&account.key), None).await;
+    assert_eq!(
+        listed.body["jobs"],
+        json!([]),
+        "nothing was created: {listed:?}"
+    );
+    let acc = account_of(stack, &account.account_id).await;
+    assert_eq!(
+        (acc.balance_micros, acc.held_micros),
+        (10_000_000, 0),
+        "{acc:?}"
+    );
+}
+
+/// `Idempotency-Key`: the same key and body give the same job (one job, one hold), even when the
+/// two requests race; the same key with another body is a 409.
+#[tokio::test]
+async fn idempotency_key_makes_a_submit_safe_to_retry() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let body = cheap_job(Some("FIN-01"), "echo once");
+    let post = |key: &str, body: &Value| {
+        reqwest::Client::new()
+            .post(stack.url("/jobs"))
+            .bearer_auth(&account.key)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key)
+            .body(body.to_string())
+    };
+    let key = format!("retry-{}", uuid::Uuid::new_v4());
+    let first = send(post(&key, &body)).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let second = send(post(&key, &body)).await;
+    assert_eq!(second.status, 201, "{second:?}");
+    assert_eq!(second.body, first.body, "the original response again");
+    assert_eq!(
+        second
+            .headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true"),
+        "{second:?}"
+    );
+    assert!(
+        first.headers.get("idempotent-replayed").is_none(),
+        "{first:?}"
+    );
+    let mut other = body.clone();
+    other["name"] = json!("something else");
+    let reused = send(post(&key, &other)).await;
+    assert_eq!(reused.status, 409, "{reused:?}");
+    assert_eq!(reused.body["code"], "idempotency_key_reused");
+
+    // Two identical requests at once.
+    let racing = format!("race-{}", uuid::Uuid::new_v4());
+    let (a, b) = tokio::join!(send(post(&racing, &body)), send(post(&racing, &body)));
+    assert_eq!((a.status, b.status), (201, 201), "{a:?} {b:?}");
+    assert_eq!(a.body["id"], b.body["id"], "one job for both");
+    assert_ne!(a.body["id"], first.body["id"], "another key is another job");
+
+    let listed = call("GET", &stack.url("/jobs"), Some(&account.key), None).await;
+    let ids: BTreeSet<&str> = listed.body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    let expected: BTreeSet<&str> = [
+        first.body["id"].as_str().unwrap(),
+        a.body["id"].as_str().unwrap(),
+    ]
+    .into();
+    assert_eq!(ids, expected, "exactly two jobs: {listed:?}");
+    let ledger = stack
+        .store()
+        .await
+        .ledger(&account.account_id)
+        .await
+        .unwrap();
+    for id in &expected {
+        let holds = ledger
+            .iter()
+            .filter(|e| e.kind == "hold" && e.job_id.as_deref() == Some(id))
+            .count();
+        assert_eq!(holds, 1, "one hold for job {id}: {ledger:?}");
+    }
+    for id in expected {
+        let seen = wait_terminal(stack, &account.key, id, SHORT).await;
+        assert_eq!(seen.job["status"], "completed", "{:#}", seen.job);
+    }
+    let acc = account_of(stack, &account.account_id).await;
+    assert_books_balance(&acc, "after idempotent submits");
+    assert_eq!(acc.held_micros, 0);
+}
+
+/// `GET /jobs`: newest first, `status` filter, `limit` + `next_cursor` paging through every job
+/// once; bad parameters and tampered cursors are 400s; cursors never cross accounts.
+#[tokio::test]
+async fn listing_filters_and_pages() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let stranger = stack.account("10").await;
+    let mut ids = Vec::new();
+    for script in ["true", "exit 1", "true"] {
+        ids.push(submit_ok(stack, &account.key, &cheap_job(Some("FIN-01"), script)).await);
+    }
+    let strangers = submit_ok(stack, &stranger.key, &cheap_job(Some("FIN-01"), "true")).await;
+    for id in &ids {
+        wait_terminal(stack, &account.key, id, SHORT).await;
+    }
+    wait_terminal(stack, &stranger.key, &strangers, SHORT).await;
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    let list = |query: String| {
+        let key = account.key.clone();
+        async move {
+            call(
+                "GET",
+                &stack.url(&format!("/jobs{query}")),
+                Some(&key),
+                None,
+            )
+            .await
+        }
+    };
+    let ids_of = |answer: &mimiry_tests::Answer| -> Vec<String> {
+        answer.body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let all = list(String::new()).await;
+    assert_eq!(all.status, 200, "{all:?}");
+    assert_eq!(
+        ids_of(&all),
+        newest_first,
+        "newest first, and only this account's"
+    );
+    let completed = list("?status=completed".into()).await;
+    assert_eq!(
+        ids_of(&completed),
+        vec![ids[2].clone(), ids[0].clone()],
+        "{completed:?}"
+    );
+    assert!(completed.body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["status"] == "completed"));
+    assert_eq!(
+        ids_of(&list("?status=failed".into()).await),
+        vec![ids[1].clone()]
+    );
+    assert_eq!(
+        ids_of(&list("?status=running".into()).await),
+        Vec::<String>::new()
+    );
+
+    // Paging one by one visits every job once, in order.
+    for (filter, expected) in [
+        ("", newest_first.clone()),
+        ("&status=completed", vec![ids[2].clone(), ids[0].clone()]),
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10 {
+            let query = match &cursor {
+                Some(c) => format!("?limit=1{filter}&cursor={c}"),
+                None => format!("?limit=1{filter}"),
+            };
+            let page = list(query).await;
+            assert_eq!(page.status, 200, "{page:?}");
+            let page_ids = ids_of(&page);
+            assert!(page_ids.len() <= 1, "limit=1: {page:?}");
+            seen.extend(page_ids);
+            match page.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "paging{filter}");
+        assert!(cursor.is_some(), "there were several pages");
+    }
+
+    // Tampered or foreign cursors.
+    let first_page = list("?limit=1".into()).await;
+    let cursor = first_page.body["next_cursor"].as_str().unwrap().to_string();
+    let truncated = cursor[..cursor.len() - 4].to_string();
+    let not_base64 = format!("{cursor}!!");
+    // base64url("v1:ACCOUNT#x"): well-formed, but not a job id.
+    let forged = "djE6QUNDT1VOVCN4".to_string();
+    for bad in [truncated, not_base64, forged, "garbage".to_string()] {
+        let answer = list(format!("?cursor={bad}")).await;
+        assert_eq!(answer.status, 400, "cursor {bad}: {answer:?}");
+        assert_eq!(answer.body["details"]["field"], "cursor");
+    }
+    let strangers_page = call(
+        "GET",
+        &stack.url("/jobs?limit=1"),
+        Some(&stranger.key),
+        None,
+    )
+    .await;
+    assert_eq!(ids_of(&strangers_page), vec![strangers.clone()]);
+    let strangers_cursor = strangers_page.body["next_cursor"]
+        .as_str()
+        .expect("a full page has a cursor");
+    let answer = list(format!("?cursor={strangers_cursor}")).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(
+        ids_of(&answer).iter().all(|id| ids.contains(id)),
+        "another account's cursor shows only the caller's own jobs: {answer:?}"
+    );
+    for (query, field) in [
+        ("?status=bogus", "status"),
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=x", "limit"),
+        ("?page=2", "page"),
+    ] {
+        let answer = list(query.into()).await;
+        assert_eq!(answer.status, 400, "{query}: {answer:?}");
+        assert_eq!(
+            answer.body["details"]["field"], field,
+            "{query}: {answer:?}"
+        );
+    }
+
+    let answer = cancel(stack, &account.key, &ids[0]).await;
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert_eq!(answer.error(), "Job is already completed");
+}
+
+/// `POST /jobs/{id}/report`: only the job's own token is accepted; the same report again is
+/// fine, a different one is a 409; a report for a finished job is a 409.
+#[tokio::test]
+async fn report_needs_the_jobs_own_token_and_is_recorded_once() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let script = "#!/bin/bash\nsleep 60";
+    let a = submit_ok(stack, &account.key, &cheap_job(Some("FIN-01"), script)).await;
+    let b = submit_ok(stack, &account.key, &cheap_job(Some("FIN-01"), script)).await;
+    for id in [&a, &b] {
+        wait_status(stack, &account.key, id, "running", SHORT).await;
+    }
+    let token_a = report_token(stack, &a).await;
+    let token_b = report_token(stack, &b).await;
+    assert_ne!(token_a, token_b);
+    let report = |id: &str, token: Option<&str>, body: Value| {
+        let url = stack.url(&format!("/jobs/{id}/report"));
+        let token = token.map(str::to_string);
+        async move { call("POST", &url, token.as_deref(), Some(&body)).await }
+    };
+    let done = json!({ "exit_code": 0, "output": "reported by hand" });
+
+    let (account_part, mac) = token_a.split_once('.').unwrap();
+    let forged_account = format!("{}.{mac}", stack.account("0").await.account_id);
+    let flipped = format!("{account_part}.{}", mac.chars().rev().collect::<String>());
+    for (what, token) in [
+        ("no token", None),
+        ("an API key", Some(account.key.as_str())),
+        ("another job's token", Some(token_b.as_str())),
+        (
+            "the token under another account",
+            Some(forged_account.as_str()),
+        ),
+        ("an altered token", Some(flipped.as_str())),
+    ] {
+        let answer = report(&a, token, done.clone()).await;
+        assert_eq!(answer.status, 401, "{what}: {answer:?}");
+        assert_eq!(answer.error(), "Invalid or missing API key", "{what}");
+    }
+    assert_eq!(
+        get_job(stack, &account.key, &a).await.body["exit_code"],
+        Value::Null,
+        "nothing was recorded"
+    );
+
+    let answer = report(&a, Some(&token_a), done.clone()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, json!({ "job_id": a, "recorded": true }));
+    let again = report(&a, Some(&token_a), done.clone()).await;
+    assert_eq!(
+        again.status, 200,
+        "the same report again (a retrying wrapper) is fine: {again:?}"
+    );
+    let different = report(
+        &a,
+        Some(&token_a),
+        json!({ "exit_code": 1, "output": "something else" }),
+    )
+    .await;
+    assert_eq!(different.status, 409, "{different:?}");
+    assert_eq!(different.body["code"], "already_reported");
+
+    let seen = wait_terminal(stack, &account.key, &a, Duration::from_secs(30)).await;
+    assert_eq!(seen.job["status"], "completed", "{:#}", seen.job);
+    assert_eq!(seen.job["exit_code"], 0);
+    assert_eq!(seen.job["output_tail"], "reported by hand");
+
+    // A finished job takes no report.
+    assert_eq!(cancel(stack, &account.key, &b).await.status, 202);
+    let seen = wait_terminal(stack, &account.key, &b, Duration::from_secs(30)).await;
+    assert_eq!(seen.job["status"], "cancelled", "{:#}", seen.job);
+    let late = report(&b, Some(&token_b), done).await;
+    assert_eq!(late.status, 409, "{late:?}");
+    assert_eq!(late.body["code"], "job_finished");
+    assert!(late.error().contains("cancelled"), "{late:?}");
+    let state = fake_state(stack).await;
+    for id in [&a, &b] {
+        assert!(
+            instances_of(&state, id)
+                .iter()
+                .all(|i| i["deleted"] == true),
+            "{state:#}"
+        );
+    }
+}
+
+/// Capacity 503 at deploy: with a location asked the job fails `no_capacity`; without, it is
+/// deployed in another location and completes.
+#[tokio::test]
+async fn no_capacity_at_deploy_fails_over_to_another_location() {
+    let stack = own_stack("jobs-capacity", &[], 1000);
+    let account = stack.account("10").await;
+    let faults = |n: u64| {
+        stack.fake_admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!({ "deploy_capacity_failures": n })),
+        )
+    };
+
+    faults(1).await;
+    let pinned = submit_ok(&stack, &account.key, &cheap_job(Some("FIN-01"), "true")).await;
+    let seen = wait_terminal(&stack, &account.key, &pinned, SHORT).await;
+    assert_eq!(
+        seen.job["status"], "failed",
+        "{:?} {:#}",
+        seen.history, seen.job
+    );
+    assert_eq!(seen.job["failure_reason"], "no_capacity", "{:#}", seen.job);
+    assert!(
+        seen.job["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No available instances"),
+        "{:#}",
+        seen.job
+    );
+    assert_eq!(seen.job["cost"], "0.00");
+    let state = fake_state(&stack).await;
+    assert!(instances_of(&state, &pinned).is_empty(), "{state:#}");
+    assert!(
+        scripts_of(&state, &pinned).is_empty(),
+        "the script made for the deploy is deleted: {state:#}"
+    );
+
+    faults(1).await;
+    let deploys_before = requests(&state, "POST /v1/instances");
+    let body = json!({ "instance_type": "1V100.6V", "image": "ubuntu-22.04-cuda-12.0", "startup_script": GUIDE_SCRIPT });
+    let id = submit_ok(&stack, &account.key, &body).await;
+    let seen = wait_terminal(&stack, &account.key, &id, SHORT).await;
+    let job = &seen.job;
+    assert_eq!(job["status"], "completed", "{:?} {job:#}", seen.history);
+    assert!(job["attempts"].as_u64().unwrap() >= 2, "{job:#}");
+    let state = fake_state(&stack).await;
+    assert_eq!(
+        requests(&state, "POST /v1/instances") - deploys_before,
+        2,
+        "one refused deploy, one that worked"
+    );
+    assert_eq!(state["faults"]["deploy_capacity_failures"], 0);
+    let instances = instances_of(&state, &id);
+    assert_eq!(instances.len(), 1, "{instances:#?}");
+    assert_eq!(instances[0]["location"], job["location"]);
+    let stored = stack
+        .store()
+        .await
+        .get_job(&account.account_id, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.tried_locations.len(), 1, "{stored:?}");
+    assert_ne!(
+        Some(&stored.tried_locations[0]),
+        stored.location.as_ref(),
+        "deployed elsewhere: {stored:?}"
+    );
+    let acc = account_of(&stack, &account.account_id).await;
+    assert_books_balance(&acc, "after fail-over");
+    assert_eq!(acc.held_micros, 0);
+}
+
+/// An instance that ends in `error` while provisioning: with a location asked the job fails
+/// `provider_error`; without, the broken instance is deleted and another location is tried.
+#[tokio::test]
+async fn an_instance_that_fails_to_start_fails_over_or_fails_the_job() {
+    let stack = own_stack("jobs-instance-error", &[], 1000);
+    let account = stack.account("10").await;
+    let fault = || {
+        stack.fake_admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!({ "error_next_instances": 1 })),
+        )
+    };
+
+    fault().await;
+    let pinned = submit_ok(&stack, &account.key, &cheap_job(Some("FIN-01"), "true")).await;
+    let seen = wait_terminal(&stack, &account.key, &pinned, SHORT).await;
+    assert_eq!(
+        seen.job["status"], "failed",
+        "{:?} {:#}",
+        seen.history, seen.job
+    );
+    assert_eq!(
+        seen.job["failure_reason"], "provider_error",
+        "{:#}",
+        seen.job
+    );
+    assert!(
+        seen.job["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error"),
+        "{:#}",
+        seen.job
+    );
+    let state = fake_state(&stack).await;
+    let instances = instances_of(&state, &pinned);
+    assert_eq!(instances.len(), 1);
+    assert_eq!(
+        instances[0]["deleted"], true,
+        "the broken instance is deleted: {:#}",
+        instances[0]
+    );
+    assert!(scripts_of(&state, &pinned).is_empty());
+
+    fault().await;
+    let id = submit_ok(&stack, &account.key, &cheap_job(None, "echo second try")).await;
+    let seen = wait_terminal(&stack, &account.key, &id, SHORT).await;
+    let job = &seen.job;
+    assert_eq!(job["status"], "completed", "{:?} {job:#}", seen.history);
+    assert_eq!(job["attempts"], 2, "{job:#}");
+    assert!(job["output_tail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("second try"));
+    let state = fake_state(&stack).await;
+    let instances = instances_of(&state, &id);
+    assert_eq!(instances.len(), 2, "{instances:#?}");
+    assert!(
+        instances.iter().all(|i| i["deleted"] == true),
+        "both instances deleted: {instances:#?}"
+    );
+    assert_ne!(
+        instances[0]["location"], instances[1]["location"],
+        "the second try went elsewhere"
+    );
+    assert_eq!(job["location"], instances[1]["location"]);
+    assert!(scripts_of(&state, &id).is_empty());
+    let acc = account_of(&stack, &account.account_id).await;
+    assert_books_balance(&acc, "after an instance error");
+    assert_eq!(acc.held_micros, 0);
+}
+
+/// The instance disappears at the provider while the script runs: `failed`/`instance_lost`,
+/// billed until it was last seen.
+#[tokio::test]
+async fn an_instance_lost_while_running_fails_the_job() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let id = submit_ok(
+        stack,
+        &account.key,
+        &cheap_job(Some("FIN-01"), "#!/bin/bash\nsleep 60"),
+    )
+    .await;
+    let running = wait_status(stack, &account.key, &id, "running", SHORT).await;
+    let instance_id = running.job["instance_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack
+        .fake_admin(
+            reqwest::Method::POST,
+            &format!("/instances/{instance_id}/vanish"),
+            None,
+        )
+        .await;
+    let seen = wait_terminal(stack, &account.key, &id, Duration::from_secs(30)).await;
+    let job = &seen.job;
+    assert_eq!(job["status"], "failed", "{:?} {job:#}", seen.history);
+    assert_eq!(job["failure_reason"], "instance_lost", "{job:#}");
+    assert!(job["error_message"].is_string());
+    let state = fake_state(stack).await;
+    let instance = instances_of(&state, &id).pop().unwrap();
+    assert_eq!(instance["vanished"], true);
+    assert!(scripts_of(&state, &id).is_empty(), "{state:#}");
+    let stored = stack
+        .store()
+        .await
+        .get_job(&account.account_id, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    let vanished_at = instance["vanished_at_ms"].as_i64().unwrap();
+    assert!(
+        stored.instance_ended_at.unwrap() <= vanished_at,
+        "not billed past its loss: {stored:?}"
+    );
+    let acc = account_of(stack, &account.account_id).await;
+    assert_books_balance(&acc, "after a lost instance");
+    assert_eq!(
+        (acc.held_micros, acc.charged_micros),
+        (0, micros(&job["cost"])),
+        "{acc:?}"
+    );
+}
+
+/// A burst of 5xx on `GET /v1/instances/{id}` while the job is watched: it still completes.
+#[tokio::test]
+async fn a_burst_of_provider_errors_is_survived() {
+    let stack = own_stack("jobs-provider-5xx", &[], 1000);
+    let account = stack.account("10").await;
+    let burst =
+        json!({ "server_errors": { "count": 8, "status": 502, "paths": ["/v1/instances/"] } });
+    stack
+        .fake_admin(reqwest::Method::POST, "/faults", Some(burst))
+        .await;
+    let id = submit_ok(
+        &stack,
+        &account.key,
+        &cheap_job(Some("FIN-01"), "sleep 8\necho survived"),
+    )
+    .await;
+    let seen = wait_terminal(&stack, &account.key, &id, SHORT).await;
+    let job = &seen.job;
+    assert_eq!(job["status"], "completed", "{:?} {job:#}", seen.history);
+    assert!(job["output_tail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("survived"));
+    let state = fake_state(&stack).await;
+    assert_eq!(
+        state["faults"]["server_errors"],
+        Value::Null,
+        "every injected error was met: {:#}",
+        state["faults"]
+    );
+    // The worker's looks met the whole burst (the provider client retries each look a few
+    // times) and then saw the instance again: the job was seen running before its report.
+    let looks = requests(&state, "GET /v1/instances/{id}");
+    assert!(looks > 8, "{:#}", state["requests"]);
+    assert!(
+        seen.history.iter().any(|s| s == "running"),
+        "{:?}",
+        seen.history
+    );
+    println!(
+        "5xx burst: {looks} instance looks, statuses {:?}",
+        seen.history
+    );
+    assert!(instances_of(&state, &id)
+        .iter()
+        .all(|i| i["deleted"] == true));
+    let acc = account_of(&stack, &account.account_id).await;
+    assert_books_balance(&acc, "after provider errors");
+    assert_eq!(acc.held_micros, 0);
+}
+
+/// `auto_shutdown: false`: the script reports, but the instance stays up (for SSH) until the job
+/// is cancelled; the job then ends with the script's result and the instance is deleted.
+#[tokio::test]
+async fn without_auto_shutdown_the_instance_stays_up_until_cancelled() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let mut body = cheap_job(Some("FIN-01"), "echo kept up");
+    body["auto_shutdown"] = json!(false);
+    let id = submit_ok(stack, &account.key, &body).await;
+    let reported =
+        |j: &Value| !j["exit_code"].is_null() && j["status"] == "running" || is_terminal(j);
+    let seen = wait_until(
+        stack,
+        &account.key,
+        &id,
+        "the report while running",
+        SHORT,
+        reported,
+    )
+    .await;
+    assert_eq!(
+        seen.job["status"], "running",
+        "the report does not end it: {:?} {:#}",
+        seen.history, seen.job
+    );
+    assert_eq!(seen.job["exit_code"], 0);
+    assert!(
+        seen.job["output_tail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kept up"),
+        "{:#}",
+        seen.job
+    );
+
+    // A few running polls later it is still up, at the provider too.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let job = get_job(stack, &account.key, &id).await.body;
+    assert_eq!(job["status"], "running", "{job:#}");
+    let state = fake_state(stack).await;
+    let instance = instances_of(&state, &id).pop().unwrap();
+    assert_eq!(
+        (&instance["status"], &instance["deleted"]),
+        (&json!("running"), &json!(false)),
+        "{instance:#}"
+    );
+
+    let answer = cancel(stack, &account.key, &id).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let seen = wait_terminal(stack, &account.key, &id, Duration::from_secs(30)).await;
+    assert_eq!(
+        seen.job["status"], "completed",
+        "the script's result, not `cancelled`: {:#}",
+        seen.job
+    );
+    assert_eq!(seen.job["exit_code"], 0);
+    let state = fake_state(stack).await;
+    assert_eq!(instances_of(&state, &id).pop().unwrap()["deleted"], true);
+    assert!(scripts_of(&state, &id).is_empty());
+    let acc = account_of(stack, &account.account_id).await;
+    assert_books_balance(&acc, "after a job without auto_shutdown");
+    assert_eq!(
+        (acc.held_micros, acc.charged_micros),
+        (0, micros(&seen.job["cost"])),
+        "{acc:?}"
+    );
+    assert!(acc.charged_micros > 0);
 }

@@ -73,7 +73,9 @@ impl JobSpec {
             }
         };
         let mut ssh_key_ids = r.ssh_key_ids.unwrap_or_default();
-        ssh_key_ids.dedup();
+        // Every repeat, not only adjacent ones (`dedup`), keeping the caller's order.
+        let mut seen = std::collections::HashSet::new();
+        ssh_key_ids.retain(|id| seen.insert(id.clone()));
         if ssh_key_ids.len() > MAX_SSH_KEYS {
             return Err(ApiError::validation("ssh_key_ids", format!("at most {MAX_SSH_KEYS} SSH keys per job")));
         }

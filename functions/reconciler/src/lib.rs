@@ -15,6 +15,7 @@ use mimiry_shared::queue::{JobQueue, JobRef};
 use mimiry_shared::store::Store;
 use mimiry_shared::time::now_ms;
 use mimiry_shared::wiring;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Overdue jobs re-driven per run.
@@ -54,11 +55,13 @@ pub async fn reconcile(app: &App) -> Summary {
         summary.errors += 1;
         tracing::error!(error = %e, "re-driving overdue jobs failed");
     }
-    if let Err(e) = sweep_instances(app, &mut summary).await {
+    // Read once per run, only when the provider lists something of ours.
+    let mut active = None;
+    if let Err(e) = sweep_instances(app, &mut active, &mut summary).await {
         summary.errors += 1;
         tracing::warn!(error = %e, "sweeping orphan instances failed");
     }
-    if let Err(e) = sweep_scripts(app, &mut summary).await {
+    if let Err(e) = sweep_scripts(app, &mut active, &mut summary).await {
         summary.errors += 1;
         tracing::warn!(error = %e, "sweeping orphan scripts failed");
     }
@@ -84,15 +87,33 @@ async fn redrive(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// True when the job named by a provider resource is finished (or never existed).
-async fn job_is_over(app: &App, job_id: &str, account_id: &str) -> Result<bool, ApiError> {
+/// True when the job named by a provider resource is finished (or never existed). A job the
+/// active index lists is in use (no read: one `GetItem` per live job per run would cost every
+/// running job 120 reads an hour); any other is confirmed with a consistent read, because the
+/// index is eventually consistent. A just-finished job still listed waits for the next run.
+async fn job_is_over(
+    app: &App,
+    active: &mut Option<HashSet<String>>,
+    job_id: &str,
+    account_id: &str,
+) -> Result<bool, ApiError> {
+    if active.is_none() {
+        *active = Some(app.store.active_job_ids().await?);
+    }
+    if active.as_ref().is_some_and(|ids| ids.contains(job_id)) {
+        return Ok(false);
+    }
     Ok(match app.store.get_job(account_id, job_id).await? {
         Some(job) => job.status.is_terminal(),
         None => true,
     })
 }
 
-async fn sweep_instances(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
+async fn sweep_instances(
+    app: &App,
+    active: &mut Option<HashSet<String>>,
+    summary: &mut Summary,
+) -> Result<(), ApiError> {
     for instance in app.provider.list_instances().await? {
         let Some((job_id, account_id)) = parse_owner_tag(&instance.description) else {
             // Not tagged by us: a `mimiry-` hostname without our tag is left alone and logged.
@@ -101,7 +122,7 @@ async fn sweep_instances(app: &App, summary: &mut Summary) -> Result<(), ApiErro
             }
             continue;
         };
-        if !job_is_over(app, &job_id, &account_id).await? {
+        if !job_is_over(app, active, &job_id, &account_id).await? {
             continue;
         }
         match app.provider.delete_instance(&instance.id).await {
@@ -119,10 +140,14 @@ async fn sweep_instances(app: &App, summary: &mut Summary) -> Result<(), ApiErro
     Ok(())
 }
 
-async fn sweep_scripts(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
+async fn sweep_scripts(
+    app: &App,
+    active: &mut Option<HashSet<String>>,
+    summary: &mut Summary,
+) -> Result<(), ApiError> {
     for script in app.provider.list_scripts().await? {
         let Some((job_id, account_id)) = parse_owner_tag(&script.name) else { continue };
-        if !job_is_over(app, &job_id, &account_id).await? {
+        if !job_is_over(app, active, &job_id, &account_id).await? {
             continue;
         }
         match app.provider.delete_script(&script.id).await {

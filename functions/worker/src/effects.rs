@@ -67,7 +67,14 @@ async fn deploy(app: &App, job: &Job, location: &str, hostname: &str) -> Result<
             return Ok(EffectResult::Deploy { script_id: None, outcome: DeployOutcome::Deployed { instance_id } })
         }
         Ok(None) => {}
-        Err(e) => return Ok(failed(None, e)),
+        // Whatever the error, we do not know whether an earlier try created the instance:
+        // retry (transient), never give the deploy up here.
+        Err(e) => {
+            return Ok(EffectResult::Deploy {
+                script_id: None,
+                outcome: DeployOutcome::Failed { transient: true, message: e.to_string() },
+            })
+        }
     }
     let script_id = match &job.script_id {
         Some(id) => id.clone(),

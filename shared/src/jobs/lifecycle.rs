@@ -201,6 +201,13 @@ fn note_observation(j: &mut Job, obs: &Observation, now: Millis) {
                         }
                     }
                     InstanceState::Offline => {
+                        // Shut down means it ran: a short script can start and stop between
+                        // two provisioning polls. Count it as running, so the offline grace
+                        // ends it — not the provisioning deadline, with the instance billing.
+                        if j.status == JobStatus::Provisioning {
+                            j.status = JobStatus::Running;
+                            j.started_at = Some(now);
+                        }
                         j.offline_seen_at.get_or_insert(now);
                     }
                     _ => {}
@@ -390,6 +397,11 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
     }
     if let (Some(max), Some(started)) = (j.max_runtime_seconds, j.started_at) {
         next = next.min(started + secs(max));
+    }
+    if let Some(since) = j.offline_seen_at {
+        // Look again when the late-report grace is over (end_reason), not a running poll
+        // later: the instance bills while offline.
+        next = next.min(since + secs(2 * t.retry_delay_secs));
     }
 
     // Credits: the hold must cover the cost until the look after next; extend it from the

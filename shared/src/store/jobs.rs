@@ -271,6 +271,9 @@ impl Store {
     pub async fn record_report(&self, job: &Job, report: &Report) -> Result<Job, SaveError> {
         let mut new = job.clone();
         new.report = Some(report.clone());
+        // Due now: the worker drops a message for a job that is not due, so without this the
+        // report would wait for the next scheduled check (up to a running poll, instance billing).
+        new.next_check_at = new.next_check_at.min(report.reported_at);
         self.save_job(job, &new).await
     }
 

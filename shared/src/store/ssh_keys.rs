@@ -85,8 +85,8 @@ impl Store {
         match self.db.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(e) => match cancelled_conditions(&e) {
-                Some(failed) if failed.get(1) == Some(&true) => Err(AddKeyError::Duplicate),
                 Some(failed) if failed.get(2) == Some(&true) => Err(AddKeyError::IdempotencyKeyTaken),
+                Some(failed) if failed.get(1) == Some(&true) => Err(AddKeyError::Duplicate),
                 _ => Err(AddKeyError::Other(aws_err(e))),
             },
         }

@@ -290,14 +290,22 @@ pub fn assert_books_balance(account: &Account, what: &str) {
 /// The report token the worker baked into the job's wrapper script, read from the script the
 /// fake (execute mode) wrote to the instance's work directory. Recorded for the log audit.
 pub async fn report_token(stack: &Stack, job_id: &str) -> String {
-    let state = fake_state(stack).await;
-    let instance = instances_of(&state, job_id)
-        .pop()
-        .unwrap_or_else(|| panic!("no instance for job {job_id}"));
-    let dir = instance["script_process"]["work_dir"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the script of job {job_id} never started: {instance:#}"));
-    let script = std::fs::read_to_string(std::path::Path::new(dir).join("startup.sh")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dir = loop {
+        let state = fake_state(stack).await;
+        let instance = instances_of(&state, job_id)
+            .pop()
+            .unwrap_or_else(|| panic!("no instance for job {job_id}"));
+        if let Some(dir) = instance["script_process"]["work_dir"].as_str() {
+            break dir.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the script of job {job_id} never started: {instance:#}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    let script = std::fs::read_to_string(std::path::Path::new(&dir).join("startup.sh")).unwrap();
     let line = script
         .lines()
         .find(|l| l.contains("Authorization: Bearer "))

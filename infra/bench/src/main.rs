@@ -1,0 +1,159 @@
+//! `mimiry-bench`: starts its own local stack (moto, fake provider, local server), measures, prints
+//! a table and writes the same figures to `target/bench/results.json` (flat keys, numbers only).
+//! Run it through `bash infra/bench.sh` (`make bench`), which builds what it needs first.
+
+mod api;
+mod emulator;
+mod events;
+mod functions;
+mod procs;
+mod report;
+mod results;
+mod stack;
+mod worker;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use results::Results;
+use stack::{Paths, Stack};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "mimiry-bench",
+    about = "Mimiry benchmarks against a local stack"
+)]
+pub struct Cli {
+    /// The release binaries under test (functions, hello-lambda).
+    #[arg(long, default_value = "target/release")]
+    release: PathBuf,
+    /// Where mimiry-local, mimiry-admin and fake-datacrunch are.
+    #[arg(long, default_value = "target/release")]
+    stack_bin: PathBuf,
+    /// Results, logs and scratch files.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Cold starts per binary (init time = their median).
+    #[arg(long, default_value_t = 20)]
+    cold_starts: usize,
+    /// Warm invocations per function before reading its peak RSS.
+    #[arg(long, default_value_t = 1000)]
+    warm: usize,
+    /// Timed `GET /jobs/{id}` requests.
+    #[arg(long, default_value_t = 300)]
+    get_n: usize,
+    /// Timed `POST /jobs` requests.
+    #[arg(long, default_value_t = 200)]
+    post_n: usize,
+    /// Jobs the worker advances in the timed throughput run (after a batch of 10 to warm up).
+    #[arg(long, default_value_t = 50)]
+    advance_n: usize,
+    /// Jobs run end to end for the platform-overhead figures.
+    #[arg(long, default_value_t = 20)]
+    overhead_n: usize,
+    /// Upper bound on the whole run.
+    #[arg(long, default_value_t = 1500)]
+    timeout_secs: u64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = std::env::current_dir()?;
+    std::fs::create_dir_all(&cli.out)?;
+    let out = cli.out.canonicalize()?;
+    let paths = Paths {
+        root: root.clone(),
+        release: root.join(&cli.release),
+        stack_bin: root.join(&cli.stack_bin),
+        out: out.clone(),
+    };
+    let logs = paths.logs();
+    let _ = std::fs::remove_dir_all(&logs);
+    let _ = std::fs::remove_dir_all(out.join("instances"));
+    std::fs::create_dir_all(&logs)?;
+
+    let started = Instant::now();
+    let mut results = Results::default();
+    eprintln!("starting the local stack (moto, fake-datacrunch, mimiry-local) …");
+    let mut stack = Stack::start(paths.clone()).await?;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(cli.timeout_secs),
+        run(&mut stack, &cli, &mut results),
+    )
+    .await;
+    stack.shutdown();
+    let outcome = match outcome {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!(
+            "the bench did not finish within {} s",
+            cli.timeout_secs
+        )),
+    };
+
+    report::evaluate(&mut results);
+    results.set("meta.duration_s", started.elapsed().as_secs_f64());
+    let table = report::table(&results, &cli, &paths);
+    println!("{table}");
+    let json = out.join("results.json");
+    std::fs::write(&json, results.to_json() + "\n").context("writing results.json")?;
+    std::fs::write(out.join("table.txt"), table + "\n")?;
+    std::fs::write(out.join("notes.txt"), results.notes.join("\n") + "\n")?;
+    eprintln!(
+        "wrote {} (breakdowns in {}, logs in {})",
+        json.display(),
+        out.join("notes.txt").display(),
+        logs.display()
+    );
+    outcome
+}
+
+async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<()> {
+    let release = stack.paths.release.clone();
+    results.set("meta.cold_starts", cli.cold_starts as f64);
+    results.set("meta.warm_requests", cli.warm as f64);
+
+    // API only (no worker, no reconciler): nothing but the requests under test touches moto.
+    stack.start_local(false, &[]).await?;
+    let job_id = stack.submit(&api::submit_body("echo bench")).await?;
+    // Cancelled at once (it never reached the worker): a real job to read, and none the
+    // reconciler would re-drive while it is measured.
+    let (status, body) = stack
+        .api("DELETE", &format!("/jobs/{job_id}"), None)
+        .await?;
+    if status != 200 {
+        bail!("cancelling the probe job: {status} {body}");
+    }
+
+    eprintln!("== functions");
+    let list = functions::functions(&stack.key, &job_id);
+    functions::run(stack, &release, &list, cli.cold_starts, cli.warm, results).await?;
+
+    eprintln!("== API latency");
+    let queued = api::run(stack, &job_id, cli.get_n, cli.post_n, results).await?;
+
+    eprintln!("== worker throughput");
+    let take = (cli.advance_n + 10).min(queued.len());
+    let advanced = worker::throughput(stack, &release, &queued[..take], results).await?;
+    let deployed = Instant::now();
+    let advanced_ids = queued[..advanced].to_vec();
+    for id in &queued[advanced..] {
+        let (status, body) = stack.api("DELETE", &format!("/jobs/{id}"), None).await?;
+        if status != 200 {
+            bail!("cancelling queued job {id}: {status} {body}");
+        }
+    }
+
+    eprintln!("== worker overhead and requests per job-hour (local server with its worker)");
+    let poll = worker::BENCH_RUNNING_POLL_SECS.to_string();
+    stack
+        .start_local(true, &[("RUNNING_POLL_SECONDS", &poll)])
+        .await?;
+    worker::drain(stack, &advanced_ids).await?;
+    worker::quiet_after(deployed).await;
+    let last_submit = worker::overhead(stack, cli.overhead_n, results).await?;
+    worker::quiet_after(last_submit).await;
+    worker::job_hour(stack, &release, results).await?;
+    Ok(())
+}

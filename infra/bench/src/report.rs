@@ -1,0 +1,283 @@
+//! The targets, and the table printed from the very figures that go to results.json.
+
+use crate::functions::FLOOR;
+use crate::results::Results;
+use crate::stack::Paths;
+use crate::worker::{
+    BENCH_RUNNING_POLL_SECS, PRODUCTION_RUNNING_POLL_SECS, RECONCILER_RUNS_PER_HOUR,
+};
+use crate::Cli;
+use std::fmt::Write;
+
+pub const INIT_OVER_FLOOR_MAX_MS: f64 = 5.0;
+pub const RSS_MAX_MB: f64 = 32.0;
+pub const OVERHEAD_P50_MAX_MS: f64 = 1000.0;
+pub const JOB_HOUR_MAX: f64 = 30.0;
+/// Essential AWS calls: GET = the key's GetItem + the job's GetItem; POST = the key's GetItem +
+/// the job-and-hold TransactWriteItems + SendMessage to the worker. Allowed on top: the key's
+/// `last_used_at` update, at most once a minute per key (amortised, < 0.1 per request here).
+pub const ESSENTIAL_GET: f64 = 2.0;
+pub const ESSENTIAL_POST: f64 = 3.0;
+const AMORTISED_ALLOWANCE: f64 = 0.1;
+
+const FUNCTIONS: &[(&str, &str)] = &[
+    (FLOOR, "hello-lambda (floor)"),
+    ("account", "mimiry-account"),
+    ("catalog", "mimiry-catalog"),
+    ("ssh_keys", "mimiry-ssh-keys"),
+    ("jobs", "mimiry-jobs"),
+    ("worker", "mimiry-worker"),
+    ("reconciler", "mimiry-reconciler"),
+];
+
+fn flag(met: bool) -> f64 {
+    if met {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// `target.*` = 1 when met, 0 when missed; absent when not measured.
+pub fn evaluate(r: &mut Results) {
+    let fns: Vec<&str> = FUNCTIONS
+        .iter()
+        .map(|f| f.0)
+        .filter(|k| *k != FLOOR)
+        .collect();
+    if fns
+        .iter()
+        .all(|k| r.has(&format!("fn.{k}.init_over_floor_ms")))
+    {
+        let met = fns
+            .iter()
+            .all(|k| r.get(&format!("fn.{k}.init_over_floor_ms")) <= INIT_OVER_FLOOR_MAX_MS);
+        r.set("target.init_met", flag(met));
+    }
+    if fns.iter().all(|k| r.has(&format!("fn.{k}.rss_peak_mb"))) {
+        let met = fns
+            .iter()
+            .all(|k| r.get(&format!("fn.{k}.rss_peak_mb")) <= RSS_MAX_MB);
+        r.set("target.rss_met", flag(met));
+    }
+    if r.has("api.get_job.aws_calls") && r.has("api.post_job.aws_calls") {
+        let met = r.get("api.get_job.aws_calls") <= ESSENTIAL_GET + AMORTISED_ALLOWANCE
+            && r.get("api.post_job.aws_calls") <= ESSENTIAL_POST + AMORTISED_ALLOWANCE;
+        r.set("target.aws_calls_met", flag(met));
+    }
+    if r.has("worker.submit_to_deploy_p50_ms") {
+        let met = r.get("worker.submit_to_deploy_p50_ms") < OVERHEAD_P50_MAX_MS
+            && r.get("worker.report_to_completed_p50_ms") < OVERHEAD_P50_MAX_MS;
+        r.set("target.overhead_met", flag(met));
+    }
+    if r.has("worker.requests_per_job_hour") {
+        r.set(
+            "target.job_hour_met",
+            flag(r.get("worker.requests_per_job_hour") <= JOB_HOUR_MAX),
+        );
+    }
+}
+
+fn f(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "–".into()
+    }
+}
+
+fn verdict(r: &Results, key: &str) -> &'static str {
+    if !r.has(key) {
+        "not measured"
+    } else if r.get(key) == 1.0 {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
+    let mut t = String::new();
+    let w = &mut t;
+    let _ = writeln!(
+        w,
+        "Mimiry benchmarks (release build; all traffic on 127.0.0.1)"
+    );
+    let _ = writeln!(
+        w,
+        "  functions: {}   stack (mimiry-local, mimiry-admin, fake-datacrunch): {}",
+        paths.release.display(),
+        paths.stack_bin.display()
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "Functions             size MB  init ms  vs floor  peak RSS MB  AWS+provider calls"
+    );
+    let _ = writeln!(
+        w,
+        "(median of {} cold starts; RSS = VmHWM after {} warm invocations; calls of one warm invocation)",
+        cli.cold_starts, cli.warm
+    );
+    for (key, name) in FUNCTIONS {
+        let over = if *key == FLOOR {
+            "floor".to_string()
+        } else {
+            format!("{:+.2}", r.get(&format!("fn.{key}.init_over_floor_ms")))
+        };
+        let calls = if *key == FLOOR {
+            "–".to_string()
+        } else {
+            format!(
+                "{} + {}",
+                f(r.get(&format!("fn.{key}.aws_calls")), 0),
+                f(r.get(&format!("fn.{key}.provider_calls")), 0)
+            )
+        };
+        let _ = writeln!(
+            w,
+            "  {:<20}{:>7}  {:>7}  {:>8}  {:>11}  {}",
+            name,
+            f(r.get(&format!("fn.{key}.size_mb")), 2),
+            f(r.get(&format!("fn.{key}.init_ms")), 2),
+            over,
+            f(r.get(&format!("fn.{key}.rss_peak_mb")), 1),
+            calls
+        );
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "API via mimiry-local   p50 ms  p99 ms  | floor             p50 ms  p99 ms  | AWS calls/req  provider calls/req"
+    );
+    for (key, name, floor, essential) in [
+        ("get_job", "GET /jobs/{id}", "GetItem", ESSENTIAL_GET),
+        (
+            "post_job",
+            "POST /jobs",
+            "TransactWriteItems",
+            ESSENTIAL_POST,
+        ),
+    ] {
+        let _ = writeln!(
+            w,
+            "  {:<20}{:>7} {:>7}  | {:<18}{:>6} {:>7}  | {:>6} (ess. {})  {:>6}",
+            name,
+            f(r.get(&format!("api.{key}.p50_ms")), 2),
+            f(r.get(&format!("api.{key}.p99_ms")), 2),
+            floor,
+            f(r.get(&format!("api.{key}.floor_p50_ms")), 2),
+            f(r.get(&format!("api.{key}.floor_p99_ms")), 2),
+            f(r.get(&format!("api.{key}.aws_calls")), 2),
+            essential,
+            f(r.get(&format!("api.{key}.provider_calls")), 2),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "  ({} GET and {} POST requests, each followed by its floor; calls averaged over 20 more)",
+        cli.get_n, cli.post_n
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(w, "Worker");
+    let _ = writeln!(
+        w,
+        "  jobs advanced per second        {:>8}   (one warm worker, SQS batches of 10, queued → deployed → provisioning; {} ms/job)",
+        f(r.get("worker.jobs_advanced_per_s"), 1),
+        f(r.get("worker.advance_ms_per_job"), 1)
+    );
+    let _ = writeln!(
+        w,
+        "  overhead submit → deploy call   p50 {:>7} ms  p99 {:>7} ms   ({} jobs through mimiry-local's SQS poller)",
+        f(r.get("worker.submit_to_deploy_p50_ms"), 0),
+        f(r.get("worker.submit_to_deploy_p99_ms"), 0),
+        f(r.get("worker.overhead_jobs"), 0)
+    );
+    let _ = writeln!(
+        w,
+        "  overhead report → completed     p50 {:>7} ms  p99 {:>7} ms",
+        f(r.get("worker.report_to_completed_p50_ms"), 0),
+        f(r.get("worker.report_to_completed_p99_ms"), 0)
+    );
+    let checks = r.get("worker.running_checks_per_hour");
+    let per_check = r.get("worker.running_check_requests");
+    let recon = r.get("worker.reconciler_run_requests_per_running_job");
+    let _ = writeln!(
+        w,
+        "  AWS + provider requests per job-hour (one job, each phase counted alone):"
+    );
+    let _ = writeln!(
+        w,
+        "      start: submit → deploy → running ({} provisioning check)      {:>7}",
+        f(r.get("worker.start_provisioning_checks"), 0),
+        f(r.get("worker.start_requests"), 0)
+    );
+    let _ = writeln!(
+        w,
+        "    + running checks: {} /h (RUNNING_POLL_SECONDS={}) × {} per check     {:>7}",
+        f(checks, 0),
+        PRODUCTION_RUNNING_POLL_SECS,
+        f(per_check, 2),
+        f(checks * per_check, 1)
+    );
+    let _ = writeln!(
+        w,
+        "    + end: report → completed, + the last scheduled check             {:>7}",
+        f(r.get("worker.end_requests"), 0)
+    );
+    let _ = writeln!(
+        w,
+        "    = worker path                                                     {:>7}",
+        f(r.get("worker.requests_per_job_hour_worker"), 1)
+    );
+    let _ = writeln!(
+        w,
+        "    + reconciler: {} runs/h × {} calls about the running job          {:>7}",
+        RECONCILER_RUNS_PER_HOUR,
+        f(recon, 0),
+        f(RECONCILER_RUNS_PER_HOUR * recon, 0)
+    );
+    let _ = writeln!(
+        w,
+        "    = per job-hour                                                    {:>7}",
+        f(r.get("worker.requests_per_job_hour"), 1)
+    );
+    let _ = writeln!(
+        w,
+        "    (steady checks watched at RUNNING_POLL_SECONDS={BENCH_RUNNING_POLL_SECS}; secrets, provider token and catalog refills are per container, left out)"
+    );
+    let _ = writeln!(
+        w,
+        "    (reconciler fixed cost per run, shared by all jobs: {} AWS + {} provider)",
+        f(r.get("fn.reconciler.aws_calls"), 0),
+        f(r.get("fn.reconciler.provider_calls"), 0)
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(w, "Targets");
+    let _ = writeln!(
+        w,
+        "  init ≤ floor + {INIT_OVER_FLOOR_MAX_MS} ms (every function)          {}",
+        verdict(r, "target.init_met")
+    );
+    let _ = writeln!(
+        w,
+        "  peak RSS ≤ {RSS_MAX_MB} MB (every function)           {}",
+        verdict(r, "target.rss_met")
+    );
+    let _ = writeln!(
+        w,
+        "  no AWS call beyond the essential ones       {}",
+        verdict(r, "target.aws_calls_met")
+    );
+    let _ = writeln!(
+        w,
+        "  platform overhead p50 < 1 s                 {}",
+        verdict(r, "target.overhead_met")
+    );
+    let _ = writeln!(
+        w,
+        "  ≤ {JOB_HOUR_MAX} requests per job-hour                 {}",
+        verdict(r, "target.job_hour_met")
+    );
+    t
+}
