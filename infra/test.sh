@@ -22,6 +22,9 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "sam validate --lint"
+# SAM's own config dir with telemetry off and no version check: nothing leaves the machine.
+source infra/sam-local/lib.sh
+sam_offline_config "$root/target/sam-config"
 AWS_DEFAULT_REGION=us-east-1 sam validate --lint
 
 step "cargo test"
