@@ -1,4 +1,4 @@
-.PHONY: run test bench fmt
+.PHONY: run test bench chaos fmt
 # Run the whole system locally (moto + fake provider + local server on :3000).
 run:
 	bash infra/local-stack.sh
@@ -8,5 +8,9 @@ test:
 # Benchmarks: sizes, init time, memory, latency, AWS calls, worker figures (target/bench/results.json).
 bench:
 	bash infra/bench.sh
+# The chaos test at full size (500 jobs; CI runs it with 60 as part of `cargo test`).
+chaos:
+	cargo build --workspace
+	CHAOS_JOBS=500 cargo test -p mimiry-tests --test chaos -- --nocapture
 fmt:
 	cargo fmt --all
