@@ -788,6 +788,7 @@ async fn run() {
     // Stuck: accepted jobs that did not end.
     let mut stuck = Vec::new();
     let mut wrong_endings = Vec::new();
+    let mut messages: BTreeMap<String, usize> = BTreeMap::new();
     let mut endings: BTreeMap<String, usize> = BTreeMap::new();
     for (account, id, script) in submitted.accepted.values() {
         match jobs.get(id) {
@@ -800,6 +801,14 @@ async fn run() {
                     None => j.status.as_str().to_string(),
                 };
                 *endings.entry(ending).or_default() += 1;
+                if let Some(m) = &j.error_message {
+                    // Ids and numbers vary; the message's shape is what is interesting.
+                    let shape: String = m
+                        .chars()
+                        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                        .collect();
+                    *messages.entry(shape).or_default() += 1;
+                }
                 if *script == Script::Endless && j.status == JobStatus::Completed {
                     wrong_endings.push(format!("{id}: an endless script completed"));
                 }
@@ -932,6 +941,7 @@ async fn run() {
         submitted.cancels,
         submitted.cancels_too_late
     );
+    println!("chaos: error messages: {messages:?}");
     println!(
         "chaos: faults asked={:?} direct={:?} left_unfired={:?} fired={fired:?}",
         book.asked, book.direct, book.remaining

@@ -111,9 +111,21 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         return Err(duplicate());
     }
 
-    let provider_key_id = app.provider.create_ssh_key(&name.0, &public_key.canonical()).await?;
+    let ssh_key_id = uuid::Uuid::new_v4().to_string();
+    // Our id in the provider-side name lets us find the key if the provider's answer is lost.
+    let provider_name = format!("{} (mimiry-{ssh_key_id})", name.0);
+    let provider_key_id = match app.provider.create_ssh_key(&provider_name, &public_key.canonical()).await {
+        Ok(id) => id,
+        Err(e) => {
+            if e.is_transient() {
+                // Timeout or 5xx: it may exist at the provider all the same. Nothing half-done.
+                remove_lost_provider_key(app, &provider_name).await;
+            }
+            return Err(e.into());
+        }
+    };
     let record = SshKeyRecord {
-        ssh_key_id: uuid::Uuid::new_v4().to_string(),
+        ssh_key_id,
         account_id: account_id.clone(),
         name: name.0,
         public_key: public_key.canonical(),
@@ -134,7 +146,15 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
                 tracing::error!(provider_key_id = %record.provider_key_id, error = %undo, "could not remove an SSH key registered at the provider for a failed request");
             }
             match e {
-                AddKeyError::Duplicate => Err(duplicate()),
+                AddKeyError::Duplicate => {
+                    // A concurrent twin with the same Idempotency-Key may have won: replay it.
+                    if let Some(key) = &idempotency {
+                        if let Some(stored) = app.store.get_idempotency(&account_id, key).await? {
+                            return stored.replay(&hash);
+                        }
+                    }
+                    Err(duplicate())
+                }
                 AddKeyError::IdempotencyKeyTaken => {
                     let key = idempotency.expect("only with a key");
                     match app.store.get_idempotency(&account_id, &key).await? {
@@ -145,6 +165,20 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
                 AddKeyError::Other(e) => Err(e),
             }
         }
+    }
+}
+
+/// Best effort: deletes the key created under `provider_name` whose creation answer was lost.
+async fn remove_lost_provider_key(app: &App, provider_name: &str) {
+    match app.provider.list_ssh_keys().await {
+        Ok(keys) => {
+            for key in keys.into_iter().filter(|k| k.name == provider_name) {
+                if let Err(e) = app.provider.delete_ssh_key(&key.id).await {
+                    tracing::error!(provider_key_id = %key.id, error = %e, "could not remove an SSH key left at the provider by a failed request");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not look for an SSH key left at the provider by a failed request"),
     }
 }
 

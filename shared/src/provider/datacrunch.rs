@@ -517,6 +517,12 @@ impl GpuProvider for DataCrunchClient {
         Ok(parse::scripts(v))
     }
 
+    async fn list_ssh_keys(&self) -> Result<Vec<ScriptInfo>, ProviderError> {
+        // Same `[{id, name, …}]` shape as scripts.
+        let v = self.get_json("ssh keys", "/sshkeys", &[]).await?;
+        Ok(parse::scripts(v))
+    }
+
     async fn deploy(&self, req: &DeployRequest) -> Result<String, ProviderError> {
         let body = deploy_body(req);
         let (status, text) = self

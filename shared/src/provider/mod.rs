@@ -49,6 +49,8 @@ pub trait GpuProvider: Send + Sync {
     /// Deletes a script; a script that is already missing is `Ok`.
     async fn delete_script(&self, id: &str) -> Result<(), ProviderError>;
     async fn list_scripts(&self) -> Result<Vec<ScriptInfo>, ProviderError>;
+    /// Registered SSH keys (id and name), to find one whose creation answer was lost.
+    async fn list_ssh_keys(&self) -> Result<Vec<ScriptInfo>, ProviderError>;
     /// Deploys an instance; returns its id. **Never retried**: after an error that may have
     /// reached the provider (timeout, transport, 5xx) find the instance by hostname instead.
     async fn deploy(&self, req: &DeployRequest) -> Result<String, ProviderError>;

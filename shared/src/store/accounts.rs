@@ -118,11 +118,10 @@ impl Store {
             .build()
             .map_err(ApiError::internal)?;
         let result = self
-            .db
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(self.ledger_put(account_id, "credit", amount, None, note)?)
-            .send()
+            .transact(vec![
+                TransactWriteItem::builder().update(update).build(),
+                self.ledger_put(account_id, "credit", amount, None, note)?,
+            ])
             .await;
         if let Err(e) = result {
             return Err(match super::cancelled_conditions(&e) {

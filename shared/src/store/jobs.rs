@@ -137,7 +137,7 @@ impl Store {
         if let Some(record) = idempotency {
             items.push(self.idempotency_put(&job.account_id, record).map_err(SubmitError::Other)?);
         }
-        let result = self.db.transact_write_items().set_transact_items(Some(items)).send().await;
+        let result = self.transact(items).await;
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -188,7 +188,8 @@ impl Store {
                 .await
                 .map(|_| ())
                 .map_err(|e| {
-                    if super::is_condition_failure(&e) {
+                    let busy = e.as_service_error().is_some_and(|se| se.is_transaction_conflict_exception());
+                    if super::is_condition_failure(&e) || busy {
                         SaveError::Conflict
                     } else {
                         SaveError::Other(aws_err(e))
@@ -197,12 +198,8 @@ impl Store {
         } else {
             let mut items = vec![TransactWriteItem::builder().put(put).build()];
             items.extend(money);
-            self.db
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
+            self.transact(items)
                 .await
-                .map(|_| ())
                 .map_err(|e| match cancelled_conditions(&e) {
                     Some(failed) if failed.iter().any(|f| *f) => SaveError::Conflict,
                     _ => SaveError::Other(aws_err(e)),

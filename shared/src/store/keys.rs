@@ -71,13 +71,7 @@ impl Store {
                 )
                 .build())
         };
-        self.db
-            .transact_write_items()
-            .transact_items(put(key_pk(&record.key_hash), "KEY".into())?)
-            .transact_items(put(account_pk(account_id), keyref_sk(&record.key_id))?)
-            .send()
-            .await
-            .map_err(aws_err)?;
+        self.transact(vec![put(key_pk(&record.key_hash), "KEY".into())?, put(account_pk(account_id), keyref_sk(&record.key_id))?]).await.map_err(aws_err)?;
         Ok((key, record))
     }
 
@@ -177,13 +171,7 @@ impl Store {
                 )
                 .build())
         };
-        self.db
-            .transact_write_items()
-            .transact_items(update(key_pk(&record.key_hash), "KEY".into())?)
-            .transact_items(update(account_pk(account_id), keyref_sk(key_id))?)
-            .send()
-            .await
-            .map_err(aws_err)?;
+        self.transact(vec![update(key_pk(&record.key_hash), "KEY".into())?, update(account_pk(account_id), keyref_sk(key_id))?]).await.map_err(aws_err)?;
         record.revoked_at = Some(now);
         Ok(record)
     }

@@ -91,7 +91,50 @@ pub fn cancelled_conditions(
     }
 }
 
+pub type TransactError = SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>;
+
+/// True when DynamoDB cancelled a transaction only because another one touched the same items
+/// at the same moment: worth retrying as is.
+pub fn is_transaction_conflict(e: &TransactError) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
+            let reasons = tc.cancellation_reasons();
+            reasons.iter().any(|r| r.code() == Some("TransactionConflict"))
+                && !reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+        }
+        Some(TransactWriteItemsError::TransactionInProgressException(_)) => true,
+        _ => false,
+    }
+}
+
+/// Attempts of a transaction that keeps colliding with concurrent ones (same account item).
+const TRANSACTION_ATTEMPTS: u32 = 4;
+
 impl Store {
+    /// `TransactWriteItems`, retried (with jitter) when it collided with a concurrent
+    /// transaction; the SDK does not retry those, and a 500 for a busy account would be wrong.
+    pub async fn transact(&self, items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>) -> Result<(), TransactError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .db
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match result {
+                Err(e) if attempt < TRANSACTION_ATTEMPTS && is_transaction_conflict(&e) => {
+                    use rand::Rng;
+                    let ms = rand::thread_rng().gen_range(5..(20u64 << attempt));
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+
     pub fn new(db: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Store {
         Store {
             db,

@@ -82,7 +82,7 @@ impl Store {
             Ok(items)
         };
         let items = build().map_err(AddKeyError::Other)?;
-        match self.db.transact_write_items().set_transact_items(Some(items)).send().await {
+        match self.transact(items).await {
             Ok(_) => Ok(()),
             Err(e) => match cancelled_conditions(&e) {
                 Some(failed) if failed.get(2) == Some(&true) => Err(AddKeyError::IdempotencyKeyTaken),
@@ -121,11 +121,7 @@ impl Store {
                 )
                 .build())
         };
-        self.db
-            .transact_write_items()
-            .transact_items(delete(key_sk(&key.ssh_key_id))?)
-            .transact_items(delete(fingerprint_sk(&key.fingerprint))?)
-            .send()
+        self.transact(vec![delete(key_sk(&key.ssh_key_id))?, delete(fingerprint_sk(&key.fingerprint))?])
             .await
             .map_err(aws_err)?;
         Ok(())
