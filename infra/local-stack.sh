@@ -43,7 +43,7 @@ wait_port() {
   exit 1
 }
 
-.venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$state/logs/moto.log" 2>&1 &
+.venv/bin/python infra/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$state/logs/moto.log" 2>&1 &
 pids+=($!)
 wait_port "$MOTO_PORT" moto
 

@@ -31,6 +31,9 @@ step "cargo test"
 rm -rf target/test-logs target/test-instances
 cargo test --workspace
 
+step "fuzz (schemathesis against infra/openapi.yaml)"
+bash infra/fuzz.sh
+
 step "log audit"
 cargo test -p mimiry-tests --test zz_log_audit -- --ignored
 

@@ -156,10 +156,12 @@ impl Stack {
         let root = workspace_root();
         let tag = format!("{}-{}", options.name, std::process::id());
         let moto_port = free_port();
-        let moto_bin = root.join(".venv/bin/moto_server");
-        assert!(moto_bin.exists(), "{} is missing: run infra/setup.sh", moto_bin.display());
-        let mut moto = Command::new(moto_bin);
-        moto.args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+        let python = root.join(".venv/bin/python");
+        assert!(python.exists(), "{} is missing: run infra/setup.sh", python.display());
+        // moto with DynamoDB requests serialised: see infra/moto_server.py.
+        let mut moto = Command::new(python);
+        moto.arg(root.join("infra/moto_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
             .stdout(log_file(&format!("moto-{tag}")))
             .stderr(log_file(&format!("moto-{tag}")));
         let mut children = vec![spawn(moto)];

@@ -701,7 +701,7 @@ async fn run() {
 
     // Faults stop 30 s after the last submission; then every job must end.
     let faults_until = Instant::now() + window + Duration::from_secs(30);
-    let deadline = Instant::now() + window + Duration::from_secs(180 + n as u64 / 2);
+    let deadline = Instant::now() + window + Duration::from_secs(240 + n as u64 / 2);
     let mut last_progress = Instant::now();
     let mut submissions_done = false;
     loop {
