@@ -606,13 +606,18 @@ async fn run() {
     }));
     let store = stack.store().await;
 
-    // Accounts: one in five poor, one in five tight, the rest rich.
+    // Accounts: about one in six poor, one in five tight, the rest rich.
     let n_accounts = (n / 8).clamp(5, 40);
+    let (n_poor, n_tight) = ((n_accounts / 6).max(1), (n_accounts / 5).max(1));
     let purses: Vec<Purse> = (0..n_accounts)
-        .map(|i| match i % 5 {
-            0 => Purse::Poor,
-            1 => Purse::Tight,
-            _ => Purse::Rich,
+        .map(|i| {
+            if i < n_poor {
+                Purse::Poor
+            } else if i < n_poor + n_tight {
+                Purse::Tight
+            } else {
+                Purse::Rich
+            }
         })
         .collect();
     let mut accounts = Vec::new();

@@ -14,16 +14,33 @@ const CHEAP_TYPE: &str = "CPU.4V.16G";
 const CHEAP_IMAGE: &str = "ubuntu-22.04";
 
 fn ssh_public_key() -> String {
-    let dir = std::env::temp_dir().join(format!("mimiry-fuzz-regressions-{}", uuid::Uuid::new_v4()));
+    let dir =
+        std::env::temp_dir().join(format!("mimiry-fuzz-regressions-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("id_ed25519");
     let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fuzz@mimiry.example", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "fuzz@mimiry.example",
+            "-f",
+        ])
         .arg(&path)
         .output()
         .expect("ssh-keygen must be installed");
-    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
     let _ = std::fs::remove_dir_all(&dir);
     public
 }
@@ -39,12 +56,18 @@ async fn add_ssh_key(stack: &Stack, key: &str) -> String {
 fn assert_error_body(answer: &Answer, status: u16, code: &str, what: &str) {
     assert_eq!(answer.status, status, "{what}: {answer:?}");
     assert_eq!(answer.body["code"], code, "{what}: {answer:?}");
-    assert!(answer.body["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {answer:?}");
+    assert!(
+        answer.body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: {answer:?}"
+    );
     let request_id = answer.headers["x-request-id"].to_str().unwrap();
     assert_eq!(answer.body["request_id"], request_id, "{what}");
     let allowed = ["error", "code", "request_id", "details"];
     for field in answer.body.as_object().unwrap().keys() {
-        assert!(allowed.contains(&field.as_str()), "{what}: undocumented field {field}");
+        assert!(
+            allowed.contains(&field.as_str()),
+            "{what}: undocumented field {field}"
+        );
     }
 }
 
@@ -67,14 +90,32 @@ async fn optional_job_fields_may_be_null_and_mean_the_default() {
     let answer = call("POST", &stack.url("/jobs"), Some(&account.key), Some(&body)).await;
     assert_eq!(answer.status, 201, "{answer:?}");
     let id = answer.body["id"].as_str().unwrap();
-    assert!(answer.body["name"].as_str().unwrap().starts_with("job-"), "{answer:?}");
+    assert!(
+        answer.body["name"].as_str().unwrap().starts_with("job-"),
+        "{answer:?}"
+    );
     assert_eq!(answer.body["location"], Value::Null);
-    let job = call("GET", &stack.url(&format!("/jobs/{id}")), Some(&account.key), None).await;
+    let job = call(
+        "GET",
+        &stack.url(&format!("/jobs/{id}")),
+        Some(&account.key),
+        None,
+    )
+    .await;
     assert_eq!(job.body["ssh_key_ids"], json!([]), "{job:?}");
-    assert_eq!(job.body["auto_shutdown"], true, "omitted/null auto_shutdown is true: {job:?}");
+    assert_eq!(
+        job.body["auto_shutdown"], true,
+        "omitted/null auto_shutdown is true: {job:?}"
+    );
     assert_eq!(job.body["max_runtime_seconds"], Value::Null);
     // A null required field is still refused, naming it.
-    let answer = call("POST", &stack.url("/jobs"), Some(&account.key), Some(&json!({ "instance_type": null, "image": CHEAP_IMAGE }))).await;
+    let answer = call(
+        "POST",
+        &stack.url("/jobs"),
+        Some(&account.key),
+        Some(&json!({ "instance_type": null, "image": CHEAP_IMAGE })),
+    )
+    .await;
     assert_error_body(&answer, 400, "validation_error", "null instance_type");
     assert_eq!(answer.body["details"]["field"], "instance_type");
 }
@@ -89,14 +130,21 @@ async fn a_body_over_the_limit_is_a_413_with_the_error_body() {
     let script = "\u{14}".repeat(300 * 1024);
     let jobs_before = job_count(stack, &account.key).await;
     let bodies = [
-        ("/jobs", json!({ "instance_type": CHEAP_TYPE, "image": CHEAP_IMAGE, "startup_script": script })),
+        (
+            "/jobs",
+            json!({ "instance_type": CHEAP_TYPE, "image": CHEAP_IMAGE, "startup_script": script }),
+        ),
         ("/ssh-keys", json!({ "name": "big", "public_key": script })),
     ];
     for (path, body) in bodies {
         let answer = call("POST", &stack.url(path), Some(&account.key), Some(&body)).await;
         assert_error_body(&answer, 413, "payload_too_large", path);
     }
-    assert_eq!(job_count(stack, &account.key).await, jobs_before, "nothing was created");
+    assert_eq!(
+        job_count(stack, &account.key).await,
+        jobs_before,
+        "nothing was created"
+    );
 }
 
 /// ST301 (`use_after_free`, stateful): after `DELETE /jobs/{id}`, `GET /jobs/{id}` still
@@ -106,7 +154,8 @@ async fn a_body_over_the_limit_is_a_413_with_the_error_body() {
 async fn a_cancelled_job_stays_readable() {
     let stack = Stack::shared();
     let account = stack.account("5").await;
-    let body = json!({ "instance_type": CHEAP_TYPE, "image": CHEAP_IMAGE, "startup_script": "sleep 300" });
+    let body =
+        json!({ "instance_type": CHEAP_TYPE, "image": CHEAP_IMAGE, "startup_script": "sleep 300" });
     let answer = call("POST", &stack.url("/jobs"), Some(&account.key), Some(&body)).await;
     assert_eq!(answer.status, 201, "{answer:?}");
     let url = stack.url(&format!("/jobs/{}", answer.body["id"].as_str().unwrap()));
@@ -150,7 +199,12 @@ async fn an_idempotent_create_replays_its_first_answer_even_after_a_delete() {
     assert_eq!(first.status, 201, "{first:?}");
     let id = first.body["id"].as_str().unwrap().to_string();
     let delete_url = stack.url(&format!("/ssh-keys/{id}"));
-    assert_eq!(call("DELETE", &delete_url, Some(&account.key), None).await.status, 200);
+    assert_eq!(
+        call("DELETE", &delete_url, Some(&account.key), None)
+            .await
+            .status,
+        200
+    );
     let replay = post().await;
     assert_eq!(replay.status, 201, "{replay:?}");
     assert_eq!(replay.body, first.body, "the first answer, again");
@@ -158,7 +212,11 @@ async fn an_idempotent_create_replays_its_first_answer_even_after_a_delete() {
     let gone = call("DELETE", &delete_url, Some(&account.key), None).await;
     assert_error_body(&gone, 404, "ssh_key_not_found", "deleting it again");
     let list = call("GET", &stack.url("/ssh-keys"), Some(&account.key), None).await;
-    assert_eq!(list.body["ssh_keys"], json!([]), "the replay created nothing: {list:?}");
+    assert_eq!(
+        list.body["ssh_keys"],
+        json!([]),
+        "the replay created nothing: {list:?}"
+    );
 }
 
 /// Bug (fixed in `shared/src/http.rs`): an `Idempotency-Key` that is not visible ASCII (`café`,
@@ -175,14 +233,21 @@ async fn a_non_ascii_idempotency_key_is_refused_not_ignored() {
             .post(stack.url("/jobs"))
             .header("Authorization", format!("Bearer {}", account.key))
             .header("Content-Type", "application/json")
-            .header("Idempotency-Key", reqwest::header::HeaderValue::from_bytes(value).unwrap())
+            .header(
+                "Idempotency-Key",
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            )
             .body(body.to_string());
         let answer = send(request).await;
         let what = format!("Idempotency-Key {:?}", String::from_utf8_lossy(value));
         assert_error_body(&answer, 400, "validation_error", &what);
         assert_eq!(answer.body["details"]["field"], "Idempotency-Key", "{what}");
     }
-    assert_eq!(job_count(stack, &account.key).await, before, "no job was created");
+    assert_eq!(
+        job_count(stack, &account.key).await,
+        before,
+        "no job was created"
+    );
 }
 
 /// Bug (fixed in `functions/jobs/src/submit.rs`): `ssh_key_ids` was de-duplicated with
@@ -197,7 +262,13 @@ async fn repeated_ssh_key_ids_are_attached_once() {
     let body = json!({ "instance_type": CHEAP_TYPE, "image": CHEAP_IMAGE, "ssh_key_ids": [a, b, a, b, a] });
     let answer = call("POST", &stack.url("/jobs"), Some(&account.key), Some(&body)).await;
     assert_eq!(answer.status, 201, "{answer:?}");
-    let job = call("GET", &stack.url(&format!("/jobs/{}", answer.body["id"].as_str().unwrap())), Some(&account.key), None).await;
+    let job = call(
+        "GET",
+        &stack.url(&format!("/jobs/{}", answer.body["id"].as_str().unwrap())),
+        Some(&account.key),
+        None,
+    )
+    .await;
     assert_eq!(job.body["ssh_key_ids"], json!([a, b]), "{job:?}");
     // Eleven ids of which two are distinct are within the limit of ten.
     let many: Vec<&String> = std::iter::repeat_n([&a, &b], 6).flatten().collect();
@@ -223,10 +294,22 @@ async fn odd_paths_queries_and_bodies_are_4xx_with_the_error_body() {
         ("/jobs?limit=1.5".to_string(), 400, "validation_error"),
         ("/jobs?status=%FF".to_string(), 400, "validation_error"),
         ("/jobs?cursor=%FF".to_string(), 400, "validation_error"),
-        ("/jobs?cursor=djE6bm90LWEtdXVpZA".to_string(), 400, "validation_error"),
+        (
+            "/jobs?cursor=djE6bm90LWEtdXVpZA".to_string(),
+            400,
+            "validation_error",
+        ),
         ("/jobs?%FF=1".to_string(), 400, "validation_error"),
-        ("/images?instance_type=%00".to_string(), 400, "validation_error"),
-        ("/availability?location=%FF".to_string(), 400, "validation_error"),
+        (
+            "/images?instance_type=%00".to_string(),
+            400,
+            "validation_error",
+        ),
+        (
+            "/availability?location=%FF".to_string(),
+            400,
+            "validation_error",
+        ),
     ];
     for (path, status, code) in gets {
         let answer = call("GET", &stack.url(&path), Some(&account.key), None).await;
@@ -237,9 +320,21 @@ async fn odd_paths_queries_and_bodies_are_4xx_with_the_error_body() {
         ("/jobs", b"", "malformed_json"),
         ("/jobs", b"null", "validation_error"),
         ("/jobs", nested.as_bytes(), "validation_error"),
-        ("/jobs", b"{\"instance_type\":\"\xff\",\"image\":\"x\"}", "malformed_json"),
-        ("/jobs", b"{\"instance_type\":\"x\",\"image\":\"y\",\"max_runtime_seconds\":1e3}", "validation_error"),
-        ("/ssh-keys", b"{\"name\":\"k\",\"public_key\":\"ssh-ed25519 AAAA\\u0000\"}", "validation_error"),
+        (
+            "/jobs",
+            b"{\"instance_type\":\"\xff\",\"image\":\"x\"}",
+            "malformed_json",
+        ),
+        (
+            "/jobs",
+            b"{\"instance_type\":\"x\",\"image\":\"y\",\"max_runtime_seconds\":1e3}",
+            "validation_error",
+        ),
+        (
+            "/ssh-keys",
+            b"{\"name\":\"k\",\"public_key\":\"ssh-ed25519 AAAA\\u0000\"}",
+            "validation_error",
+        ),
     ];
     for (path, body, code) in bodies {
         let request = reqwest::Client::new()
@@ -248,6 +343,11 @@ async fn odd_paths_queries_and_bodies_are_4xx_with_the_error_body() {
             .header("Content-Type", "application/json")
             .body(body.to_vec());
         let answer = send(request).await;
-        assert_error_body(&answer, 400, code, &format!("POST {path} {:?}", String::from_utf8_lossy(body)));
+        assert_error_body(
+            &answer,
+            400,
+            code,
+            &format!("POST {path} {:?}", String::from_utf8_lossy(body)),
+        );
     }
 }

@@ -8,7 +8,9 @@ use mimiry_tests::workspace_root;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "patch", "head", "options", "trace",
+];
 
 fn load(relative: &str) -> Value {
     let path = workspace_root().join(relative);
@@ -40,7 +42,10 @@ fn operations(doc: &Value) -> BTreeMap<(String, String), &Value> {
 fn template_routes() -> BTreeMap<(String, String), String> {
     let template = load("template.yaml");
     let mut routes = BTreeMap::new();
-    for (id, resource) in template["Resources"].as_mapping().expect("template.yaml has Resources") {
+    for (id, resource) in template["Resources"]
+        .as_mapping()
+        .expect("template.yaml has Resources")
+    {
         if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
         }
@@ -56,24 +61,41 @@ fn template_routes() -> BTreeMap<(String, String), String> {
                 continue;
             }
             let props = &event["Properties"];
-            let method = props["Method"].as_str().expect("an HttpApi event has a Method").to_uppercase();
-            let path = props["Path"].as_str().expect("an HttpApi event has a Path").to_string();
+            let method = props["Method"]
+                .as_str()
+                .expect("an HttpApi event has a Method")
+                .to_uppercase();
+            let path = props["Path"]
+                .as_str()
+                .expect("an HttpApi event has a Path")
+                .to_string();
             let previous = routes.insert((method.clone(), path.clone()), function.to_string());
-            assert!(previous.is_none(), "template.yaml declares {method} {path} twice");
+            assert!(
+                previous.is_none(),
+                "template.yaml declares {method} {path} twice"
+            );
         }
     }
     routes
 }
 
 fn table_routes() -> BTreeMap<(String, String), &'static Route> {
-    ROUTES.iter().map(|r| ((r.method.to_string(), r.path.to_string()), r)).collect()
+    ROUTES
+        .iter()
+        .map(|r| ((r.method.to_string(), r.path.to_string()), r))
+        .collect()
 }
 
 fn describe(keys: &BTreeSet<&(String, String)>) -> Vec<String> {
     keys.iter().map(|(m, p)| format!("{m} {p}")).collect()
 }
 
-fn assert_same_routes(what: &str, a: BTreeSet<&(String, String)>, other: &str, b: BTreeSet<&(String, String)>) {
+fn assert_same_routes(
+    what: &str,
+    a: BTreeSet<&(String, String)>,
+    other: &str,
+    b: BTreeSet<&(String, String)>,
+) {
     let only_a: BTreeSet<_> = a.difference(&b).copied().collect();
     let only_b: BTreeSet<_> = b.difference(&a).copied().collect();
     assert!(
@@ -90,10 +112,29 @@ fn openapi_template_and_route_table_declare_the_same_routes() {
     let ops = operations(&doc);
     let template = template_routes();
     let table = table_routes();
-    assert_eq!(table.len(), ROUTES.len(), "the route table lists a route twice");
-    assert_same_routes("infra/openapi.yaml", ops.keys().collect(), "the route table", table.keys().collect());
-    assert_same_routes("template.yaml", template.keys().collect(), "the route table", table.keys().collect());
-    assert_same_routes("infra/openapi.yaml", ops.keys().collect(), "template.yaml", template.keys().collect());
+    assert_eq!(
+        table.len(),
+        ROUTES.len(),
+        "the route table lists a route twice"
+    );
+    assert_same_routes(
+        "infra/openapi.yaml",
+        ops.keys().collect(),
+        "the route table",
+        table.keys().collect(),
+    );
+    assert_same_routes(
+        "template.yaml",
+        template.keys().collect(),
+        "the route table",
+        table.keys().collect(),
+    );
+    assert_same_routes(
+        "infra/openapi.yaml",
+        ops.keys().collect(),
+        "template.yaml",
+        template.keys().collect(),
+    );
     for (key, route) in &table {
         assert_eq!(
             template[key], route.function,
@@ -109,9 +150,19 @@ fn declared_access(label: &str, op: &Value) -> Access {
     let security = op["security"]
         .as_sequence()
         .unwrap_or_else(|| panic!("{label}: no `security` (every operation states its own)"));
-    assert_eq!(security.len(), 1, "{label}: exactly one security requirement");
-    let requirement = security[0].as_mapping().expect("a security requirement is a mapping");
-    assert_eq!(requirement.len(), 1, "{label}: the requirement names one scheme");
+    assert_eq!(
+        security.len(),
+        1,
+        "{label}: exactly one security requirement"
+    );
+    let requirement = security[0]
+        .as_mapping()
+        .expect("a security requirement is a mapping");
+    assert_eq!(
+        requirement.len(),
+        1,
+        "{label}: the requirement names one scheme"
+    );
     let (scheme, scopes) = requirement.iter().next().unwrap();
     let scopes: Vec<&str> = scopes
         .as_sequence()
@@ -124,22 +175,43 @@ fn declared_access(label: &str, op: &Value) -> Access {
     match scheme.as_str() {
         Some("apiKey") => match scopes.as_slice() {
             [] => {
-                assert_eq!(extension_access, Some("any-key"), "{label}: an API key without scope is `x-mimiry-access: any-key`");
-                assert_eq!(extension_scope, None, "{label}: x-mimiry-scope without a required scope");
+                assert_eq!(
+                    extension_access,
+                    Some("any-key"),
+                    "{label}: an API key without scope is `x-mimiry-access: any-key`"
+                );
+                assert_eq!(
+                    extension_scope, None,
+                    "{label}: x-mimiry-scope without a required scope"
+                );
                 Access::AnyKey
             }
             [scope] => {
                 let parsed: Scope = scope.parse().unwrap_or_else(|e| panic!("{label}: {e}"));
-                assert_eq!(extension_scope, Some(*scope), "{label}: x-mimiry-scope differs from the security requirement");
-                assert_eq!(extension_access, None, "{label}: a scoped route has no x-mimiry-access");
+                assert_eq!(
+                    extension_scope,
+                    Some(*scope),
+                    "{label}: x-mimiry-scope differs from the security requirement"
+                );
+                assert_eq!(
+                    extension_access, None,
+                    "{label}: a scoped route has no x-mimiry-access"
+                );
                 Access::Scope(parsed)
             }
             more => panic!("{label}: one scope per route, not {more:?}"),
         },
         Some("jobToken") => {
             assert!(scopes.is_empty(), "{label}: the job token has no scopes");
-            assert_eq!(extension_access, Some("job-token"), "{label}: the job-token route is `x-mimiry-access: job-token`");
-            assert_eq!(extension_scope, None, "{label}: x-mimiry-scope on the job-token route");
+            assert_eq!(
+                extension_access,
+                Some("job-token"),
+                "{label}: the job-token route is `x-mimiry-access: job-token`"
+            );
+            assert_eq!(
+                extension_scope, None,
+                "{label}: x-mimiry-scope on the job-token route"
+            );
             Access::JobToken
         }
         other => panic!("{label}: unknown security scheme {other:?}"),
@@ -161,9 +233,22 @@ fn every_operation_declares_the_access_of_the_route_table() {
     for route in ROUTES {
         let label = format!("{} {}", route.method, route.path);
         let op = ops[&(route.method.to_string(), route.path.to_string())];
-        assert_eq!(declared_access(&label, op), route.access, "{label}: access differs from the route table");
-        assert_eq!(op["operationId"].as_str(), Some(operation_id(route).as_str()), "{label}: operationId");
-        let tags: Vec<&str> = op["tags"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+        assert_eq!(
+            declared_access(&label, op),
+            route.access,
+            "{label}: access differs from the route table"
+        );
+        assert_eq!(
+            op["operationId"].as_str(),
+            Some(operation_id(route).as_str()),
+            "{label}: operationId"
+        );
+        let tags: Vec<&str> = op["tags"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         assert_eq!(tags, [route.function], "{label}: tagged with its function");
     }
     // The schemes the operations name exist, and are bearer tokens.
@@ -181,7 +266,9 @@ fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
         let Some(reference) = value.get("$ref").and_then(Value::as_str) else {
             return value;
         };
-        let pointer = reference.strip_prefix("#/").unwrap_or_else(|| panic!("only local refs: {reference}"));
+        let pointer = reference
+            .strip_prefix("#/")
+            .unwrap_or_else(|| panic!("only local refs: {reference}"));
         value = pointer.split('/').fold(doc, |v, part| &v[part]);
         assert!(!value.is_null(), "{reference} names nothing");
     }
@@ -210,9 +297,14 @@ fn every_reference_resolves() {
     let doc = openapi();
     let mut refs = Vec::new();
     all_refs(&doc, &mut refs);
-    assert!(refs.len() > 50, "expected the document to share its schemas by $ref");
+    assert!(
+        refs.len() > 50,
+        "expected the document to share its schemas by $ref"
+    );
     for reference in refs {
-        let pointer = reference.strip_prefix("#/").unwrap_or_else(|| panic!("only local refs: {reference}"));
+        let pointer = reference
+            .strip_prefix("#/")
+            .unwrap_or_else(|| panic!("only local refs: {reference}"));
         let target = pointer.split('/').fold(&doc, |v, part| &v[part]);
         assert!(!target.is_null(), "{reference} names nothing");
     }
@@ -225,30 +317,44 @@ fn every_reference_resolves() {
 fn every_operation_documents_its_refusals_and_the_error_body() {
     let doc = openapi();
     assert!(
-        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")),
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1.")),
         "an OpenAPI 3.1 document"
     );
     let ops = operations(&doc);
     let error_schema = &doc["components"]["schemas"]["Error"];
     for field in ["error", "code", "request_id"] {
         assert!(
-            error_schema["required"].as_sequence().unwrap().iter().any(|f| f.as_str() == Some(field)),
+            error_schema["required"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|f| f.as_str() == Some(field)),
             "the error body requires `{field}`"
         );
     }
     for route in ROUTES {
         let label = format!("{} {}", route.method, route.path);
         let op = ops[&(route.method.to_string(), route.path.to_string())];
-        let responses = op["responses"].as_mapping().unwrap_or_else(|| panic!("{label}: no responses"));
+        let responses = op["responses"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{label}: no responses"));
         let codes: BTreeSet<&str> = responses.keys().filter_map(Value::as_str).collect();
-        assert!(codes.iter().any(|c| c.starts_with('2')), "{label}: no success response");
+        assert!(
+            codes.iter().any(|c| c.starts_with('2')),
+            "{label}: no success response"
+        );
         assert!(codes.contains("401"), "{label}: 401 is not documented");
         assert_eq!(
             codes.contains("403"),
             matches!(route.access, Access::Scope(_)),
             "{label}: 403 documented iff the route needs a scope"
         );
-        assert!(!codes.contains("default"), "{label}: every status is listed, no `default`");
+        assert!(
+            !codes.contains("default"),
+            "{label}: every status is listed, no `default`"
+        );
         for (code, response) in responses {
             let code = code.as_str().unwrap();
             let response = resolve(&doc, response);
@@ -257,16 +363,27 @@ fn every_operation_documents_its_refusals_and_the_error_body() {
                 "{label} {code}: x-request-id is not documented"
             );
             let schema = resolve(&doc, &response["content"]["application/json"]["schema"]);
-            assert!(!schema.is_null(), "{label} {code}: no application/json schema");
+            assert!(
+                !schema.is_null(),
+                "{label} {code}: no application/json schema"
+            );
             if code.starts_with('4') || code.starts_with('5') {
                 let base = schema["allOf"][0]["$ref"].as_str();
-                assert_eq!(base, Some("#/components/schemas/Error"), "{label} {code}: not the error body");
+                assert_eq!(
+                    base,
+                    Some("#/components/schemas/Error"),
+                    "{label} {code}: not the error body"
+                );
             }
         }
         // Request bodies are JSON objects that refuse unknown fields, as the handlers do.
         if let Some(body) = op.get("requestBody") {
             let schema = resolve(&doc, &body["content"]["application/json"]["schema"]);
-            assert_eq!(schema["additionalProperties"].as_bool(), Some(false), "{label}: open request body");
+            assert_eq!(
+                schema["additionalProperties"].as_bool(),
+                Some(false),
+                "{label}: open request body"
+            );
         }
     }
 }
@@ -277,13 +394,19 @@ fn every_operation_documents_its_refusals_and_the_error_body() {
 fn the_guides_quick_card_is_in_the_route_table() {
     let guide = workspace_root().join("../shared/docs/user-guide.md");
     let Ok(text) = std::fs::read_to_string(&guide) else {
-        println!("{} not found: skipping the quick-card check", guide.display());
+        println!(
+            "{} not found: skipping the quick-card check",
+            guide.display()
+        );
         return;
     };
     let table = table_routes();
     let mut rows = 0;
     for line in text.lines() {
-        let cells: Vec<&str> = line.split('|').map(|c| c.trim().trim_matches('`')).collect();
+        let cells: Vec<&str> = line
+            .split('|')
+            .map(|c| c.trim().trim_matches('`'))
+            .collect();
         // | `GET` | `/instances` | `instances:read` | ... |
         if cells.len() < 5 || !["GET", "POST", "DELETE", "PUT", "PATCH"].contains(&cells[1]) {
             continue;
@@ -291,9 +414,21 @@ fn the_guides_quick_card_is_in_the_route_table() {
         let path = cells[2].replace(":id", "{id}");
         let route = table
             .get(&(cells[1].to_string(), path.clone()))
-            .unwrap_or_else(|| panic!("the guide lists {} {path}, the route table does not", cells[1]));
-        let scope: Scope = cells[3].parse().unwrap_or_else(|e| panic!("the guide's scope for {} {path}: {e}", cells[1]));
-        assert_eq!(route.access, Access::Scope(scope), "{} {path}: the guide names another scope", cells[1]);
+            .unwrap_or_else(|| {
+                panic!(
+                    "the guide lists {} {path}, the route table does not",
+                    cells[1]
+                )
+            });
+        let scope: Scope = cells[3]
+            .parse()
+            .unwrap_or_else(|e| panic!("the guide's scope for {} {path}: {e}", cells[1]));
+        assert_eq!(
+            route.access,
+            Access::Scope(scope),
+            "{} {path}: the guide names another scope",
+            cells[1]
+        );
         rows += 1;
     }
     assert_eq!(rows, 12, "the guide's quick card has 12 routes");

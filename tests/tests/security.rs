@@ -25,12 +25,28 @@ fn ssh_public_key() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("id_ed25519");
     let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "security@mimiry.example", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "security@mimiry.example",
+            "-f",
+        ])
         .arg(&path)
         .output()
         .expect("ssh-keygen must be installed");
-    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
     let _ = std::fs::remove_dir_all(&dir);
     public
 }
@@ -47,7 +63,13 @@ fn job_body(script: Option<&str>) -> Value {
 }
 
 async fn submit(stack: &Stack, key: &str, script: Option<&str>) -> String {
-    let answer = call("POST", &stack.url("/jobs"), Some(key), Some(&job_body(script))).await;
+    let answer = call(
+        "POST",
+        &stack.url("/jobs"),
+        Some(key),
+        Some(&job_body(script)),
+    )
+    .await;
     assert_eq!(answer.status, 201, "POST /jobs: {answer:?}");
     answer.body["id"].as_str().unwrap().to_string()
 }
@@ -65,7 +87,10 @@ async fn wait_running(stack: &Stack, key: &str, id: &str) {
         if job["status"] == "running" {
             return;
         }
-        assert!(Instant::now() < deadline && job["status"] != "failed", "job {id} never ran: {job:#}");
+        assert!(
+            Instant::now() < deadline && job["status"] != "failed",
+            "job {id} never ran: {job:#}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -81,14 +106,21 @@ async fn report_token(stack: &Stack, job_id: &str) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|i| i["hostname"].as_str().is_some_and(|h| h.starts_with(&prefix)))
+            .filter(|i| {
+                i["hostname"]
+                    .as_str()
+                    .is_some_and(|h| h.starts_with(&prefix))
+            })
             .filter_map(|i| i["script_process"]["work_dir"].as_str())
             .next_back()
             .map(str::to_string);
         if let Some(dir) = work_dir {
             break dir;
         }
-        assert!(Instant::now() < deadline, "the script of job {job_id} never started");
+        assert!(
+            Instant::now() < deadline,
+            "the script of job {job_id} never started"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let script = std::fs::read_to_string(std::path::Path::new(&dir).join("startup.sh")).unwrap();
@@ -142,7 +174,13 @@ struct Targets {
 /// The request for `route`: path and body. A call expected to succeed gets a fresh resource of
 /// its own where it consumes one (a key to delete, a job to cancel); a call expected to be
 /// refused aims at the shared targets.
-async fn request_for(stack: &Stack, owner: &str, route: &Route, allowed: bool, targets: &Targets) -> (String, Option<Value>) {
+async fn request_for(
+    stack: &Stack,
+    owner: &str,
+    route: &Route,
+    allowed: bool,
+    targets: &Targets,
+) -> (String, Option<Value>) {
     let id = match route.name {
         RouteName::DeleteSshKey if allowed => add_ssh_key(stack, owner).await,
         RouteName::DeleteSshKey => targets.ssh_key.clone(),
@@ -152,7 +190,9 @@ async fn request_for(stack: &Stack, owner: &str, route: &Route, allowed: bool, t
     };
     let path = route.path.replace("{id}", &id);
     let body = match route.name {
-        RouteName::CreateSshKey => Some(json!({ "name": "matrix", "public_key": ssh_public_key() })),
+        RouteName::CreateSshKey => {
+            Some(json!({ "name": "matrix", "public_key": ssh_public_key() }))
+        }
         RouteName::SubmitJob => Some(job_body(None)),
         RouteName::ReportJob => Some(json!({ "exit_code": 0, "output": "not from the instance" })),
         _ => None,
@@ -163,7 +203,11 @@ async fn request_for(stack: &Stack, owner: &str, route: &Route, allowed: bool, t
 fn check(label: &str, expect: Expect, route: &Route, answer: &Answer) {
     match expect {
         Expect::Allowed => {
-            assert!(success(route).contains(&answer.status), "{label}: expected {:?}, got {answer:?}", success(route));
+            assert!(
+                success(route).contains(&answer.status),
+                "{label}: expected {:?}, got {answer:?}",
+                success(route)
+            );
         }
         Expect::Unauthorized => {
             assert_eq!(answer.status, 401, "{label}: {answer:?}");
@@ -173,10 +217,17 @@ fn check(label: &str, expect: Expect, route: &Route, answer: &Answer) {
         Expect::Forbidden(scope) => {
             assert_eq!(answer.status, 403, "{label}: {answer:?}");
             assert_eq!(answer.error(), "Insufficient scope", "{label}");
-            assert_eq!(answer.body["details"]["required_scope"], scope.as_str(), "{label}");
+            assert_eq!(
+                answer.body["details"]["required_scope"],
+                scope.as_str(),
+                "{label}"
+            );
         }
     }
-    assert!(answer.headers.contains_key("x-request-id"), "{label}: no x-request-id");
+    assert!(
+        answer.headers.contains_key("x-request-id"),
+        "{label}: no x-request-id"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +237,11 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
     // The callers: no key, a well-formed key nobody issued, then real keys of the account.
     let mut callers: Vec<(String, Option<String>, Option<Vec<Scope>>)> = vec![
         ("no key".into(), None, None),
-        ("an unknown key".into(), Some(ApiKey::generate().expose().to_string()), None),
+        (
+            "an unknown key".into(),
+            Some(ApiKey::generate().expose().to_string()),
+            None,
+        ),
     ];
     let mut scope_sets: Vec<(String, Vec<Scope>)> = vec![("no scope".into(), vec![])];
     scope_sets.extend(Scope::ALL.map(|s| (format!("only {s}"), vec![s])));
@@ -204,30 +259,68 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
     for route in ROUTES {
         for (who, key, scopes) in &callers {
             let expect = expected(route, scopes.as_deref());
-            let (path, body) = request_for(stack, &owner.key, route, expect == Expect::Allowed, &targets).await;
+            let (path, body) = request_for(
+                stack,
+                &owner.key,
+                route,
+                expect == Expect::Allowed,
+                &targets,
+            )
+            .await;
             let label = format!("{} {} with {who}", route.method, route.path);
-            let answer = call(route.method, &stack.url(&path), key.as_deref(), body.as_ref()).await;
+            let answer = call(
+                route.method,
+                &stack.url(&path),
+                key.as_deref(),
+                body.as_ref(),
+            )
+            .await;
             check(&label, expect, route, &answer);
             calls += 1;
         }
     }
     assert_eq!(calls, ROUTES.len() * 9);
-    println!("scope matrix: {} routes × {} callers = {calls} calls", ROUTES.len(), callers.len());
+    println!(
+        "scope matrix: {} routes × {} callers = {calls} calls",
+        ROUTES.len(),
+        callers.len()
+    );
 
     // The refused calls changed nothing.
     let keys = call("GET", &stack.url("/ssh-keys"), Some(&owner.key), None).await;
     assert!(
-        keys.body["ssh_keys"].as_array().unwrap().iter().any(|k| k["id"] == targets.ssh_key.as_str()),
+        keys.body["ssh_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == targets.ssh_key.as_str()),
         "a refused DELETE removed the key: {keys:?}"
     );
     let job = get_job(stack, &owner.key, &targets.job).await;
-    assert_eq!(job["cancel_requested"], false, "a refused DELETE cancelled the job: {job:#}");
-    assert_eq!(job["exit_code"], Value::Null, "a refused report was recorded: {job:#}");
-    let cancel = call("DELETE", &stack.url(&format!("/jobs/{}", targets.job)), Some(&owner.key), None).await;
+    assert_eq!(
+        job["cancel_requested"], false,
+        "a refused DELETE cancelled the job: {job:#}"
+    );
+    assert_eq!(
+        job["exit_code"],
+        Value::Null,
+        "a refused report was recorded: {job:#}"
+    );
+    let cancel = call(
+        "DELETE",
+        &stack.url(&format!("/jobs/{}", targets.job)),
+        Some(&owner.key),
+        None,
+    )
+    .await;
     assert!([200, 202].contains(&cancel.status), "{cancel:?}");
 
     let keys: Vec<String> = callers.iter().filter_map(|(_, k, _)| k.clone()).collect();
-    let issued: Vec<String> = callers.iter().filter(|(_, _, s)| s.is_some()).filter_map(|(_, k, _)| k.clone()).collect();
+    let issued: Vec<String> = callers
+        .iter()
+        .filter(|(_, _, s)| s.is_some())
+        .filter_map(|(_, k, _)| k.clone())
+        .collect();
     assert_table_holds_no_plaintext_secret(stack, &keys, &issued).await;
 }
 
@@ -249,7 +342,11 @@ async fn other_accounts_resources_are_not_found() {
     let nobody = uuid::Uuid::now_v7().to_string();
 
     let id_routes: Vec<&Route> = ROUTES.iter().filter(|r| r.path.contains("{id}")).collect();
-    assert_eq!(id_routes.len(), 4, "a new {{id}} route needs its cross-account case here");
+    assert_eq!(
+        id_routes.len(),
+        4,
+        "a new {{id}} route needs its cross-account case here"
+    );
     for route in id_routes {
         let (a_id, body) = match route.name {
             RouteName::DeleteSshKey => (&a_key, None),
@@ -263,7 +360,10 @@ async fn other_accounts_resources_are_not_found() {
             // Another job's token, and A's token moved to B's account, are both refused.
             let (_, mac) = a_token.split_once('.').unwrap();
             let moved = format!("{}.{mac}", b.account_id);
-            for (what, token) in [("B's job token", &b_token), ("A's token under B's account", &moved)] {
+            for (what, token) in [
+                ("B's job token", &b_token),
+                ("A's token under B's account", &moved),
+            ] {
                 let answer = call(route.method, &url(a_id), Some(token), body.as_ref()).await;
                 assert_eq!(answer.status, 401, "{label} with {what}: {answer:?}");
                 assert_eq!(answer.error(), UNAUTHORIZED, "{label} with {what}");
@@ -273,13 +373,27 @@ async fn other_accounts_resources_are_not_found() {
         let theirs = call(route.method, &url(a_id), Some(&b.key), body.as_ref()).await;
         let missing = call(route.method, &url(&nobody), Some(&b.key), body.as_ref()).await;
         assert_eq!(theirs.status, 404, "{label}: {theirs:?}");
-        assert_eq!(theirs.body["code"], missing.body["code"], "{label}: tells theirs from missing");
-        assert_eq!(theirs.error(), missing.error(), "{label}: tells theirs from missing");
+        assert_eq!(
+            theirs.body["code"], missing.body["code"],
+            "{label}: tells theirs from missing"
+        );
+        assert_eq!(
+            theirs.error(),
+            missing.error(),
+            "{label}: tells theirs from missing"
+        );
     }
 
     // Nothing happened to A's resources.
     let keys = call("GET", &stack.url("/ssh-keys"), Some(&a.key), None).await;
-    assert!(keys.body["ssh_keys"].as_array().unwrap().iter().any(|k| k["id"] == a_key.as_str()), "{keys:?}");
+    assert!(
+        keys.body["ssh_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == a_key.as_str()),
+        "{keys:?}"
+    );
     let job = get_job(stack, &a.key, &a_job).await;
     assert_eq!(job["status"], "running", "{job:#}");
     assert_eq!(job["cancel_requested"], false, "{job:#}");
@@ -294,23 +408,42 @@ async fn other_accounts_resources_are_not_found() {
     let b_keys = call("GET", &stack.url("/ssh-keys"), Some(&b.key), None).await;
     assert_eq!(b_keys.body["ssh_keys"], json!([]), "{b_keys:?}");
     let a_page = call("GET", &stack.url("/jobs?limit=1"), Some(&a.key), None).await;
-    let cursor = a_page.body["next_cursor"].as_str().expect("A has two jobs: a next page").to_string();
+    let cursor = a_page.body["next_cursor"]
+        .as_str()
+        .expect("A has two jobs: a next page")
+        .to_string();
     for path in ["/jobs".to_string(), format!("/jobs?cursor={cursor}")] {
         let page = call("GET", &stack.url(&path), Some(&b.key), None).await;
         assert_eq!(page.status, 200, "{path}: {page:?}");
         for job in page.body["jobs"].as_array().unwrap() {
-            assert_eq!(job["id"], b_job.as_str(), "B's GET {path} shows another account's job");
+            assert_eq!(
+                job["id"],
+                b_job.as_str(),
+                "B's GET {path} shows another account's job"
+            );
         }
     }
 
     // The job's own token works (so the 401s above were about the token), once.
     let report = json!({ "exit_code": 0, "output": "done" });
-    let own = call("POST", &stack.url(&format!("/jobs/{a_job}/report")), Some(&a_token), Some(&report)).await;
+    let own = call(
+        "POST",
+        &stack.url(&format!("/jobs/{a_job}/report")),
+        Some(&a_token),
+        Some(&report),
+    )
+    .await;
     assert_eq!(own.status, 200, "{own:?}");
     assert_eq!(own.body, json!({ "job_id": a_job, "recorded": true }));
     for id in [&a_other_job, &b_job] {
         let owner = if id == &b_job { &b.key } else { &a.key };
-        call("DELETE", &stack.url(&format!("/jobs/{id}")), Some(owner), None).await;
+        call(
+            "DELETE",
+            &stack.url(&format!("/jobs/{id}")),
+            Some(owner),
+            None,
+        )
+        .await;
     }
 
     let issued = [a.key.clone(), b.key.clone()];
@@ -336,7 +469,11 @@ fn strings_of(value: &AttributeValue, out: &mut Vec<String>) {
 /// Scans the whole table: no attribute holds one of `secrets`, nor anything shaped like an API
 /// key (`mky_` and 20+ base62 characters), nor the provider's client secret; and each `issued`
 /// API key is there as its SHA-256 (so the scan did see the key records).
-async fn assert_table_holds_no_plaintext_secret(stack: &Stack, secrets: &[String], issued: &[String]) {
+async fn assert_table_holds_no_plaintext_secret(
+    stack: &Stack,
+    secrets: &[String],
+    issued: &[String],
+) {
     let store = stack.store().await;
     let mut start = None;
     let mut items = 0;
@@ -365,20 +502,36 @@ async fn assert_table_holds_no_plaintext_secret(stack: &Stack, secrets: &[String
     assert!(items > 0, "the table is empty: nothing was checked");
     for s in &strings {
         for secret in secrets {
-            assert!(!s.contains(secret.as_str()), "the table holds a secret in plaintext: {s}");
+            assert!(
+                !s.contains(secret.as_str()),
+                "the table holds a secret in plaintext: {s}"
+            );
         }
         let mut rest = s.as_str();
         while let Some(i) = rest.find("mky_") {
-            let tail: String = rest[i + 4..].chars().take_while(char::is_ascii_alphanumeric).collect();
+            let tail: String = rest[i + 4..]
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
             assert!(tail.len() < 20, "the table holds something key-shaped: {s}");
             rest = &rest[i + 4..];
         }
-        assert!(!s.contains("local-secret"), "the table holds the provider's client secret");
+        assert!(
+            !s.contains("local-secret"),
+            "the table holds the provider's client secret"
+        );
     }
     for key in issued {
         let key = ApiKey::parse(key).expect("an issued key parses");
         let hash = key.hash();
-        assert!(strings.iter().any(|s| s.contains(&hash)), "the key {key:?} is not in the table even as a hash");
+        assert!(
+            strings.iter().any(|s| s.contains(&hash)),
+            "the key {key:?} is not in the table even as a hash"
+        );
     }
-    println!("table scan: {items} items, {} strings, {} secrets checked", strings.len(), secrets.len());
+    println!(
+        "table scan: {items} items, {} strings, {} secrets checked",
+        strings.len(),
+        secrets.len()
+    );
 }
