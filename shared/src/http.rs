@@ -105,6 +105,9 @@ impl RequestCtx {
                 Some(caller)
             }
         };
+        if let Err(e) = only_query_params(&request, matched.route.query) {
+            return Err(fail(e));
+        }
         Ok(RequestCtx {
             request,
             matched,
@@ -144,27 +147,6 @@ impl RequestCtx {
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
             .last()
-    }
-
-    /// Rejects query parameters the route does not know, naming them.
-    pub fn only_query_params(&self, allowed: &[&str]) -> Result<(), ApiError> {
-        let Some(query) = self.request.uri().query() else {
-            return Ok(());
-        };
-        for (k, _) in form_urlencoded::parse(query.as_bytes()) {
-            if !allowed.contains(&k.as_ref()) {
-                let expected = if allowed.is_empty() {
-                    "this route takes none".to_string()
-                } else {
-                    format!("expected one of: {}", allowed.join(", "))
-                };
-                return Err(ApiError::validation(
-                    k.to_string(),
-                    format!("Unknown query parameter `{k}`; {expected}"),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Raw body bytes, after the size limit.
@@ -207,6 +189,27 @@ impl RequestCtx {
             Err(e) => render_error(&e, &self.request_id),
         }
     }
+}
+
+/// Rejects query parameters the route does not know, naming them.
+fn only_query_params(request: &Request, allowed: &[&str]) -> Result<(), ApiError> {
+    let Some(query) = request.uri().query() else {
+        return Ok(());
+    };
+    for (k, _) in form_urlencoded::parse(query.as_bytes()) {
+        if !allowed.contains(&k.as_ref()) {
+            let expected = if allowed.is_empty() {
+                "this route takes none".to_string()
+            } else {
+                format!("expected one of: {}", allowed.join(", "))
+            };
+            return Err(ApiError::validation(
+                k.to_string(),
+                format!("Unknown query parameter `{k}`; {expected}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses JSON into `T`, turning serde's message into one that names the offending field.

@@ -29,6 +29,8 @@ pub struct Route {
     pub function: &'static str,
     /// Stable name the handlers match on.
     pub name: RouteName,
+    /// The query parameters the route accepts; any other is a 400 naming it.
+    pub query: &'static [&'static str],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +64,14 @@ const fn route(
         access,
         function,
         name,
+        query: &[],
+    }
+}
+
+impl Route {
+    const fn with_query(mut self, query: &'static [&'static str]) -> Route {
+        self.query = query;
+        self
     }
 }
 
@@ -72,14 +82,15 @@ use Scope::*;
 pub const ROUTES: &[Route] = &[
     route("GET", "/account", AnyKey, "account", GetAccount),
     route("GET", "/instances", Access::Scope(InstancesRead), "catalog", ListInstanceTypes),
-    route("GET", "/availability", Access::Scope(InstancesRead), "catalog", GetAvailability),
+    route("GET", "/availability", Access::Scope(InstancesRead), "catalog", GetAvailability)
+        .with_query(&["instance_type", "location"]),
     route("GET", "/locations", Access::Scope(InstancesRead), "catalog", ListLocations),
-    route("GET", "/images", Access::Scope(InstancesRead), "catalog", ListImages),
+    route("GET", "/images", Access::Scope(InstancesRead), "catalog", ListImages).with_query(&["instance_type"]),
     route("GET", "/providers", Access::Scope(InstancesRead), "catalog", ListProviders),
     route("GET", "/ssh-keys", Access::Scope(SshKeysRead), "ssh-keys", ListSshKeys),
     route("POST", "/ssh-keys", Access::Scope(SshKeysWrite), "ssh-keys", CreateSshKey),
     route("DELETE", "/ssh-keys/{id}", Access::Scope(SshKeysWrite), "ssh-keys", DeleteSshKey),
-    route("GET", "/jobs", Access::Scope(JobsRead), "jobs", ListJobs),
+    route("GET", "/jobs", Access::Scope(JobsRead), "jobs", ListJobs).with_query(&["status", "limit", "cursor"]),
     route("POST", "/jobs", Access::Scope(JobsWrite), "jobs", SubmitJob),
     route("GET", "/jobs/{id}", Access::Scope(JobsRead), "jobs", GetJob),
     route("DELETE", "/jobs/{id}", Access::Scope(JobsWrite), "jobs", CancelJob),

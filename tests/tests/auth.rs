@@ -122,3 +122,21 @@ async fn last_use_is_recorded_but_not_on_every_request() {
     let second = store.list_keys(&account.account_id).await.unwrap()[0].last_used_at;
     assert_eq!(first, second, "a second use within a minute writes nothing");
 }
+
+/// Every API-key route, whatever its method, names an unknown query parameter in a 400 (the
+/// route table lists what each accepts), after authentication.
+#[tokio::test]
+async fn every_route_refuses_unknown_query_parameters() {
+    use mimiry_shared::routes::{Access, ROUTES};
+    let stack = Stack::shared();
+    let account = stack.account("0").await;
+    for route in ROUTES.iter().filter(|r| r.access != Access::JobToken) {
+        let path = route.path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let url = stack.url(&format!("{path}?bogus=1"));
+        let answer = call(route.method, &url, Some(&account.key), None).await;
+        assert_eq!(answer.status, 400, "{} {}: {answer:?}", route.method, route.path);
+        assert_eq!(answer.body["details"]["field"], "bogus", "{} {}", route.method, route.path);
+        let unauthenticated = call(route.method, &url, None, None).await;
+        assert_eq!(unauthenticated.status, 401, "{} {}: the key is checked first", route.method, route.path);
+    }
+}

@@ -41,11 +41,11 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
         Err(response) => return response,
     };
     let result = match ctx.route() {
-        RouteName::ListInstanceTypes => list_instance_types(app, &ctx).await,
+        RouteName::ListInstanceTypes => list_instance_types(app).await,
         RouteName::GetAvailability => availability(app, &ctx).await,
-        RouteName::ListLocations => list_locations(app, &ctx).await,
+        RouteName::ListLocations => list_locations(app).await,
         RouteName::ListImages => list_images(app, &ctx).await,
-        RouteName::ListProviders => list_providers(app, &ctx).await,
+        RouteName::ListProviders => list_providers(app).await,
         _ => Err(ApiError::RouteNotFound),
     };
     ctx.finish(result)
@@ -70,15 +70,13 @@ fn instance_type_view(catalog: &Catalog, t: &InstanceTypeInfo) -> Value {
     })
 }
 
-async fn list_instance_types(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&[])?;
+async fn list_instance_types(app: &App) -> Result<Reply, ApiError> {
     let types = app.catalog.instance_types().await?;
     let items = types.value.iter().map(|t| instance_type_view(&app.catalog, t)).collect();
     Ok(listing("instances", &types, items))
 }
 
 async fn availability(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&["instance_type", "location"])?;
     let wanted_type = ctx.query("instance_type");
     let wanted_location = ctx.query("location");
     // Filters must name real things: a typo should not look like "no capacity".
@@ -108,8 +106,7 @@ async fn availability(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     Ok(listing("availability", &availability, items))
 }
 
-async fn list_locations(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&[])?;
+async fn list_locations(app: &App) -> Result<Reply, ApiError> {
     let locations = app.catalog.locations().await?;
     let items = locations
         .value
@@ -120,7 +117,6 @@ async fn list_locations(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> 
 }
 
 async fn list_images(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&["instance_type"])?;
     let instance_type = ctx.query("instance_type");
     if let Some(t) = &instance_type {
         app.catalog.instance_type(t).await?;
@@ -143,8 +139,7 @@ async fn list_images(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
 }
 
 /// One provider today; its status reflects whether its catalog answers.
-async fn list_providers(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&[])?;
+async fn list_providers(app: &App) -> Result<Reply, ApiError> {
     let provider = app.catalog.provider();
     let status = match app.catalog.locations().await {
         Ok(fresh) if !fresh.stale => "operational",

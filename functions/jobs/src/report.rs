@@ -35,13 +35,15 @@ fn tail(output: &str) -> String {
 }
 
 pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let id = job_id(ctx)?;
+    // The token first, like every route checks its caller first: a token only verifies for a
+    // real job id, so a malformed id is a 401 here, not a 404.
     let token = ctx
         .header("authorization")
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .ok_or(ApiError::Unauthorized)?;
     let key = app.signing_key.get().await?;
-    let account_id = report_token::verify(key, token.trim(), &id).ok_or(ApiError::Unauthorized)?;
+    let account_id = report_token::verify(key, token.trim(), ctx.path_param("id")).ok_or(ApiError::Unauthorized)?;
+    let id = job_id(ctx)?;
 
     let input: ReportRequest = ctx.json()?;
     let output = match (input.output_base64, input.output) {

@@ -11,7 +11,6 @@ const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 
 pub async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&["status", "limit", "cursor"])?;
     let status = match ctx.query("status") {
         None => None,
         Some(s) => Some(JobStatus::parse(&s).ok_or_else(|| {
@@ -45,7 +44,6 @@ pub async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
 }
 
 pub async fn get(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&[])?;
     let id = job_id(ctx)?;
     let job = app
         .store

@@ -83,7 +83,6 @@ impl KeyName {
 }
 
 async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    ctx.only_query_params(&[])?;
     let keys = app.store.list_ssh_keys(&ctx.caller().account_id).await?;
     Ok(Reply::ok(json!({
         "ssh_keys": keys.iter().map(SshKeyRecord::view).collect::<Vec<_>>(),
