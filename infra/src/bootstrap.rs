@@ -32,8 +32,14 @@ fn key_schema(v: &Value) -> Result<Vec<KeySchemaElement>> {
         .ok_or_else(|| anyhow!("KeySchema is not a list"))?
         .iter()
         .map(|k| {
-            let name = k.get("AttributeName").and_then(Value::as_str).ok_or_else(|| anyhow!("KeySchema entry without AttributeName"))?;
-            let kind = k.get("KeyType").and_then(Value::as_str).ok_or_else(|| anyhow!("KeySchema entry without KeyType"))?;
+            let name = k
+                .get("AttributeName")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("KeySchema entry without AttributeName"))?;
+            let kind = k
+                .get("KeyType")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("KeySchema entry without KeyType"))?;
             Ok(KeySchemaElement::builder()
                 .attribute_name(name)
                 .key_type(KeyType::from(kind))
@@ -50,35 +56,64 @@ async fn create_table(clients: &AwsClients, template: &Template, name: &str) -> 
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .set_key_schema(Some(key_schema(&props["KeySchema"])?));
-    for attr in props["AttributeDefinitions"].as_sequence().into_iter().flatten() {
+    for attr in props["AttributeDefinitions"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
         request = request.attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(attr["AttributeName"].as_str().unwrap_or_default())
-                .attribute_type(ScalarAttributeType::from(attr["AttributeType"].as_str().unwrap_or("S")))
+                .attribute_type(ScalarAttributeType::from(
+                    attr["AttributeType"].as_str().unwrap_or("S"),
+                ))
                 .build()?,
         );
     }
-    for gsi in props["GlobalSecondaryIndexes"].as_sequence().into_iter().flatten() {
-        let projection = gsi["Projection"]["ProjectionType"].as_str().unwrap_or("ALL");
+    for gsi in props["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        let projection = gsi["Projection"]["ProjectionType"]
+            .as_str()
+            .unwrap_or("ALL");
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(gsi["IndexName"].as_str().unwrap_or_default())
                 .set_key_schema(Some(key_schema(&gsi["KeySchema"])?))
-                .projection(Projection::builder().projection_type(ProjectionType::from(projection)).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(projection))
+                        .build(),
+                )
                 .build()?,
         );
     }
     match request.send().await {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),
-        Err(e) => return Err(anyhow!(aws_sdk_dynamodb::error::DisplayErrorContext(e))).context("creating the table"),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            return Ok(())
+        }
+        Err(e) => {
+            return Err(anyhow!(aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+                .context("creating the table")
+        }
     }
     if let Some(ttl) = props["TimeToLiveSpecification"]["AttributeName"].as_str() {
         clients
             .dynamodb
             .update_time_to_live()
             .table_name(name)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build()?)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(ttl)
+                    .enabled(true)
+                    .build()?,
+            )
             .send()
             .await
             .map_err(|e| anyhow!(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
@@ -86,7 +121,11 @@ async fn create_table(clients: &AwsClients, template: &Template, name: &str) -> 
     Ok(())
 }
 
-async fn create_queue(clients: &AwsClients, name: &str, attributes: Vec<(QueueAttributeName, String)>) -> Result<String> {
+async fn create_queue(
+    clients: &AwsClients,
+    name: &str,
+    attributes: Vec<(QueueAttributeName, String)>,
+) -> Result<String> {
     let mut request = clients.sqs.create_queue().queue_name(name);
     for (k, v) in attributes {
         request = request.attributes(k, v);
@@ -96,7 +135,8 @@ async fn create_queue(clients: &AwsClients, name: &str, attributes: Vec<(QueueAt
         .await
         .map_err(|e| anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e)))
         .with_context(|| format!("creating queue {name}"))?;
-    out.queue_url.ok_or_else(|| anyhow!("no URL for queue {name}"))
+    out.queue_url
+        .ok_or_else(|| anyhow!("no URL for queue {name}"))
 }
 
 async fn queue_arn(clients: &AwsClients, url: &str) -> Result<String> {
@@ -114,7 +154,13 @@ async fn queue_arn(clients: &AwsClients, url: &str) -> Result<String> {
 }
 
 async fn ensure_secret(clients: &AwsClients, id: &str, value: &str) -> Result<()> {
-    let exists = clients.secrets.describe_secret().secret_id(id).send().await.is_ok();
+    let exists = clients
+        .secrets
+        .describe_secret()
+        .secret_id(id)
+        .send()
+        .await
+        .is_ok();
     if exists {
         clients
             .secrets
@@ -160,20 +206,34 @@ pub async fn bootstrap(
     let dead_letter_queue_url = create_queue(
         clients,
         &names.dead_letter_queue,
-        vec![(QueueAttributeName::MessageRetentionPeriod, number(&dlq_props["MessageRetentionPeriod"], "DLQ retention")?)],
+        vec![(
+            QueueAttributeName::MessageRetentionPeriod,
+            number(&dlq_props["MessageRetentionPeriod"], "DLQ retention")?,
+        )],
     )
     .await?;
     let dlq_arn = queue_arn(clients, &dead_letter_queue_url).await?;
 
     let props = template.properties("JobsQueue")?;
-    let max_receive = number(&props["RedrivePolicy"]["maxReceiveCount"], "maxReceiveCount")?;
-    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive }).to_string();
+    let max_receive = number(
+        &props["RedrivePolicy"]["maxReceiveCount"],
+        "maxReceiveCount",
+    )?;
+    let redrive =
+        serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive })
+            .to_string();
     let queue_url = create_queue(
         clients,
         &names.queue,
         vec![
-            (QueueAttributeName::VisibilityTimeout, number(&props["VisibilityTimeout"], "VisibilityTimeout")?),
-            (QueueAttributeName::MessageRetentionPeriod, number(&props["MessageRetentionPeriod"], "retention")?),
+            (
+                QueueAttributeName::VisibilityTimeout,
+                number(&props["VisibilityTimeout"], "VisibilityTimeout")?,
+            ),
+            (
+                QueueAttributeName::MessageRetentionPeriod,
+                number(&props["MessageRetentionPeriod"], "retention")?,
+            ),
             (QueueAttributeName::RedrivePolicy, redrive),
         ],
     )

@@ -20,7 +20,8 @@ pub struct TemplateRoute {
 
 impl Template {
     pub fn load(path: &Path) -> Result<Template> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let root: Value = serde_yaml::from_str(&text).context("parsing template.yaml")?;
         Ok(Template { root })
     }
@@ -34,7 +35,9 @@ impl Template {
                 return Template::load(&candidate);
             }
             if !dir.pop() {
-                return Err(anyhow!("template.yaml not found in this directory or above"));
+                return Err(anyhow!(
+                    "template.yaml not found in this directory or above"
+                ));
             }
         }
     }
@@ -72,7 +75,10 @@ impl Template {
                 .and_then(Value::as_str)
                 .ok_or_else(|| anyhow!("{id:?} has no BuildProperties.Binary"))?;
             let function = binary.strip_prefix("mimiry-").unwrap_or(binary).to_string();
-            let events = resource.get("Properties").and_then(|p| p.get("Events")).and_then(Value::as_mapping);
+            let events = resource
+                .get("Properties")
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping);
             for (_, event) in events.into_iter().flatten() {
                 if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
                     continue;
@@ -128,7 +134,9 @@ mod tests {
 
     #[test]
     fn template_routes_are_the_route_table() {
-        let template = Template::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")).unwrap();
+        let template =
+            Template::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"))
+                .unwrap();
         check_routes(&template).unwrap();
     }
 }

@@ -183,7 +183,10 @@ mod tests {
             Some("Bearer mky_short"),
             Some("Bearer sk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         ] {
-            assert!(matches!(bearer_key(bad), Err(ApiError::Unauthorized)), "{bad:?}");
+            assert!(
+                matches!(bearer_key(bad), Err(ApiError::Unauthorized)),
+                "{bad:?}"
+            );
         }
         let with_symbol = format!("Bearer {}!", &key.expose()[..key.expose().len() - 1]);
         assert!(bearer_key(Some(&with_symbol)).is_err());

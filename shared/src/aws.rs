@@ -32,7 +32,12 @@ pub async fn secret_string(
         .secret_id(id)
         .send()
         .await
-        .map_err(|e| format!("reading secret {id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))?;
+        .map_err(|e| {
+            format!(
+                "reading secret {id}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
+        })?;
     out.secret_string()
         .map(str::to_string)
         .ok_or_else(|| format!("secret {id} has no string value"))

@@ -6,7 +6,9 @@
 
 use crate::error::ApiError;
 use crate::money::{Micros, MICROS_PER_UNIT};
-use crate::provider::{GpuProvider, ImageInfo, InstanceTypeInfo, LocationAvailability, LocationInfo, ProviderError};
+use crate::provider::{
+    GpuProvider, ImageInfo, InstanceTypeInfo, LocationAvailability, LocationInfo, ProviderError,
+};
 use crate::time::{now_ms, Millis};
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,7 +38,9 @@ struct Cache<T> {
 
 impl<T: Clone> Cache<T> {
     fn new() -> Self {
-        Cache { slots: Mutex::new(HashMap::new()) }
+        Cache {
+            slots: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The lock is held across the fetch on purpose: concurrent requests in one container wait
@@ -49,20 +53,41 @@ impl<T: Clone> Cache<T> {
         let mut slots = self.slots.lock().await;
         if let Some(slot) = slots.get(key) {
             if slot.at.elapsed() < ttl {
-                return Ok(Fresh { value: slot.value.clone(), stale: false, fetched_at: slot.fetched_at });
+                return Ok(Fresh {
+                    value: slot.value.clone(),
+                    stale: false,
+                    fetched_at: slot.fetched_at,
+                });
             }
         }
         match fetch().await {
             Ok(value) => {
                 let fetched_at = now_ms();
-                slots.insert(key.to_string(), Slot { value: value.clone(), at: Instant::now(), fetched_at });
-                Ok(Fresh { value, stale: false, fetched_at })
+                slots.insert(
+                    key.to_string(),
+                    Slot {
+                        value: value.clone(),
+                        at: Instant::now(),
+                        fetched_at,
+                    },
+                );
+                Ok(Fresh {
+                    value,
+                    stale: false,
+                    fetched_at,
+                })
             }
             Err(e) => {
                 tracing::warn!(error = %e, key, "provider catalog call failed");
                 match slots.get(key) {
-                    Some(slot) => Ok(Fresh { value: slot.value.clone(), stale: true, fetched_at: slot.fetched_at }),
-                    None => Err(ApiError::ProviderUnavailable { detail: e.to_string() }),
+                    Some(slot) => Ok(Fresh {
+                        value: slot.value.clone(),
+                        stale: true,
+                        fetched_at: slot.fetched_at,
+                    }),
+                    None => Err(ApiError::ProviderUnavailable {
+                        detail: e.to_string(),
+                    }),
                 }
             }
         }
@@ -102,20 +127,31 @@ impl Catalog {
     }
 
     pub async fn instance_types(&self) -> Result<Fresh<Vec<InstanceTypeInfo>>, ApiError> {
-        self.types.get("", self.ttl, || self.provider.instance_types()).await
+        self.types
+            .get("", self.ttl, || self.provider.instance_types())
+            .await
     }
 
     pub async fn availability(&self) -> Result<Fresh<Vec<LocationAvailability>>, ApiError> {
-        self.availability.get("", self.ttl, || self.provider.availability(None)).await
+        self.availability
+            .get("", self.ttl, || self.provider.availability(None))
+            .await
     }
 
     pub async fn locations(&self) -> Result<Fresh<Vec<LocationInfo>>, ApiError> {
-        self.locations.get("", self.ttl, || self.provider.locations()).await
+        self.locations
+            .get("", self.ttl, || self.provider.locations())
+            .await
     }
 
-    pub async fn images(&self, instance_type: Option<&str>) -> Result<Fresh<Vec<ImageInfo>>, ApiError> {
+    pub async fn images(
+        &self,
+        instance_type: Option<&str>,
+    ) -> Result<Fresh<Vec<ImageInfo>>, ApiError> {
         let key = instance_type.unwrap_or("");
-        self.images.get(key, self.ttl, || self.provider.images(instance_type)).await
+        self.images
+            .get(key, self.ttl, || self.provider.images(instance_type))
+            .await
     }
 
     /// The type, or a 400 naming it.
@@ -126,7 +162,10 @@ impl Catalog {
             .into_iter()
             .find(|t| t.instance_type == name)
             .ok_or_else(|| {
-                ApiError::validation("instance_type", format!("Unknown instance_type `{name}`: see GET /instances"))
+                ApiError::validation(
+                    "instance_type",
+                    format!("Unknown instance_type `{name}`: see GET /instances"),
+                )
             })
     }
 

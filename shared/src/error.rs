@@ -18,7 +18,10 @@ pub enum ApiError {
     #[error("SSH key not found")]
     SshKeyNotFound { id: String, as_resource: bool },
     #[error("No available instances")]
-    NoAvailableInstances { instance_type: String, location: Option<String> },
+    NoAvailableInstances {
+        instance_type: String,
+        location: Option<String>,
+    },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("Malformed JSON body: {0}")]

@@ -230,8 +230,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 let msg = strip_position(&e.to_string());
                 // For a missing or unknown field serde names it in backticks; the path then
                 // points at its parent object.
-                let named = backticked(&msg)
-                    .filter(|_| msg.starts_with("missing field") || msg.starts_with("unknown field"));
+                let named = backticked(&msg).filter(|_| {
+                    msg.starts_with("missing field") || msg.starts_with("unknown field")
+                });
                 let field = match (named, path.as_str()) {
                     (Some(f), "." | "") => f,
                     (Some(f), p) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
@@ -283,11 +284,28 @@ fn log_outcome(
 ) {
     let ms = started.elapsed().as_millis() as u64;
     match outcome {
-        Ok(status) => tracing::info!(request_id, method, route, account, status = status.as_u16(), ms, "request"),
+        Ok(status) => tracing::info!(
+            request_id,
+            method,
+            route,
+            account,
+            status = status.as_u16(),
+            ms,
+            "request"
+        ),
         Err(ApiError::Internal(detail)) => {
             tracing::error!(request_id, method, route, account, status = 500, ms, detail = %detail, "request failed")
         }
-        Err(e) => tracing::info!(request_id, method, route, account, status = e.status().as_u16(), code = e.code(), ms, "request refused"),
+        Err(e) => tracing::info!(
+            request_id,
+            method,
+            route,
+            account,
+            status = e.status().as_u16(),
+            code = e.code(),
+            ms,
+            "request refused"
+        ),
     }
 }
 
@@ -347,10 +365,22 @@ mod tests {
         assert_eq!(field_of(parse_json(br#"{"name":"a","color":1}"#)), "color");
         let e: Result<Body, _> = parse_json(br#"{"name": 5}"#);
         assert!(e.unwrap_err().to_string().contains("invalid type"));
-        assert_eq!(field_of(parse_json(br#"{"name":"a","tags":["x",1]}"#)), "tags[1]");
-        assert!(matches!(parse_json::<Body>(b"{"), Err(ApiError::MalformedJson(_))));
-        assert!(matches!(parse_json::<Body>(b""), Err(ApiError::MalformedJson(_))));
-        assert!(matches!(parse_json::<Body>(br#"{"name":"a"} x"#), Err(ApiError::MalformedJson(_))));
+        assert_eq!(
+            field_of(parse_json(br#"{"name":"a","tags":["x",1]}"#)),
+            "tags[1]"
+        );
+        assert!(matches!(
+            parse_json::<Body>(b"{"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<Body>(b""),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<Body>(br#"{"name":"a"} x"#),
+            Err(ApiError::MalformedJson(_))
+        ));
         assert!(parse_json::<Body>(br#"{"name":"a","tags":["x"]}"#).is_ok());
     }
 }

@@ -7,9 +7,9 @@
 //! - [`money`], [`time`]: exact credits and timestamps.
 
 pub mod auth;
+pub mod aws;
 pub mod catalog;
 pub mod chaos;
-pub mod aws;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -6,8 +6,9 @@ use tracing_subscriber::EnvFilter;
 /// Installs the JSON subscriber once; later calls are no-ops (tests and the local server share
 /// a process).
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn")
+    });
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

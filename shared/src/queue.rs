@@ -21,7 +21,10 @@ pub struct JobQueue {
 
 impl JobQueue {
     pub fn new(sqs: aws_sdk_sqs::Client, url: impl Into<String>) -> JobQueue {
-        JobQueue { sqs, url: url.into() }
+        JobQueue {
+            sqs,
+            url: url.into(),
+        }
     }
 
     /// Asks the worker to look at the job after `delay_secs` (clamped to what SQS allows).
@@ -34,7 +37,9 @@ impl JobQueue {
             .delay_seconds(delay_secs.clamp(0, MAX_DELAY_SECS) as i32)
             .send()
             .await
-            .map_err(|e| ApiError::Internal(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| {
+                ApiError::Internal(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            })?;
         Ok(())
     }
 }

@@ -81,19 +81,75 @@ use Scope::*;
 
 pub const ROUTES: &[Route] = &[
     route("GET", "/account", AnyKey, "account", GetAccount),
-    route("GET", "/instances", Access::Scope(InstancesRead), "catalog", ListInstanceTypes),
-    route("GET", "/availability", Access::Scope(InstancesRead), "catalog", GetAvailability)
-        .with_query(&["instance_type", "location"]),
-    route("GET", "/locations", Access::Scope(InstancesRead), "catalog", ListLocations),
-    route("GET", "/images", Access::Scope(InstancesRead), "catalog", ListImages).with_query(&["instance_type"]),
-    route("GET", "/providers", Access::Scope(InstancesRead), "catalog", ListProviders),
-    route("GET", "/ssh-keys", Access::Scope(SshKeysRead), "ssh-keys", ListSshKeys),
-    route("POST", "/ssh-keys", Access::Scope(SshKeysWrite), "ssh-keys", CreateSshKey),
-    route("DELETE", "/ssh-keys/{id}", Access::Scope(SshKeysWrite), "ssh-keys", DeleteSshKey),
-    route("GET", "/jobs", Access::Scope(JobsRead), "jobs", ListJobs).with_query(&["status", "limit", "cursor"]),
+    route(
+        "GET",
+        "/instances",
+        Access::Scope(InstancesRead),
+        "catalog",
+        ListInstanceTypes,
+    ),
+    route(
+        "GET",
+        "/availability",
+        Access::Scope(InstancesRead),
+        "catalog",
+        GetAvailability,
+    )
+    .with_query(&["instance_type", "location"]),
+    route(
+        "GET",
+        "/locations",
+        Access::Scope(InstancesRead),
+        "catalog",
+        ListLocations,
+    ),
+    route(
+        "GET",
+        "/images",
+        Access::Scope(InstancesRead),
+        "catalog",
+        ListImages,
+    )
+    .with_query(&["instance_type"]),
+    route(
+        "GET",
+        "/providers",
+        Access::Scope(InstancesRead),
+        "catalog",
+        ListProviders,
+    ),
+    route(
+        "GET",
+        "/ssh-keys",
+        Access::Scope(SshKeysRead),
+        "ssh-keys",
+        ListSshKeys,
+    ),
+    route(
+        "POST",
+        "/ssh-keys",
+        Access::Scope(SshKeysWrite),
+        "ssh-keys",
+        CreateSshKey,
+    ),
+    route(
+        "DELETE",
+        "/ssh-keys/{id}",
+        Access::Scope(SshKeysWrite),
+        "ssh-keys",
+        DeleteSshKey,
+    ),
+    route("GET", "/jobs", Access::Scope(JobsRead), "jobs", ListJobs)
+        .with_query(&["status", "limit", "cursor"]),
     route("POST", "/jobs", Access::Scope(JobsWrite), "jobs", SubmitJob),
     route("GET", "/jobs/{id}", Access::Scope(JobsRead), "jobs", GetJob),
-    route("DELETE", "/jobs/{id}", Access::Scope(JobsWrite), "jobs", CancelJob),
+    route(
+        "DELETE",
+        "/jobs/{id}",
+        Access::Scope(JobsWrite),
+        "jobs",
+        CancelJob,
+    ),
     route("POST", "/jobs/{id}/report", JobToken, "jobs", ReportJob),
 ];
 
@@ -114,7 +170,10 @@ impl Matched {
 fn match_template(template: &str, path: &str) -> Option<HashMap<String, String>> {
     let mut params = HashMap::new();
     let mut t = template.trim_matches('/').split('/');
-    let mut p = path.trim_end_matches('/').trim_start_matches('/').split('/');
+    let mut p = path
+        .trim_end_matches('/')
+        .trim_start_matches('/')
+        .split('/');
     loop {
         match (t.next(), p.next()) {
             (None, None) => return Some(params),
@@ -172,14 +231,23 @@ mod tests {
         let m = match_route("GET", "/jobs/abc").unwrap();
         assert_eq!(m.route.name, GetJob);
         assert_eq!(m.param("id"), "abc");
-        assert_eq!(match_route("POST", "/jobs/abc/report").unwrap().route.name, ReportJob);
+        assert_eq!(
+            match_route("POST", "/jobs/abc/report").unwrap().route.name,
+            ReportJob
+        );
         assert_eq!(match_route("GET", "/jobs/").unwrap().route.name, ListJobs);
         assert!(matches!(
             match_route("PUT", "/jobs/abc"),
             Err(ApiError::MethodNotAllowed { .. })
         ));
-        assert!(matches!(match_route("GET", "/nope"), Err(ApiError::RouteNotFound)));
-        assert!(matches!(match_route("GET", "/jobs/a/b"), Err(ApiError::RouteNotFound)));
+        assert!(matches!(
+            match_route("GET", "/nope"),
+            Err(ApiError::RouteNotFound)
+        ));
+        assert!(matches!(
+            match_route("GET", "/jobs/a/b"),
+            Err(ApiError::RouteNotFound)
+        ));
     }
 
     #[test]

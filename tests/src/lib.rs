@@ -17,7 +17,10 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn target_dir() -> PathBuf {
@@ -28,7 +31,11 @@ pub fn target_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let path = target_dir().join("debug").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
     path
 }
 
@@ -41,7 +48,11 @@ pub fn log_dir() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
@@ -67,7 +78,11 @@ fn spawn(mut command: Command) -> Child {
         Mutex::new(tx)
     });
     let (tx, rx) = mpsc::channel();
-    sender.lock().unwrap().send((std::mem::replace(&mut command, Command::new("true")), tx)).unwrap();
+    sender
+        .lock()
+        .unwrap()
+        .send((std::mem::replace(&mut command, Command::new("true")), tx))
+        .unwrap();
     rx.recv().unwrap().expect("spawning a child process")
 }
 
@@ -84,7 +99,9 @@ fn read_listen_url(child: &mut Child, what: &str) -> String {
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap_or_else(|e| panic!("{what}: {e}"));
+    reader
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -98,7 +115,10 @@ fn read_listen_url(child: &mut Child, what: &str) -> String {
 fn wait_for_tcp(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -138,7 +158,10 @@ impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             name: "e2e".into(),
-            env: TEST_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: TEST_ENV
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             provision_ms: 1000,
             execute: true,
         }
@@ -157,7 +180,11 @@ impl Stack {
         let tag = format!("{}-{}", options.name, std::process::id());
         let moto_port = free_port();
         let python = root.join(".venv/bin/python");
-        assert!(python.exists(), "{} is missing: run infra/setup.sh", python.display());
+        assert!(
+            python.exists(),
+            "{} is missing: run infra/setup.sh",
+            python.display()
+        );
         // moto with DynamoDB requests serialised: see infra/moto_server.py.
         let mut moto = Command::new(python);
         moto.arg(root.join("infra/moto_server.py"))
@@ -169,9 +196,14 @@ impl Stack {
         let moto_url = format!("http://127.0.0.1:{moto_port}");
 
         let mut fake = Command::new(bin("fake-datacrunch"));
-        fake.args(["--addr", "127.0.0.1:0", "--provision-ms", &options.provision_ms.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(log_file(&format!("fake-datacrunch-{tag}")));
+        fake.args([
+            "--addr",
+            "127.0.0.1:0",
+            "--provision-ms",
+            &options.provision_ms.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(log_file(&format!("fake-datacrunch-{tag}")));
         if options.execute {
             let dir = target_dir().join("test-instances").join(&tag);
             std::fs::create_dir_all(&dir).unwrap();
@@ -196,13 +228,27 @@ impl Stack {
             .envs(aws_env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();
-        assert!(out.status.success(), "bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
-        let queue_url = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string();
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let queue_url = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string();
 
         let local_port = free_port();
         let mut local = Command::new(bin("mimiry-local"));
         local
-            .args(["--addr", &format!("127.0.0.1:{local_port}"), "--reconcile-every", "2"])
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{local_port}"),
+                "--reconcile-every",
+                "2",
+            ])
             .current_dir(&root)
             .envs(aws_env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("JOBS_QUEUE_URL", &queue_url)
@@ -230,7 +276,9 @@ impl Stack {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.moto_url)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
             .load()
             .await;
         Store::new(aws_sdk_dynamodb::Client::new(&config), self.table.clone())
@@ -242,7 +290,11 @@ impl Stack {
         let account = store.create_account("test account").await.unwrap();
         if credits != "0" {
             store
-                .add_credits(&account.account_id, Micros::parse_decimal(credits).unwrap(), "test credits")
+                .add_credits(
+                    &account.account_id,
+                    Micros::parse_decimal(credits).unwrap(),
+                    "test credits",
+                )
                 .await
                 .unwrap();
         }
@@ -270,7 +322,12 @@ impl Stack {
     }
 
     /// Calls the fake provider's admin API (fault injection, state).
-    pub async fn fake_admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub async fn fake_admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let client = reqwest::Client::new();
         let mut request = client.request(method, format!("{}/admin{}", self.fake_url, path));
         if let Some(b) = body {
@@ -326,7 +383,9 @@ pub async fn call(method: &str, url: &str, key: Option<&str>, body: Option<&Valu
         request = request.header("Authorization", format!("Bearer {key}"));
     }
     if let Some(body) = body {
-        request = request.header("Content-Type", "application/json").body(body.to_string());
+        request = request
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
     }
     send(request).await
 }
@@ -337,5 +396,9 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     let headers = response.headers().clone();
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer { status, body, headers }
+    Answer {
+        status,
+        body,
+        headers,
+    }
 }

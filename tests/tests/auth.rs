@@ -14,12 +14,41 @@ async fn missing_or_malformed_credentials_are_refused() {
     let client = reqwest::Client::new();
     let cases = [
         ("no header", client.get(&url)),
-        ("wrong scheme", client.get(&url).header("Authorization", format!("Basic {}", account.key))),
-        ("no scheme", client.get(&url).header("Authorization", account.key.clone())),
-        ("empty bearer", client.get(&url).header("Authorization", "Bearer ")),
-        ("malformed key", client.get(&url).header("Authorization", "Bearer mky_tooshort")),
-        ("other prefix", client.get(&url).header("Authorization", format!("Bearer sk_{}", &account.key[4..]))),
-        ("unknown key", client.get(&url).header("Authorization", format!("Bearer {}", ApiKey::generate().expose()))),
+        (
+            "wrong scheme",
+            client
+                .get(&url)
+                .header("Authorization", format!("Basic {}", account.key)),
+        ),
+        (
+            "no scheme",
+            client
+                .get(&url)
+                .header("Authorization", account.key.clone()),
+        ),
+        (
+            "empty bearer",
+            client.get(&url).header("Authorization", "Bearer "),
+        ),
+        (
+            "malformed key",
+            client
+                .get(&url)
+                .header("Authorization", "Bearer mky_tooshort"),
+        ),
+        (
+            "other prefix",
+            client
+                .get(&url)
+                .header("Authorization", format!("Bearer sk_{}", &account.key[4..])),
+        ),
+        (
+            "unknown key",
+            client.get(&url).header(
+                "Authorization",
+                format!("Bearer {}", ApiKey::generate().expose()),
+            ),
+        ),
     ];
     for (what, request) in cases {
         let answer = send(request).await;
@@ -27,7 +56,10 @@ async fn missing_or_malformed_credentials_are_refused() {
         assert_eq!(answer.error(), UNAUTHORIZED, "{what}");
         assert_eq!(answer.body["code"], "unauthorized", "{what}");
         let request_id = answer.headers["x-request-id"].to_str().unwrap();
-        assert_eq!(answer.body["request_id"], request_id, "{what}: request id in header and body");
+        assert_eq!(
+            answer.body["request_id"], request_id,
+            "{what}: request id in header and body"
+        );
     }
 }
 
@@ -36,10 +68,18 @@ async fn revoked_key_is_refused() {
     let stack = Stack::shared();
     let account = stack.account("0").await;
     let url = stack.url("/account");
-    assert_eq!(call("GET", &url, Some(&account.key), None).await.status, 200);
+    assert_eq!(
+        call("GET", &url, Some(&account.key), None).await.status,
+        200
+    );
     let store = stack.store().await;
-    let key_id = store.list_keys(&account.account_id).await.unwrap()[0].key_id.clone();
-    store.revoke_key(&account.account_id, &key_id).await.unwrap();
+    let key_id = store.list_keys(&account.account_id).await.unwrap()[0]
+        .key_id
+        .clone();
+    store
+        .revoke_key(&account.account_id, &key_id)
+        .await
+        .unwrap();
     let answer = call("GET", &url, Some(&account.key), None).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.error(), UNAUTHORIZED);
@@ -56,7 +96,10 @@ async fn account_shows_balance_and_the_calling_key() {
     assert_eq!(answer.body["held_credits"], "0.00");
     assert_eq!(answer.body["key"]["prefix"], &account.key[..8]);
     assert_eq!(answer.body["key"]["scopes"].as_array().unwrap().len(), 5);
-    assert!(!answer.body.to_string().contains(&account.key[8..]), "the key itself is never echoed");
+    assert!(
+        !answer.body.to_string().contains(&account.key[8..]),
+        "the key itself is never echoed"
+    );
     assert!(answer.headers.contains_key("x-request-id"));
 }
 
@@ -65,7 +108,12 @@ async fn a_key_without_scopes_may_read_its_account_only() {
     let stack = Stack::shared();
     let account = stack.account("1").await;
     let bare = stack.key(&account.account_id, &[]).await;
-    assert_eq!(call("GET", &stack.url("/account"), Some(&bare), None).await.status, 200);
+    assert_eq!(
+        call("GET", &stack.url("/account"), Some(&bare), None)
+            .await
+            .status,
+        200
+    );
     for (method, path, scope) in [
         ("GET", "/jobs", "jobs:read"),
         ("GET", "/instances", "instances:read"),
@@ -80,7 +128,12 @@ async fn a_key_without_scopes_may_read_its_account_only() {
     }
     // A key with one scope reaches that scope's routes and no others.
     let reader = stack.key(&account.account_id, &[Scope::JobsRead]).await;
-    assert_eq!(call("GET", &stack.url("/ssh-keys"), Some(&reader), None).await.status, 403);
+    assert_eq!(
+        call("GET", &stack.url("/ssh-keys"), Some(&reader), None)
+            .await
+            .status,
+        403
+    );
 }
 
 #[tokio::test]
@@ -131,12 +184,26 @@ async fn every_route_refuses_unknown_query_parameters() {
     let stack = Stack::shared();
     let account = stack.account("0").await;
     for route in ROUTES.iter().filter(|r| r.access != Access::JobToken) {
-        let path = route.path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let path = route
+            .path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string());
         let url = stack.url(&format!("{path}?bogus=1"));
         let answer = call(route.method, &url, Some(&account.key), None).await;
-        assert_eq!(answer.status, 400, "{} {}: {answer:?}", route.method, route.path);
-        assert_eq!(answer.body["details"]["field"], "bogus", "{} {}", route.method, route.path);
+        assert_eq!(
+            answer.status, 400,
+            "{} {}: {answer:?}",
+            route.method, route.path
+        );
+        assert_eq!(
+            answer.body["details"]["field"], "bogus",
+            "{} {}",
+            route.method, route.path
+        );
         let unauthenticated = call(route.method, &url, None, None).await;
-        assert_eq!(unauthenticated.status, 401, "{} {}: the key is checked first", route.method, route.path);
+        assert_eq!(
+            unauthenticated.status, 401,
+            "{} {}: the key is checked first",
+            route.method, route.path
+        );
     }
 }

@@ -13,7 +13,10 @@ fn no_log_line_holds_key_material() {
         .map(str::to_string)
         .filter(|s| s.len() >= 12)
         .collect();
-    assert!(!secrets.is_empty(), "the suite recorded no issued keys: did it run?");
+    assert!(
+        !secrets.is_empty(),
+        "the suite recorded no issued keys: did it run?"
+    );
     let mut logs = 0;
     let mut lines = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -26,16 +29,38 @@ fn no_log_line_holds_key_material() {
         for line in text.lines() {
             lines += 1;
             for secret in &secrets {
-                assert!(!line.contains(secret.as_str()), "{} leaks a secret: {line}", path.display());
+                assert!(
+                    !line.contains(secret.as_str()),
+                    "{} leaks a secret: {line}",
+                    path.display()
+                );
             }
             // Any key-shaped string at all, even one the suite did not record.
             if let Some(i) = line.find("mky_") {
-                let tail: String = line[i + 4..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
-                assert!(tail.len() < 20, "{} holds something key-shaped: {line}", path.display());
+                let tail: String = line[i + 4..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                assert!(
+                    tail.len() < 20,
+                    "{} holds something key-shaped: {line}",
+                    path.display()
+                );
             }
-            assert!(!line.contains("local-secret"), "{} leaks the provider client secret", path.display());
+            assert!(
+                !line.contains("local-secret"),
+                "{} leaks the provider client secret",
+                path.display()
+            );
         }
     }
-    assert!(logs >= 3 && lines > 0, "expected the stacks' logs in {}", dir.display());
-    println!("log audit: {logs} logs, {lines} lines, {} secrets checked", secrets.len());
+    assert!(
+        logs >= 3 && lines > 0,
+        "expected the stacks' logs in {}",
+        dir.display()
+    );
+    println!(
+        "log audit: {logs} logs, {lines} lines, {} secrets checked",
+        secrets.len()
+    );
 }

@@ -72,7 +72,11 @@ fn instance_type_view(catalog: &Catalog, t: &InstanceTypeInfo) -> Value {
 
 async fn list_instance_types(app: &App) -> Result<Reply, ApiError> {
     let types = app.catalog.instance_types().await?;
-    let items = types.value.iter().map(|t| instance_type_view(&app.catalog, t)).collect();
+    let items = types
+        .value
+        .iter()
+        .map(|t| instance_type_view(&app.catalog, t))
+        .collect();
     Ok(listing("instances", &types, items))
 }
 
@@ -84,9 +88,18 @@ async fn availability(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         app.catalog.instance_type(t).await?;
     }
     if let Some(l) = &wanted_location {
-        let known = app.catalog.locations().await?.value.iter().any(|loc| &loc.code == l);
+        let known = app
+            .catalog
+            .locations()
+            .await?
+            .value
+            .iter()
+            .any(|loc| &loc.code == l);
         if !known {
-            return Err(ApiError::validation("location", format!("Unknown location `{l}`: see GET /locations")));
+            return Err(ApiError::validation(
+                "location",
+                format!("Unknown location `{l}`: see GET /locations"),
+            ));
         }
     }
     let availability = app.catalog.availability().await?;

@@ -17,7 +17,11 @@ pub async fn cancel(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let account_id = &ctx.caller().account_id;
     let id = job_id(ctx)?;
     for _ in 0..ATTEMPTS {
-        let job = app.store.get_job(account_id, &id).await?.ok_or(ApiError::NotFound("Job"))?;
+        let job = app
+            .store
+            .get_job(account_id, &id)
+            .await?
+            .ok_or(ApiError::NotFound("Job"))?;
         if job.status.is_terminal() {
             return Err(ApiError::Conflict {
                 code: "job_finished",
@@ -32,7 +36,10 @@ pub async fn cancel(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         match app.store.save_job(&job, &new).await {
             Ok(saved) => {
                 if !done_now {
-                    let job_ref = JobRef { account_id: saved.account_id.clone(), job_id: saved.job_id.clone() };
+                    let job_ref = JobRef {
+                        account_id: saved.account_id.clone(),
+                        job_id: saved.job_id.clone(),
+                    };
                     if let Err(e) = app.queue.send(&job_ref, 0).await {
                         // The reconciler re-drives it: next_check_at is now.
                         tracing::warn!(job_id = %saved.job_id, error = %e, "could not enqueue a cancellation");
@@ -45,7 +52,10 @@ pub async fn cancel(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             Err(SaveError::Other(e)) => return Err(e),
         }
     }
-    Err(ApiError::Conflict { code: "busy", message: "The job is changing right now; please retry".into() })
+    Err(ApiError::Conflict {
+        code: "busy",
+        message: "The job is changing right now; please retry".into(),
+    })
 }
 
 /// The job after a cancel request, and whether it is finished already.
@@ -54,7 +64,10 @@ fn cancelled(job: &Job, now: i64) -> (Job, bool) {
     new.cancel_requested_at = Some(now);
     new.next_check_at = now;
     // Nothing was ever announced to the provider: no instance can exist, finish here.
-    let untouched = job.status == JobStatus::Queued && job.attempts == 0 && job.location.is_none() && job.script_id.is_none();
+    let untouched = job.status == JobStatus::Queued
+        && job.attempts == 0
+        && job.location.is_none()
+        && job.script_id.is_none();
     if untouched {
         new.status = JobStatus::Cancelled;
         new.hold_micros = 0;

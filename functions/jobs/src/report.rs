@@ -39,10 +39,14 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     // real job id, so a malformed id is a 401 here, not a 404.
     let token = ctx
         .header("authorization")
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .ok_or(ApiError::Unauthorized)?;
     let key = app.signing_key.get().await?;
-    let account_id = report_token::verify(key, token.trim(), ctx.path_param("id")).ok_or(ApiError::Unauthorized)?;
+    let account_id = report_token::verify(key, token.trim(), ctx.path_param("id"))
+        .ok_or(ApiError::Unauthorized)?;
     let id = job_id(ctx)?;
 
     let input: ReportRequest = ctx.json()?;
@@ -50,7 +54,9 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         (Some(b64), _) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
-                .map_err(|_| ApiError::validation("output_base64", "output_base64 is not valid base64"))?;
+                .map_err(|_| {
+                    ApiError::validation("output_base64", "output_base64 is not valid base64")
+                })?;
             String::from_utf8_lossy(&bytes).into_owned()
         }
         (None, Some(text)) => text,
@@ -59,7 +65,11 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let output_tail = tail(&output);
 
     for _ in 0..5 {
-        let job = app.store.get_job(&account_id, &id).await?.ok_or(ApiError::NotFound("Job"))?;
+        let job = app
+            .store
+            .get_job(&account_id, &id)
+            .await?
+            .ok_or(ApiError::NotFound("Job"))?;
         if let Some(existing) = &job.report {
             if existing.exit_code == input.exit_code && existing.output_tail == output_tail {
                 return Ok(Reply::ok(json!({ "job_id": id, "recorded": true })));
@@ -75,10 +85,17 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
                 message: format!("Job is already {}", job.status.as_str()),
             });
         }
-        let report = Report { exit_code: input.exit_code, output_tail: output_tail.clone(), reported_at: now_ms() };
+        let report = Report {
+            exit_code: input.exit_code,
+            output_tail: output_tail.clone(),
+            reported_at: now_ms(),
+        };
         match app.store.record_report(&job, &report).await {
             Ok(_) => {
-                let job_ref = JobRef { account_id: account_id.clone(), job_id: id.clone() };
+                let job_ref = JobRef {
+                    account_id: account_id.clone(),
+                    job_id: id.clone(),
+                };
                 if let Err(e) = app.queue.send(&job_ref, 0).await {
                     tracing::warn!(job_id = %id, error = %e, "could not enqueue after a report; the next check will see it");
                 }
@@ -88,5 +105,8 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             Err(SaveError::Other(e)) => return Err(e),
         }
     }
-    Err(ApiError::Conflict { code: "busy", message: "The job is changing right now; please retry".into() })
+    Err(ApiError::Conflict {
+        code: "busy",
+        message: "The job is changing right now; please retry".into(),
+    })
 }

@@ -9,7 +9,9 @@ use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::jobs::model::cost_of;
 use mimiry_shared::jobs::{Job, JobStatus};
 use mimiry_shared::queue::JobRef;
-use mimiry_shared::store::idempotency::{request_hash, IdempotencyKey, HEADER as IDEMPOTENCY_HEADER};
+use mimiry_shared::store::idempotency::{
+    request_hash, IdempotencyKey, HEADER as IDEMPOTENCY_HEADER,
+};
 use mimiry_shared::store::jobs::SubmitError;
 use mimiry_shared::time::now_ms;
 use serde::Deserialize;
@@ -49,10 +51,16 @@ struct JobSpec {
 fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(ApiError::validation(field, format!("{field} must not be empty")));
+        return Err(ApiError::validation(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if v.len() > 128 || v.chars().any(char::is_control) {
-        return Err(ApiError::validation(field, format!("{field} is not a valid value")));
+        return Err(ApiError::validation(
+            field,
+            format!("{field} is not a valid value"),
+        ));
     }
     Ok(v.to_string())
 }
@@ -63,7 +71,10 @@ impl JobSpec {
             None => None,
             Some(n) => {
                 let n = n.trim().to_string();
-                if n.is_empty() || n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) {
+                if n.is_empty()
+                    || n.chars().count() > MAX_NAME_CHARS
+                    || n.chars().any(char::is_control)
+                {
                     return Err(ApiError::validation(
                         "name",
                         format!("name must be 1 to {MAX_NAME_CHARS} characters without control characters"),
@@ -77,7 +88,10 @@ impl JobSpec {
         let mut seen = std::collections::HashSet::new();
         ssh_key_ids.retain(|id| seen.insert(id.clone()));
         if ssh_key_ids.len() > MAX_SSH_KEYS {
-            return Err(ApiError::validation("ssh_key_ids", format!("at most {MAX_SSH_KEYS} SSH keys per job")));
+            return Err(ApiError::validation(
+                "ssh_key_ids",
+                format!("at most {MAX_SSH_KEYS} SSH keys per job"),
+            ));
         }
         if let Some(script) = &r.startup_script {
             if script.len() > MAX_SCRIPT_BYTES {
@@ -91,7 +105,9 @@ impl JobSpec {
             if !(MIN_RUNTIME_SECS..=MAX_RUNTIME_SECS).contains(&secs) {
                 return Err(ApiError::validation(
                     "max_runtime_seconds",
-                    format!("max_runtime_seconds must be from {MIN_RUNTIME_SECS} to {MAX_RUNTIME_SECS}"),
+                    format!(
+                        "max_runtime_seconds must be from {MIN_RUNTIME_SECS} to {MAX_RUNTIME_SECS}"
+                    ),
                 ));
             }
         }
@@ -123,18 +139,40 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     // Against the catalog: type, image (compatible with the type), location.
     let instance_type = app.catalog.instance_type(&spec.instance_type).await?;
     let compatible = app.catalog.images(Some(&spec.instance_type)).await?.value;
-    if !compatible.iter().any(|i| i.image_type == spec.image || i.id == spec.image) {
-        let exists = app.catalog.images(None).await?.value.iter().any(|i| i.image_type == spec.image || i.id == spec.image);
+    if !compatible
+        .iter()
+        .any(|i| i.image_type == spec.image || i.id == spec.image)
+    {
+        let exists = app
+            .catalog
+            .images(None)
+            .await?
+            .value
+            .iter()
+            .any(|i| i.image_type == spec.image || i.id == spec.image);
         let message = if exists {
-            format!("Image `{}` cannot run on instance_type `{}`: see GET /images?instance_type={}", spec.image, spec.instance_type, spec.instance_type)
+            format!(
+                "Image `{}` cannot run on instance_type `{}`: see GET /images?instance_type={}",
+                spec.image, spec.instance_type, spec.instance_type
+            )
         } else {
             format!("Unknown image `{}`: see GET /images", spec.image)
         };
         return Err(ApiError::validation("image", message));
     }
     if let Some(location) = &spec.location {
-        if !app.catalog.locations().await?.value.iter().any(|l| &l.code == location) {
-            return Err(ApiError::validation("location", format!("Unknown location `{location}`: see GET /locations")));
+        if !app
+            .catalog
+            .locations()
+            .await?
+            .value
+            .iter()
+            .any(|l| &l.code == location)
+        {
+            return Err(ApiError::validation(
+                "location",
+                format!("Unknown location `{location}`: see GET /locations"),
+            ));
         }
     }
 
@@ -145,7 +183,10 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             Ok(_) => app.store.get_ssh_key(&account_id, id).await?,
             Err(_) => None,
         };
-        let key = key.ok_or_else(|| ApiError::SshKeyNotFound { id: id.clone(), as_resource: false })?;
+        let key = key.ok_or_else(|| ApiError::SshKeyNotFound {
+            id: id.clone(),
+            as_resource: false,
+        })?;
         provider_ssh_key_ids.push(key.provider_key_id);
     }
 
@@ -156,18 +197,25 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         None => !with_capacity.is_empty(),
     };
     if !has_capacity {
-        return Err(ApiError::NoAvailableInstances { instance_type: spec.instance_type.clone(), location: spec.location.clone() });
+        return Err(ApiError::NoAvailableInstances {
+            instance_type: spec.instance_type.clone(),
+            location: spec.location.clone(),
+        });
     }
 
     // The hold: the price for min(1 hour, max runtime).
     let price = app.catalog.price(instance_type.price_per_hour);
-    let hold_secs = spec.max_runtime_seconds.map_or(app.timers.hold_secs, |m| m.min(app.timers.hold_secs));
+    let hold_secs = spec
+        .max_runtime_seconds
+        .map_or(app.timers.hold_secs, |m| m.min(app.timers.hold_secs));
     let hold = cost_of(price, hold_secs);
 
     let now = now_ms();
     let job_id = uuid::Uuid::now_v7().to_string();
     let job = Job {
-        name: spec.name.unwrap_or_else(|| format!("job-{}", &job_id[job_id.len() - 8..])),
+        name: spec
+            .name
+            .unwrap_or_else(|| format!("job-{}", &job_id[job_id.len() - 8..])),
         job_id,
         account_id: account_id.clone(),
         status: JobStatus::Queued,
@@ -212,7 +260,10 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     match app.store.submit_job(&job, record.as_ref()).await {
         Ok(()) => {}
         Err(SubmitError::InsufficientCredits { available }) => {
-            return Err(ApiError::InsufficientCredits { required: hold.to_string(), available: available.to_string() })
+            return Err(ApiError::InsufficientCredits {
+                required: hold.to_string(),
+                available: available.to_string(),
+            })
         }
         Err(SubmitError::IdempotencyKeyTaken) => {
             let key = idempotency.expect("only with a key");
@@ -223,7 +274,10 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         }
         Err(SubmitError::Other(e)) => return Err(e),
     }
-    let job_ref = JobRef { account_id, job_id: job.job_id.clone() };
+    let job_ref = JobRef {
+        account_id,
+        job_id: job.job_id.clone(),
+    };
     if let Err(e) = app.queue.send(&job_ref, 0).await {
         // Not lost: the job is in the active index with next_check_at = now, and the
         // reconciler re-drives it within a minute.

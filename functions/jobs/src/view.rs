@@ -29,7 +29,12 @@ pub async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::validation("limit", format!("limit must be a whole number from 1 to {MAX_PAGE}")))?,
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "limit",
+                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+                )
+            })?,
     };
     let cursor = ctx.query("cursor");
     let page = app

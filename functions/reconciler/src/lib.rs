@@ -146,7 +146,9 @@ async fn sweep_scripts(
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
     for script in app.provider.list_scripts().await? {
-        let Some((job_id, account_id)) = parse_owner_tag(&script.name) else { continue };
+        let Some((job_id, account_id)) = parse_owner_tag(&script.name) else {
+            continue;
+        };
         if !job_is_over(app, active, &job_id, &account_id).await? {
             continue;
         }

@@ -10,8 +10,10 @@ async fn main() -> Result<(), Error> {
     let clients = AwsClients::from_env().await;
     let app = App::new(&clients, &config);
     let app = &app;
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<EventBridgeEvent>| async move {
-        Ok::<Summary, Error>(reconcile(app).await)
-    }))
+    lambda_runtime::run(service_fn(
+        move |_: LambdaEvent<EventBridgeEvent>| async move {
+            Ok::<Summary, Error>(reconcile(app).await)
+        },
+    ))
     .await
 }

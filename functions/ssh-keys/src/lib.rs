@@ -12,7 +12,9 @@ use mimiry_shared::lambda::HttpFunction;
 use mimiry_shared::provider::GpuProvider;
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::ssh_key::SshPublicKey;
-use mimiry_shared::store::idempotency::{request_hash, IdempotencyKey, HEADER as IDEMPOTENCY_HEADER};
+use mimiry_shared::store::idempotency::{
+    request_hash, IdempotencyKey, HEADER as IDEMPOTENCY_HEADER,
+};
 use mimiry_shared::store::ssh_keys::{AddKeyError, SshKeyRecord};
 use mimiry_shared::store::Store;
 use mimiry_shared::time::now_ms;
@@ -73,10 +75,16 @@ impl KeyName {
             return Err(ApiError::validation("name", "name must not be empty"));
         }
         if name.chars().count() > MAX_NAME_CHARS {
-            return Err(ApiError::validation("name", format!("name must be at most {MAX_NAME_CHARS} characters")));
+            return Err(ApiError::validation(
+                "name",
+                format!("name must be at most {MAX_NAME_CHARS} characters"),
+            ));
         }
         if name.chars().any(char::is_control) {
-            return Err(ApiError::validation("name", "name must not contain control characters"));
+            return Err(ApiError::validation(
+                "name",
+                "name must not contain control characters",
+            ));
         }
         Ok(KeyName(name.to_string()))
     }
@@ -104,16 +112,27 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     }
     let duplicate = || ApiError::Conflict {
         code: "ssh_key_exists",
-        message: format!("This SSH key is already in your account (fingerprint {})", public_key.fingerprint()),
+        message: format!(
+            "This SSH key is already in your account (fingerprint {})",
+            public_key.fingerprint()
+        ),
     };
-    if app.store.ssh_key_with_fingerprint(&account_id, &public_key.fingerprint()).await? {
+    if app
+        .store
+        .ssh_key_with_fingerprint(&account_id, &public_key.fingerprint())
+        .await?
+    {
         return Err(duplicate());
     }
 
     let ssh_key_id = uuid::Uuid::new_v4().to_string();
     // Our id in the provider-side name lets us find the key if the provider's answer is lost.
     let provider_name = format!("{} (mimiry-{ssh_key_id})", name.0);
-    let provider_key_id = match app.provider.create_ssh_key(&provider_name, &public_key.canonical()).await {
+    let provider_key_id = match app
+        .provider
+        .create_ssh_key(&provider_name, &public_key.canonical())
+        .await
+    {
         Ok(id) => id,
         Err(e) => {
             if e.is_transient() {
@@ -177,18 +196,27 @@ async fn remove_lost_provider_key(app: &App, provider_name: &str) {
                 }
             }
         }
-        Err(e) => tracing::error!(error = %e, "could not look for an SSH key left at the provider by a failed request"),
+        Err(e) => {
+            tracing::error!(error = %e, "could not look for an SSH key left at the provider by a failed request")
+        }
     }
 }
 
 async fn delete(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let account_id = &ctx.caller().account_id;
     let id = ctx.path_param("id");
-    let not_found = || ApiError::SshKeyNotFound { id: id.to_string(), as_resource: true };
+    let not_found = || ApiError::SshKeyNotFound {
+        id: id.to_string(),
+        as_resource: true,
+    };
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(not_found());
     }
-    let key = app.store.get_ssh_key(account_id, id).await?.ok_or_else(not_found)?;
+    let key = app
+        .store
+        .get_ssh_key(account_id, id)
+        .await?
+        .ok_or_else(not_found)?;
     // Provider first: if it fails, the key stays listed and the user can retry.
     app.provider.delete_ssh_key(&key.provider_key_id).await?;
     app.store.delete_ssh_key(&key).await?;

@@ -26,19 +26,30 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
         Effect::DeleteInstance { instance_id } => {
             let requested_at = now_ms();
             match app.provider.delete_instance(instance_id).await {
-                Ok(DeleteOutcome::Accepted) => {
-                    EffectResult::Deleted { instance_id: instance_id.clone(), already_gone: false, requested_at }
-                }
-                Ok(DeleteOutcome::AlreadyGone) => {
-                    EffectResult::Deleted { instance_id: instance_id.clone(), already_gone: true, requested_at }
-                }
-                Ok(DeleteOutcome::NotYet) => EffectResult::DeleteRefused { instance_id: instance_id.clone() },
-                Err(e) => EffectResult::DeleteFailed { instance_id: instance_id.clone(), message: e.to_string() },
+                Ok(DeleteOutcome::Accepted) => EffectResult::Deleted {
+                    instance_id: instance_id.clone(),
+                    already_gone: false,
+                    requested_at,
+                },
+                Ok(DeleteOutcome::AlreadyGone) => EffectResult::Deleted {
+                    instance_id: instance_id.clone(),
+                    already_gone: true,
+                    requested_at,
+                },
+                Ok(DeleteOutcome::NotYet) => EffectResult::DeleteRefused {
+                    instance_id: instance_id.clone(),
+                },
+                Err(e) => EffectResult::DeleteFailed {
+                    instance_id: instance_id.clone(),
+                    message: e.to_string(),
+                },
             }
         }
         Effect::DeleteScript { script_id } => match app.provider.delete_script(script_id).await {
             Ok(()) => EffectResult::ScriptDeleted,
-            Err(e) => EffectResult::ScriptDeleteFailed { message: e.to_string() },
+            Err(e) => EffectResult::ScriptDeleteFailed {
+                message: e.to_string(),
+            },
         },
     })
 }
@@ -53,18 +64,29 @@ async fn find_by_hostname(app: &App, hostname: &str) -> Result<Option<String>, P
         .map(|i| i.id))
 }
 
-async fn deploy(app: &App, job: &Job, location: &str, hostname: &str) -> Result<EffectResult, ApiError> {
+async fn deploy(
+    app: &App,
+    job: &Job,
+    location: &str,
+    hostname: &str,
+) -> Result<EffectResult, ApiError> {
     let failed = |script_id: Option<String>, e: ProviderError| EffectResult::Deploy {
         script_id,
         outcome: match e {
             ProviderError::NoCapacity(message) => DeployOutcome::NoCapacity { message },
-            e => DeployOutcome::Failed { transient: e.is_transient(), message: e.to_string() },
+            e => DeployOutcome::Failed {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            },
         },
     };
     // Adopt what an earlier, interrupted try created.
     match find_by_hostname(app, hostname).await {
         Ok(Some(instance_id)) => {
-            return Ok(EffectResult::Deploy { script_id: None, outcome: DeployOutcome::Deployed { instance_id } })
+            return Ok(EffectResult::Deploy {
+                script_id: None,
+                outcome: DeployOutcome::Deployed { instance_id },
+            })
         }
         Ok(None) => {}
         // Whatever the error, we do not know whether an earlier try created the instance:
@@ -72,14 +94,18 @@ async fn deploy(app: &App, job: &Job, location: &str, hostname: &str) -> Result<
         Err(e) => {
             return Ok(EffectResult::Deploy {
                 script_id: None,
-                outcome: DeployOutcome::Failed { transient: true, message: e.to_string() },
+                outcome: DeployOutcome::Failed {
+                    transient: true,
+                    message: e.to_string(),
+                },
             })
         }
     }
     let script_id = match &job.script_id {
         Some(id) => id.clone(),
         None => {
-            let token = report_token::issue(app.signing_key.get().await?, &job.account_id, &job.job_id);
+            let token =
+                report_token::issue(app.signing_key.get().await?, &job.account_id, &job.job_id);
             let report_url = format!("{}/jobs/{}/report", app.public_base_url, job.job_id);
             let script = wrap(&WrapperInput {
                 job_id: &job.job_id,
@@ -88,7 +114,11 @@ async fn deploy(app: &App, job: &Job, location: &str, hostname: &str) -> Result<
                 report_token: &token,
                 auto_shutdown: job.auto_shutdown,
             });
-            match app.provider.create_script(&owner_tag(&job.job_id, &job.account_id), &script).await {
+            match app
+                .provider
+                .create_script(&owner_tag(&job.job_id, &job.account_id), &script)
+                .await
+            {
                 Ok(id) => id,
                 Err(e) => return Ok(failed(None, e)),
             }
@@ -106,7 +136,10 @@ async fn deploy(app: &App, job: &Job, location: &str, hostname: &str) -> Result<
         os_volume_size_gb: OS_VOLUME_GB,
     };
     Ok(match app.provider.deploy(&request).await {
-        Ok(instance_id) => EffectResult::Deploy { script_id: new_script, outcome: DeployOutcome::Deployed { instance_id } },
+        Ok(instance_id) => EffectResult::Deploy {
+            script_id: new_script,
+            outcome: DeployOutcome::Deployed { instance_id },
+        },
         Err(e) => failed(new_script, e),
     })
 }

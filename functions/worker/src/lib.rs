@@ -87,7 +87,9 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
 }
 
 /// Runs the futures concurrently on this task.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let handles: Vec<_> = futures.collect();
     let mut out = Vec::with_capacity(handles.len());
     // A batch is at most 10 messages; pinning them all and polling together keeps one
@@ -123,7 +125,11 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
     // to the winner, so duplicate deliveries cannot multiply the job's messages.
     let mut wrote_last = false;
     for round in 0..MAX_ROUNDS {
-        let Some(job) = app.store.get_job(&job_ref.account_id, &job_ref.job_id).await? else {
+        let Some(job) = app
+            .store
+            .get_job(&job_ref.account_id, &job_ref.job_id)
+            .await?
+        else {
             tracing::warn!(job_id = %job_ref.job_id, "message for a job that does not exist");
             return Ok(());
         };
@@ -196,7 +202,10 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
 /// re-drives the job once it is overdue.
 async fn schedule(app: &App, job: &Job) {
     let delay_secs = ((job.due_at() - now_ms()).max(0) + 999) / 1000;
-    let job_ref = JobRef { account_id: job.account_id.clone(), job_id: job.job_id.clone() };
+    let job_ref = JobRef {
+        account_id: job.account_id.clone(),
+        job_id: job.job_id.clone(),
+    };
     if let Err(e) = app.queue.send(&job_ref, delay_secs).await {
         tracing::warn!(job_id = %job.job_id, error = %e, "could not schedule the next check; the reconciler will");
     }

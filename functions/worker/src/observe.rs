@@ -4,7 +4,9 @@
 
 use crate::App;
 use mimiry_shared::error::ApiError;
-use mimiry_shared::jobs::lifecycle::{needs_availability, needs_balance, InstanceObservation, InstanceState, Observation};
+use mimiry_shared::jobs::lifecycle::{
+    needs_availability, needs_balance, InstanceObservation, InstanceState, Observation,
+};
 use mimiry_shared::jobs::Job;
 use mimiry_shared::money::Micros;
 use mimiry_shared::provider::{InstanceInfo, InstanceStatus};
@@ -21,7 +23,12 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, A
     };
     let available_locations = if needs_availability(job) {
         // Capacity changes quickly: a stale cached answer is still better than none.
-        Some(app.catalog.locations_with(&job.instance_type).await.unwrap_or_default())
+        Some(
+            app.catalog
+                .locations_with(&job.instance_type)
+                .await
+                .unwrap_or_default(),
+        )
     } else {
         None
     };
@@ -31,15 +38,23 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, A
     } else {
         Micros::ZERO
     };
-    Ok(Observation { instance, available_locations, balance })
+    Ok(Observation {
+        instance,
+        available_locations,
+        balance,
+    })
 }
 
 /// The provider's status in lifecycle terms.
 pub fn state_of(info: &InstanceInfo) -> InstanceState {
     match &info.status {
-        InstanceStatus::Running => InstanceState::Running { ip: info.ip.clone() },
+        InstanceStatus::Running => InstanceState::Running {
+            ip: info.ip.clone(),
+        },
         InstanceStatus::Offline => InstanceState::Offline,
-        s if s.is_failed() => InstanceState::Failed { status: s.as_str().to_string() },
+        s if s.is_failed() => InstanceState::Failed {
+            status: s.as_str().to_string(),
+        },
         s if s.is_gone() => InstanceState::Gone,
         InstanceStatus::Deleting => InstanceState::Gone,
         // Booting, hibernation states and anything new: keep waiting (the deadlines still run).

@@ -13,7 +13,10 @@ use mimiry_shared::store::Store;
 use mimiry_shared::time::rfc3339;
 
 #[derive(Parser)]
-#[command(name = "mimiry-admin", about = "Operate Mimiry accounts, API keys and credits")]
+#[command(
+    name = "mimiry-admin",
+    about = "Operate Mimiry accounts, API keys and credits"
+)]
 struct Cli {
     /// DynamoDB table.
     #[arg(long, env = "TABLE_NAME", default_value = "mimiry", global = true)]
@@ -28,9 +31,17 @@ enum Command {
     Bootstrap {
         #[arg(long, env = "JOBS_QUEUE_NAME", default_value = "mimiry-jobs")]
         queue: String,
-        #[arg(long, env = "PROVIDER_SECRET_ID", default_value = "mimiry/provider/datacrunch")]
+        #[arg(
+            long,
+            env = "PROVIDER_SECRET_ID",
+            default_value = "mimiry/provider/datacrunch"
+        )]
         provider_secret: String,
-        #[arg(long, env = "REPORT_SECRET_ID", default_value = "mimiry/report-signing-key")]
+        #[arg(
+            long,
+            env = "REPORT_SECRET_ID",
+            default_value = "mimiry/report-signing-key"
+        )]
         report_secret: String,
         #[arg(long, default_value = "mimiry-local")]
         provider_client_id: String,
@@ -127,7 +138,8 @@ async fn main() -> Result<()> {
             })
             .to_string();
             let signing_key = mimiry_shared::auth::ApiKey::generate().hash();
-            let created = bootstrap(&clients, &template, &names, &credentials, &signing_key).await?;
+            let created =
+                bootstrap(&clients, &template, &names, &credentials, &signing_key).await?;
             println!("table: {}", names.table);
             println!("dead-letter queue: {}", created.dead_letter_queue_url);
             println!("{}", created.queue_url);
@@ -146,7 +158,12 @@ async fn main() -> Result<()> {
             println!("key_id: {}", record.key_id);
             println!(
                 "scopes: {}",
-                record.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+                record
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
             println!("Copy the key now: it is shown only once.");
             println!("{}", key.expose());
@@ -158,10 +175,20 @@ async fn main() -> Result<()> {
                     k.key_id,
                     k.name,
                     k.prefix,
-                    k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                    k.scopes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     rfc3339(k.created_at),
-                    k.last_used_at.map(rfc3339).unwrap_or_else(|| "never".into()),
-                    if k.revoked_at.is_some() { "REVOKED" } else { "active" },
+                    k.last_used_at
+                        .map(rfc3339)
+                        .unwrap_or_else(|| "never".into()),
+                    if k.revoked_at.is_some() {
+                        "REVOKED"
+                    } else {
+                        "active"
+                    },
                 );
             }
         }

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "mimiry-local", about = "Serve Mimiry locally from the Lambda handlers")]
+#[command(
+    name = "mimiry-local",
+    about = "Serve Mimiry locally from the Lambda handlers"
+)]
 struct Cli {
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: String,

@@ -19,7 +19,10 @@ static DUPLICATES: AtomicU64 = AtomicU64::new(0);
 
 /// (messages handed to the worker, of which delivered twice) since start.
 pub fn delivery_counts() -> (u64, u64) {
-    (MESSAGES.load(Ordering::Relaxed), DUPLICATES.load(Ordering::Relaxed))
+    (
+        MESSAGES.load(Ordering::Relaxed),
+        DUPLICATES.load(Ordering::Relaxed),
+    )
 }
 
 /// `LOCAL_DUPLICATE_DELIVERIES=1` (chaos test): every message is handed to the worker twice.
@@ -27,7 +30,12 @@ fn duplicate_deliveries() -> bool {
     std::env::var("LOCAL_DUPLICATE_DELIVERIES").is_ok_and(|v| v == "1")
 }
 
-pub async fn run_worker(functions: Arc<Functions>, sqs: aws_sdk_sqs::Client, queue_url: String, queue_arn: String) {
+pub async fn run_worker(
+    functions: Arc<Functions>,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    queue_arn: String,
+) {
     loop {
         let received = sqs
             .receive_message()
@@ -80,7 +88,11 @@ pub async fn run_worker(functions: Arc<Functions>, sqs: aws_sdk_sqs::Client, que
             );
             let mut merged = first;
             for f in second.batch_item_failures {
-                if !merged.batch_item_failures.iter().any(|m| m.item_identifier == f.item_identifier) {
+                if !merged
+                    .batch_item_failures
+                    .iter()
+                    .any(|m| m.item_identifier == f.item_identifier)
+                {
                     merged.batch_item_failures.push(f);
                 }
             }
@@ -95,7 +107,9 @@ pub async fn run_worker(functions: Arc<Functions>, sqs: aws_sdk_sqs::Client, que
             .collect();
         let mut deletes = Vec::new();
         for m in &messages {
-            let (Some(id), Some(handle)) = (&m.message_id, &m.receipt_handle) else { continue };
+            let (Some(id), Some(handle)) = (&m.message_id, &m.receipt_handle) else {
+                continue;
+            };
             if failed.contains(id) {
                 let _ = sqs
                     .change_message_visibility()
@@ -104,12 +118,22 @@ pub async fn run_worker(functions: Arc<Functions>, sqs: aws_sdk_sqs::Client, que
                     .visibility_timeout(LOCAL_RETRY_VISIBILITY_SECS)
                     .send()
                     .await;
-            } else if let Ok(entry) = DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(handle).build() {
+            } else if let Ok(entry) = DeleteMessageBatchRequestEntry::builder()
+                .id(id)
+                .receipt_handle(handle)
+                .build()
+            {
                 deletes.push(entry);
             }
         }
         if !deletes.is_empty() {
-            if let Err(e) = sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(deletes)).send().await {
+            if let Err(e) = sqs
+                .delete_message_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+            {
                 tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "deleting handled messages failed");
             }
         }

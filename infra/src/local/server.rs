@@ -38,7 +38,12 @@ async fn dispatch(State(functions): State<Arc<Functions>>, request: AxumRequest)
     let (parts, body) = request.into_parts();
     let request_id = uuid::Uuid::new_v4().to_string();
     let response = match to_bytes(body, GATEWAY_BODY_LIMIT).await {
-        Err(_) => render_error(&ApiError::PayloadTooLarge { limit: GATEWAY_BODY_LIMIT }, &request_id),
+        Err(_) => render_error(
+            &ApiError::PayloadTooLarge {
+                limit: GATEWAY_BODY_LIMIT,
+            },
+            &request_id,
+        ),
         Ok(bytes) => {
             let body = if bytes.is_empty() {
                 Body::Empty
@@ -50,7 +55,10 @@ async fn dispatch(State(functions): State<Arc<Functions>>, request: AxumRequest)
             };
             let lambda_request = http::Request::from_parts(parts, body);
             // Unknown paths and methods are answered like the functions would answer them.
-            match match_route(lambda_request.method().as_str(), lambda_request.uri().path()) {
+            match match_route(
+                lambda_request.method().as_str(),
+                lambda_request.uri().path(),
+            ) {
                 Err(e) => render_error(&e, &request_id),
                 Ok(matched) => match functions.call(matched.route.function, lambda_request).await {
                     Some(response) => response,

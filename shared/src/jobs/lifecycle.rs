@@ -24,11 +24,15 @@ pub const MAX_DEPLOY_ERRORS: u32 = 5;
 pub enum InstanceState {
     /// ordered, provisioning, …
     Booting,
-    Running { ip: Option<String> },
+    Running {
+        ip: Option<String>,
+    },
     /// Shut down (by the wrapper after the script, or by someone): still billing.
     Offline,
     /// error / no_capacity: it will never run.
-    Failed { status: String },
+    Failed {
+        status: String,
+    },
     /// Not found, discontinued or deleting.
     Gone,
 }
@@ -58,11 +62,20 @@ pub enum Effect {
     None,
     /// Create the startup script if the job has none yet, look the hostname up (adopt what a
     /// previous try created), else deploy.
-    Deploy { location: String, hostname: String },
+    Deploy {
+        location: String,
+        hostname: String,
+    },
     /// A deploy was announced but its result never recorded: find it by hostname.
-    LookUpDeploy { hostname: String },
-    DeleteInstance { instance_id: String },
-    DeleteScript { script_id: String },
+    LookUpDeploy {
+        hostname: String,
+    },
+    DeleteInstance {
+        instance_id: String,
+    },
+    DeleteScript {
+        script_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +99,26 @@ pub enum EffectResult {
         script_id: Option<String>,
         outcome: DeployOutcome,
     },
-    LookedUp { instance_id: Option<String> },
-    Deleted { instance_id: String, already_gone: bool, requested_at: Millis },
+    LookedUp {
+        instance_id: Option<String>,
+    },
+    Deleted {
+        instance_id: String,
+        already_gone: bool,
+        requested_at: Millis,
+    },
     /// The provider refused for now (still provisioning).
-    DeleteRefused { instance_id: String },
-    DeleteFailed { instance_id: String, message: String },
+    DeleteRefused {
+        instance_id: String,
+    },
+    DeleteFailed {
+        instance_id: String,
+        message: String,
+    },
     ScriptDeleted,
-    ScriptDeleteFailed { message: String },
+    ScriptDeleteFailed {
+        message: String,
+    },
 }
 
 /// Whether the worker must fetch availability before deciding.
@@ -130,7 +156,12 @@ fn secs(n: i64) -> Millis {
     n * 1000
 }
 
-fn outcome(status: JobStatus, reason: Option<FailureReason>, message: Option<String>, now: Millis) -> Outcome {
+fn outcome(
+    status: JobStatus,
+    reason: Option<FailureReason>,
+    message: Option<String>,
+    now: Millis,
+) -> Outcome {
     Outcome {
         status,
         failure_reason: reason,
@@ -158,7 +189,10 @@ pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision
 fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
     let mut j = job.clone();
     if j.status.is_terminal() {
-        return Decision { job: j, effect: Effect::None };
+        return Decision {
+            job: j,
+            effect: Effect::None,
+        };
     }
     j.next_check_at = now;
     note_observation(&mut j, obs, now);
@@ -171,7 +205,10 @@ fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
     }
     if let Some(retired) = j.retired_instances.first() {
         let instance_id = retired.clone();
-        return Decision { job: j, effect: Effect::DeleteInstance { instance_id } };
+        return Decision {
+            job: j,
+            effect: Effect::DeleteInstance { instance_id },
+        };
     }
     match j.status {
         JobStatus::Queued => plan_deploy(j, obs, now, t),
@@ -247,7 +284,12 @@ fn or_report(j: &Job, ending: Outcome, now: Millis) -> Outcome {
 /// `max_runtime_seconds`; the job then ends with the script's result.
 fn end_reason(j: &Job, obs: &Observation, now: Millis, t: &Timers) -> Option<Outcome> {
     if j.cancel_requested_at.is_some() {
-        let cancelled = outcome(JobStatus::Cancelled, None, Some("Cancelled at the user's request".into()), now);
+        let cancelled = outcome(
+            JobStatus::Cancelled,
+            None,
+            Some("Cancelled at the user's request".into()),
+            now,
+        );
         return Some(or_report(j, cancelled, now));
     }
     if j.auto_shutdown {
@@ -268,7 +310,11 @@ fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) ->
         JobStatus::Queued => None,
         JobStatus::Provisioning => {
             if seen == Some(&InstanceState::Gone) {
-                return Some(failed(FailureReason::InstanceLost, "The instance disappeared at the provider while provisioning", now));
+                return Some(failed(
+                    FailureReason::InstanceLost,
+                    "The instance disappeared at the provider while provisioning",
+                    now,
+                ));
             }
             if let Some(InstanceState::Failed { status }) = seen {
                 if !can_fail_over(j, t) {
@@ -279,11 +325,15 @@ fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) ->
                     ));
                 }
             }
-            let deadline = j.deployed_at.unwrap_or(j.created_at) + secs(t.provisioning_timeout_secs);
+            let deadline =
+                j.deployed_at.unwrap_or(j.created_at) + secs(t.provisioning_timeout_secs);
             (now >= deadline).then(|| {
                 failed(
                     FailureReason::ProvisioningTimeout,
-                    format!("The instance was not running {} seconds after it was ordered", t.provisioning_timeout_secs),
+                    format!(
+                        "The instance was not running {} seconds after it was ordered",
+                        t.provisioning_timeout_secs
+                    ),
                     now,
                 )
             })
@@ -291,7 +341,11 @@ fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) ->
         JobStatus::Running => {
             match seen {
                 Some(InstanceState::Gone) => {
-                    return Some(failed(FailureReason::InstanceLost, "The instance disappeared at the provider", now))
+                    return Some(failed(
+                        FailureReason::InstanceLost,
+                        "The instance disappeared at the provider",
+                        now,
+                    ))
                 }
                 Some(InstanceState::Failed { status }) => {
                     return Some(failed(
@@ -337,19 +391,27 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
     // hostname; the worker adopts the instance if the first try did create it.
     if let Some(location) = j.location.clone() {
         let hostname = j.hostname();
-        return Decision { job: j, effect: Effect::Deploy { location, hostname } };
+        return Decision {
+            job: j,
+            effect: Effect::Deploy { location, hostname },
+        };
     }
     let candidates: Vec<String> = match (&j.requested_location, &obs.available_locations) {
         (Some(loc), _) => vec![loc.clone()],
         (None, Some(available)) => available.clone(),
         (None, None) => Vec::new(),
     };
-    let next = candidates.into_iter().find(|l| !j.tried_locations.contains(l));
+    let next = candidates
+        .into_iter()
+        .find(|l| !j.tried_locations.contains(l));
     let give_up = next.is_none() || j.attempts >= t.max_deploy_attempts;
     if give_up {
         let message = match &j.requested_location {
             Some(loc) => format!("No available instances of {} in {loc}", j.instance_type),
-            None if j.tried_locations.is_empty() => format!("No available instances of {} in any location", j.instance_type),
+            None if j.tried_locations.is_empty() => format!(
+                "No available instances of {} in any location",
+                j.instance_type
+            ),
             None => format!(
                 "No available instances of {} (tried {})",
                 j.instance_type,
@@ -363,7 +425,10 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
     j.attempts += 1;
     j.location = Some(location.clone());
     let hostname = j.hostname();
-    Decision { job: j, effect: Effect::Deploy { location, hostname } }
+    Decision {
+        job: j,
+        effect: Effect::Deploy { location, hostname },
+    }
 }
 
 /// Provisioning or running: fail over a failed start, keep the hold ahead of the cost, and
@@ -384,7 +449,9 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
         j.instance_ended_at = None;
         j.ip = None;
         let effect = match j.retired_instances.first() {
-            Some(id) => Effect::DeleteInstance { instance_id: id.clone() },
+            Some(id) => Effect::DeleteInstance {
+                instance_id: id.clone(),
+            },
             None => Effect::None,
         };
         return Decision { job: j, effect };
@@ -411,42 +478,66 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
         let cost_now = j.cost_at(now);
         let needed = hold_needed(&j, now, t);
         if Micros(j.hold_micros) < needed {
-            let extension = cost_of(price, t.hold_secs).max(needed - Micros(j.hold_micros)).min(obs.balance);
+            let extension = cost_of(price, t.hold_secs)
+                .max(needed - Micros(j.hold_micros))
+                .min(obs.balance);
             j.hold_micros += extension.0;
         }
         let runway = Micros(j.hold_micros) - cost_now;
         // Seconds the hold still covers, minus a margin for the teardown to land in time.
         let runway_secs = runway.0 * 3600 / price.0 - t.retry_delay_secs;
         if runway_secs <= 0 {
-            let ending = failed(FailureReason::InsufficientCredits, "Your credits ran out, so the job was stopped", now);
+            let ending = failed(
+                FailureReason::InsufficientCredits,
+                "Your credits ran out, so the job was stopped",
+                now,
+            );
             j.outcome = Some(or_report(&j, ending, now));
             return teardown(j, now);
         }
         next = next.min(now + secs(runway_secs));
     }
     j.next_check_at = next.max(now + 1000);
-    Decision { job: j, effect: Effect::None }
+    Decision {
+        job: j,
+        effect: Effect::None,
+    }
 }
 
 /// Ending: delete the instance(s) and the script, then settle and take the outcome's status.
 fn teardown(mut j: Job, now: Millis) -> Decision {
     if j.instance_id.is_none() && j.location.is_some() && j.status == JobStatus::Queued {
         let hostname = j.hostname();
-        return Decision { job: j, effect: Effect::LookUpDeploy { hostname } };
+        return Decision {
+            job: j,
+            effect: Effect::LookUpDeploy { hostname },
+        };
     }
     if let (Some(id), None) = (&j.instance_id, j.instance_ended_at) {
         let instance_id = id.clone();
-        return Decision { job: j, effect: Effect::DeleteInstance { instance_id } };
+        return Decision {
+            job: j,
+            effect: Effect::DeleteInstance { instance_id },
+        };
     }
     if let Some(id) = j.retired_instances.first() {
         let instance_id = id.clone();
-        return Decision { job: j, effect: Effect::DeleteInstance { instance_id } };
+        return Decision {
+            job: j,
+            effect: Effect::DeleteInstance { instance_id },
+        };
     }
     if let Some(script_id) = j.script_id.clone() {
-        return Decision { job: j, effect: Effect::DeleteScript { script_id } };
+        return Decision {
+            job: j,
+            effect: Effect::DeleteScript { script_id },
+        };
     }
     settle(&mut j, now);
-    Decision { job: j, effect: Effect::None }
+    Decision {
+        job: j,
+        effect: Effect::None,
+    }
 }
 
 /// Charges the instance's billable life (never more than the hold) and releases the rest.
@@ -489,22 +580,40 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                         j.tried_locations.push(loc);
                     }
                     if j.requested_location.is_some() && j.outcome.is_none() {
-                        j.outcome = Some(failed(FailureReason::NoCapacity, format!("No available instances: {message}"), now));
+                        j.outcome = Some(failed(
+                            FailureReason::NoCapacity,
+                            format!("No available instances: {message}"),
+                            now,
+                        ));
                     }
                 }
-                DeployOutcome::Failed { transient: true, message } => {
+                DeployOutcome::Failed {
+                    transient: true,
+                    message,
+                } => {
                     j.provider_errors += 1;
                     j.next_check_at = now + secs(t.retry_delay_secs);
                     if j.provider_errors >= MAX_DEPLOY_ERRORS && j.outcome.is_none() {
                         // The deploy may still have happened: keep `location` so the teardown
                         // looks the hostname up before settling.
-                        j.outcome = Some(failed(FailureReason::ProviderError, format!("The provider kept failing: {message}"), now));
+                        j.outcome = Some(failed(
+                            FailureReason::ProviderError,
+                            format!("The provider kept failing: {message}"),
+                            now,
+                        ));
                     }
                 }
-                DeployOutcome::Failed { transient: false, message } => {
+                DeployOutcome::Failed {
+                    transient: false,
+                    message,
+                } => {
                     j.location = None;
                     if j.outcome.is_none() {
-                        j.outcome = Some(failed(FailureReason::ProviderError, format!("The provider refused the deploy: {message}"), now));
+                        j.outcome = Some(failed(
+                            FailureReason::ProviderError,
+                            format!("The provider refused the deploy: {message}"),
+                            now,
+                        ));
                     }
                 }
             }
@@ -519,10 +628,16 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
             }
             None => j.location = None,
         },
-        EffectResult::Deleted { instance_id, already_gone, requested_at } => {
+        EffectResult::Deleted {
+            instance_id,
+            already_gone,
+            requested_at,
+        } => {
             if j.instance_id.as_ref() == Some(instance_id) && j.instance_ended_at.is_none() {
                 j.instance_ended_at = Some(if *already_gone {
-                    j.instance_seen_at.or(j.deployed_at).unwrap_or(*requested_at)
+                    j.instance_seen_at
+                        .or(j.deployed_at)
+                        .unwrap_or(*requested_at)
                 } else {
                     *requested_at
                 });

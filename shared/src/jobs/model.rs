@@ -27,7 +27,10 @@ impl JobStatus {
     ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -266,7 +269,10 @@ mod tests {
         let id = uuid::Uuid::now_v7().to_string();
         assert_eq!(job_id_of_name(&hostname(&id, 3)), Some(id.as_str()));
         let account = uuid::Uuid::new_v4().to_string();
-        assert_eq!(parse_owner_tag(&owner_tag(&id, &account)), Some((id.clone(), account)));
+        assert_eq!(
+            parse_owner_tag(&owner_tag(&id, &account)),
+            Some((id.clone(), account))
+        );
         assert_eq!(parse_owner_tag(&hostname(&id, 1)), None);
         assert!(hostname(&id, 12).len() <= 60);
         assert_eq!(job_id_of_name("mimiry-notauuid"), None);

@@ -15,8 +15,15 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    pub fn new(secrets: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> SigningKey {
-        SigningKey { secrets, secret_id: secret_id.into(), key: tokio::sync::OnceCell::new() }
+    pub fn new(
+        secrets: aws_sdk_secretsmanager::Client,
+        secret_id: impl Into<String>,
+    ) -> SigningKey {
+        SigningKey {
+            secrets,
+            secret_id: secret_id.into(),
+            key: tokio::sync::OnceCell::new(),
+        }
     }
 
     pub async fn get(&self) -> Result<&[u8], crate::error::ApiError> {

@@ -47,7 +47,11 @@ done
 {shutdown}
 "#,
         job_id = input.job_id,
-        after = if input.auto_shutdown { "shuts the instance down" } else { "leaves it running" },
+        after = if input.auto_shutdown {
+            "shuts the instance down"
+        } else {
+            "leaves it running"
+        },
         encoded = encoded,
         tail = OUTPUT_TAIL_BYTES,
         report_url = input.report_url,
@@ -73,20 +77,37 @@ mod tests {
             format!("#!/bin/bash\nfor a in \"$@\"; do case \"$a\" in @*) cat \"${{a#@}}\" >> {0};; esac; done\necho \" curl $*\" >> {0}\n", log.display()),
         )
         .unwrap();
-        std::fs::write(dir.join("bin/shutdown"), format!("#!/bin/bash\necho shutdown $* >> {}\n", log.display())).unwrap();
+        std::fs::write(
+            dir.join("bin/shutdown"),
+            format!("#!/bin/bash\necho shutdown $* >> {}\n", log.display()),
+        )
+        .unwrap();
         for f in ["curl", "shutdown"] {
-            Command::new("chmod").arg("+x").arg(dir.join("bin").join(f)).status().unwrap();
+            Command::new("chmod")
+                .arg("+x")
+                .arg(dir.join("bin").join(f))
+                .status()
+                .unwrap();
         }
         let script = wrap(&WrapperInput {
             job_id: "j1",
-            user_script: "#!/bin/bash\necho \"Hello from Mimiry!\"\necho 'quote\" and $HOME'\nexit 3",
+            user_script:
+                "#!/bin/bash\necho \"Hello from Mimiry!\"\necho 'quote\" and $HOME'\nexit 3",
             report_url: "http://127.0.0.1:1/jobs/j1/report",
             report_token: "acc.tok",
             auto_shutdown: true,
         });
         std::fs::write(dir.join("wrapper.sh"), script).unwrap();
-        let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap());
-        let status = Command::new("bash").arg(dir.join("wrapper.sh")).env("PATH", path).status().unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.join("bin").display(),
+            std::env::var("PATH").unwrap()
+        );
+        let status = Command::new("bash")
+            .arg(dir.join("wrapper.sh"))
+            .env("PATH", path)
+            .status()
+            .unwrap();
         assert!(status.success());
         let calls = std::fs::read_to_string(&log).unwrap();
         let json_end = calls.find('}').unwrap() + 1;

@@ -106,7 +106,10 @@ impl Store {
         note: &str,
     ) -> Result<Account, ApiError> {
         if amount.0 <= 0 {
-            return Err(ApiError::validation("amount", "The amount must be positive"));
+            return Err(ApiError::validation(
+                "amount",
+                "The amount must be positive",
+            ));
         }
         let update = Update::builder()
             .table_name(&self.table)

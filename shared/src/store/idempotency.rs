@@ -82,23 +82,39 @@ impl IdempotencyRecord {
         }
         let body = serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null);
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        Ok(Reply::with_status(status, body).header(http::HeaderName::from_static("idempotent-replayed"), "true"))
+        Ok(Reply::with_status(status, body)
+            .header(http::HeaderName::from_static("idempotent-replayed"), "true"))
     }
 }
 
 impl Store {
-    pub async fn get_idempotency(&self, account_id: &str, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, ApiError> {
-        let record: Option<IdempotencyRecord> =
-            self.get(account_pk(account_id), sk(key.as_str())).await?.map(from_item).transpose()?;
+    pub async fn get_idempotency(
+        &self,
+        account_id: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, ApiError> {
+        let record: Option<IdempotencyRecord> = self
+            .get(account_pk(account_id), sk(key.as_str()))
+            .await?
+            .map(from_item)
+            .transpose()?;
         // DynamoDB deletes expired items lazily: treat them as gone.
         Ok(record.filter(|r| r.expires_at > now_ms() / 1000))
     }
 
     /// A `Put` of the record for the creating transaction; fails if the key is taken.
-    pub fn idempotency_put(&self, account_id: &str, record: &IdempotencyRecord) -> Result<TransactWriteItem, ApiError> {
+    pub fn idempotency_put(
+        &self,
+        account_id: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<TransactWriteItem, ApiError> {
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(to_item(record, account_pk(account_id), sk(&record.key))?))
+            .set_item(Some(to_item(
+                record,
+                account_pk(account_id),
+                sk(&record.key),
+            )?))
             .condition_expression("attribute_not_exists(PK) OR expires_at < :now")
             .expression_attribute_values(":now", super::n(now_ms() / 1000))
             .build()

@@ -20,7 +20,12 @@ pub fn job_sk(job_id: &str) -> String {
 
 /// The active-jobs index key: overdue jobs sort first.
 pub fn active_sort_key(job: &Job) -> String {
-    format!("{:013}#{}#{}", job.due_at().max(0), job.account_id, job.job_id)
+    format!(
+        "{:013}#{}#{}",
+        job.due_at().max(0),
+        job.account_id,
+        job.job_id
+    )
 }
 
 /// Parses `{next_check_at}#{account}#{job}` back.
@@ -47,7 +52,9 @@ impl From<ApiError> for SaveError {
 /// Why a submit was refused.
 #[derive(Debug)]
 pub enum SubmitError {
-    InsufficientCredits { available: Micros },
+    InsufficientCredits {
+        available: Micros,
+    },
     /// The idempotency key was used by a concurrent request first.
     IdempotencyKeyTaken,
     Other(ApiError),
@@ -75,8 +82,15 @@ fn cursor_encode(job_id: &str) -> String {
 /// A cursor is only ever a job id inside the caller's own partition, so a forged one can at
 /// worst skip around the caller's own jobs.
 fn cursor_decode(cursor: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::validation("cursor", "Invalid cursor: pass back the next_cursor of a previous page");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::validation(
+            "cursor",
+            "Invalid cursor: pass back the next_cursor of a previous page",
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let id = text.strip_prefix("v1:").ok_or_else(bad)?;
     uuid::Uuid::parse_str(id).map_err(|_| bad())?;
@@ -85,7 +99,12 @@ fn cursor_decode(cursor: &str) -> Result<String, ApiError> {
 
 impl Store {
     /// The account update and ledger entries for moving a job's hold/charge from `old` to `new`.
-    fn money_items(&self, old_hold: i64, old_charged: i64, new: &Job) -> Result<Vec<TransactWriteItem>, ApiError> {
+    fn money_items(
+        &self,
+        old_hold: i64,
+        old_charged: i64,
+        new: &Job,
+    ) -> Result<Vec<TransactWriteItem>, ApiError> {
         let d_hold = new.hold_micros - old_hold;
         let d_charged = new.charged_micros - old_charged;
         let d_balance = -(d_hold + d_charged);
@@ -107,22 +126,46 @@ impl Store {
         } else {
             update.condition_expression("attribute_exists(PK)")
         };
-        let mut items = vec![TransactWriteItem::builder().update(update.build().map_err(ApiError::internal)?).build()];
+        let mut items = vec![TransactWriteItem::builder()
+            .update(update.build().map_err(ApiError::internal)?)
+            .build()];
         let job = Some(new.job_id.as_str());
         if d_charged != 0 {
-            items.push(self.ledger_put(&new.account_id, "charge", Micros(d_charged), job, "instance time")?);
+            items.push(self.ledger_put(
+                &new.account_id,
+                "charge",
+                Micros(d_charged),
+                job,
+                "instance time",
+            )?);
         }
         let released = d_hold + d_charged; // hold change not explained by the charge
         if released > 0 {
-            items.push(self.ledger_put(&new.account_id, "hold", Micros(released), job, "credits reserved")?);
+            items.push(self.ledger_put(
+                &new.account_id,
+                "hold",
+                Micros(released),
+                job,
+                "credits reserved",
+            )?);
         } else if released < 0 {
-            items.push(self.ledger_put(&new.account_id, "release", Micros(-released), job, "unused hold released")?);
+            items.push(self.ledger_put(
+                &new.account_id,
+                "release",
+                Micros(-released),
+                job,
+                "unused hold released",
+            )?);
         }
         Ok(items)
     }
 
     /// Writes a new job and its credit hold in one transaction (plus the idempotency record).
-    pub async fn submit_job(&self, job: &Job, idempotency: Option<&IdempotencyRecord>) -> Result<(), SubmitError> {
+    pub async fn submit_job(
+        &self,
+        job: &Job,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), SubmitError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(job_item(job).map_err(SubmitError::Other)?))
@@ -135,7 +178,10 @@ impl Store {
         items.extend(money);
         let idem_index = items.len();
         if let Some(record) = idempotency {
-            items.push(self.idempotency_put(&job.account_id, record).map_err(SubmitError::Other)?);
+            items.push(
+                self.idempotency_put(&job.account_id, record)
+                    .map_err(SubmitError::Other)?,
+            );
         }
         let result = self.transact(items).await;
         match result {
@@ -161,7 +207,10 @@ impl Store {
     }
 
     pub async fn get_job(&self, account_id: &str, job_id: &str) -> Result<Option<Job>, ApiError> {
-        self.get(account_pk(account_id), job_sk(job_id)).await?.map(from_item).transpose()
+        self.get(account_pk(account_id), job_sk(job_id))
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     /// Saves `new` over `old` if nobody else wrote the job since `old` was read, moving credits
@@ -188,7 +237,9 @@ impl Store {
                 .await
                 .map(|_| ())
                 .map_err(|e| {
-                    let busy = e.as_service_error().is_some_and(|se| se.is_transaction_conflict_exception());
+                    let busy = e
+                        .as_service_error()
+                        .is_some_and(|se| se.is_transaction_conflict_exception());
                     if super::is_condition_failure(&e) || busy {
                         SaveError::Conflict
                     } else {
@@ -220,9 +271,12 @@ impl Store {
             Some(c) => {
                 let id = cursor_decode(c)?;
                 Some(
-                    [("PK".to_string(), s(account_pk(account_id))), ("SK".to_string(), s(job_sk(&id)))]
-                        .into_iter()
-                        .collect(),
+                    [
+                        ("PK".to_string(), s(account_pk(account_id))),
+                        ("SK".to_string(), s(job_sk(&id))),
+                    ]
+                    .into_iter()
+                    .collect(),
                 )
             }
             None => None,
@@ -257,9 +311,17 @@ impl Store {
                         Some(AttributeValue::S(sk)) => sk.strip_prefix("JOB#").map(cursor_encode),
                         _ => None,
                     };
-                    return Ok(JobPage { jobs, next_cursor: next });
+                    return Ok(JobPage {
+                        jobs,
+                        next_cursor: next,
+                    });
                 }
-                None => return Ok(JobPage { jobs, next_cursor: None }),
+                None => {
+                    return Ok(JobPage {
+                        jobs,
+                        next_cursor: None,
+                    })
+                }
             }
         }
     }
@@ -275,7 +337,11 @@ impl Store {
     }
 
     /// Active jobs whose next look is due before `before` (epoch ms): (account, job) pairs.
-    pub async fn overdue_jobs(&self, before: i64, max: usize) -> Result<Vec<(String, String)>, ApiError> {
+    pub async fn overdue_jobs(
+        &self,
+        before: i64,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, ApiError> {
         let out = self
             .db
             .query()
@@ -346,6 +412,9 @@ mod tests {
     #[test]
     fn active_sort_keys_parse() {
         let (at, a, j) = parse_active_sort_key("0001700000000000#acc#job").unwrap();
-        assert_eq!((at, a.as_str(), j.as_str()), (1_700_000_000_000, "acc", "job"));
+        assert_eq!(
+            (at, a.as_str(), j.as_str()),
+            (1_700_000_000_000, "acc", "job")
+        );
     }
 }

@@ -71,7 +71,12 @@ impl Store {
                 )
                 .build())
         };
-        self.transact(vec![put(key_pk(&record.key_hash), "KEY".into())?, put(account_pk(account_id), keyref_sk(&record.key_id))?]).await.map_err(aws_err)?;
+        self.transact(vec![
+            put(key_pk(&record.key_hash), "KEY".into())?,
+            put(account_pk(account_id), keyref_sk(&record.key_id))?,
+        ])
+        .await
+        .map_err(aws_err)?;
         Ok((key, record))
     }
 
@@ -171,7 +176,12 @@ impl Store {
                 )
                 .build())
         };
-        self.transact(vec![update(key_pk(&record.key_hash), "KEY".into())?, update(account_pk(account_id), keyref_sk(key_id))?]).await.map_err(aws_err)?;
+        self.transact(vec![
+            update(key_pk(&record.key_hash), "KEY".into())?,
+            update(account_pk(account_id), keyref_sk(key_id))?,
+        ])
+        .await
+        .map_err(aws_err)?;
         record.revoked_at = Some(now);
         Ok(record)
     }

@@ -91,7 +91,8 @@ pub fn cancelled_conditions(
     }
 }
 
-pub type TransactError = SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>;
+pub type TransactError =
+    SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>;
 
 /// True when DynamoDB cancelled a transaction only because another one touched the same items
 /// at the same moment: worth retrying as is.
@@ -100,8 +101,12 @@ pub fn is_transaction_conflict(e: &TransactError) -> bool {
     match e.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
             let reasons = tc.cancellation_reasons();
-            reasons.iter().any(|r| r.code() == Some("TransactionConflict"))
-                && !reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+            reasons
+                .iter()
+                .any(|r| r.code() == Some("TransactionConflict"))
+                && !reasons
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed"))
         }
         Some(TransactWriteItemsError::TransactionInProgressException(_)) => true,
         _ => false,
@@ -114,7 +119,10 @@ const TRANSACTION_ATTEMPTS: u32 = 4;
 impl Store {
     /// `TransactWriteItems`, retried (with jitter) when it collided with a concurrent
     /// transaction; the SDK does not retry those, and a 500 for a busy account would be wrong.
-    pub async fn transact(&self, items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>) -> Result<(), TransactError> {
+    pub async fn transact(
+        &self,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    ) -> Result<(), TransactError> {
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -53,11 +53,22 @@ pub enum AddKeyError {
 }
 
 impl Store {
-    pub async fn ssh_key_with_fingerprint(&self, account_id: &str, fingerprint: &str) -> Result<bool, ApiError> {
-        Ok(self.get(account_pk(account_id), fingerprint_sk(fingerprint)).await?.is_some())
+    pub async fn ssh_key_with_fingerprint(
+        &self,
+        account_id: &str,
+        fingerprint: &str,
+    ) -> Result<bool, ApiError> {
+        Ok(self
+            .get(account_pk(account_id), fingerprint_sk(fingerprint))
+            .await?
+            .is_some())
     }
 
-    pub async fn add_ssh_key(&self, key: &SshKeyRecord, idempotency: Option<&IdempotencyRecord>) -> Result<(), AddKeyError> {
+    pub async fn add_ssh_key(
+        &self,
+        key: &SshKeyRecord,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<(), AddKeyError> {
         let pk = account_pk(&key.account_id);
         let put = |item| -> Result<TransactWriteItem, ApiError> {
             Ok(TransactWriteItem::builder()
@@ -74,7 +85,11 @@ impl Store {
         let build = || -> Result<Vec<TransactWriteItem>, ApiError> {
             let mut items = vec![
                 put(to_item(key, pk.clone(), key_sk(&key.ssh_key_id))?)?,
-                put(to_item(&json!({ "ssh_key_id": key.ssh_key_id }), pk.clone(), fingerprint_sk(&key.fingerprint))?)?,
+                put(to_item(
+                    &json!({ "ssh_key_id": key.ssh_key_id }),
+                    pk.clone(),
+                    fingerprint_sk(&key.fingerprint),
+                )?)?,
             ];
             if let Some(record) = idempotency {
                 items.push(self.idempotency_put(&key.account_id, record)?);
@@ -85,15 +100,24 @@ impl Store {
         match self.transact(items).await {
             Ok(_) => Ok(()),
             Err(e) => match cancelled_conditions(&e) {
-                Some(failed) if failed.get(2) == Some(&true) => Err(AddKeyError::IdempotencyKeyTaken),
+                Some(failed) if failed.get(2) == Some(&true) => {
+                    Err(AddKeyError::IdempotencyKeyTaken)
+                }
                 Some(failed) if failed.get(1) == Some(&true) => Err(AddKeyError::Duplicate),
                 _ => Err(AddKeyError::Other(aws_err(e))),
             },
         }
     }
 
-    pub async fn get_ssh_key(&self, account_id: &str, id: &str) -> Result<Option<SshKeyRecord>, ApiError> {
-        self.get(account_pk(account_id), key_sk(id)).await?.map(from_item).transpose()
+    pub async fn get_ssh_key(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<SshKeyRecord>, ApiError> {
+        self.get(account_pk(account_id), key_sk(id))
+            .await?
+            .map(from_item)
+            .transpose()
     }
 
     pub async fn list_ssh_keys(&self, account_id: &str) -> Result<Vec<SshKeyRecord>, ApiError> {
@@ -103,7 +127,11 @@ impl Store {
             .into_iter()
             .map(from_item)
             .collect::<Result<_, _>>()?;
-        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.ssh_key_id.cmp(&b.ssh_key_id)));
+        keys.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then(a.ssh_key_id.cmp(&b.ssh_key_id))
+        });
         Ok(keys)
     }
 
@@ -121,9 +149,12 @@ impl Store {
                 )
                 .build())
         };
-        self.transact(vec![delete(key_sk(&key.ssh_key_id))?, delete(fingerprint_sk(&key.fingerprint))?])
-            .await
-            .map_err(aws_err)?;
+        self.transact(vec![
+            delete(key_sk(&key.ssh_key_id))?,
+            delete(fingerprint_sk(&key.fingerprint))?,
+        ])
+        .await
+        .map_err(aws_err)?;
         Ok(())
     }
 }
