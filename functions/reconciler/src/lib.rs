@@ -13,19 +13,27 @@ use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
 use mimiry_shared::provider::{DeleteOutcome, GpuProvider};
 use mimiry_shared::queue::{JobQueue, JobRef};
 use mimiry_shared::store::Store;
-use mimiry_shared::time::now_ms;
+use mimiry_shared::time::{now_ms, Millis};
 use mimiry_shared::wiring;
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 /// Overdue jobs re-driven per run.
 const MAX_REDRIVES: usize = 500;
+/// A job still overdue after a re-drive is re-driven again after grace × 2^n, at most this
+/// many times the grace.
+const MAX_REDRIVE_BACKOFF: i64 = 8;
 
 pub struct App {
     pub store: Store,
     pub provider: Arc<dyn GpuProvider>,
     pub queue: JobQueue,
     pub timers: Timers,
+    /// Jobs re-driven that are still overdue: job id → (next re-drive allowed at, re-drives).
+    /// A re-drive message that waits behind a backlog leaves its job overdue; another copy on
+    /// every run would only lengthen the backlog, until the queue grows faster than the worker
+    /// drains it. Kept per container: a cold start at worst re-drives once more.
+    redriven: Mutex<HashMap<String, (Millis, u32)>>,
 }
 
 impl App {
@@ -35,6 +43,7 @@ impl App {
             provider: wiring::provider(clients, config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             timers: config.timers,
+            redriven: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -78,10 +87,31 @@ pub async fn reconcile(app: &App) -> Summary {
     summary
 }
 
+/// Re-drives each job overdue by the grace, then again only after a backoff while it stays
+/// overdue (see [`App::redriven`]); a job that is no longer overdue is forgotten.
 async fn redrive(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
-    let before = now_ms() - app.timers.reconcile_grace_secs * 1000;
-    for (account_id, job_id) in app.store.overdue_jobs(before, MAX_REDRIVES).await? {
-        app.queue.send(&JobRef { account_id, job_id }, 0).await?;
+    let now = now_ms();
+    let grace_ms = app.timers.reconcile_grace_secs * 1000;
+    let overdue = app.store.overdue_jobs(now - grace_ms, MAX_REDRIVES).await?;
+    let due: Vec<(String, String)> = {
+        let mut redriven = app.redriven.lock().unwrap_or_else(|p| p.into_inner());
+        let still: HashSet<&str> = overdue.iter().map(|(_, job)| job.as_str()).collect();
+        redriven.retain(|job, _| still.contains(job.as_str()));
+        overdue
+            .into_iter()
+            .filter(|(_, job)| redriven.get(job).is_none_or(|(next, _)| now >= *next))
+            .collect()
+    };
+    for (account_id, job_id) in due {
+        let job = JobRef {
+            account_id,
+            job_id: job_id.clone(),
+        };
+        app.queue.send(&job, 0).await?;
+        let mut redriven = app.redriven.lock().unwrap_or_else(|p| p.into_inner());
+        let times = redriven.get(&job_id).map_or(0, |(_, n)| *n);
+        let backoff = grace_ms.max(1000) * (1i64 << times.min(3)).min(MAX_REDRIVE_BACKOFF);
+        redriven.insert(job_id, (now + backoff, times + 1));
         summary.redriven += 1;
     }
     Ok(())

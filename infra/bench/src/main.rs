@@ -131,19 +131,24 @@ async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<()> 
     functions::run(stack, &release, &list, cli.cold_starts, cli.warm, results).await?;
 
     eprintln!("== API latency");
-    let queued = api::run(stack, &job_id, cli.get_n, cli.post_n, results).await?;
+    api::run(stack, &job_id, cli.get_n, cli.post_n, results).await?;
 
-    eprintln!("== worker throughput");
-    let take = (cli.advance_n + 10).min(queued.len());
-    let advanced = worker::throughput(stack, &release, &queued[..take], results).await?;
+    // The worker phases get a fresh stack: moto copies the whole table on every
+    // TransactWriteItems (and races concurrent writers while it does), so a table grown by the
+    // latency runs would measure moto, not the worker.
+    eprintln!("== worker throughput (fresh stack)");
+    let paths = stack.paths.clone();
+    stack.shutdown();
+    *stack = Stack::start(paths).await?;
+    stack.start_local(false, &[]).await?;
+    let body = api::submit_body("echo bench");
+    let mut queued = Vec::new();
+    for _ in 0..cli.advance_n + 10 {
+        queued.push(stack.submit(&body).await?);
+    }
+    let advanced = worker::throughput(stack, &release, &queued, results).await?;
     let deployed = Instant::now();
     let advanced_ids = queued[..advanced].to_vec();
-    for id in &queued[advanced..] {
-        let (status, body) = stack.api("DELETE", &format!("/jobs/{id}"), None).await?;
-        if status != 200 {
-            bail!("cancelling queued job {id}: {status} {body}");
-        }
-    }
 
     eprintln!("== worker overhead and requests per job-hour (local server with its worker)");
     let poll = worker::BENCH_RUNNING_POLL_SECS.to_string();
@@ -152,8 +157,11 @@ async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<()> 
         .await?;
     worker::drain(stack, &advanced_ids).await?;
     worker::quiet_after(deployed).await;
+    let idle = (Duration::from_secs(3), Duration::from_secs(90));
+    worker::wait_idle(stack, idle.0, idle.1).await?;
     let last_submit = worker::overhead(stack, cli.overhead_n, results).await?;
     worker::quiet_after(last_submit).await;
+    worker::wait_idle(stack, idle.0, idle.1).await?;
     worker::job_hour(stack, &release, results).await?;
     Ok(())
 }

@@ -101,7 +101,8 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     let w = &mut t;
     let _ = writeln!(
         w,
-        "Mimiry benchmarks (release build; all traffic on 127.0.0.1)"
+        "Mimiry benchmarks (release build; all traffic on 127.0.0.1; run took {:.0} s)",
+        r.get("meta.duration_s")
     );
     let _ = writeln!(
         w,
@@ -148,7 +149,7 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     let _ = writeln!(w);
     let _ = writeln!(
         w,
-        "API via mimiry-local   p50 ms  p99 ms  | floor             p50 ms  p99 ms  | AWS calls/req  provider calls/req"
+        "API via mimiry-local   p50 ms  p99 ms  | floor                p50 ms  p99 ms  | AWS calls/req       provider calls/req"
     );
     for (key, name, floor, essential) in [
         ("get_job", "GET /jobs/{id}", "GetItem", ESSENTIAL_GET),
@@ -161,7 +162,7 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     ] {
         let _ = writeln!(
             w,
-            "  {:<20}{:>7} {:>7}  | {:<18}{:>6} {:>7}  | {:>6} (ess. {})  {:>6}",
+            "  {:<20}{:>7} {:>7}  | {:<20}{:>7} {:>7}  | {:>6} (essential {})  {:>6}",
             name,
             f(r.get(&format!("api.{key}.p50_ms")), 2),
             f(r.get(&format!("api.{key}.p99_ms")), 2),
@@ -248,9 +249,11 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     );
     let _ = writeln!(
         w,
-        "    (reconciler fixed cost per run, shared by all jobs: {} AWS + {} provider)",
+        "    (reconciler cost per run, shared by all jobs: {} AWS + {} provider with no job, {} + {} with one running)",
         f(r.get("fn.reconciler.aws_calls"), 0),
-        f(r.get("fn.reconciler.provider_calls"), 0)
+        f(r.get("fn.reconciler.provider_calls"), 0),
+        f(r.get("worker.reconciler_run_aws_calls"), 0),
+        f(r.get("worker.reconciler_run_provider_calls"), 0)
     );
     let _ = writeln!(w);
     let _ = writeln!(w, "Targets");

@@ -103,14 +103,20 @@ impl Stack {
         let _ = std::fs::remove_file(&recording);
 
         let moto_port = free_port()?;
-        let moto_bin = paths.root.join(".venv/bin/moto_server");
-        if !moto_bin.exists() {
-            bail!(
-                "{} is missing: run `bash infra/setup.sh`",
-                moto_bin.display()
-            );
+        // As tests/src/lib.rs starts it: moto with DynamoDB requests serialised
+        // (infra/moto_server.py), or plain moto_server where that wrapper does not exist.
+        let python = paths.root.join(".venv/bin/python");
+        let wrapper = paths.root.join("infra/moto_server.py");
+        let mut moto = if wrapper.exists() {
+            let mut c = Command::new(&python);
+            c.arg(&wrapper);
+            c
+        } else {
+            Command::new(paths.root.join(".venv/bin/moto_server"))
+        };
+        if !python.exists() {
+            bail!("{} is missing: run `bash infra/setup.sh`", python.display());
         }
-        let mut moto = Command::new(moto_bin);
         moto.args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
             .env("MOTO_RECORDER_FILEPATH", &recording)
             .stdout(log_file(&logs, "moto")?)

@@ -378,6 +378,14 @@ pub async fn job_hour(stack: &Stack, release: &Path, results: &mut Results) -> R
         .collect();
     let reconciler_per_job = about_job.len() as f64;
     results.set(
+        "worker.reconciler_run_aws_calls",
+        counted(&calls).len() as f64,
+    );
+    results.set(
+        "worker.reconciler_run_provider_calls",
+        provider.total as f64,
+    );
+    results.set(
         "worker.reconciler_run_requests_per_running_job",
         reconciler_per_job,
     );
@@ -444,6 +452,26 @@ pub async fn quiet_after(deployed: Instant) {
     if until > now {
         tokio::time::sleep(until - now).await;
     }
+}
+
+/// Waits until the local worker has been handed no message for `quiet` (bounded by `max`):
+/// retries and late scheduled checks of earlier jobs must not land in a measured window.
+pub async fn wait_idle(stack: &Stack, quiet: Duration, max: Duration) -> Result<()> {
+    let deadline = Instant::now() + max;
+    let mut last = stack.worker_messages().await?;
+    let mut since = Instant::now();
+    while since.elapsed() < quiet {
+        if Instant::now() > deadline {
+            bail!("the worker did not go quiet within {max:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = stack.worker_messages().await?;
+        if m != last {
+            last = m;
+            since = Instant::now();
+        }
+    }
+    Ok(())
 }
 
 pub async fn drain(stack: &Stack, ids: &[String]) -> Result<()> {
