@@ -540,9 +540,10 @@ fn allowed_charge(job: &Job, instances: &[&Value], now_ms: i64) -> Micros {
 
 // ---------------------------------------------------------------------------------------------
 
-/// moto must isolate transactions (see `chaos_support/moto_lock/sitecustomize.py`): the stack's
-/// moto server inherits this process's environment, so `PYTHONPATH` brings the lock in. Set
-/// before any other thread of this test binary runs.
+/// moto must isolate transactions and should not copy the whole table for each one (see
+/// `chaos_support/moto_lock/sitecustomize.py`): the stack's moto server inherits this
+/// process's environment, so `PYTHONPATH` brings the shim in. Set before any other thread of
+/// this test binary runs.
 fn install_moto_lock() {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chaos_support/moto_lock");

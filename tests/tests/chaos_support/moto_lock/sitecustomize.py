@@ -6,8 +6,9 @@
 #    table it touches before it starts and, when any of its conditions fails, puts that copy
 #    back. The server is threaded, so every write another request made in between is silently
 #    undone: a job answered 201 disappears, an account update or a ledger entry is lost. Real
-#    DynamoDB isolates transactions; under the lock moto does too. (Also, a conditional
-#    PutItem checks and writes in two Python steps that another thread could split.)
+#    DynamoDB isolates transactions; under the lock moto does too. (The harness now starts
+#    moto through infra/moto_server.py, which serialises DynamoDB requests the same way; this
+#    lock nests inside that one and keeps the test right with a plain `moto_server` too.)
 #
 # 2. A transaction's conditions are checked first, before anything is written; one that
 #    fails is refused as moto would refuse it (the same cancellation reasons), with nothing to
