@@ -402,3 +402,46 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
         headers,
     }
 }
+
+/// A fresh ed25519 public key from `ssh-keygen`, as a user would paste it (guide §5).
+pub fn ssh_public_key() -> String {
+    let dir = std::env::temp_dir().join(format!("mimiry-test-key-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "test@mimiry.example",
+            "-f",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen must be installed");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    public
+}
+
+/// Registers a new key through `POST /ssh-keys` (guide §6) and answers its id.
+pub async fn add_ssh_key(stack: &Stack, api_key: &str) -> String {
+    let body = serde_json::json!({ "name": "my-laptop-key", "public_key": ssh_public_key() });
+    let answer = call("POST", &stack.url("/ssh-keys"), Some(api_key), Some(&body)).await;
+    assert_eq!(answer.status, 201, "POST /ssh-keys: {answer:?}");
+    answer.body["id"]
+        .as_str()
+        .expect("the key's id")
+        .to_string()
+}

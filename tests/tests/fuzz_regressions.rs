@@ -6,51 +6,12 @@
 //! two were product bugs (fixed), the rest are the API working as `docs/decisions.md` says,
 //! pinned here so the OpenAPI description and the behaviour stay together.
 
-use mimiry_tests::{call, send, Answer, Stack};
+use mimiry_tests::{add_ssh_key, call, send, ssh_public_key, Answer, Stack};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const CHEAP_TYPE: &str = "CPU.4V.16G";
 const CHEAP_IMAGE: &str = "ubuntu-22.04";
-
-fn ssh_public_key() -> String {
-    let dir =
-        std::env::temp_dir().join(format!("mimiry-fuzz-regressions-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("id_ed25519");
-    let out = std::process::Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "fuzz@mimiry.example",
-            "-f",
-        ])
-        .arg(&path)
-        .output()
-        .expect("ssh-keygen must be installed");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = std::fs::read_to_string(path.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let _ = std::fs::remove_dir_all(&dir);
-    public
-}
-
-async fn add_ssh_key(stack: &Stack, key: &str) -> String {
-    let body = json!({ "name": "fuzz-regression", "public_key": ssh_public_key() });
-    let answer = call("POST", &stack.url("/ssh-keys"), Some(key), Some(&body)).await;
-    assert_eq!(answer.status, 201, "{answer:?}");
-    answer.body["id"].as_str().unwrap().to_string()
-}
 
 /// Every error body is the documented one, with the request id of the header.
 fn assert_error_body(answer: &Answer, status: u16, code: &str, what: &str) {

@@ -10,7 +10,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use mimiry_shared::auth::{ApiKey, Scope};
 use mimiry_shared::routes::{Access, Route, RouteName, ROUTES};
-use mimiry_tests::{call, record_secret, Answer, Stack};
+use mimiry_tests::{add_ssh_key, call, record_secret, ssh_public_key, Answer, Stack};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -18,45 +18,6 @@ const UNAUTHORIZED: &str = "Invalid or missing API key";
 /// The cheapest type of the fake's catalog and an image it may boot.
 const CHEAP_TYPE: &str = "CPU.4V.16G";
 const CHEAP_IMAGE: &str = "ubuntu-22.04";
-
-/// A fresh ed25519 public key from `ssh-keygen`.
-fn ssh_public_key() -> String {
-    let dir = std::env::temp_dir().join(format!("mimiry-security-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("id_ed25519");
-    let out = std::process::Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "security@mimiry.example",
-            "-f",
-        ])
-        .arg(&path)
-        .output()
-        .expect("ssh-keygen must be installed");
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = std::fs::read_to_string(path.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let _ = std::fs::remove_dir_all(&dir);
-    public
-}
-
-async fn add_ssh_key(stack: &Stack, key: &str) -> String {
-    let body = json!({ "name": "security-test", "public_key": ssh_public_key() });
-    let answer = call("POST", &stack.url("/ssh-keys"), Some(key), Some(&body)).await;
-    assert_eq!(answer.status, 201, "POST /ssh-keys: {answer:?}");
-    answer.body["id"].as_str().unwrap().to_string()
-}
 
 fn job_body(script: Option<&str>) -> Value {
     json!({ "instance_type": CHEAP_TYPE, "image": CHEAP_IMAGE, "location": "FIN-01", "startup_script": script })

@@ -3,6 +3,7 @@
 
 use mimiry_shared::money::Micros;
 use mimiry_shared::store::accounts::Account;
+pub use mimiry_tests::add_ssh_key;
 use mimiry_tests::{call, record_secret, Answer, Stack, StackOptions, TEST_ENV};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -37,49 +38,6 @@ pub fn own_stack(name: &str, overrides: &[(&str, &str)], provision_ms: u64) -> S
     });
     println!("[{name}] own stack started in {:?}", started.elapsed());
     stack
-}
-
-/// A fresh ed25519 public key from `ssh-keygen`, as a user would paste it.
-pub fn ssh_keygen() -> String {
-    let dir = std::env::temp_dir().join(format!("mimiry-jobs-test-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("id_ed25519");
-    let out = std::process::Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "test@mimiry.example",
-            "-f",
-        ])
-        .arg(&path)
-        .output()
-        .expect("ssh-keygen must be installed");
-    assert!(
-        out.status.success(),
-        "ssh-keygen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = std::fs::read_to_string(path.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let _ = std::fs::remove_dir_all(&dir);
-    public
-}
-
-/// Registers a new key through `POST /ssh-keys` (guide §6) and answers its id.
-pub async fn add_ssh_key(stack: &Stack, api_key: &str) -> String {
-    let body = json!({ "name": "my-laptop-key", "public_key": ssh_keygen() });
-    let answer = call("POST", &stack.url("/ssh-keys"), Some(api_key), Some(&body)).await;
-    assert_eq!(answer.status, 201, "POST /ssh-keys: {answer:?}");
-    answer.body["id"]
-        .as_str()
-        .expect("the key's id")
-        .to_string()
 }
 
 /// A job of the cheap type in `location` running `script`.
