@@ -10,6 +10,7 @@ mod effects;
 mod observe;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures_util::future::join_all;
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::catalog::Catalog;
 use mimiry_shared::chaos;
@@ -58,7 +59,8 @@ impl App {
 
 /// Handles a batch; failed messages are reported so SQS redelivers only those.
 pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
-    let results = futures_join_all(event.records.iter().map(|record| async move {
+    // Concurrently on this task: one slow provider call must not serialise the batch.
+    let results = join_all(event.records.iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
         let job: JobRef = match record.body.as_deref().map(serde_json::from_str) {
             Some(Ok(job)) => job,
@@ -84,39 +86,6 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
         response.batch_item_failures.push(failure);
     }
     response
-}
-
-/// Runs the futures concurrently on this task.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut out = Vec::with_capacity(handles.len());
-    // A batch is at most 10 messages; pinning them all and polling together keeps one
-    // provider round trip from serialising the batch.
-    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    for r in results {
-        out.push(r.expect("all ready"));
-    }
-    out
 }
 
 /// Advances one job as far as it can go now.
