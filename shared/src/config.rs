@@ -35,7 +35,9 @@ pub struct Timers {
     pub provisioning_timeout_secs: i64,
     /// How often a provisioning job is looked at.
     pub provisioning_poll_secs: i64,
-    /// How often a running job is looked at (metering, max runtime, lost instances).
+    /// The longest a running job goes without the worker looking at it. Lost or stopped
+    /// instances are noticed sooner, by the reconciler's instance listing; the hold and
+    /// `max_runtime_seconds` schedule their own looks.
     pub running_poll_secs: i64,
     /// Wait before retrying a step that failed for a transient reason.
     pub retry_delay_secs: i64,
@@ -48,6 +50,12 @@ pub struct Timers {
     /// How long a job is reserved for the worker performing one of its effects; longer than
     /// the worker's Lambda timeout, so a live worker never overlaps another.
     pub effect_lease_secs: i64,
+    /// A look due further ahead than this is parked (see `Job::parked`) instead of being a
+    /// delayed SQS message; at most SQS's 900 s delay.
+    pub park_after_secs: i64,
+    /// How often the reconciler runs (its EventBridge rate); it wakes parked jobs due within
+    /// two of its periods.
+    pub reconcile_every_secs: i64,
 }
 
 impl Default for Timers {
@@ -55,18 +63,22 @@ impl Default for Timers {
         Timers {
             provisioning_timeout_secs: 900,
             provisioning_poll_secs: 15,
-            running_poll_secs: 600,
+            running_poll_secs: 3600,
             retry_delay_secs: 30,
             hold_secs: 3600,
             max_deploy_attempts: 3,
             reconcile_grace_secs: 120,
             effect_lease_secs: 120,
+            park_after_secs: MAX_INTERVAL_SECS,
+            reconcile_every_secs: 60,
         }
     }
 }
 
 /// SQS's longest message delay.
-const MAX_INTERVAL_SECS: i64 = 900;
+const MAX_INTERVAL_SECS: i64 = crate::queue::MAX_DELAY_SECS;
+/// The longest a running job may go unlooked-at by the worker.
+const MAX_RUNNING_POLL_SECS: i64 = 24 * 3600;
 
 fn var(name: &str, default: &str) -> String {
     env::var(name).unwrap_or_else(|_| default.to_string())
@@ -99,16 +111,19 @@ impl Config {
                     "PROVISIONING_TIMEOUT_SECONDS",
                     d.provisioning_timeout_secs,
                 ),
-                // A look is a delayed SQS message: no interval may exceed SQS's 900 s delay.
+                // A provisioning look is a delayed SQS message: at most SQS's 900 s delay.
                 provisioning_poll_secs: num("PROVISIONING_POLL_SECONDS", d.provisioning_poll_secs)
                     .clamp(1, MAX_INTERVAL_SECS),
                 running_poll_secs: num("RUNNING_POLL_SECONDS", d.running_poll_secs)
-                    .clamp(1, MAX_INTERVAL_SECS),
+                    .clamp(1, MAX_RUNNING_POLL_SECS),
                 retry_delay_secs: num("RETRY_DELAY_SECONDS", d.retry_delay_secs),
                 hold_secs: num("HOLD_SECONDS", d.hold_secs),
                 max_deploy_attempts: num("MAX_DEPLOY_ATTEMPTS", d.max_deploy_attempts),
                 reconcile_grace_secs: num("RECONCILE_GRACE_SECONDS", d.reconcile_grace_secs),
                 effect_lease_secs: num("EFFECT_LEASE_SECONDS", d.effect_lease_secs),
+                park_after_secs: num("PARK_AFTER_SECONDS", d.park_after_secs)
+                    .clamp(1, MAX_INTERVAL_SECS),
+                reconcile_every_secs: num("RECONCILE_EVERY_SECONDS", d.reconcile_every_secs).max(1),
             },
         }
     }

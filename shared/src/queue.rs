@@ -11,6 +11,20 @@ pub const MAX_DELAY_SECS: i64 = 900;
 pub struct JobRef {
     pub account_id: String,
     pub job_id: String,
+    /// Look at the job even if its next check is not due yet (the reconciler saw its instance
+    /// in trouble). Otherwise a message for a job that is not due is a duplicate, dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub look_now: bool,
+}
+
+impl JobRef {
+    pub fn new(account_id: impl Into<String>, job_id: impl Into<String>) -> JobRef {
+        JobRef {
+            account_id: account_id.into(),
+            job_id: job_id.into(),
+            look_now: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

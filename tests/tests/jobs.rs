@@ -1771,3 +1771,134 @@ async fn without_auto_shutdown_the_instance_stays_up_until_cancelled() {
     );
     assert!(acc.charged_micros > 0);
 }
+
+/// Running jobs are parked (production: no SQS message waits for a look an hour away): the
+/// worker's own look is 120 s off here, so everything below that happens sooner is the
+/// reconciler's doing — its instance list noticing a vanished instance, its wake-up at
+/// `max_runtime_seconds` — or the report's.
+#[tokio::test]
+async fn parked_running_jobs_are_watched_by_the_reconciler() {
+    let stack = own_stack(
+        "jobs-parked",
+        &[("RUNNING_POLL_SECONDS", "120"), ("PARK_AFTER_SECONDS", "5")],
+        500,
+    );
+    let account = stack.account("10").await;
+    let store = stack.store().await;
+    let lost = submit_ok(
+        &stack,
+        &account.key,
+        &cheap_job(Some("FIN-01"), "#!/bin/bash\nsleep 100"),
+    )
+    .await;
+    let mut capped = cheap_job(Some("FIN-01"), "#!/bin/bash\nsleep 300");
+    capped["max_runtime_seconds"] = json!(60);
+    let capped = submit_ok(&stack, &account.key, &capped).await;
+    let reporting = submit_ok(
+        &stack,
+        &account.key,
+        &cheap_job(
+            Some("FIN-01"),
+            "#!/bin/bash\nsleep 12\necho parked-and-done",
+        ),
+    )
+    .await;
+
+    for id in [&lost, &capped, &reporting] {
+        wait_status(&stack, &account.key, id, "running", SHORT).await;
+    }
+    // Parked once the worker has seen it running.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in [&lost, &capped, &reporting] {
+        loop {
+            let job = store
+                .get_job(&account.account_id, id)
+                .await
+                .unwrap()
+                .unwrap();
+            if job.parked {
+                break;
+            }
+            assert!(Instant::now() < deadline, "job {id} never parked: {job:?}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    // The report un-parks its job at once.
+    let seen = wait_terminal(&stack, &account.key, &reporting, Duration::from_secs(30)).await;
+    assert_eq!(
+        seen.job["status"], "completed",
+        "{:?} {:#}",
+        seen.history, seen.job
+    );
+    assert!(
+        seen.job["output_tail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("parked-and-done"),
+        "{:#}",
+        seen.job
+    );
+
+    // A vanished instance is noticed by the reconciler's list, not by a poll 120 s away.
+    let instance_id = get_job(&stack, &account.key, &lost).await.body["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stack
+        .fake_admin(
+            reqwest::Method::POST,
+            &format!("/instances/{instance_id}/vanish"),
+            None,
+        )
+        .await;
+    let seen = wait_terminal(&stack, &account.key, &lost, Duration::from_secs(30)).await;
+    assert_eq!(
+        seen.job["status"], "failed",
+        "{:?} {:#}",
+        seen.history, seen.job
+    );
+    assert_eq!(
+        seen.job["failure_reason"], "instance_lost",
+        "{:#}",
+        seen.job
+    );
+    println!("parked: vanished instance noticed after {:?}", seen.elapsed);
+
+    // max_runtime_seconds ends a parked job on time: the reconciler wakes it when due.
+    let seen = wait_terminal(&stack, &account.key, &capped, Duration::from_secs(90)).await;
+    assert_eq!(
+        seen.job["status"], "failed",
+        "{:?} {:#}",
+        seen.history, seen.job
+    );
+    assert_eq!(
+        seen.job["failure_reason"], "max_runtime_exceeded",
+        "{:#}",
+        seen.job
+    );
+    let stored = store
+        .get_job(&account.account_id, &capped)
+        .await
+        .unwrap()
+        .unwrap();
+    let ran_ms = stored.finished_at.unwrap() - stored.started_at.unwrap();
+    assert!(
+        (60_000..70_000).contains(&ran_ms),
+        "stopped {ran_ms} ms after it started running"
+    );
+
+    let state = fake_state(&stack).await;
+    for id in [&lost, &capped, &reporting] {
+        assert!(
+            instances_of(&state, id)
+                .iter()
+                .all(|i| i["deleted"] == true || i["vanished"] == true),
+            "{state:#}"
+        );
+        assert!(scripts_of(&state, id).is_empty(), "{state:#}");
+    }
+    let acc = account_of(&stack, &account.account_id).await;
+    assert_books_balance(&acc, "after parked jobs");
+    assert_eq!(acc.held_micros, 0, "{acc:?}");
+}

@@ -36,10 +36,7 @@ pub async fn cancel(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         match app.store.save_job(&job, &new).await {
             Ok(saved) => {
                 if !done_now {
-                    let job_ref = JobRef {
-                        account_id: saved.account_id.clone(),
-                        job_id: saved.job_id.clone(),
-                    };
+                    let job_ref = JobRef::new(saved.account_id.clone(), saved.job_id.clone());
                     if let Err(e) = app.queue.send(&job_ref, 0).await {
                         // The reconciler re-drives it: next_check_at is now.
                         tracing::warn!(job_id = %saved.job_id, error = %e, "could not enqueue a cancellation");
@@ -62,7 +59,7 @@ pub async fn cancel(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
 fn cancelled(job: &Job, now: i64) -> (Job, bool) {
     let mut new = job.clone();
     new.cancel_requested_at = Some(now);
-    new.next_check_at = now;
+    new.look_now(now);
     // Nothing was ever announced to the provider: no instance can exist, finish here.
     let untouched = job.status == JobStatus::Queued
         && job.attempts == 0

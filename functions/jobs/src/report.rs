@@ -92,10 +92,7 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         };
         match app.store.record_report(&job, &report).await {
             Ok(_) => {
-                let job_ref = JobRef {
-                    account_id: account_id.clone(),
-                    job_id: id.clone(),
-                };
+                let job_ref = JobRef::new(account_id.clone(), id.clone());
                 if let Err(e) = app.queue.send(&job_ref, 0).await {
                     tracing::warn!(job_id = %id, error = %e, "could not enqueue after a report; the next check will see it");
                 }

@@ -253,6 +253,7 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         error_message: None,
         next_check_at: now,
         lease_until: None,
+        parked: false,
         version: 0,
     };
     let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());
@@ -274,10 +275,7 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         }
         Err(SubmitError::Other(e)) => return Err(e),
     }
-    let job_ref = JobRef {
-        account_id,
-        job_id: job.job_id.clone(),
-    };
+    let job_ref = JobRef::new(account_id, job.job_id.clone());
     if let Err(e) = app.queue.send(&job_ref, 0).await {
         // Not lost: the job is in the active index with next_check_at = now, and the
         // reconciler re-drives it within a minute.

@@ -1,8 +1,15 @@
-//! The reconciler (EventBridge, once a minute): the safety net under the queue.
+//! The reconciler (EventBridge, once a minute): the safety net under the queue, and the eye on
+//! running jobs. Each run reads the active-jobs index once, lists the provider's instances and
+//! scripts once, then:
 //!
-//! 1. Re-drives active jobs whose next check is overdue — a lost or dead-lettered message can
-//!    delay a job by a minute, never strand it.
-//! 2. Deletes provider instances and startup scripts named for Mimiry jobs that are no longer
+//! 1. wakes parked jobs (`Job::parked`: no SQS message waits for them) shortly before their
+//!    next look is due, with a delayed message;
+//! 2. re-drives queue-driven jobs whose next look is overdue — a lost or dead-lettered message
+//!    can delay a job by a minute, never strand it;
+//! 3. wakes a parked job at once when the instance list shows none of its instances running
+//!    (stopped, failed, vanished): the worker need not poll each running job, one list per run
+//!    watches them all;
+//! 4. deletes provider instances and startup scripts named for Mimiry jobs that are no longer
 //!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
 //!    billing. Each candidate's job is read with a consistent read before anything is deleted.
 
@@ -10,30 +17,57 @@ use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
-use mimiry_shared::provider::{DeleteOutcome, GpuProvider};
-use mimiry_shared::queue::{JobQueue, JobRef};
+use mimiry_shared::provider::{DeleteOutcome, GpuProvider, InstanceInfo, InstanceStatus};
+use mimiry_shared::queue::{JobQueue, JobRef, MAX_DELAY_SECS};
+use mimiry_shared::store::jobs::ActiveJob;
 use mimiry_shared::store::Store;
 use mimiry_shared::time::{now_ms, Millis};
 use mimiry_shared::wiring;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-/// Overdue jobs re-driven per run.
-const MAX_REDRIVES: usize = 500;
-/// A job still overdue after a re-drive is re-driven again after grace × 2^n, at most this
-/// many times the grace.
-const MAX_REDRIVE_BACKOFF: i64 = 8;
+/// Messages sent per run (re-drives and wake-ups together).
+const MAX_SENDS: usize = 500;
+/// Something acted on but still wanted after its backoff is acted on again after
+/// base × 2^n, at most this many times the base.
+const MAX_BACKOFF_FACTOR: i64 = 8;
 
 pub struct App {
     pub store: Store,
     pub provider: Arc<dyn GpuProvider>,
     pub queue: JobQueue,
     pub timers: Timers,
-    /// Jobs re-driven that are still overdue: job id → (next re-drive allowed at, re-drives).
-    /// A re-drive message that waits behind a backlog leaves its job overdue; another copy on
-    /// every run would only lengthen the backlog, until the queue grows faster than the worker
-    /// drains it. Kept per container: a cold start at worst re-drives once more.
-    redriven: Mutex<HashMap<String, (Millis, u32)>>,
+    /// What was sent recently, so that a run does not repeat the previous one's messages.
+    /// Kept per container: a cold start at worst sends once more.
+    sent: Mutex<Backoff>,
+}
+
+/// Keys acted on → (next action allowed at, actions so far).
+///
+/// A re-drive that waits behind a backlog leaves its job overdue; another copy on every run
+/// would only lengthen the backlog, until the queue grows faster than the worker drains it.
+#[derive(Default)]
+struct Backoff(HashMap<String, (Millis, u32)>);
+
+impl Backoff {
+    /// Whether `key` may be acted on now; if so, records it: the next time is allowed after
+    /// `base_ms`, doubling on each repeat up to [`MAX_BACKOFF_FACTOR`].
+    fn try_act(&mut self, key: String, now: Millis, base_ms: i64) -> bool {
+        let times = match self.0.get(&key) {
+            Some((next, _)) if now < *next => return false,
+            Some((_, times)) => *times,
+            None => 0,
+        };
+        let factor = (1i64 << times.min(3)).min(MAX_BACKOFF_FACTOR);
+        self.0
+            .insert(key, (now + base_ms.max(1000) * factor, times + 1));
+        true
+    }
+
+    /// Forgets every key not in `wanted` (acted on successfully, or no longer relevant).
+    fn keep_only(&mut self, wanted: &HashSet<String>) {
+        self.0.retain(|key, _| wanted.contains(key));
+    }
 }
 
 impl App {
@@ -43,7 +77,7 @@ impl App {
             provider: wiring::provider(clients, config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             timers: config.timers,
-            redriven: Mutex::new(HashMap::new()),
+            sent: Mutex::new(Backoff::default()),
         }
     }
 }
@@ -51,7 +85,12 @@ impl App {
 /// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
+    /// Overdue queue-driven jobs sent to the worker again.
     pub redriven: usize,
+    /// Parked jobs whose next look comes up before the next run.
+    pub woken: usize,
+    /// Parked jobs none of whose instances the provider lists as running.
+    pub instance_alerts: usize,
     pub orphan_instances_deleted: usize,
     pub orphan_instances_waiting: usize,
     pub orphan_scripts_deleted: usize,
@@ -60,23 +99,36 @@ pub struct Summary {
 
 pub async fn reconcile(app: &App) -> Summary {
     let mut summary = Summary::default();
-    if let Err(e) = redrive(app, &mut summary).await {
+    let now = now_ms();
+    // Without the index, orphans cannot be told from live jobs: do nothing this run.
+    let active = match app.store.active_jobs().await {
+        Ok(active) => active,
+        Err(e) => {
+            summary.errors += 1;
+            tracing::error!(error = %e, "reading the active jobs failed");
+            return summary;
+        }
+    };
+    let mut wanted = HashSet::new();
+    if let Err(e) = send_due(app, &active, now, &mut wanted, &mut summary).await {
         summary.errors += 1;
-        tracing::error!(error = %e, "re-driving overdue jobs failed");
+        tracing::error!(error = %e, "sending due jobs to the worker failed");
     }
-    // Read once per run, only when the provider lists something of ours.
-    let mut active = None;
-    if let Err(e) = sweep_instances(app, &mut active, &mut summary).await {
+    let active: HashMap<&str, &ActiveJob> = active.iter().map(|j| (j.job_id.as_str(), j)).collect();
+    if let Err(e) = sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
         summary.errors += 1;
-        tracing::warn!(error = %e, "sweeping orphan instances failed");
+        tracing::warn!(error = %e, "sweeping instances failed");
     }
-    if let Err(e) = sweep_scripts(app, &mut active, &mut summary).await {
+    if let Err(e) = sweep_scripts(app, &active, &mut summary).await {
         summary.errors += 1;
         tracing::warn!(error = %e, "sweeping orphan scripts failed");
     }
+    lock(&app.sent).keep_only(&wanted);
     if summary != Summary::default() {
         tracing::info!(
             redriven = summary.redriven,
+            woken = summary.woken,
+            instance_alerts = summary.instance_alerts,
             orphan_instances_deleted = summary.orphan_instances_deleted,
             orphan_instances_waiting = summary.orphan_instances_waiting,
             orphan_scripts_deleted = summary.orphan_scripts_deleted,
@@ -87,32 +139,54 @@ pub async fn reconcile(app: &App) -> Summary {
     summary
 }
 
-/// Re-drives each job overdue by the grace, then again only after a backoff while it stays
-/// overdue (see [`App::redriven`]); a job that is no longer overdue is forgotten.
-async fn redrive(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
-    let now = now_ms();
+fn lock(sent: &Mutex<Backoff>) -> std::sync::MutexGuard<'_, Backoff> {
+    sent.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Parked jobs due before the run after next get a message delayed until they are due; a
+/// queue-driven job overdue by the grace is re-driven (then again only after a backoff while it
+/// stays overdue). Keys of what is still wanted go into `wanted`.
+async fn send_due(
+    app: &App,
+    active: &[ActiveJob],
+    now: Millis,
+    wanted: &mut HashSet<String>,
+    summary: &mut Summary,
+) -> Result<(), ApiError> {
     let grace_ms = app.timers.reconcile_grace_secs * 1000;
-    let overdue = app.store.overdue_jobs(now - grace_ms, MAX_REDRIVES).await?;
-    let due: Vec<(String, String)> = {
-        let mut redriven = app.redriven.lock().unwrap_or_else(|p| p.into_inner());
-        let still: HashSet<&str> = overdue.iter().map(|(_, job)| job.as_str()).collect();
-        redriven.retain(|job, _| still.contains(job.as_str()));
-        overdue
-            .into_iter()
-            .filter(|(_, job)| redriven.get(job).is_none_or(|(next, _)| now >= *next))
-            .collect()
-    };
-    for (account_id, job_id) in due {
-        let job = JobRef {
-            account_id,
-            job_id: job_id.clone(),
+    // Two periods: a run that comes late still finds the job ahead of it. A message's delay is
+    // at most SQS's 900 s, so never further.
+    let horizon = now + (2 * app.timers.reconcile_every_secs).min(MAX_DELAY_SECS) * 1000;
+    let mut sends = 0;
+    for job in active {
+        let (key, delay_ms, base_ms) = if job.parked && job.due_at < horizon {
+            // Sent once per due time; again only if it is still parked at that time a grace
+            // after it was due (the message was lost).
+            let delay_ms = (job.due_at - now).max(0);
+            (
+                format!("wake {} {}", job.job_id, job.due_at),
+                delay_ms,
+                delay_ms + grace_ms,
+            )
+        } else if !job.parked && job.due_at < now - grace_ms {
+            (format!("redrive {}", job.job_id), 0, grace_ms)
+        } else {
+            continue;
         };
-        app.queue.send(&job, 0).await?;
-        let mut redriven = app.redriven.lock().unwrap_or_else(|p| p.into_inner());
-        let times = redriven.get(&job_id).map_or(0, |(_, n)| *n);
-        let backoff = grace_ms.max(1000) * (1i64 << times.min(3)).min(MAX_REDRIVE_BACKOFF);
-        redriven.insert(job_id, (now + backoff, times + 1));
-        summary.redriven += 1;
+        wanted.insert(key.clone());
+        if sends >= MAX_SENDS || !lock(&app.sent).try_act(key, now, base_ms) {
+            continue;
+        }
+        let delay_secs = ((delay_ms + 999) / 1000).min(MAX_DELAY_SECS);
+        app.queue
+            .send(&JobRef::new(&job.account_id, &job.job_id), delay_secs)
+            .await?;
+        sends += 1;
+        if job.parked {
+            summary.woken += 1;
+        } else {
+            summary.redriven += 1;
+        }
     }
     Ok(())
 }
@@ -123,14 +197,11 @@ async fn redrive(app: &App, summary: &mut Summary) -> Result<(), ApiError> {
 /// index is eventually consistent. A just-finished job still listed waits for the next run.
 async fn job_is_over(
     app: &App,
-    active: &mut Option<HashSet<String>>,
+    active: &HashMap<&str, &ActiveJob>,
     job_id: &str,
     account_id: &str,
 ) -> Result<bool, ApiError> {
-    if active.is_none() {
-        *active = Some(app.store.active_job_ids().await?);
-    }
-    if active.as_ref().is_some_and(|ids| ids.contains(job_id)) {
+    if active.contains_key(job_id) {
         return Ok(false);
     }
     Ok(match app.store.get_job(account_id, job_id).await? {
@@ -139,32 +210,78 @@ async fn job_is_over(
     })
 }
 
-async fn sweep_instances(
+/// A parked job is running: if the provider lists none of its instances as running, the
+/// instance stopped, failed or vanished, and the worker must look now.
+async fn alert(
     app: &App,
-    active: &mut Option<HashSet<String>>,
+    job: &ActiveJob,
+    now: Millis,
+    wanted: &mut HashSet<String>,
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
-    for instance in app.provider.list_instances().await? {
-        let Some((job_id, account_id)) = parse_owner_tag(&instance.description) else {
-            // Not tagged by us: a `mimiry-` hostname without our tag is left alone and logged.
-            if job_id_of_name(&instance.hostname).is_some() {
-                tracing::warn!(instance_id = %instance.id, "instance with a Mimiry hostname but no owner tag; not touched");
-            }
-            continue;
-        };
-        if !job_is_over(app, active, &job_id, &account_id).await? {
-            continue;
+    let key = format!("alert {}", job.job_id);
+    wanted.insert(key.clone());
+    let base_ms = app.timers.reconcile_grace_secs * 1000;
+    if !lock(&app.sent).try_act(key, now, base_ms) {
+        return Ok(());
+    }
+    let mut wake = JobRef::new(&job.account_id, &job.job_id);
+    wake.look_now = true;
+    app.queue.send(&wake, 0).await?;
+    tracing::info!(job_id = %job.job_id, "no running instance listed for a running job; woke it");
+    summary.instance_alerts += 1;
+    Ok(())
+}
+
+async fn sweep_instances(
+    app: &App,
+    active: &HashMap<&str, &ActiveJob>,
+    now: Millis,
+    wanted: &mut HashSet<String>,
+    summary: &mut Summary,
+) -> Result<(), ApiError> {
+    let instances = app.provider.list_instances().await?;
+    let running: HashSet<String> = instances
+        .iter()
+        .filter(|i| i.status == InstanceStatus::Running)
+        .filter_map(|i| parse_owner_tag(&i.description).map(|(job_id, _)| job_id))
+        .collect();
+    for job in active.values().filter(|j| j.parked) {
+        if !running.contains(&job.job_id) {
+            alert(app, job, now, wanted, summary).await?;
         }
-        match app.provider.delete_instance(&instance.id).await {
-            Ok(DeleteOutcome::Accepted) | Ok(DeleteOutcome::AlreadyGone) => {
-                tracing::info!(instance_id = %instance.id, job_id = %job_id, "deleted an orphan instance");
-                summary.orphan_instances_deleted += 1;
-            }
-            Ok(DeleteOutcome::NotYet) => summary.orphan_instances_waiting += 1,
-            Err(e) => {
-                summary.errors += 1;
-                tracing::warn!(instance_id = %instance.id, error = %e, "could not delete an orphan instance");
-            }
+    }
+    for instance in &instances {
+        delete_if_orphan(app, active, instance, summary).await?;
+    }
+    Ok(())
+}
+
+async fn delete_if_orphan(
+    app: &App,
+    active: &HashMap<&str, &ActiveJob>,
+    instance: &InstanceInfo,
+    summary: &mut Summary,
+) -> Result<(), ApiError> {
+    let Some((job_id, account_id)) = parse_owner_tag(&instance.description) else {
+        // Not tagged by us: a `mimiry-` hostname without our tag is left alone and logged.
+        if job_id_of_name(&instance.hostname).is_some() {
+            tracing::warn!(instance_id = %instance.id, "instance with a Mimiry hostname but no owner tag; not touched");
+        }
+        return Ok(());
+    };
+    if !job_is_over(app, active, &job_id, &account_id).await? {
+        return Ok(());
+    }
+    match app.provider.delete_instance(&instance.id).await {
+        Ok(DeleteOutcome::Accepted) | Ok(DeleteOutcome::AlreadyGone) => {
+            tracing::info!(instance_id = %instance.id, job_id = %job_id, "deleted an orphan instance");
+            summary.orphan_instances_deleted += 1;
+        }
+        Ok(DeleteOutcome::NotYet) => summary.orphan_instances_waiting += 1,
+        Err(e) => {
+            summary.errors += 1;
+            tracing::warn!(instance_id = %instance.id, error = %e, "could not delete an orphan instance");
         }
     }
     Ok(())
@@ -172,7 +289,7 @@ async fn sweep_instances(
 
 async fn sweep_scripts(
     app: &App,
-    active: &mut Option<HashSet<String>>,
+    active: &HashMap<&str, &ActiveJob>,
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
     for script in app.provider.list_scripts().await? {

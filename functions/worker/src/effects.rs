@@ -1,6 +1,6 @@
 //! Performing a decision's effect at the provider and reporting what happened. Failures become
-//! results the lifecycle understands, never a lost instance: a deploy always looks its hostname
-//! up first and adopts what an earlier try created.
+//! results the lifecycle understands, never a lost instance: a deploy that may have been tried
+//! before looks its hostname up first and adopts what the earlier try created.
 
 use crate::App;
 use mimiry_shared::error::ApiError;
@@ -18,7 +18,11 @@ const OS_VOLUME_GB: u32 = 50;
 pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResult, ApiError> {
     Ok(match effect {
         Effect::None => unreachable!("no effect to perform"),
-        Effect::Deploy { location, hostname } => deploy(app, job, location, hostname).await?,
+        Effect::Deploy {
+            location,
+            hostname,
+            adopt,
+        } => deploy(app, job, location, hostname, *adopt).await?,
         Effect::LookUpDeploy { hostname } => match find_by_hostname(app, hostname).await {
             Ok(instance_id) => EffectResult::LookedUp { instance_id },
             Err(e) => return Err(e.into()),
@@ -69,6 +73,7 @@ async fn deploy(
     job: &Job,
     location: &str,
     hostname: &str,
+    adopt: bool,
 ) -> Result<EffectResult, ApiError> {
     let failed = |script_id: Option<String>, e: ProviderError| EffectResult::Deploy {
         script_id,
@@ -81,7 +86,12 @@ async fn deploy(
         },
     };
     // Adopt what an earlier, interrupted try created.
-    match find_by_hostname(app, hostname).await {
+    let found = if adopt {
+        find_by_hostname(app, hostname).await
+    } else {
+        Ok(None)
+    };
+    match found {
         Ok(Some(instance_id)) => {
             return Ok(EffectResult::Deploy {
                 script_id: None,

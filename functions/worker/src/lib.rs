@@ -93,23 +93,34 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
     // Whoever writes a job last schedules its next look; a handler that lost a race leaves that
     // to the winner, so duplicate deliveries cannot multiply the job's messages.
     let mut wrote_last = false;
+    // The job as this handler last wrote it: our conditional write succeeded, so it is the
+    // latest version unless someone wrote since — and then our next write conflicts and we read.
+    let mut latest: Option<Job> = None;
     for round in 0..MAX_ROUNDS {
-        let Some(job) = app
-            .store
-            .get_job(&job_ref.account_id, &job_ref.job_id)
-            .await?
-        else {
-            tracing::warn!(job_id = %job_ref.job_id, "message for a job that does not exist");
-            return Ok(());
+        let job = match latest.take() {
+            Some(job) => job,
+            None => match app
+                .store
+                .get_job(&job_ref.account_id, &job_ref.job_id)
+                .await?
+            {
+                Some(job) => job,
+                None => {
+                    tracing::warn!(job_id = %job_ref.job_id, "message for a job that does not exist");
+                    return Ok(());
+                }
+            },
         };
         if job.status.is_terminal() {
             return Ok(());
         }
         let now = now_ms();
-        // The message's own timing may be a little early (delays are whole seconds); later
+        // The message's own timing may be a little early (delays are whole seconds); a wake-up
+        // from the reconciler is for now, unless another worker holds the job's lease. Later
         // rounds act only on what is due now and otherwise hand the job back to the queue.
         let due = if round == 0 {
-            job.due_at() <= now + EARLY_TOLERANCE_MS
+            let leased = job.lease_until.is_some_and(|until| until > now);
+            (job_ref.look_now && !leased) || job.due_at() <= now + EARLY_TOLERANCE_MS
         } else {
             job.due_at() <= now
         };
@@ -143,6 +154,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
                 schedule(app, &saved).await;
                 return Ok(());
             }
+            latest = Some(saved);
             continue;
         }
         chaos::point("worker: decision saved, effect not performed")?;
@@ -152,7 +164,8 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         match app.store.save_job(&saved, &applied).await {
             Ok(after) => {
                 wrote_last = true;
-                log_transition(&saved, &after)
+                log_transition(&saved, &after);
+                latest = Some(after);
             }
             // Someone else moved the job on; the next round re-reads it. A result lost this way
             // is found again: deploys are adopted by hostname, deletes are idempotent.
@@ -167,14 +180,14 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
     app.queue.send(job_ref, 0).await
 }
 
-/// Asks for the next look at the job's `next_check_at`. If the send fails, the reconciler
-/// re-drives the job once it is overdue.
+/// Asks for the next look at the job's `next_check_at`, unless the job is parked (the
+/// reconciler will). If the send fails, the reconciler re-drives the job once it is overdue.
 async fn schedule(app: &App, job: &Job) {
+    if job.parked {
+        return;
+    }
     let delay_secs = ((job.due_at() - now_ms()).max(0) + 999) / 1000;
-    let job_ref = JobRef {
-        account_id: job.account_id.clone(),
-        job_id: job.job_id.clone(),
-    };
+    let job_ref = JobRef::new(job.account_id.clone(), job.job_id.clone());
     if let Err(e) = app.queue.send(&job_ref, delay_secs).await {
         tracing::warn!(job_id = %job.job_id, error = %e, "could not schedule the next check; the reconciler will");
     }

@@ -5,7 +5,8 @@
 use crate::App;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::{
-    needs_availability, needs_balance, InstanceObservation, InstanceState, Observation,
+    needs_availability, needs_balance, needs_instance_look, InstanceObservation, InstanceState,
+    Observation,
 };
 use mimiry_shared::jobs::Job;
 use mimiry_shared::money::Micros;
@@ -13,8 +14,8 @@ use mimiry_shared::provider::{InstanceInfo, InstanceStatus};
 use mimiry_shared::time::Millis;
 
 pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, ApiError> {
-    let instance = match (&job.instance_id, job.instance_ended_at) {
-        (Some(id), None) => match app.provider.get_instance(id).await {
+    let instance = match &job.instance_id {
+        Some(id) if needs_instance_look(job) => match app.provider.get_instance(id).await {
             Ok(Some(info)) => InstanceObservation::Seen(state_of(&info)),
             Ok(None) => InstanceObservation::Seen(InstanceState::Gone),
             Err(e) => InstanceObservation::Unreachable(e.to_string()),

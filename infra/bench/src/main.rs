@@ -151,10 +151,8 @@ async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<()> 
     let advanced_ids = queued[..advanced].to_vec();
 
     eprintln!("== worker overhead and requests per job-hour (local server with its worker)");
-    let poll = worker::BENCH_RUNNING_POLL_SECS.to_string();
-    stack
-        .start_local(true, &[("RUNNING_POLL_SECONDS", &poll)])
-        .await?;
+    // Production timers: running jobs park, as they do in AWS.
+    stack.start_local(true, &[]).await?;
     worker::drain(stack, &advanced_ids).await?;
     worker::quiet_after(deployed).await;
     let idle = (Duration::from_secs(3), Duration::from_secs(90));

@@ -3,9 +3,7 @@
 use crate::functions::FLOOR;
 use crate::results::Results;
 use crate::stack::Paths;
-use crate::worker::{
-    BENCH_RUNNING_POLL_SECS, PRODUCTION_RUNNING_POLL_SECS, RECONCILER_RUNS_PER_HOUR,
-};
+use crate::worker::{PRODUCTION_RUNNING_POLL_SECS, RECONCILER_RUNS_PER_HOUR};
 use crate::Cli;
 use std::fmt::Write;
 
@@ -209,13 +207,13 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     );
     let _ = writeln!(
         w,
-        "      start: submit → deploy → running ({} provisioning check)      {:>7}",
+        "      start: submit → deploy → running, parked ({} provisioning check) {:>7}",
         f(r.get("worker.start_provisioning_checks"), 0),
         f(r.get("worker.start_requests"), 0)
     );
     let _ = writeln!(
         w,
-        "    + running checks: {} /h (RUNNING_POLL_SECONDS={}) × {} per check     {:>7}",
+        "    + looks at the parked job: {} /h (RUNNING_POLL_SECONDS={}) × {} each  {:>7}",
         f(checks, 0),
         PRODUCTION_RUNNING_POLL_SECS,
         f(per_check, 2),
@@ -223,7 +221,7 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     );
     let _ = writeln!(
         w,
-        "    + end: report → completed, + the last scheduled check             {:>7}",
+        "    + end: report → completed                                         {:>7}",
         f(r.get("worker.end_requests"), 0)
     );
     let _ = writeln!(
@@ -245,7 +243,7 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     );
     let _ = writeln!(
         w,
-        "    (steady checks watched at RUNNING_POLL_SECONDS={BENCH_RUNNING_POLL_SECS}; secrets, provider token and catalog refills are per container, left out)"
+        "    (a look = the reconciler's wake-up + the worker's calls, woken on demand by the bench; secrets, provider token and catalog refills are per container, left out)"
     );
     let _ = writeln!(
         w,

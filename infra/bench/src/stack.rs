@@ -404,6 +404,24 @@ impl Stack {
             .unwrap_or_default())
     }
 
+    /// Sends the worker the message the reconciler sends when it wakes a parked job (the
+    /// bench's own call: not counted).
+    pub async fn wake(&self, job_id: &str) -> Result<()> {
+        let sqs = aws_sdk_sqs::Client::new(&bench_sdk_config(&self.moto_url).await?);
+        let body = serde_json::json!({
+            "account_id": self.account_id,
+            "job_id": job_id,
+            "look_now": true,
+        });
+        sqs.send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+
     /// Local-server counters (`/__local/stats`): messages handed to the worker so far.
     pub async fn worker_messages(&self) -> Result<u64> {
         let stats: Value = self
@@ -428,7 +446,14 @@ fn last_line(text: &str) -> String {
 }
 
 pub async fn dynamodb_client(endpoint: &str) -> Result<aws_sdk_dynamodb::Client> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    Ok(aws_sdk_dynamodb::Client::new(
+        &bench_sdk_config(endpoint).await?,
+    ))
+}
+
+/// The bench's own SDK config: its calls carry `app/{BENCH_APP}` and are never counted.
+async fn bench_sdk_config(endpoint: &str) -> Result<aws_config::SdkConfig> {
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -436,8 +461,7 @@ pub async fn dynamodb_client(endpoint: &str) -> Result<aws_sdk_dynamodb::Client>
         ))
         .app_name(aws_config::AppName::new(BENCH_APP).context("app name")?)
         .load()
-        .await;
-    Ok(aws_sdk_dynamodb::Client::new(&config))
+        .await)
 }
 
 fn header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {

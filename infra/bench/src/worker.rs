@@ -14,11 +14,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The local server's timers for the worker phases: production values, except that a running
-/// job is looked at every few seconds so that steady-state checks can be watched in bench time.
-pub const BENCH_RUNNING_POLL_SECS: u64 = 4;
-/// Production: `Timers::default().running_poll_secs` (shared/src/config.rs).
-pub const PRODUCTION_RUNNING_POLL_SECS: f64 = 600.0;
+/// Production: `Timers::default().running_poll_secs` (shared/src/config.rs): the worker's own
+/// look at a running (parked) job, which the reconciler wakes it for.
+pub const PRODUCTION_RUNNING_POLL_SECS: f64 = 3600.0;
 /// The reconciler's schedule in template.yaml: rate(1 minute).
 pub const RECONCILER_RUNS_PER_HOUR: f64 = 60.0;
 /// Production `PROVISIONING_POLL_SECONDS`: messages scheduled by a deploy arrive this late.
@@ -284,9 +282,30 @@ pub async fn overhead(stack: &Stack, n: usize, results: &mut Results) -> Result<
     Ok(last_submit)
 }
 
-/// Requests per job-hour: one job's start (submit, deploy, provisioning checks), steady running
-/// checks, the reconciler's share, and its end (report, teardown, the last scheduled message),
-/// each counted alone while nothing else runs.
+/// Waits until the job is parked (the worker has seen it running and has nothing to do for
+/// longer than `PARK_AFTER_SECONDS`).
+async fn wait_parked(stack: &Stack, id: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let item = stack.job_item(id).await?;
+        if item
+            .as_ref()
+            .and_then(|i| i.get("parked")?.as_bool().ok().copied())
+            == Some(true)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("job {id} not parked after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Requests per job-hour: one job's start (submit, deploy, provisioning checks, until it is
+/// parked), the worker's hourly look at a parked job (woken by the reconciler), the
+/// reconciler's share, and its end (report, teardown), each counted alone while nothing else
+/// runs. The local server runs production timers.
 pub async fn job_hour(stack: &Stack, release: &Path, results: &mut Results) -> Result<()> {
     let go = stack.paths.out.join(format!("go-{}", std::process::id()));
     let _ = std::fs::remove_file(&go);
@@ -296,12 +315,13 @@ pub async fn job_hour(stack: &Stack, release: &Path, results: &mut Results) -> R
         go.display()
     );
 
-    // Start: submit → running.
+    // Start: submit → running → parked.
     let m0 = stack.worker_messages().await?;
     stack.record().await?;
     let p0 = stack.provider_count().await?;
     let id = stack.submit(&submit_body(&script)).await?;
     wait_status(stack, &id, &["running"], Duration::from_secs(90)).await?;
+    wait_parked(stack, &id, Duration::from_secs(10)).await?;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let start = window(
         &stack.recorded().await?,
@@ -315,36 +335,37 @@ pub async fn job_hour(stack: &Stack, release: &Path, results: &mut Results) -> R
         provisioning_checks as f64,
     );
     results.note(format!(
-        "job-hour start (submit → running, {} messages): {}",
+        "job-hour start (submit → running → parked, {} messages): {}",
         m1 - m0,
         start.detail
     ));
 
-    // Steady state: three running checks.
-    let checks = 3;
+    // Steady state: the worker's looks at the parked job. The bench sends the wake-up the
+    // reconciler sends when the look is due (not counted by the recorder); the reconciler's
+    // SendMessage is added to each look below.
+    let looks = 3;
     stack.record().await?;
     let p1 = stack.provider_count().await?;
-    let m2 = wait_messages(
-        stack,
-        m1,
-        checks,
-        Duration::from_secs(BENCH_RUNNING_POLL_SECS * 3 + 15),
-    )
-    .await?;
+    let mut m = m1;
+    for _ in 0..looks {
+        stack.wake(&id).await?;
+        m = wait_messages(stack, m, 1, Duration::from_secs(20)).await?;
+        wait_parked(stack, &id, Duration::from_secs(10)).await?;
+    }
     let running = window(
         &stack.recorded().await?,
         &stack.provider_count().await?.since(&p1),
     );
-    let per_check = running.per_job as f64 / (m2 - m1) as f64;
-    results.set("worker.running_check_requests", per_check);
+    let per_look = running.per_job as f64 / (m - m1) as f64 + 1.0;
+    results.set("worker.running_check_requests", per_look);
     results.note(format!(
-        "job-hour: {} running checks: {}",
-        m2 - m1,
+        "job-hour: {} looks at the parked job (+ the reconciler's wake-up each): {}",
+        m - m1,
         running.detail
     ));
 
-    // The reconciler's share: the calls of one run (with this job running) that concern it.
-    // Its fixed cost per run (the index query, the provider listings) is shared by all jobs.
+    // The reconciler's share: the calls of one run (with this job parked) that concern it. Its
+    // fixed cost per run (the index query, the provider listings) is shared by all jobs.
     let mut reconciler = Running::start(
         stack,
         &release.join("mimiry-reconciler"),
@@ -353,20 +374,18 @@ pub async fn job_hour(stack: &Stack, release: &Path, results: &mut Results) -> R
     )
     .await?;
     let recon = async {
+        // The first run pays the container's one-offs (secrets, provider token).
         reconciler.invoke(&events::schedule()).await?;
-        let m = stack.worker_messages().await?;
-        wait_messages(
-            stack,
-            m,
-            1,
-            Duration::from_secs(BENCH_RUNNING_POLL_SECS + 10),
-        )
-        .await?;
         stack.record().await?;
         let p = stack.provider_count().await?;
+        let m = stack.worker_messages().await?;
         reconciler.invoke(&events::schedule()).await?;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let calls = stack.recorded().await?;
         let provider = stack.provider_count().await?.since(&p);
+        if stack.worker_messages().await? != m {
+            bail!("the reconciler sent the worker a message about a parked job not yet due");
+        }
         Ok::<_, anyhow::Error>((calls, provider))
     }
     .await;
@@ -390,52 +409,40 @@ pub async fn job_hour(stack: &Stack, release: &Path, results: &mut Results) -> R
         reconciler_per_job,
     );
     results.note(format!(
-        "job-hour: one reconciler run with the job running: {}; about this job: [{}]",
+        "job-hour: one reconciler run with the job parked: {}; about this job: [{}]",
         window(&calls, &provider).detail,
         summarize(about_job.iter().copied())
     ));
 
-    // End: the script finishes → report → teardown → completed, and the last scheduled check
-    // arriving for a finished job.
+    // End: the script finishes → report → teardown → completed. A parked job has no message
+    // on its way; anything that still arrives is counted.
     let m3 = stack.worker_messages().await?;
-    wait_messages(
-        stack,
-        m3,
-        1,
-        Duration::from_secs(BENCH_RUNNING_POLL_SECS + 10),
-    )
-    .await?;
     stack.record().await?;
     let p3 = stack.provider_count().await?;
     std::fs::write(&go, b"go")?;
     let ended = wait_status(stack, &id, TERMINAL, Duration::from_secs(60)).await?;
     let m4 = stack.worker_messages().await?;
-    // The check scheduled before the report is still on its way: let it arrive.
-    let _ = wait_messages(
-        stack,
-        m4,
-        1,
-        Duration::from_secs(BENCH_RUNNING_POLL_SECS + 3),
-    )
-    .await;
+    let _ = wait_messages(stack, m4, 1, Duration::from_secs(5)).await;
     let end = window(
         &stack.recorded().await?,
         &stack.provider_count().await?.since(&p3),
     );
+    let m5 = stack.worker_messages().await?;
     let _ = std::fs::remove_file(&go);
     if ended != "completed" {
         bail!("job-hour job ended {ended}");
     }
     results.set("worker.end_requests", end.per_job as f64);
     results.note(format!(
-        "job-hour end (report → completed + last message): {}",
+        "job-hour end (report → completed, {} messages): {}",
+        m5 - m3,
         end.detail
     ));
 
-    let checks_per_hour = 3600.0 / PRODUCTION_RUNNING_POLL_SECS;
-    results.set("worker.running_checks_per_hour", checks_per_hour);
+    let looks_per_hour = 3600.0 / PRODUCTION_RUNNING_POLL_SECS;
+    results.set("worker.running_checks_per_hour", looks_per_hour);
     results.set("worker.reconciler_runs_per_hour", RECONCILER_RUNS_PER_HOUR);
-    let worker_only = start.per_job as f64 + checks_per_hour * per_check + end.per_job as f64;
+    let worker_only = start.per_job as f64 + looks_per_hour * per_look + end.per_job as f64;
     results.set("worker.requests_per_job_hour_worker", worker_only);
     results.set(
         "worker.requests_per_job_hour",

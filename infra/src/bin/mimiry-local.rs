@@ -19,9 +19,10 @@ use std::time::Duration;
 struct Cli {
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: String,
-    /// Seconds between reconciler runs (EventBridge runs it once a minute).
-    #[arg(long, env = "RECONCILE_EVERY_SECONDS", default_value_t = 60)]
-    reconcile_every: u64,
+    /// Seconds between reconciler runs (EventBridge runs it once a minute); the reconciler
+    /// reads the same figure (`RECONCILE_EVERY_SECONDS`) to know how far ahead to wake jobs.
+    #[arg(long, env = "RECONCILE_EVERY_SECONDS")]
+    reconcile_every: Option<u64>,
     /// Do not consume the jobs queue (for tests that drive the worker themselves).
     #[arg(long)]
     no_worker: bool,
@@ -32,7 +33,10 @@ async fn main() -> Result<()> {
     logging::init();
     let cli = Cli::parse();
     check_routes(&Template::find()?)?;
-    let config = Config::from_env();
+    let mut config = Config::from_env();
+    if let Some(every) = cli.reconcile_every {
+        config.timers.reconcile_every_secs = every.max(1) as i64;
+    }
     if config.jobs_queue_url.is_empty() {
         return Err(anyhow!("JOBS_QUEUE_URL is not set"));
     }
@@ -59,7 +63,7 @@ async fn main() -> Result<()> {
         ));
         tokio::spawn(event_source::run_reconciler(
             functions.clone(),
-            Duration::from_secs(cli.reconcile_every.max(1)),
+            Duration::from_secs(config.timers.reconcile_every_secs as u64),
         ));
     }
 

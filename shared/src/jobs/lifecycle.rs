@@ -60,11 +60,14 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     None,
-    /// Create the startup script if the job has none yet, look the hostname up (adopt what a
-    /// previous try created), else deploy.
+    /// Create the startup script if the job has none yet and deploy — after looking the
+    /// hostname up (and adopting what is found) when `adopt`: an earlier try under this
+    /// hostname was announced and may have created the instance. A fresh attempt's hostname is
+    /// new (`attempts` went up), so nothing can be under it yet and the look-up is skipped.
     Deploy {
         location: String,
         hostname: String,
+        adopt: bool,
     },
     /// A deploy was announced but its result never recorded: find it by hostname.
     LookUpDeploy {
@@ -130,6 +133,18 @@ pub fn needs_availability(job: &Job) -> bool {
         && job.requested_location.is_none()
 }
 
+/// Whether the worker must ask the provider about the instance before deciding. Not when the
+/// job's ending no longer depends on it (cancelled, reported with `auto_shutdown`, already
+/// ending): the teardown deletes the instance either way, and a delete of an instance already
+/// gone is billed only until it was last seen alive.
+pub fn needs_instance_look(job: &Job) -> bool {
+    job.instance_id.is_some()
+        && job.instance_ended_at.is_none()
+        && job.outcome.is_none()
+        && job.cancel_requested_at.is_none()
+        && !(job.auto_shutdown && job.report.is_some())
+}
+
 /// Whether the hold must grow to cover the cost until the look after next; only then does the
 /// worker read the account's balance.
 pub fn needs_balance(job: &Job, now: Millis, t: &Timers) -> bool {
@@ -177,6 +192,11 @@ fn failed(reason: FailureReason, message: impl Into<String>, now: Millis) -> Out
 pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
     let mut decision = decide_inner(job, obs, now, t);
     decision.job.lease_until = None;
+    // Only a job with nothing to do for a long while is parked: everything else is due soon
+    // enough for a delayed SQS message.
+    decision.job.parked = decision.effect == Effect::None
+        && !decision.job.status.is_terminal()
+        && decision.job.next_check_at - now > secs(t.park_after_secs);
     if decision.effect != Effect::None {
         // A lease: while the effect is being performed nobody else acts on the job (a
         // duplicate message, or a cancel, would otherwise re-decide the same deploy and race
@@ -393,7 +413,11 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
         let hostname = j.hostname();
         return Decision {
             job: j,
-            effect: Effect::Deploy { location, hostname },
+            effect: Effect::Deploy {
+                location,
+                hostname,
+                adopt: true,
+            },
         };
     }
     let candidates: Vec<String> = match (&j.requested_location, &obs.available_locations) {
@@ -427,7 +451,11 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
     let hostname = j.hostname();
     Decision {
         job: j,
-        effect: Effect::Deploy { location, hostname },
+        effect: Effect::Deploy {
+            location,
+            hostname,
+            adopt: false,
+        },
     }
 }
 
@@ -558,6 +586,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
     let mut j = job.clone();
     j.next_check_at = now;
     j.lease_until = None;
+    j.parked = false;
     match result {
         EffectResult::Deploy { script_id, outcome } => {
             if script_id.is_some() {

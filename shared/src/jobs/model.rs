@@ -141,6 +141,11 @@ pub struct Job {
     /// else may act on the job (see `lifecycle::decide`).
     #[serde(default)]
     pub lease_until: Option<Millis>,
+    /// The next look is far off (more than `Timers::park_after_secs`), so no SQS message waits
+    /// for it: the reconciler sends one shortly before `next_check_at`, and sooner if the
+    /// provider's instance list shows the instance in trouble. Set by `lifecycle::decide`.
+    #[serde(default)]
+    pub parked: bool,
     /// Optimistic-concurrency version: every write is conditional on it.
     pub version: u64,
 }
@@ -173,6 +178,12 @@ impl Job {
     /// When the worker may act on the job next: its next check, but not inside a lease.
     pub fn due_at(&self) -> Millis {
         self.next_check_at.max(self.lease_until.unwrap_or(0))
+    }
+
+    /// Makes the job due now (a cancel, a report): the worker acts on it at the next message.
+    pub fn look_now(&mut self, now: Millis) {
+        self.next_check_at = self.next_check_at.min(now);
+        self.parked = false;
     }
 
     pub fn is_active(&self) -> bool {

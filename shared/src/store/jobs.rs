@@ -18,21 +18,46 @@ pub fn job_sk(job_id: &str) -> String {
     format!("JOB#{job_id}")
 }
 
-/// The active-jobs index key: overdue jobs sort first.
+/// An active job as the active index lists it (the index holds keys only, so everything the
+/// reconciler needs is in the sort key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveJob {
+    pub due_at: i64,
+    pub account_id: String,
+    pub job_id: String,
+    /// See `Job::parked`: no SQS message waits for this job's next look.
+    pub parked: bool,
+}
+
+/// The active-jobs index key, `{due_at}#{account}#{job}#{q|p}` (queue-driven or parked):
+/// overdue jobs sort first.
 pub fn active_sort_key(job: &Job) -> String {
     format!(
-        "{:013}#{}#{}",
+        "{:013}#{}#{}#{}",
         job.due_at().max(0),
         job.account_id,
-        job.job_id
+        job.job_id,
+        if job.parked { "p" } else { "q" }
     )
 }
 
-/// Parses `{next_check_at}#{account}#{job}` back.
-pub fn parse_active_sort_key(sk: &str) -> Option<(i64, String, String)> {
-    let mut parts = sk.splitn(3, '#');
-    let at = parts.next()?.parse().ok()?;
-    Some((at, parts.next()?.to_string(), parts.next()?.to_string()))
+/// Parses an [`active_sort_key`] back.
+pub fn parse_active_sort_key(sk: &str) -> Option<ActiveJob> {
+    let mut parts = sk.splitn(4, '#');
+    let due_at = parts.next()?.parse().ok()?;
+    let account_id = parts.next()?.to_string();
+    let job_id = parts.next()?.to_string();
+    let parked = match parts.next() {
+        Some("p") => true,
+        Some("q") | None => false,
+        Some(_) => return None,
+    };
+    Some(ActiveJob {
+        due_at,
+        account_id,
+        job_id,
+        parked,
+    })
 }
 
 /// Why saving a job did not happen.
@@ -332,42 +357,13 @@ impl Store {
         new.report = Some(report.clone());
         // Due now: the worker drops a message for a job that is not due, so without this the
         // report would wait for the next scheduled check (up to a running poll, instance billing).
-        new.next_check_at = new.next_check_at.min(report.reported_at);
+        new.look_now(report.reported_at);
         self.save_job(job, &new).await
     }
 
-    /// Active jobs whose next look is due before `before` (epoch ms): (account, job) pairs.
-    pub async fn overdue_jobs(
-        &self,
-        before: i64,
-        max: usize,
-    ) -> Result<Vec<(String, String)>, ApiError> {
-        let out = self
-            .db
-            .query()
-            .table_name(&self.table)
-            .index_name(ACTIVE_INDEX)
-            .key_condition_expression("GSI1PK = :a AND GSI1SK < :before")
-            .expression_attribute_values(":a", s(ACTIVE_PK))
-            .expression_attribute_values(":before", s(format!("{before:013}")))
-            .limit(max as i32)
-            .send()
-            .await
-            .map_err(aws_err)?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|item| match item.get("GSI1SK") {
-                Some(AttributeValue::S(sk)) => parse_active_sort_key(sk).map(|(_, a, j)| (a, j)),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// Every active job id (for the orphan sweep): ids only, from the sparse index.
-    pub async fn active_job_ids(&self) -> Result<std::collections::HashSet<String>, ApiError> {
-        let mut ids = std::collections::HashSet::new();
+    /// Every active job, soonest due first (the reconciler's one read per run).
+    pub async fn active_jobs(&self) -> Result<Vec<ActiveJob>, ApiError> {
+        let mut jobs = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let out = self
@@ -381,18 +377,27 @@ impl Store {
                 .send()
                 .await
                 .map_err(aws_err)?;
-            for item in out.items.unwrap_or_default() {
-                if let Some(AttributeValue::S(sk)) = item.get("GSI1SK") {
-                    if let Some((_, _, job)) = parse_active_sort_key(sk) {
-                        ids.insert(job);
-                    }
+            jobs.extend(out.items.unwrap_or_default().iter().filter_map(|item| {
+                match item.get("GSI1SK") {
+                    Some(AttributeValue::S(sk)) => parse_active_sort_key(sk),
+                    _ => None,
                 }
-            }
+            }));
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(ids),
+                _ => return Ok(jobs),
             }
         }
+    }
+
+    /// Every active job id.
+    pub async fn active_job_ids(&self) -> Result<std::collections::HashSet<String>, ApiError> {
+        Ok(self
+            .active_jobs()
+            .await?
+            .into_iter()
+            .map(|j| j.job_id)
+            .collect())
     }
 }
 
@@ -411,10 +416,12 @@ mod tests {
 
     #[test]
     fn active_sort_keys_parse() {
-        let (at, a, j) = parse_active_sort_key("0001700000000000#acc#job").unwrap();
-        assert_eq!(
-            (at, a.as_str(), j.as_str()),
-            (1_700_000_000_000, "acc", "job")
-        );
+        let parsed = |sk| parse_active_sort_key(sk).map(|a| (a.due_at, a.job_id, a.parked));
+        let job = |parked| (1_700_000_000_000, "job".to_string(), parked);
+        assert_eq!(parsed("0001700000000000#acc#job#q"), Some(job(false)));
+        assert_eq!(parsed("0001700000000000#acc#job#p"), Some(job(true)));
+        assert_eq!(parsed("0001700000000000#acc#job"), Some(job(false)));
+        assert_eq!(parsed("0001700000000000#acc#job#x"), None);
+        assert_eq!(parsed("soon#acc#job#q"), None);
     }
 }
