@@ -6,8 +6,10 @@
 //! Afterwards every job must be terminal, nothing may be left at the provider, every
 //! account's money must add up with nothing held, and no job may be charged for time its
 //! instance did not live. The last line printed is
-//! `chaos: jobs=N faults=F duplicates=D crashes=C stuck=S leaked_instances=L leaked_scripts=P
-//! ledger_error_micros=E overcharged_jobs=O` (one line), and S, L, P, E, O must be 0.
+//! `chaos: jobs=N faults=F duplicates=D crashes=C parked_wakeups=W instance_alerts=A stuck=S
+//! leaked_instances=L leaked_scripts=P ledger_error_micros=E overcharged_jobs=O` (one line), and
+//! S, L, P, E, O must be 0. Running jobs park between looks, so W counts the reconciler's
+//! wake-ups and A its alerts about instances no longer running.
 //!
 //! `CHAOS_JOBS` (default 60, the CI size), `CHAOS_SEED` (default: from the clock; printed),
 //! `CHAOS_CRASH_PERCENT` (default 10). `make chaos` runs 500 jobs.
@@ -33,6 +35,9 @@ const SLOW_MS: u64 = 3500;
 /// Credit hold at submit and per extension: short, so that holds are extended all the time
 /// and tight accounts run out in the middle of jobs.
 const HOLD_SECONDS: &str = "15";
+/// A running job is looked at every 6 s, and parked in between (a look 3+ s away).
+const RUNNING_POLL_SECONDS: &str = "6";
+const PARK_AFTER_SECONDS: &str = "3";
 /// The reconciler runs every 2 s in the test stack.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
@@ -599,6 +604,11 @@ async fn run() {
     ));
     env.push(("LOCAL_DUPLICATE_DELIVERIES".into(), "1".into()));
     env.push(("HOLD_SECONDS".into(), HOLD_SECONDS.into()));
+    // Running jobs park (their next look is further off than PARK_AFTER): their looks come
+    // from the reconciler's wake-ups and instance alerts, under the same crashes and faults.
+    env.retain(|(k, _)| k != "RUNNING_POLL_SECONDS");
+    env.push(("RUNNING_POLL_SECONDS".into(), RUNNING_POLL_SECONDS.into()));
+    env.push(("PARK_AFTER_SECONDS".into(), PARK_AFTER_SECONDS.into()));
     let stack = Arc::new(Stack::start(StackOptions {
         name: "chaos".into(),
         env,
@@ -797,6 +807,8 @@ async fn run() {
         .unwrap();
     let duplicates = stats["duplicate_deliveries"].as_u64().unwrap_or(0);
     let crashes = stats["simulated_crashes"].as_u64().unwrap_or(0);
+    let woken = stats["reconciler_woken"].as_u64().unwrap_or(0);
+    let alerts = stats["reconciler_instance_alerts"].as_u64().unwrap_or(0);
     let book = std::mem::take(&mut *book.lock().unwrap());
     let fired = book.fired();
     let faults: u64 = fired.values().sum();
@@ -997,7 +1009,7 @@ async fn run() {
         }
     }
     println!(
-        "chaos: jobs={n} faults={faults} duplicates={duplicates} crashes={crashes} stuck={} leaked_instances={} leaked_scripts={} ledger_error_micros={ledger_error} overcharged_jobs={}",
+        "chaos: jobs={n} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} ledger_error_micros={ledger_error} overcharged_jobs={}",
         stuck.len(),
         leaked_instances.len(),
         leaked_scripts.len(),
@@ -1028,4 +1040,5 @@ async fn run() {
     if crash_percent > 0 {
         assert!(crashes > 0, "no simulated crash happened");
     }
+    assert!(woken > 0, "no parked job was woken by the reconciler");
 }

@@ -16,6 +16,18 @@ pub const LOCAL_RETRY_VISIBILITY_SECS: i32 = 2;
 
 static MESSAGES: AtomicU64 = AtomicU64::new(0);
 static DUPLICATES: AtomicU64 = AtomicU64::new(0);
+static RECONCILER_WOKEN: AtomicU64 = AtomicU64::new(0);
+static RECONCILER_ALERTS: AtomicU64 = AtomicU64::new(0);
+static RECONCILER_REDRIVEN: AtomicU64 = AtomicU64::new(0);
+
+/// The reconciler's wake-ups of parked jobs, instance alerts and re-drives since start.
+pub fn reconciler_counts() -> (u64, u64, u64) {
+    (
+        RECONCILER_WOKEN.load(Ordering::Relaxed),
+        RECONCILER_ALERTS.load(Ordering::Relaxed),
+        RECONCILER_REDRIVEN.load(Ordering::Relaxed),
+    )
+}
 
 /// (messages handed to the worker, of which delivered twice) since start.
 pub fn delivery_counts() -> (u64, u64) {
@@ -146,6 +158,9 @@ pub async fn run_reconciler(functions: Arc<Functions>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let _ = mimiry_reconciler::reconcile(&functions.reconciler).await;
+        let run = mimiry_reconciler::reconcile(&functions.reconciler).await;
+        RECONCILER_WOKEN.fetch_add(run.woken as u64, Ordering::Relaxed);
+        RECONCILER_ALERTS.fetch_add(run.instance_alerts as u64, Ordering::Relaxed);
+        RECONCILER_REDRIVEN.fetch_add(run.redriven as u64, Ordering::Relaxed);
     }
 }
