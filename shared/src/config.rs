@@ -33,7 +33,8 @@ pub struct Config {
 pub struct Timers {
     /// A job not running this long after its deploy fails `provisioning_timeout`.
     pub provisioning_timeout_secs: i64,
-    /// How often a provisioning job is looked at.
+    /// How often the worker looks at a provisioning job. In production this is a safety net:
+    /// the reconciler's instance list wakes the job as soon as its instance runs (or fails).
     pub provisioning_poll_secs: i64,
     /// The longest a running job goes without the worker looking at it. Lost or stopped
     /// instances are noticed sooner, by the reconciler's instance listing; the hold and
@@ -51,7 +52,7 @@ pub struct Timers {
     /// the worker's Lambda timeout, so a live worker never overlaps another.
     pub effect_lease_secs: i64,
     /// A look due further ahead than this is parked (see `Job::parked`) instead of being a
-    /// delayed SQS message; at most SQS's 900 s delay.
+    /// delayed SQS message; at most SQS's 900 s delay. Default: the reconciler's period.
     pub park_after_secs: i64,
     /// How often the reconciler runs (its EventBridge rate); it wakes parked jobs due within
     /// two of its periods.
@@ -62,14 +63,14 @@ impl Default for Timers {
     fn default() -> Self {
         Timers {
             provisioning_timeout_secs: 900,
-            provisioning_poll_secs: 15,
+            provisioning_poll_secs: 300,
             running_poll_secs: 3600,
             retry_delay_secs: 30,
             hold_secs: 3600,
             max_deploy_attempts: 3,
             reconcile_grace_secs: 120,
             effect_lease_secs: 120,
-            park_after_secs: MAX_INTERVAL_SECS,
+            park_after_secs: 60,
             reconcile_every_secs: 60,
         }
     }

@@ -35,7 +35,8 @@ const SLOW_MS: u64 = 3500;
 /// Credit hold at submit and per extension: short, so that holds are extended all the time
 /// and tight accounts run out in the middle of jobs.
 const HOLD_SECONDS: &str = "15";
-/// A running job is looked at every 6 s, and parked in between (a look 3+ s away).
+/// A provisioning or running job is looked at every 6 s, and parked in between (a look 3+ s
+/// away).
 const RUNNING_POLL_SECONDS: &str = "6";
 const PARK_AFTER_SECONDS: &str = "3";
 /// The reconciler runs every 2 s in the test stack.
@@ -606,8 +607,12 @@ async fn run() {
     env.push(("HOLD_SECONDS".into(), HOLD_SECONDS.into()));
     // Running jobs park (their next look is further off than PARK_AFTER): their looks come
     // from the reconciler's wake-ups and instance alerts, under the same crashes and faults.
-    env.retain(|(k, _)| k != "RUNNING_POLL_SECONDS");
+    env.retain(|(k, _)| k != "RUNNING_POLL_SECONDS" && k != "PROVISIONING_POLL_SECONDS");
     env.push(("RUNNING_POLL_SECONDS".into(), RUNNING_POLL_SECONDS.into()));
+    env.push((
+        "PROVISIONING_POLL_SECONDS".into(),
+        RUNNING_POLL_SECONDS.into(),
+    ));
     env.push(("PARK_AFTER_SECONDS".into(), PARK_AFTER_SECONDS.into()));
     let stack = Arc::new(Stack::start(StackOptions {
         name: "chaos".into(),

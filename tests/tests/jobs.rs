@@ -1772,15 +1772,20 @@ async fn without_auto_shutdown_the_instance_stays_up_until_cancelled() {
     assert!(acc.charged_micros > 0);
 }
 
-/// Running jobs are parked (production: no SQS message waits for a look an hour away): the
-/// worker's own look is 120 s off here, so everything below that happens sooner is the
-/// reconciler's doing — its instance list noticing a vanished instance, its wake-up at
-/// `max_runtime_seconds` — or the report's.
+/// Provisioning and running jobs are parked (production: no SQS message waits for a look
+/// minutes away): the worker's own looks are 60 s (provisioning) and 120 s (running) off here,
+/// so everything below that happens sooner is the reconciler's doing — its instance list
+/// noticing an instance that runs or vanished, its wake-up at `max_runtime_seconds` — or the
+/// report's.
 #[tokio::test]
 async fn parked_running_jobs_are_watched_by_the_reconciler() {
     let stack = own_stack(
         "jobs-parked",
-        &[("RUNNING_POLL_SECONDS", "120"), ("PARK_AFTER_SECONDS", "5")],
+        &[
+            ("PROVISIONING_POLL_SECONDS", "60"),
+            ("RUNNING_POLL_SECONDS", "120"),
+            ("PARK_AFTER_SECONDS", "5"),
+        ],
         500,
     );
     let account = stack.account("10").await;
@@ -1804,8 +1809,9 @@ async fn parked_running_jobs_are_watched_by_the_reconciler() {
     )
     .await;
 
+    // The instances run ~0.5 s after the deploy; the worker's own look would be 60 s later.
     for id in [&lost, &capped, &reporting] {
-        wait_status(&stack, &account.key, id, "running", SHORT).await;
+        wait_status(&stack, &account.key, id, "running", Duration::from_secs(30)).await;
     }
     // Parked once the worker has seen it running.
     let deadline = Instant::now() + Duration::from_secs(10);

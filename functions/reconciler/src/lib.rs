@@ -6,9 +6,9 @@
 //!    next look is due, with a delayed message;
 //! 2. re-drives queue-driven jobs whose next look is overdue — a lost or dead-lettered message
 //!    can delay a job by a minute, never strand it;
-//! 3. wakes a parked job at once when the instance list shows none of its instances running
-//!    (stopped, failed, vanished): the worker need not poll each running job, one list per run
-//!    watches them all;
+//! 3. wakes a parked job at once when the instance list shows its instance changed: a running
+//!    job's no longer running (stopped, failed, vanished), a provisioning job's running, stopped,
+//!    failed or vanished. The worker need not poll each job; one list per run watches them all;
 //! 4. deletes provider instances and startup scripts named for Mimiry jobs that are no longer
 //!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
 //!    billing. Each candidate's job is read with a consistent read before anything is deleted.
@@ -16,10 +16,11 @@
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
+use mimiry_shared::jobs::lifecycle::InstanceState;
 use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
-use mimiry_shared::provider::{DeleteOutcome, GpuProvider, InstanceInfo, InstanceStatus};
+use mimiry_shared::provider::{DeleteOutcome, GpuProvider, InstanceInfo};
 use mimiry_shared::queue::{JobQueue, JobRef, MAX_DELAY_SECS};
-use mimiry_shared::store::jobs::ActiveJob;
+use mimiry_shared::store::jobs::{ActiveJob, Watch};
 use mimiry_shared::store::Store;
 use mimiry_shared::time::{now_ms, Millis};
 use mimiry_shared::wiring;
@@ -89,7 +90,7 @@ pub struct Summary {
     pub redriven: usize,
     /// Parked jobs whose next look comes up before the next run.
     pub woken: usize,
-    /// Parked jobs none of whose instances the provider lists as running.
+    /// Parked jobs whose instance changed at the provider (see `instance_changed`).
     pub instance_alerts: usize,
     pub orphan_instances_deleted: usize,
     pub orphan_instances_waiting: usize,
@@ -159,7 +160,8 @@ async fn send_due(
     let horizon = now + (2 * app.timers.reconcile_every_secs).min(MAX_DELAY_SECS) * 1000;
     let mut sends = 0;
     for job in active {
-        let (key, delay_ms, base_ms) = if job.parked && job.due_at < horizon {
+        let parked = job.watch.is_parked();
+        let (key, delay_ms, base_ms) = if parked && job.due_at < horizon {
             // Sent once per due time; again only if it is still parked at that time a grace
             // after it was due (the message was lost).
             let delay_ms = (job.due_at - now).max(0);
@@ -168,7 +170,7 @@ async fn send_due(
                 delay_ms,
                 delay_ms + grace_ms,
             )
-        } else if !job.parked && job.due_at < now - grace_ms {
+        } else if !parked && job.due_at < now - grace_ms {
             (format!("redrive {}", job.job_id), 0, grace_ms)
         } else {
             continue;
@@ -182,7 +184,7 @@ async fn send_due(
             .send(&JobRef::new(&job.account_id, &job.job_id), delay_secs)
             .await?;
         sends += 1;
-        if job.parked {
+        if parked {
             summary.woken += 1;
         } else {
             summary.redriven += 1;
@@ -210,8 +212,29 @@ async fn job_is_over(
     })
 }
 
-/// A parked job is running: if the provider lists none of its instances as running, the
-/// instance stopped, failed or vanished, and the worker must look now.
+/// Whether what the provider lists for a parked job (the states of the instances tagged with
+/// it, current and retired) means its instance changed and the worker must look now.
+fn instance_changed(watch: Watch, listed: &[InstanceState]) -> bool {
+    let running = |s: &&InstanceState| matches!(s, InstanceState::Running { .. });
+    match watch {
+        Watch::Queue | Watch::Timer => false,
+        // Stopped, failed or vanished.
+        Watch::Running => !listed.iter().any(|s| running(&s)),
+        // Running (or stopped: a short script), failed — or vanished, nothing booting any more.
+        Watch::Booting => {
+            listed.iter().any(|s| {
+                matches!(
+                    s,
+                    InstanceState::Running { .. }
+                        | InstanceState::Offline
+                        | InstanceState::Failed { .. }
+                )
+            }) || !listed.contains(&InstanceState::Booting)
+        }
+    }
+}
+
+/// Wakes a parked job whose instance changed (see [`instance_changed`]).
 async fn alert(
     app: &App,
     job: &ActiveJob,
@@ -228,7 +251,7 @@ async fn alert(
     let mut wake = JobRef::new(&job.account_id, &job.job_id);
     wake.look_now = true;
     app.queue.send(&wake, 0).await?;
-    tracing::info!(job_id = %job.job_id, "no running instance listed for a running job; woke it");
+    tracing::info!(job_id = %job.job_id, watch = ?job.watch, "its instance changed; woke the job");
     summary.instance_alerts += 1;
     Ok(())
 }
@@ -241,13 +264,18 @@ async fn sweep_instances(
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
     let instances = app.provider.list_instances().await?;
-    let running: HashSet<String> = instances
-        .iter()
-        .filter(|i| i.status == InstanceStatus::Running)
-        .filter_map(|i| parse_owner_tag(&i.description).map(|(job_id, _)| job_id))
-        .collect();
-    for job in active.values().filter(|j| j.parked) {
-        if !running.contains(&job.job_id) {
+    let mut listed: HashMap<String, Vec<InstanceState>> = HashMap::new();
+    for instance in &instances {
+        if let Some((job_id, _)) = parse_owner_tag(&instance.description) {
+            listed
+                .entry(job_id)
+                .or_default()
+                .push(InstanceState::of(instance));
+        }
+    }
+    for job in active.values() {
+        let states = listed.get(&job.job_id).map_or(&[][..], Vec::as_slice);
+        if instance_changed(job.watch, states) {
             alert(app, job, now, wanted, summary).await?;
         }
     }
@@ -311,4 +339,61 @@ async fn sweep_scripts(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running() -> InstanceState {
+        InstanceState::Running { ip: None }
+    }
+
+    fn failed() -> InstanceState {
+        InstanceState::Failed {
+            status: "error".into(),
+        }
+    }
+
+    #[test]
+    fn a_running_job_is_woken_unless_an_instance_of_it_runs() {
+        use InstanceState::*;
+        let w = Watch::Running;
+        assert!(!instance_changed(w, &[running()]));
+        assert!(!instance_changed(w, &[Gone, running()]), "a retired one");
+        for listed in [
+            vec![],
+            vec![Offline],
+            vec![failed()],
+            vec![Gone],
+            vec![Booting],
+        ] {
+            assert!(instance_changed(w, &listed), "{listed:?}");
+        }
+    }
+
+    #[test]
+    fn a_provisioning_job_is_woken_when_its_instance_leaves_booting() {
+        use InstanceState::*;
+        let w = Watch::Booting;
+        assert!(!instance_changed(w, &[Booting]));
+        assert!(!instance_changed(w, &[Gone, Booting]), "a retired one");
+        for listed in [
+            vec![running()],
+            vec![Offline],
+            vec![failed()],
+            vec![Gone],
+            vec![],
+        ] {
+            assert!(instance_changed(w, &listed), "{listed:?}");
+        }
+    }
+
+    #[test]
+    fn queue_driven_and_timer_jobs_are_not_watched() {
+        for w in [Watch::Queue, Watch::Timer] {
+            assert!(!instance_changed(w, &[]));
+            assert!(!instance_changed(w, &[failed()]));
+        }
+    }
 }

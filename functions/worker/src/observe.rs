@@ -10,13 +10,12 @@ use mimiry_shared::jobs::lifecycle::{
 };
 use mimiry_shared::jobs::Job;
 use mimiry_shared::money::Micros;
-use mimiry_shared::provider::{InstanceInfo, InstanceStatus};
 use mimiry_shared::time::Millis;
 
 pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, ApiError> {
     let instance = match &job.instance_id {
         Some(id) if needs_instance_look(job) => match app.provider.get_instance(id).await {
-            Ok(Some(info)) => InstanceObservation::Seen(state_of(&info)),
+            Ok(Some(info)) => InstanceObservation::Seen(InstanceState::of(&info)),
             Ok(None) => InstanceObservation::Seen(InstanceState::Gone),
             Err(e) => InstanceObservation::Unreachable(e.to_string()),
         },
@@ -44,21 +43,4 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, A
         available_locations,
         balance,
     })
-}
-
-/// The provider's status in lifecycle terms.
-pub fn state_of(info: &InstanceInfo) -> InstanceState {
-    match &info.status {
-        InstanceStatus::Running => InstanceState::Running {
-            ip: info.ip.clone(),
-        },
-        InstanceStatus::Offline => InstanceState::Offline,
-        s if s.is_failed() => InstanceState::Failed {
-            status: s.as_str().to_string(),
-        },
-        s if s.is_gone() => InstanceState::Gone,
-        InstanceStatus::Deleting => InstanceState::Gone,
-        // Booting, hibernation states and anything new: keep waiting (the deadlines still run).
-        _ => InstanceState::Booting,
-    }
 }

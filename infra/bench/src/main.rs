@@ -160,6 +160,6 @@ async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<()> 
     let last_submit = worker::overhead(stack, cli.overhead_n, results).await?;
     worker::quiet_after(last_submit).await;
     worker::wait_idle(stack, idle.0, idle.1).await?;
-    worker::job_hour(stack, &release, results).await?;
+    worker::job_hour(stack, results).await?;
     Ok(())
 }

@@ -14,6 +14,7 @@
 use super::model::{cost_of, FailureReason, Job, JobStatus, Outcome};
 use crate::config::Timers;
 use crate::money::Micros;
+use crate::provider::{InstanceInfo, InstanceStatus};
 use crate::time::Millis;
 
 /// Consecutive transient provider failures tolerated while deploying.
@@ -35,6 +36,25 @@ pub enum InstanceState {
     },
     /// Not found, discontinued or deleting.
     Gone,
+}
+
+impl InstanceState {
+    /// The provider's status in lifecycle terms.
+    pub fn of(info: &InstanceInfo) -> InstanceState {
+        match &info.status {
+            InstanceStatus::Running => InstanceState::Running {
+                ip: info.ip.clone(),
+            },
+            InstanceStatus::Offline => InstanceState::Offline,
+            s if s.is_failed() => InstanceState::Failed {
+                status: s.as_str().to_string(),
+            },
+            s if s.is_gone() => InstanceState::Gone,
+            InstanceStatus::Deleting => InstanceState::Gone,
+            // Booting, hibernation states and anything new: keep waiting (the deadlines run).
+            _ => InstanceState::Booting,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,11 +212,7 @@ fn failed(reason: FailureReason, message: impl Into<String>, now: Millis) -> Out
 pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
     let mut decision = decide_inner(job, obs, now, t);
     decision.job.lease_until = None;
-    // Only a job with nothing to do for a long while is parked: everything else is due soon
-    // enough for a delayed SQS message.
-    decision.job.parked = decision.effect == Effect::None
-        && !decision.job.status.is_terminal()
-        && decision.job.next_check_at - now > secs(t.park_after_secs);
+    decision.job.parked = parks(&decision.job, now, t);
     if decision.effect != Effect::None {
         // A lease: while the effect is being performed nobody else acts on the job (a
         // duplicate message, or a cancel, would otherwise re-decide the same deploy and race
@@ -204,6 +220,13 @@ pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision
         decision.job.lease_until = Some(now + secs(t.effect_lease_secs));
     }
     decision
+}
+
+/// Only a job with nothing to do for a while is parked (its next look is further off than
+/// `park_after_secs`; a job with an effect to perform is due now): everything else is due soon
+/// enough for a delayed SQS message.
+fn parks(j: &Job, now: Millis, t: &Timers) -> bool {
+    !j.status.is_terminal() && j.next_check_at - now > secs(t.park_after_secs)
 }
 
 fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
@@ -680,5 +703,6 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
         }
         EffectResult::ScriptDeleted => j.script_id = None,
     }
+    j.parked = parks(&j, now, t);
     j
 }

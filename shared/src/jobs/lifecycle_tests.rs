@@ -818,6 +818,12 @@ fn check_apply(
         );
     }
     assert_eq!(after.lease_until, None, "{}: apply kept the lease", ctx());
+    assert_eq!(
+        after.parked,
+        !after.status.is_terminal() && after.next_check_at - now > secs(t.park_after_secs),
+        "{}: apply parks exactly the jobs with nothing to do for longer than park_after",
+        ctx()
+    );
     let deployed = matches!(
         result,
         EffectResult::Deploy {

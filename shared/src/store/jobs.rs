@@ -25,19 +25,56 @@ pub struct ActiveJob {
     pub due_at: i64,
     pub account_id: String,
     pub job_id: String,
-    /// See `Job::parked`: no SQS message waits for this job's next look.
-    pub parked: bool,
+    pub watch: Watch,
 }
 
-/// The active-jobs index key, `{due_at}#{account}#{job}#{q|p}` (queue-driven or parked):
-/// overdue jobs sort first.
+/// How the job's next look comes about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// A delayed SQS message is on its way (the reconciler re-drives it if overdue).
+    Queue,
+    /// Parked (`Job::parked`): the reconciler wakes it shortly before it is due, and at once
+    /// if the provider's list shows its instance not running any more.
+    Running,
+    /// Parked while provisioning: woken as soon as the instance runs, stops, fails or vanishes.
+    Booting,
+    /// Parked with no instance to watch: woken when due.
+    Timer,
+}
+
+impl Watch {
+    fn of(job: &Job) -> Watch {
+        match (job.parked, job.status) {
+            (false, _) => Watch::Queue,
+            (true, JobStatus::Running) => Watch::Running,
+            (true, JobStatus::Provisioning) => Watch::Booting,
+            (true, _) => Watch::Timer,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Watch::Queue => "q",
+            Watch::Running => "r",
+            Watch::Booting => "b",
+            Watch::Timer => "t",
+        }
+    }
+
+    pub fn is_parked(self) -> bool {
+        self != Watch::Queue
+    }
+}
+
+/// The active-jobs index key, `{due_at}#{account}#{job}#{watch}` ([`Watch`]): overdue jobs
+/// sort first.
 pub fn active_sort_key(job: &Job) -> String {
     format!(
         "{:013}#{}#{}#{}",
         job.due_at().max(0),
         job.account_id,
         job.job_id,
-        if job.parked { "p" } else { "q" }
+        Watch::of(job).code()
     )
 }
 
@@ -47,16 +84,18 @@ pub fn parse_active_sort_key(sk: &str) -> Option<ActiveJob> {
     let due_at = parts.next()?.parse().ok()?;
     let account_id = parts.next()?.to_string();
     let job_id = parts.next()?.to_string();
-    let parked = match parts.next() {
-        Some("p") => true,
-        Some("q") | None => false,
+    let watch = match parts.next() {
+        Some("q") | None => Watch::Queue,
+        Some("r") => Watch::Running,
+        Some("b") => Watch::Booting,
+        Some("t") => Watch::Timer,
         Some(_) => return None,
     };
     Some(ActiveJob {
         due_at,
         account_id,
         job_id,
-        parked,
+        watch,
     })
 }
 
@@ -416,11 +455,25 @@ mod tests {
 
     #[test]
     fn active_sort_keys_parse() {
-        let parsed = |sk| parse_active_sort_key(sk).map(|a| (a.due_at, a.job_id, a.parked));
-        let job = |parked| (1_700_000_000_000, "job".to_string(), parked);
-        assert_eq!(parsed("0001700000000000#acc#job#q"), Some(job(false)));
-        assert_eq!(parsed("0001700000000000#acc#job#p"), Some(job(true)));
-        assert_eq!(parsed("0001700000000000#acc#job"), Some(job(false)));
+        let parsed = |sk| parse_active_sort_key(sk).map(|a| (a.due_at, a.job_id, a.watch));
+        let job = |watch| (1_700_000_000_000, "job".to_string(), watch);
+        assert_eq!(
+            parsed("0001700000000000#acc#job#q"),
+            Some(job(Watch::Queue))
+        );
+        assert_eq!(
+            parsed("0001700000000000#acc#job#r"),
+            Some(job(Watch::Running))
+        );
+        assert_eq!(
+            parsed("0001700000000000#acc#job#b"),
+            Some(job(Watch::Booting))
+        );
+        assert_eq!(
+            parsed("0001700000000000#acc#job#t"),
+            Some(job(Watch::Timer))
+        );
+        assert_eq!(parsed("0001700000000000#acc#job"), Some(job(Watch::Queue)));
         assert_eq!(parsed("0001700000000000#acc#job#x"), None);
         assert_eq!(parsed("soon#acc#job#q"), None);
     }
