@@ -207,7 +207,7 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     );
     let _ = writeln!(
         w,
-        "      start: submit → deploy → running, parked ({} provisioning check) {:>7}",
+        "      start: submit → deploy → running, parked ({} look after the deploy) {:>5}",
         f(r.get("worker.start_provisioning_checks"), 0),
         f(r.get("worker.start_requests"), 0)
     );
