@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the project needs on a fresh machine: the Python tools (moto, SAM CLI,
-# cargo-lambda, zig) into ./.venv. Safe to run again: it does nothing when they are current.
+# Installs what the project needs on a fresh machine: ssh-keygen (the tests make keys with it)
+# and the Python tools (moto, SAM CLI, cargo-lambda, zig, schemathesis) into ./.venv. The
+# sam-local scripts install Docker themselves. Safe to run again: it does nothing when all is there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
+# shellcheck source=apt.sh
+source "$root/infra/apt.sh"
+command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
 req="$root/infra/requirements.txt"
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum "$req" | cut -d' ' -f1)

@@ -16,6 +16,9 @@ RAPID_IMAGE_TAG="${BASE_IMAGE_TAG%:*}:al2023-rapid-x86_64"
 # No SAM CLI telemetry, ever.
 export SAM_CLI_TELEMETRY=0
 
+# shellcheck source=../apt.sh
+source "$SAM_LOCAL_DIR/../apt.sh"
+
 log() { printf '[sam-local %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -72,20 +75,7 @@ ensure_debian_packages() {
     busybox_is_static || pkgs+=(busybox-static)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl)
     [[ -f /etc/ssl/certs/ca-certificates.crt ]] || pkgs+=(ca-certificates)
-    ((${#pkgs[@]})) || return 0
-    [[ "$(id -u)" == 0 ]] || die "need root to apt-get install ${pkgs[*]}"
-    command -v apt-get >/dev/null 2>&1 || die "missing ${pkgs[*]} and no apt-get to install them"
-    log "apt-get install ${pkgs[*]}"
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q >&2 || die "apt-get update failed"
-    # Keep the package from starting its own dockerd (default flags: iptables NAT, IP forwarding);
-    # ensure_dockerd starts one without them. policy-rc.d is Debian's switch for that.
-    local policy=/usr/sbin/policy-rc.d made_policy=0 rc=0
-    if [[ ! -e "$policy" ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2 || rc=$?
-    ((made_policy)) && rm -f "$policy"
-    ((rc == 0)) || die "apt-get install ${pkgs[*]} failed"
+    apt_install "${pkgs[@]}" || die "could not install ${pkgs[*]}"
 }
 
 docker_answers() { timeout 10 docker info >/dev/null 2>&1; }
