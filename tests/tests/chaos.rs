@@ -746,10 +746,13 @@ async fn run() {
             .collect();
         // One query of the active-jobs index (moto answers any query by sorting the whole
         // table: listing every account's jobs each time would make the test moto's main load).
-        let active_ids = store
-            .active_job_ids()
+        let active_ids: HashSet<String> = store
+            .active_jobs()
             .await
-            .expect("reading the active-jobs index");
+            .expect("reading the active-jobs index")
+            .into_iter()
+            .map(|j| j.job_id)
+            .collect();
         let total_active = accepted
             .iter()
             .filter(|id| active_ids.contains(*id))
@@ -812,8 +815,8 @@ async fn run() {
         .unwrap();
     let duplicates = stats["duplicate_deliveries"].as_u64().unwrap_or(0);
     let crashes = stats["simulated_crashes"].as_u64().unwrap_or(0);
-    let woken = stats["reconciler_woken"].as_u64().unwrap_or(0);
-    let alerts = stats["reconciler_instance_alerts"].as_u64().unwrap_or(0);
+    let woken = stats["reconciler"]["woken"].as_u64().unwrap_or(0);
+    let alerts = stats["reconciler"]["instance_alerts"].as_u64().unwrap_or(0);
     let book = std::mem::take(&mut *book.lock().unwrap());
     let fired = book.fired();
     let faults: u64 = fired.values().sum();

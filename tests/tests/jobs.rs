@@ -1778,7 +1778,7 @@ async fn without_auto_shutdown_the_instance_stays_up_until_cancelled() {
 /// noticing an instance that runs or vanished, its wake-up at `max_runtime_seconds` — or the
 /// report's.
 #[tokio::test]
-async fn parked_running_jobs_are_watched_by_the_reconciler() {
+async fn parked_jobs_are_watched_by_the_reconciler() {
     let stack = own_stack(
         "jobs-parked",
         &[
@@ -1832,11 +1832,7 @@ async fn parked_running_jobs_are_watched_by_the_reconciler() {
 
     // The report un-parks its job at once.
     let seen = wait_terminal(&stack, &account.key, &reporting, Duration::from_secs(30)).await;
-    assert_eq!(
-        seen.job["status"], "completed",
-        "{:?} {:#}",
-        seen.history, seen.job
-    );
+    seen.assert_ended("completed", None);
     assert!(
         seen.job["output_tail"]
             .as_str()
@@ -1859,30 +1855,12 @@ async fn parked_running_jobs_are_watched_by_the_reconciler() {
         )
         .await;
     let seen = wait_terminal(&stack, &account.key, &lost, Duration::from_secs(30)).await;
-    assert_eq!(
-        seen.job["status"], "failed",
-        "{:?} {:#}",
-        seen.history, seen.job
-    );
-    assert_eq!(
-        seen.job["failure_reason"], "instance_lost",
-        "{:#}",
-        seen.job
-    );
+    seen.assert_ended("failed", Some("instance_lost"));
     println!("parked: vanished instance noticed after {:?}", seen.elapsed);
 
     // max_runtime_seconds ends a parked job on time: the reconciler wakes it when due.
     let seen = wait_terminal(&stack, &account.key, &capped, Duration::from_secs(90)).await;
-    assert_eq!(
-        seen.job["status"], "failed",
-        "{:?} {:#}",
-        seen.history, seen.job
-    );
-    assert_eq!(
-        seen.job["failure_reason"], "max_runtime_exceeded",
-        "{:#}",
-        seen.job
-    );
+    seen.assert_ended("failed", Some("max_runtime_exceeded"));
     let stored = store
         .get_job(&account.account_id, &capped)
         .await

@@ -29,9 +29,6 @@ use std::sync::{Arc, Mutex};
 
 /// Messages sent per run (re-drives and wake-ups together).
 const MAX_SENDS: usize = 500;
-/// Something acted on but still wanted after its backoff is acted on again after
-/// base × 2^n, at most this many times the base.
-const MAX_BACKOFF_FACTOR: i64 = 8;
 
 pub struct App {
     pub store: Store,
@@ -52,14 +49,14 @@ struct Backoff(HashMap<String, (Millis, u32)>);
 
 impl Backoff {
     /// Whether `key` may be acted on now; if so, records it: the next time is allowed after
-    /// `base_ms`, doubling on each repeat up to [`MAX_BACKOFF_FACTOR`].
+    /// `base_ms`, doubling on each repeat up to 8 × `base_ms`.
     fn try_act(&mut self, key: String, now: Millis, base_ms: i64) -> bool {
         let times = match self.0.get(&key) {
             Some((next, _)) if now < *next => return false,
             Some((_, times)) => *times,
             None => 0,
         };
-        let factor = (1i64 << times.min(3)).min(MAX_BACKOFF_FACTOR);
+        let factor = 1i64 << times.min(3);
         self.0
             .insert(key, (now + base_ms.max(1000) * factor, times + 1));
         true
@@ -215,11 +212,12 @@ async fn job_is_over(
 /// Whether what the provider lists for a parked job (the states of the instances tagged with
 /// it, current and retired) means its instance changed and the worker must look now.
 fn instance_changed(watch: Watch, listed: &[InstanceState]) -> bool {
-    let running = |s: &&InstanceState| matches!(s, InstanceState::Running { .. });
     match watch {
         Watch::Queue | Watch::Timer => false,
         // Stopped, failed or vanished.
-        Watch::Running => !listed.iter().any(|s| running(&s)),
+        Watch::Running => !listed
+            .iter()
+            .any(|s| matches!(s, InstanceState::Running { .. })),
         // Running (or stopped: a short script), failed — or vanished, nothing booting any more.
         Watch::Booting => {
             listed.iter().any(|s| {
@@ -298,7 +296,8 @@ async fn delete_if_orphan(
         }
         return Ok(());
     };
-    if !job_is_over(app, active, &job_id, &account_id).await? {
+    // Deleted already (discontinued): nothing bills, nothing to read or delete again.
+    if instance.status.is_gone() || !job_is_over(app, active, &job_id, &account_id).await? {
         return Ok(());
     }
     match app.provider.delete_instance(&instance.id).await {

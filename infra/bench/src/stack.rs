@@ -425,16 +425,27 @@ impl Stack {
         Ok(())
     }
 
-    /// Local-server counters (`/__local/stats`): messages handed to the worker so far.
-    pub async fn worker_messages(&self) -> Result<u64> {
-        let stats: Value = self
+    /// Local-server counters (`/__local/stats`).
+    async fn local_stats(&self) -> Result<Value> {
+        Ok(self
             .http
             .get(format!("{}/__local/stats", self.local_url))
             .send()
             .await?
             .json()
-            .await?;
-        Ok(stats["messages"].as_u64().unwrap_or(0))
+            .await?)
+    }
+
+    /// Messages handed to the worker so far.
+    pub async fn worker_messages(&self) -> Result<u64> {
+        Ok(self.local_stats().await?["messages"].as_u64().unwrap_or(0))
+    }
+
+    /// Runs of the local reconciler timer so far.
+    pub async fn reconciler_runs(&self) -> Result<u64> {
+        Ok(self.local_stats().await?["reconciler"]["runs"]
+            .as_u64()
+            .unwrap_or(0))
     }
 }
 

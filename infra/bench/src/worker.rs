@@ -140,11 +140,11 @@ fn per_run_provider(route: &str) -> bool {
 }
 
 /// One window's requests: counted AWS calls + provider calls made for the job; what refills a
-/// container's caches (secrets, token, catalog) and the reconciler's per-run calls are only
-/// listed in the detail (and counted in `reconciler_runs`).
+/// container's caches (secrets, token, catalog) is only listed in the detail, the reconciler's
+/// per-run calls are counted apart.
 struct Window {
     per_job: usize,
-    reconciler_runs: usize,
+    reconciler_aws: usize,
     reconciler_provider: u64,
     detail: String,
 }
@@ -167,7 +167,7 @@ fn window(calls: &[Call], provider: &ProviderCount) -> Window {
     Window {
         per_job: job_aws.len()
             + (provider.total - container_provider - reconciler_provider) as usize,
-        reconciler_runs: shared_aws.iter().filter(|c| per_run_aws(&c.op)).count(),
+        reconciler_aws: shared_aws.iter().filter(|c| per_run_aws(&c.op)).count(),
         reconciler_provider,
         detail: format!(
             "AWS [{}] provider {:?}; per-container and per-reconciler-run AWS [{}]",
@@ -390,19 +390,24 @@ pub async fn job_hour(stack: &Stack, results: &mut Results) -> Result<()> {
     // shared by all jobs.
     stack.record().await?;
     let p2 = stack.provider_count().await?;
+    let r2 = stack.reconciler_runs().await?;
     tokio::time::sleep(Duration::from_secs(5 * RECONCILE_EVERY_SECS + 1)).await;
     let calls = stack.recorded().await?;
     let quiet = window(&calls, &stack.provider_count().await?.since(&p2));
+    let quiet_runs = stack.reconciler_runs().await? - r2;
     let about_job: Vec<&Call> = counted(&calls)
         .into_iter()
         .filter(|c| c.body.contains(id.as_str()))
         .collect();
-    if quiet.reconciler_runs == 0 {
+    if quiet_runs == 0 {
         bail!("no reconciler run in the quiet window");
     }
-    let runs = quiet.reconciler_runs as f64;
+    let runs = quiet_runs as f64;
     let reconciler_per_job = quiet.per_job as f64 / runs;
-    results.set("worker.reconciler_run_aws_calls", 1.0);
+    results.set(
+        "worker.reconciler_run_aws_calls",
+        quiet.reconciler_aws as f64 / runs,
+    );
     results.set(
         "worker.reconciler_run_provider_calls",
         quiet.reconciler_provider as f64 / runs,
@@ -413,7 +418,7 @@ pub async fn job_hour(stack: &Stack, results: &mut Results) -> Result<()> {
     );
     results.note(format!(
         "job-hour: {} reconciler runs with the job parked: {}; about this job: [{}]",
-        quiet.reconciler_runs,
+        quiet_runs,
         quiet.detail,
         summarize(about_job.iter().copied())
     ));

@@ -16,17 +16,24 @@ pub const LOCAL_RETRY_VISIBILITY_SECS: i32 = 2;
 
 static MESSAGES: AtomicU64 = AtomicU64::new(0);
 static DUPLICATES: AtomicU64 = AtomicU64::new(0);
-static RECONCILER_WOKEN: AtomicU64 = AtomicU64::new(0);
-static RECONCILER_ALERTS: AtomicU64 = AtomicU64::new(0);
-static RECONCILER_REDRIVEN: AtomicU64 = AtomicU64::new(0);
+static RECONCILER: std::sync::Mutex<ReconcilerTotals> = std::sync::Mutex::new(ReconcilerTotals {
+    runs: 0,
+    woken: 0,
+    instance_alerts: 0,
+    redriven: 0,
+});
 
-/// The reconciler's wake-ups of parked jobs, instance alerts and re-drives since start.
-pub fn reconciler_counts() -> (u64, u64, u64) {
-    (
-        RECONCILER_WOKEN.load(Ordering::Relaxed),
-        RECONCILER_ALERTS.load(Ordering::Relaxed),
-        RECONCILER_REDRIVEN.load(Ordering::Relaxed),
-    )
+/// What the local reconciler timer's runs did since start (see `mimiry_reconciler::Summary`).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ReconcilerTotals {
+    pub runs: usize,
+    pub woken: usize,
+    pub instance_alerts: usize,
+    pub redriven: usize,
+}
+
+pub fn reconciler_totals() -> ReconcilerTotals {
+    *RECONCILER.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// (messages handed to the worker, of which delivered twice) since start.
@@ -159,8 +166,10 @@ pub async fn run_reconciler(functions: Arc<Functions>, every: Duration) {
     loop {
         tick.tick().await;
         let run = mimiry_reconciler::reconcile(&functions.reconciler).await;
-        RECONCILER_WOKEN.fetch_add(run.woken as u64, Ordering::Relaxed);
-        RECONCILER_ALERTS.fetch_add(run.instance_alerts as u64, Ordering::Relaxed);
-        RECONCILER_REDRIVEN.fetch_add(run.redriven as u64, Ordering::Relaxed);
+        let mut totals = RECONCILER.lock().unwrap_or_else(|p| p.into_inner());
+        totals.runs += 1;
+        totals.woken += run.woken;
+        totals.instance_alerts += run.instance_alerts;
+        totals.redriven += run.redriven;
     }
 }

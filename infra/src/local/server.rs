@@ -27,13 +27,10 @@ pub fn router(functions: Arc<Functions>) -> axum::Router {
 
 async fn stats() -> axum::Json<serde_json::Value> {
     let (messages, duplicates) = super::event_source::delivery_counts();
-    let (woken, alerts, redriven) = super::event_source::reconciler_counts();
     axum::Json(serde_json::json!({
         "messages": messages,
         "duplicate_deliveries": duplicates,
-        "reconciler_woken": woken,
-        "reconciler_instance_alerts": alerts,
-        "reconciler_redriven": redriven,
+        "reconciler": super::event_source::reconciler_totals(),
         "simulated_crashes": mimiry_shared::chaos::crashes(),
     }))
 }

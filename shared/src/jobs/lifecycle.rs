@@ -609,7 +609,6 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
     let mut j = job.clone();
     j.next_check_at = now;
     j.lease_until = None;
-    j.parked = false;
     match result {
         EffectResult::Deploy { script_id, outcome } => {
             if script_id.is_some() {

@@ -143,7 +143,8 @@ pub struct Job {
     pub lease_until: Option<Millis>,
     /// The next look is far off (more than `Timers::park_after_secs`), so no SQS message waits
     /// for it: the reconciler sends one shortly before `next_check_at`, and sooner if the
-    /// provider's instance list shows the instance in trouble. Set by `lifecycle::decide`.
+    /// provider's instance list shows the instance changed. Set by `lifecycle::decide` and
+    /// `lifecycle::apply`; cleared by [`Job::look_now`].
     #[serde(default)]
     pub parked: bool,
     /// Optimistic-concurrency version: every write is conditional on it.

@@ -52,13 +52,25 @@ impl Watch {
         }
     }
 
+    /// Each watch and its one-letter code in the sort key.
+    const CODES: [(Watch, &'static str); 4] = [
+        (Watch::Queue, "q"),
+        (Watch::Running, "r"),
+        (Watch::Booting, "b"),
+        (Watch::Timer, "t"),
+    ];
+
     fn code(self) -> &'static str {
-        match self {
-            Watch::Queue => "q",
-            Watch::Running => "r",
-            Watch::Booting => "b",
-            Watch::Timer => "t",
-        }
+        Self::CODES
+            .iter()
+            .find_map(|(w, c)| (*w == self).then_some(*c))
+            .expect("every watch has a code")
+    }
+
+    fn from_code(code: &str) -> Option<Watch> {
+        Self::CODES
+            .iter()
+            .find_map(|(w, c)| (*c == code).then_some(*w))
     }
 
     pub fn is_parked(self) -> bool {
@@ -84,13 +96,7 @@ pub fn parse_active_sort_key(sk: &str) -> Option<ActiveJob> {
     let due_at = parts.next()?.parse().ok()?;
     let account_id = parts.next()?.to_string();
     let job_id = parts.next()?.to_string();
-    let watch = match parts.next() {
-        Some("q") | None => Watch::Queue,
-        Some("r") => Watch::Running,
-        Some("b") => Watch::Booting,
-        Some("t") => Watch::Timer,
-        Some(_) => return None,
-    };
+    let watch = Watch::from_code(parts.next()?)?;
     Some(ActiveJob {
         due_at,
         account_id,
@@ -428,16 +434,6 @@ impl Store {
             }
         }
     }
-
-    /// Every active job id.
-    pub async fn active_job_ids(&self) -> Result<std::collections::HashSet<String>, ApiError> {
-        Ok(self
-            .active_jobs()
-            .await?
-            .into_iter()
-            .map(|j| j.job_id)
-            .collect())
-    }
 }
 
 #[cfg(test)]
@@ -454,27 +450,45 @@ mod tests {
     }
 
     #[test]
-    fn active_sort_keys_parse() {
-        let parsed = |sk| parse_active_sort_key(sk).map(|a| (a.due_at, a.job_id, a.watch));
-        let job = |watch| (1_700_000_000_000, "job".to_string(), watch);
-        assert_eq!(
-            parsed("0001700000000000#acc#job#q"),
-            Some(job(Watch::Queue))
-        );
-        assert_eq!(
-            parsed("0001700000000000#acc#job#r"),
-            Some(job(Watch::Running))
-        );
-        assert_eq!(
-            parsed("0001700000000000#acc#job#b"),
-            Some(job(Watch::Booting))
-        );
-        assert_eq!(
-            parsed("0001700000000000#acc#job#t"),
-            Some(job(Watch::Timer))
-        );
-        assert_eq!(parsed("0001700000000000#acc#job"), Some(job(Watch::Queue)));
-        assert_eq!(parsed("0001700000000000#acc#job#x"), None);
-        assert_eq!(parsed("soon#acc#job#q"), None);
+    fn active_sort_keys_round_trip_every_watch() {
+        let job = |parked, status| {
+            let mut job: Job = serde_json::from_value(serde_json::json!({
+                "job_id": "job", "account_id": "acc", "name": "n", "status": "queued",
+                "instance_type": "t", "image": "i", "ssh_key_ids": [],
+                "provider_ssh_key_ids": [], "auto_shutdown": true, "provider": "datacrunch",
+                "price_per_hour_micros": 1, "created_at": 1, "attempts": 0,
+                "tried_locations": [], "retired_instances": [], "provider_errors": 0,
+                "hold_micros": 0, "charged_micros": 0, "next_check_at": 1_700_000_000_000i64,
+                "version": 1,
+            }))
+            .unwrap();
+            job.parked = parked;
+            job.status = status;
+            job
+        };
+        for (parked, status, watch) in [
+            (false, JobStatus::Running, Watch::Queue),
+            (true, JobStatus::Running, Watch::Running),
+            (true, JobStatus::Provisioning, Watch::Booting),
+            (true, JobStatus::Queued, Watch::Timer),
+        ] {
+            let parsed = parse_active_sort_key(&active_sort_key(&job(parked, status))).unwrap();
+            assert_eq!(
+                (
+                    parsed.due_at,
+                    parsed.account_id.as_str(),
+                    parsed.job_id.as_str(),
+                    parsed.watch
+                ),
+                (1_700_000_000_000, "acc", "job", watch)
+            );
+        }
+        for bad in [
+            "0001700000000000#acc#job",
+            "0001700000000000#acc#job#x",
+            "soon#acc#job#q",
+        ] {
+            assert_eq!(parse_active_sort_key(bad), None, "{bad}");
+        }
     }
 }

@@ -95,6 +95,22 @@ pub struct Seen {
     pub elapsed: Duration,
 }
 
+impl Seen {
+    /// Asserts the job ended with `status` and `failure_reason` (null when `None`).
+    pub fn assert_ended(&self, status: &str, reason: Option<&str>) {
+        assert_eq!(
+            (
+                self.job["status"].as_str(),
+                self.job["failure_reason"].as_str()
+            ),
+            (Some(status), reason),
+            "statuses seen: {:?}; job: {:#}",
+            self.history,
+            self.job
+        );
+    }
+}
+
 /// Polls `GET /jobs/{id}` every 250 ms until `done(job)` holds, for at most `limit`; panics with
 /// the status history and the last body otherwise.
 pub async fn wait_until(
