@@ -102,14 +102,13 @@ impl Template {
     }
 }
 
-/// The routes of the shared route table, in the same shape.
+/// The routes of the shared route table as API Gateway declares them (`HEAD` beside `GET`).
 pub fn shared_routes() -> BTreeSet<TemplateRoute> {
-    mimiry_shared::routes::ROUTES
-        .iter()
-        .map(|r| TemplateRoute {
-            method: r.method.to_string(),
-            path: r.path.to_string(),
-            function: r.function.to_string(),
+    mimiry_shared::routes::gateway_routes()
+        .map(|(method, path, function)| TemplateRoute {
+            method: method.to_string(),
+            path: path.to_string(),
+            function: function.to_string(),
         })
         .collect()
 }

@@ -105,6 +105,17 @@ impl ApiError {
         }
     }
 
+    /// Seconds after which retrying makes sense, for a `Retry-After` header.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self {
+            ApiError::Conflict {
+                code: "idempotency_in_progress" | "busy",
+                ..
+            } => Some(1),
+            _ => None,
+        }
+    }
+
     fn details(&self) -> Option<Value> {
         use ApiError::*;
         match self {

@@ -20,6 +20,9 @@ use std::time::Instant;
 /// double that, so 256 KiB leaves room without inviting abuse.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Items per page of a list route when the caller gives no `limit`, and the most it may ask.
+pub const DEFAULT_PAGE: usize = 20;
+pub const MAX_PAGE: usize = 100;
 
 /// A successful answer: status, JSON body, extra headers.
 #[derive(Debug, Clone)]
@@ -75,7 +78,7 @@ impl RequestCtx {
         let path = request.uri().path().to_string();
         let fail = |e: ApiError| {
             log_outcome(&method, &path, None, &request_id, started, &Err(&e));
-            render_error(&e, &request_id)
+            for_method(&method, render_error(&e, &request_id))
         };
         let matched = match match_route(&method, &path) {
             Ok(m) if m.route.function == function => m,
@@ -140,13 +143,30 @@ impl RequestCtx {
         Some(std::str::from_utf8(value.as_bytes()).unwrap_or("\u{FFFD}"))
     }
 
-    /// Query parameter `name`, percent-decoded; repeated parameters: the last wins.
+    /// Query parameter `name`, percent-decoded (`begin` refused repeated parameters).
     pub fn query(&self, name: &str) -> Option<String> {
         let query = self.request.uri().query()?;
         form_urlencoded::parse(query.as_bytes())
             .filter(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
             .last()
+    }
+
+    /// The `limit` query parameter of a list route: 1–[`MAX_PAGE`], [`DEFAULT_PAGE`] if absent.
+    pub fn page_limit(&self) -> Result<usize, ApiError> {
+        match self.query("limit") {
+            None => Ok(DEFAULT_PAGE),
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "limit",
+                        format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+                    )
+                }),
+        }
     }
 
     /// Raw body bytes, after the size limit.
@@ -184,11 +204,25 @@ impl RequestCtx {
             self.started,
             &result.as_ref().map(|r| r.status),
         );
-        match result {
+        let response = match result {
             Ok(reply) => render(reply, &self.request_id),
             Err(e) => render_error(&e, &self.request_id),
-        }
+        };
+        for_method(method, response)
     }
+}
+
+/// A `HEAD` answer is the `GET` answer without its body: same status and headers, with the
+/// `Content-Length` the body would have had (RFC 9110 §9.3.2).
+pub fn for_method(method: &str, mut response: Response<Body>) -> Response<Body> {
+    if method.eq_ignore_ascii_case("HEAD") {
+        let length = response.body().as_ref().len();
+        *response.body_mut() = Body::Empty;
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    response
 }
 
 /// Rejects query parameters the route does not know, naming them.
@@ -196,7 +230,15 @@ fn only_query_params(request: &Request, allowed: &[&str]) -> Result<(), ApiError
     let Some(query) = request.uri().query() else {
         return Ok(());
     };
+    let mut seen = std::collections::HashSet::new();
     for (k, _) in form_urlencoded::parse(query.as_bytes()) {
+        if allowed.contains(&k.as_ref()) && !seen.insert(k.clone()) {
+            // `?status=a&status=b` is ambiguous: refuse it rather than pick one silently.
+            return Err(ApiError::validation(
+                k.to_string(),
+                format!("Query parameter `{k}` is given more than once; give it once"),
+            ));
+        }
         if !allowed.contains(&k.as_ref()) {
             let expected = if allowed.is_empty() {
                 "this route takes none".to_string()
@@ -214,8 +256,17 @@ fn only_query_params(request: &Request, allowed: &[&str]) -> Result<(), ApiError
 
 /// Parses JSON into `T`, turning serde's message into one that names the offending field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(&first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiError::MalformedJson("the body is empty".into()));
+    };
+    if let Some(kind) = json_kind(first) {
+        // serde would map an array onto a struct's fields by position: refuse every body that
+        // is not an object, naming what it is (by its first byte: however deep or broken the
+        // rest, the body is not an object).
+        return Err(ApiError::validation(
+            "body",
+            format!("The request body must be a JSON object, not {kind}"),
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
@@ -227,7 +278,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ApiError::MalformedJson(strip_position(&e.to_string()))
             }
             Category::Data => {
-                let msg = strip_position(&e.to_string());
+                let msg = without_type_names(&strip_position(&e.to_string()));
                 // For a missing or unknown field serde names it in backticks; the path then
                 // points at its parent object.
                 let named = backticked(&msg).filter(|_| {
@@ -247,6 +298,48 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
     Ok(value)
+}
+
+/// What a JSON value starting with `first` is, when it is not an object ("an array", …).
+fn json_kind(first: u8) -> Option<&'static str> {
+    match first {
+        b'[' => Some("an array"),
+        b'"' => Some("a string"),
+        b'-' | b'0'..=b'9' => Some("a number"),
+        b't' | b'f' => Some("a boolean"),
+        b'n' => Some("null"),
+        _ => None,
+    }
+}
+
+/// serde names the Rust type it wanted (`expected struct SubmitRequest`, `expected enum X`):
+/// say "a JSON object" / "one of the documented values" instead; our types are not the API.
+fn without_type_names(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("struct ").or_else(|| rest.find("enum ")) {
+        let (kind_len, replacement) = if rest[i..].starts_with("struct ") {
+            (7, "a JSON object")
+        } else {
+            (5, "one of the documented values")
+        };
+        out.push_str(&rest[..i]);
+        out.push_str(replacement);
+        let after = &rest[i + kind_len..];
+        // Skip the type name and a trailing " with N elements".
+        let name_end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        rest = &after[name_end..];
+        if let Some(tail) = rest.strip_prefix(" with ") {
+            if let Some(end) = tail.find(" element") {
+                let after_word = &tail[end + " element".len()..];
+                rest = after_word.strip_prefix('s').unwrap_or(after_word);
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn backticked(msg: &str) -> Option<String> {
@@ -337,6 +430,11 @@ pub fn render_error(e: &ApiError, request_id: &str) -> Response<Body> {
             response.headers_mut().insert(http::header::ALLOW, v);
         }
     }
+    if let Some(secs) = e.retry_after_secs() {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     response
 }
 
@@ -382,5 +480,59 @@ mod tests {
             Err(ApiError::MalformedJson(_))
         ));
         assert!(parse_json::<Body>(br#"{"name":"a","tags":["x"]}"#).is_ok());
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_naming_it() {
+        for (body, kind) in [
+            (&br#"["a", ["x"]]"#[..], "an array"),
+            (b"[]", "an array"),
+            (b" \"a\"", "a string"),
+            (b"7", "a number"),
+            (b"null", "null"),
+            (b"false", "a boolean"),
+        ] {
+            match parse_json::<Body>(body) {
+                Err(ApiError::Validation { field, message }) => {
+                    assert_eq!(field, "body");
+                    assert_eq!(
+                        message,
+                        format!("The request body must be a JSON object, not {kind}")
+                    );
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
+            }
+        }
+        assert!(matches!(
+            parse_json::<Body>(b"<xml/>"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        assert!(matches!(
+            parse_json::<Body>(deep.as_bytes()),
+            Err(ApiError::Validation { .. })
+        ));
+    }
+
+    #[test]
+    fn serde_type_names_never_reach_a_message() {
+        assert_eq!(
+            without_type_names(
+                "invalid type: sequence, expected struct SubmitRequest with 8 elements"
+            ),
+            "invalid type: sequence, expected a JSON object"
+        );
+        assert_eq!(
+            without_type_names("invalid type: string \"x\", expected struct Inner"),
+            "invalid type: string \"x\", expected a JSON object"
+        );
+        assert_eq!(
+            without_type_names("unknown variant `x`, expected enum Kind"),
+            "unknown variant `x`, expected one of the documented values"
+        );
+        assert_eq!(
+            without_type_names("missing field `name`"),
+            "missing field `name`"
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod lambda;
 pub mod logging;
 pub mod money;
+pub mod names;
 pub mod provider;
 pub mod queue;
 pub mod routes;

@@ -124,7 +124,8 @@ pub const ROUTES: &[Route] = &[
         Access::Scope(SshKeysRead),
         "ssh-keys",
         ListSshKeys,
-    ),
+    )
+    .with_query(&["limit", "cursor"]),
     route(
         "POST",
         "/ssh-keys",
@@ -193,7 +194,13 @@ fn match_template(template: &str, path: &str) -> Option<HashMap<String, String>>
 }
 
 /// Finds the route for `method path`: unknown path → 404, known path with another method → 405.
+/// `HEAD` is served by the `GET` route (RFC 9110 §9.3.2); the response then has no body.
 pub fn match_route(method: &str, path: &str) -> Result<Matched, ApiError> {
+    let method = if method.eq_ignore_ascii_case("HEAD") {
+        "GET"
+    } else {
+        method
+    };
     let mut path_known = false;
     for route in ROUTES {
         if let Some(params) = match_template(route.path, path) {
@@ -207,7 +214,11 @@ pub fn match_route(method: &str, path: &str) -> Result<Matched, ApiError> {
         let allowed: Vec<&str> = ROUTES
             .iter()
             .filter(|r| match_template(r.path, path).is_some())
-            .map(|r| r.method)
+            .flat_map(|r| match r.method {
+                "GET" => &["GET", "HEAD"][..],
+                _ => std::slice::from_ref(&r.method),
+            })
+            .copied()
             .collect();
         Err(ApiError::MethodNotAllowed {
             allowed: allowed.join(", "),
@@ -215,6 +226,15 @@ pub fn match_route(method: &str, path: &str) -> Result<Matched, ApiError> {
     } else {
         Err(ApiError::RouteNotFound)
     }
+}
+
+/// The `(method, path, function)` routes API Gateway must declare: every route of the table,
+/// plus `HEAD` beside every `GET` (an HTTP API matches methods exactly).
+pub fn gateway_routes() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    ROUTES.iter().flat_map(|r| {
+        let head = (r.method == "GET").then_some(("HEAD", r.path, r.function));
+        std::iter::once((r.method, r.path, r.function)).chain(head)
+    })
 }
 
 /// The routes a given function serves.
@@ -236,10 +256,19 @@ mod tests {
             ReportJob
         );
         assert_eq!(match_route("GET", "/jobs/").unwrap().route.name, ListJobs);
-        assert!(matches!(
-            match_route("PUT", "/jobs/abc"),
-            Err(ApiError::MethodNotAllowed { .. })
-        ));
+        match match_route("PUT", "/jobs/abc") {
+            Err(ApiError::MethodNotAllowed { allowed }) => assert_eq!(allowed, "GET, HEAD, DELETE"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(match_route("HEAD", "/jobs/abc").unwrap().route.name, GetJob);
+        assert_eq!(
+            match_route("head", "/account").unwrap().route.name,
+            GetAccount
+        );
+        match match_route("HEAD", "/jobs/abc/report") {
+            Err(ApiError::MethodNotAllowed { allowed }) => assert_eq!(allowed, "POST"),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             match_route("GET", "/nope"),
             Err(ApiError::RouteNotFound)

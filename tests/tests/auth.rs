@@ -158,7 +158,7 @@ async fn unknown_routes_and_methods() {
     assert_eq!(answer.body["code"], "route_not_found");
     let answer = call("PATCH", &stack.url("/account"), Some(&account.key), None).await;
     assert_eq!(answer.status, 405);
-    assert_eq!(answer.headers["allow"], "GET");
+    assert_eq!(answer.headers["allow"], "GET, HEAD");
 }
 
 #[tokio::test]

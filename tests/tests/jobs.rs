@@ -424,8 +424,8 @@ async fn cancelling_a_queued_job_is_immediate() {
     assert_eq!(answer.body["held_credits"], "0.00");
     assert_eq!(answer.body["cost"], "0.00");
     assert_eq!(
-        answer.body["cancel_requested"], false,
-        "nothing is pending any more"
+        answer.body["cancel_requested"], true,
+        "the cancel was asked for, and that stays so"
     );
     assert!(
         answer.body["error_message"].is_string() && answer.body["finished_at"].is_string(),
@@ -561,7 +561,10 @@ async fn cancelling_a_provisioning_job_deletes_its_instance_once_the_provider_al
         seen.history, seen.job
     );
     assert_eq!(seen.job["failure_reason"], Value::Null);
-    assert_eq!(seen.job["cancel_requested"], false);
+    assert_eq!(
+        seen.job["cancel_requested"], true,
+        "a cancelled job still says it was asked to cancel"
+    );
 
     let state = fake_state(&stack).await;
     let instance = instances_of(&state, &id).pop().unwrap();

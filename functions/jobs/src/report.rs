@@ -23,6 +23,8 @@ struct ReportRequest {
     output_base64: Option<String>,
     /// Or as plain text.
     output: Option<String>,
+    /// When the wrapper started the script (Unix milliseconds, the instance's clock).
+    started_at_ms: Option<i64>,
 }
 
 /// The last `OUTPUT_TAIL_BYTES` of the output, cut on a character boundary.
@@ -50,6 +52,13 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let id = job_id(ctx)?;
 
     let input: ReportRequest = ctx.json()?;
+    if !(0..=255).contains(&input.exit_code) {
+        // A process exit status is one byte; anything else is not what a shell reports.
+        return Err(ApiError::validation(
+            "exit_code",
+            format!("exit_code must be from 0 to 255, not {}", input.exit_code),
+        ));
+    }
     let output = match (input.output_base64, input.output) {
         (Some(b64), _) => {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -89,6 +98,7 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             exit_code: input.exit_code,
             output_tail: output_tail.clone(),
             reported_at: now_ms(),
+            script_started_at: input.started_at_ms,
         };
         match app.store.record_report(&job, &report).await {
             Ok(_) => {

@@ -8,16 +8,14 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::jobs::model::cost_of;
 use mimiry_shared::jobs::{Job, JobStatus};
+use mimiry_shared::names::{is_invisible, DisplayName};
 use mimiry_shared::queue::JobRef;
-use mimiry_shared::store::idempotency::{
-    request_hash, IdempotencyKey, HEADER as IDEMPOTENCY_HEADER,
-};
+use mimiry_shared::store::idempotency::{in_progress, Idempotency};
 use mimiry_shared::store::jobs::SubmitError;
 use mimiry_shared::time::now_ms;
 use serde::Deserialize;
 
 pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
-pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_SSH_KEYS: usize = 10;
 pub const MIN_RUNTIME_SECS: i64 = 60;
 pub const MAX_RUNTIME_SECS: i64 = 30 * 24 * 3600;
@@ -38,7 +36,7 @@ struct SubmitRequest {
 
 /// A validated job request: everything checkable without I/O has been checked.
 struct JobSpec {
-    name: Option<String>,
+    name: Option<DisplayName>,
     instance_type: String,
     image: String,
     location: Option<String>,
@@ -56,7 +54,7 @@ fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
             format!("{field} must not be empty"),
         ));
     }
-    if v.len() > 128 || v.chars().any(char::is_control) {
+    if v.len() > 128 || v.chars().any(is_invisible) {
         return Err(ApiError::validation(
             field,
             format!("{field} is not a valid value"),
@@ -67,22 +65,7 @@ fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
 
 impl JobSpec {
     fn parse(r: SubmitRequest) -> Result<JobSpec, ApiError> {
-        let name = match r.name {
-            None => None,
-            Some(n) => {
-                let n = n.trim().to_string();
-                if n.is_empty()
-                    || n.chars().count() > MAX_NAME_CHARS
-                    || n.chars().any(char::is_control)
-                {
-                    return Err(ApiError::validation(
-                        "name",
-                        format!("name must be 1 to {MAX_NAME_CHARS} characters without control characters"),
-                    ));
-                }
-                Some(n)
-            }
-        };
+        let name = r.name.map(|n| DisplayName::parse("name", &n)).transpose()?;
         let mut ssh_key_ids = r.ssh_key_ids.unwrap_or_default();
         // Every repeat, not only adjacent ones (`dedup`), keeping the caller's order.
         let mut seen = std::collections::HashSet::new();
@@ -94,6 +77,13 @@ impl JobSpec {
             ));
         }
         if let Some(script) = &r.startup_script {
+            if script.contains('\0') {
+                // bash cannot hold a NUL in a script: it would be cut there, never run as sent.
+                return Err(ApiError::validation(
+                    "startup_script",
+                    "startup_script must not contain NUL (\\u0000) characters",
+                ));
+            }
             if script.len() > MAX_SCRIPT_BYTES {
                 return Err(ApiError::validation(
                     "startup_script",
@@ -126,16 +116,23 @@ impl JobSpec {
 }
 
 pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let account_id = ctx.caller().account_id.clone();
     let spec = JobSpec::parse(ctx.json()?)?;
-    let idempotency = IdempotencyKey::parse(ctx.header(IDEMPOTENCY_HEADER))?;
-    let hash = request_hash("POST /jobs", ctx.body_bytes()?);
-    if let Some(key) = &idempotency {
-        if let Some(record) = app.store.get_idempotency(&account_id, key).await? {
-            return record.replay(&hash);
-        }
+    let idempotency = Idempotency::of(ctx, "POST /jobs")?;
+    if let Some(reply) = idempotency.earlier_answer(&app.store).await? {
+        return Ok(reply);
     }
+    let result = create_job(app, ctx.caller().account_id.clone(), spec, &idempotency).await;
+    idempotency.settle(&app.store, result).await
+}
 
+/// Checks the spec against the catalog, keys, capacity and credits, then writes the job with
+/// its hold (and the idempotency record) and queues it.
+async fn create_job(
+    app: &App,
+    account_id: String,
+    spec: JobSpec,
+    idempotency: &Idempotency,
+) -> Result<Reply, ApiError> {
     // Against the catalog: type, image (compatible with the type), location.
     let instance_type = app.catalog.instance_type(&spec.instance_type).await?;
     let compatible = app.catalog.images(Some(&spec.instance_type)).await?.value;
@@ -215,6 +212,7 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let job = Job {
         name: spec
             .name
+            .map(DisplayName::into_string)
             .unwrap_or_else(|| format!("job-{}", &job_id[job_id.len() - 8..])),
         job_id,
         account_id: account_id.clone(),
@@ -257,7 +255,7 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         version: 0,
     };
     let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());
-    let record = idempotency.as_ref().map(|k| k.record(&hash, &reply));
+    let record = idempotency.record(&reply);
     match app.store.submit_job(&job, record.as_ref()).await {
         Ok(()) => {}
         Err(SubmitError::InsufficientCredits { available }) => {
@@ -266,13 +264,7 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
                 available: available.to_string(),
             })
         }
-        Err(SubmitError::IdempotencyKeyTaken) => {
-            let key = idempotency.expect("only with a key");
-            return match app.store.get_idempotency(&account_id, &key).await? {
-                Some(stored) => stored.replay(&hash),
-                None => Err(ApiError::internal("idempotency record vanished")),
-            };
-        }
+        Err(SubmitError::IdempotencyKeyTaken) => return Err(in_progress()),
         Err(SubmitError::Other(e)) => return Err(e),
     }
     let job_ref = JobRef::new(account_id, job.job_id.clone());

@@ -7,9 +7,6 @@ use mimiry_shared::jobs::JobStatus;
 use mimiry_shared::time::now_ms;
 use serde_json::json;
 
-const DEFAULT_PAGE: usize = 20;
-const MAX_PAGE: usize = 100;
-
 pub async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let status = match ctx.query("status") {
         None => None,
@@ -23,19 +20,7 @@ pub async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             )
         })?),
     };
-    let limit = match ctx.query("limit") {
-        None => DEFAULT_PAGE,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::validation(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_PAGE}"),
-                )
-            })?,
-    };
+    let limit = ctx.page_limit()?;
     let cursor = ctx.query("cursor");
     let page = app
         .store

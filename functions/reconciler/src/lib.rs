@@ -224,7 +224,7 @@ fn instance_changed(watch: Watch, listed: &[InstanceState]) -> bool {
                 matches!(
                     s,
                     InstanceState::Running { .. }
-                        | InstanceState::Offline
+                        | InstanceState::Offline { .. }
                         | InstanceState::Failed { .. }
                 )
             }) || !listed.contains(&InstanceState::Booting)
@@ -362,7 +362,7 @@ mod tests {
         assert!(!instance_changed(w, &[Gone, running()]), "a retired one");
         for listed in [
             vec![],
-            vec![Offline],
+            vec![Offline { ip: None }],
             vec![failed()],
             vec![Gone],
             vec![Booting],
@@ -379,7 +379,7 @@ mod tests {
         assert!(!instance_changed(w, &[Gone, Booting]), "a retired one");
         for listed in [
             vec![running()],
-            vec![Offline],
+            vec![Offline { ip: None }],
             vec![failed()],
             vec![Gone],
             vec![],

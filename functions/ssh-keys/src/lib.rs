@@ -9,13 +9,12 @@ use mimiry_shared::config::Config;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::lambda::HttpFunction;
+use mimiry_shared::names::DisplayName;
 use mimiry_shared::provider::GpuProvider;
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::ssh_key::SshPublicKey;
-use mimiry_shared::store::idempotency::{
-    request_hash, IdempotencyKey, HEADER as IDEMPOTENCY_HEADER,
-};
-use mimiry_shared::store::ssh_keys::{AddKeyError, SshKeyRecord};
+use mimiry_shared::store::idempotency::{in_progress, Idempotency};
+use mimiry_shared::store::ssh_keys::{AddKeyError, SshKeyRecord, MAX_SSH_KEYS_PER_ACCOUNT};
 use mimiry_shared::store::Store;
 use mimiry_shared::time::now_ms;
 use mimiry_shared::wiring;
@@ -24,7 +23,6 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub const FUNCTION: &str = "ssh-keys";
-const MAX_NAME_CHARS: usize = 64;
 
 pub struct App {
     pub store: Store,
@@ -65,51 +63,47 @@ struct NewSshKey {
     public_key: String,
 }
 
-/// A key name: 1–64 characters, no control characters.
-struct KeyName(String);
-
-impl KeyName {
-    fn parse(s: &str) -> Result<KeyName, ApiError> {
-        let name = s.trim();
-        if name.is_empty() {
-            return Err(ApiError::validation("name", "name must not be empty"));
-        }
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err(ApiError::validation(
-                "name",
-                format!("name must be at most {MAX_NAME_CHARS} characters"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ApiError::validation(
-                "name",
-                "name must not contain control characters",
-            ));
-        }
-        Ok(KeyName(name.to_string()))
-    }
-}
-
 async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let keys = app.store.list_ssh_keys(&ctx.caller().account_id).await?;
+    let limit = ctx.page_limit()?;
+    let cursor = ctx.query("cursor");
+    let page = app
+        .store
+        .list_ssh_keys(&ctx.caller().account_id, limit, cursor.as_deref())
+        .await?;
     Ok(Reply::ok(json!({
-        "ssh_keys": keys.iter().map(SshKeyRecord::view).collect::<Vec<_>>(),
-        "next_cursor": null,
+        "ssh_keys": page.keys.iter().map(SshKeyRecord::view).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
     })))
 }
 
 async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let account_id = ctx.caller().account_id.clone();
     let input: NewSshKey = ctx.json()?;
-    let name = KeyName::parse(&input.name)?;
+    let name = DisplayName::parse("name", &input.name)?;
     let public_key = SshPublicKey::parse(&input.public_key)?;
-    let idempotency = IdempotencyKey::parse(ctx.header(IDEMPOTENCY_HEADER))?;
-    let hash = request_hash("POST /ssh-keys", ctx.body_bytes()?);
-    if let Some(key) = &idempotency {
-        if let Some(record) = app.store.get_idempotency(&account_id, key).await? {
-            return record.replay(&hash);
-        }
+    let idempotency = Idempotency::of(ctx, "POST /ssh-keys")?;
+    if let Some(reply) = idempotency.earlier_answer(&app.store).await? {
+        return Ok(reply);
     }
+    let result = add_key(
+        app,
+        &ctx.caller().account_id,
+        name,
+        &public_key,
+        &idempotency,
+    )
+    .await;
+    idempotency.settle(&app.store, result).await
+}
+
+/// Registers the key at the provider, then stores it (with the idempotency record); if storing
+/// fails, the provider's copy is taken back.
+async fn add_key(
+    app: &App,
+    account_id: &str,
+    name: DisplayName,
+    public_key: &SshPublicKey,
+    idempotency: &Idempotency,
+) -> Result<Reply, ApiError> {
     let duplicate = || ApiError::Conflict {
         code: "ssh_key_exists",
         message: format!(
@@ -117,17 +111,22 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             public_key.fingerprint()
         ),
     };
+    // Cheap refusals before anything is registered at the provider; the transaction below
+    // enforces both again against racing requests.
     if app
         .store
-        .ssh_key_with_fingerprint(&account_id, &public_key.fingerprint())
+        .ssh_key_with_fingerprint(account_id, &public_key.fingerprint())
         .await?
     {
         return Err(duplicate());
     }
+    if app.store.ssh_key_count(account_id).await? >= MAX_SSH_KEYS_PER_ACCOUNT {
+        return Err(limit_reached());
+    }
 
     let ssh_key_id = uuid::Uuid::new_v4().to_string();
     // Our id in the provider-side name lets us find the key if the provider's answer is lost.
-    let provider_name = format!("{} (mimiry-{ssh_key_id})", name.0);
+    let provider_name = format!("{} (mimiry-{ssh_key_id})", name.as_str());
     let provider_key_id = match app
         .provider
         .create_ssh_key(&provider_name, &public_key.canonical())
@@ -144,8 +143,8 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     };
     let record = SshKeyRecord {
         ssh_key_id,
-        account_id: account_id.clone(),
-        name: name.0,
+        account_id: account_id.to_string(),
+        name: name.into_string(),
         public_key: public_key.canonical(),
         fingerprint: public_key.fingerprint(),
         algorithm: public_key.algorithm().to_string(),
@@ -155,34 +154,32 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         created_at: now_ms(),
     };
     let reply = Reply::with_status(StatusCode::CREATED, record.view());
-    let idem_record = idempotency.as_ref().map(|k| k.record(&hash, &reply));
-    match app.store.add_ssh_key(&record, idem_record.as_ref()).await {
-        Ok(()) => Ok(reply),
-        Err(e) => {
-            // Nothing half-written: take the provider's copy back.
-            if let Err(undo) = app.provider.delete_ssh_key(&record.provider_key_id).await {
-                tracing::error!(provider_key_id = %record.provider_key_id, error = %undo, "could not remove an SSH key registered at the provider for a failed request");
-            }
-            match e {
-                AddKeyError::Duplicate => {
-                    // A concurrent twin with the same Idempotency-Key may have won: replay it.
-                    if let Some(key) = &idempotency {
-                        if let Some(stored) = app.store.get_idempotency(&account_id, key).await? {
-                            return stored.replay(&hash);
-                        }
-                    }
-                    Err(duplicate())
-                }
-                AddKeyError::IdempotencyKeyTaken => {
-                    let key = idempotency.expect("only with a key");
-                    match app.store.get_idempotency(&account_id, &key).await? {
-                        Some(stored) => stored.replay(&hash),
-                        None => Err(ApiError::internal("idempotency record vanished")),
-                    }
-                }
-                AddKeyError::Other(e) => Err(e),
-            }
+    let idem_record = idempotency.record(&reply);
+    let stored = app
+        .store
+        .add_ssh_key(&record, idem_record.as_ref(), MAX_SSH_KEYS_PER_ACCOUNT)
+        .await;
+    if let Err(e) = stored {
+        // Nothing half-written: take the provider's copy back.
+        if let Err(undo) = app.provider.delete_ssh_key(&record.provider_key_id).await {
+            tracing::error!(provider_key_id = %record.provider_key_id, error = %undo, "could not remove an SSH key registered at the provider for a failed request");
         }
+        return Err(match e {
+            AddKeyError::Duplicate => duplicate(),
+            AddKeyError::LimitReached => limit_reached(),
+            AddKeyError::IdempotencyKeyTaken => in_progress(),
+            AddKeyError::Other(e) => e,
+        });
+    }
+    Ok(reply)
+}
+
+fn limit_reached() -> ApiError {
+    ApiError::Conflict {
+        code: "ssh_key_limit_reached",
+        message: format!(
+            "An account can hold at most {MAX_SSH_KEYS_PER_ACCOUNT} SSH keys; delete one you no longer use first"
+        ),
     }
 }
 

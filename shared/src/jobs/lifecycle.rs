@@ -28,8 +28,11 @@ pub enum InstanceState {
     Running {
         ip: Option<String>,
     },
-    /// Shut down (by the wrapper after the script, or by someone): still billing.
-    Offline,
+    /// Shut down (by the wrapper after the script, or by someone): still billing. Its ip is
+    /// still assigned.
+    Offline {
+        ip: Option<String>,
+    },
     /// error / no_capacity: it will never run.
     Failed {
         status: String,
@@ -45,7 +48,9 @@ impl InstanceState {
             InstanceStatus::Running => InstanceState::Running {
                 ip: info.ip.clone(),
             },
-            InstanceStatus::Offline => InstanceState::Offline,
+            InstanceStatus::Offline => InstanceState::Offline {
+                ip: info.ip.clone(),
+            },
             s if s.is_failed() => InstanceState::Failed {
                 status: s.as_str().to_string(),
             },
@@ -157,12 +162,15 @@ pub fn needs_availability(job: &Job) -> bool {
 /// job's ending no longer depends on it (cancelled, reported with `auto_shutdown`, already
 /// ending): the teardown deletes the instance either way, and a delete of an instance already
 /// gone is billed only until it was last seen alive.
+///
+/// One exception: a job whose script reported before the worker ever saw its instance running
+/// has no ip yet, and a job that ran must show where it ran — one look, before the teardown.
 pub fn needs_instance_look(job: &Job) -> bool {
     job.instance_id.is_some()
         && job.instance_ended_at.is_none()
         && job.outcome.is_none()
         && job.cancel_requested_at.is_none()
-        && !(job.auto_shutdown && job.report.is_some())
+        && !(job.auto_shutdown && job.report.is_some() && job.ip.is_some())
 }
 
 /// Whether the hold must grow to cover the cost until the look after next; only then does the
@@ -238,6 +246,7 @@ fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
         };
     }
     j.next_check_at = now;
+    note_report(&mut j);
     note_observation(&mut j, obs, now);
 
     if j.outcome.is_none() {
@@ -257,6 +266,23 @@ fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
         JobStatus::Queued => plan_deploy(j, obs, now, t),
         _ => keep_watching(j, obs, now, t),
     }
+}
+
+/// A report proves the script ran: a job still provisioning (its script started and reported
+/// between two looks) was running from when the wrapper says the script started — never before
+/// the deploy, never after the report.
+fn note_report(j: &mut Job) {
+    let Some(report) = &j.report else { return };
+    if j.status != JobStatus::Provisioning {
+        return;
+    }
+    let earliest = j.deployed_at.unwrap_or(j.created_at);
+    let started = report
+        .script_started_at
+        .unwrap_or(report.reported_at)
+        .clamp(earliest, report.reported_at.max(earliest));
+    j.status = JobStatus::Running;
+    j.started_at = Some(started);
 }
 
 /// Bookkeeping from what was seen: liveness, ip, running since, offline since.
@@ -280,7 +306,8 @@ fn note_observation(j: &mut Job, obs: &Observation, now: Millis) {
                             j.started_at = Some(now);
                         }
                     }
-                    InstanceState::Offline => {
+                    InstanceState::Offline { ip } => {
+                        j.ip = ip.clone().or(j.ip.take());
                         // Shut down means it ran: a short script can start and stop between
                         // two provisioning polls. Count it as running, so the offline grace
                         // ends it — not the provisioning deadline, with the instance billing.

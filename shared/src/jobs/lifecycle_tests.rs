@@ -73,6 +73,7 @@ fn report(exit_code: i32, at: Millis) -> Report {
         exit_code,
         output_tail: "epoch 10/10\n".into(),
         reported_at: at,
+        script_started_at: None,
     }
 }
 
@@ -251,7 +252,10 @@ fn instance_observations() -> Vec<InstanceObservation> {
             ip: Some(IP.into()),
         }),
         Seen(InstanceState::Running { ip: None }),
-        Seen(InstanceState::Offline),
+        Seen(InstanceState::Offline {
+            ip: Some(IP.into()),
+        }),
+        Seen(InstanceState::Offline { ip: None }),
         Seen(InstanceState::Failed {
             status: "error".into(),
         }),
@@ -433,6 +437,20 @@ fn check_decision(
         );
     }
     if before.outcome.is_none() && before.status == JobStatus::Provisioning {
+        // A report proves the script ran: running since the wrapper started it (clamped
+        // between the deploy and the report), whatever the look saw or did not see.
+        let reported_start = before.report.as_ref().map(|r| {
+            let earliest = before.deployed_at.unwrap_or(before.created_at);
+            r.script_started_at
+                .unwrap_or(r.reported_at)
+                .clamp(earliest, r.reported_at.max(earliest))
+        });
+        if let Some(start) = reported_start {
+            if !after.status.is_terminal() {
+                assert_eq!(after.status, JobStatus::Running, "{}: reported", ctx());
+            }
+            assert_eq!(after.started_at, Some(start), "{}", ctx());
+        }
         if let InstanceObservation::Seen(InstanceState::Running { ip }) = &obs.instance {
             assert_eq!(
                 after.status,
@@ -440,7 +458,12 @@ fn check_decision(
                 "{}: seen running, not marked running",
                 ctx()
             );
-            assert_eq!(after.started_at, Some(now), "{}", ctx());
+            assert_eq!(
+                after.started_at,
+                Some(reported_start.unwrap_or(now)),
+                "{}",
+                ctx()
+            );
             if ip.is_some() {
                 assert_eq!(&after.ip, ip, "{}", ctx());
             }
@@ -449,7 +472,10 @@ fn check_decision(
 
     if before.outcome.is_none()
         && before.status == JobStatus::Provisioning
-        && obs.instance == InstanceObservation::Seen(InstanceState::Offline)
+        && matches!(
+            obs.instance,
+            InstanceObservation::Seen(InstanceState::Offline { .. })
+        )
     {
         // Shut down means it ran (a short script between two polls).
         assert_eq!(
@@ -1531,6 +1557,7 @@ impl Sim {
                             exit_code: self.script.exit_code,
                             output_tail: "done\n".into(),
                             reported_at: done,
+                            script_started_at: i.running_since,
                         });
                     }
                     if self.job.auto_shutdown {
@@ -1565,7 +1592,9 @@ impl Sim {
                         SimState::Running => InstanceState::Running {
                             ip: Some(IP.into()),
                         },
-                        SimState::Offline => InstanceState::Offline,
+                        SimState::Offline => InstanceState::Offline {
+                            ip: Some(IP.into()),
+                        },
                         SimState::Error => InstanceState::Failed {
                             status: "error".into(),
                         },
@@ -2546,7 +2575,7 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
     let mut running = job(JobStatus::Running);
     running.report = Some(report(0, T0 + secs(100)));
     let obs = Observation {
-        instance: InstanceObservation::Seen(InstanceState::Offline),
+        instance: InstanceObservation::Seen(InstanceState::Offline { ip: None }),
         available_locations: None,
         balance: Micros(0),
     };
@@ -2645,4 +2674,97 @@ fn without_auto_shutdown_credits_running_out_keep_the_script_result() {
     assert!(sim.job.charged_micros <= hold0());
     let i = &sim.instances[0];
     assert!(cost_of(price(), (i.gone_at.unwrap() - i.created_at) / 1000).0 <= hold0());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A report that arrives before the worker ever saw the instance running (issue 9, item 8)
+// ---------------------------------------------------------------------------------------------
+
+fn reported_while_provisioning(script_started_at: Option<Millis>) -> Job {
+    let mut j = job(JobStatus::Provisioning);
+    let mut r = report(0, T0 + secs(40));
+    r.script_started_at = script_started_at;
+    j.report = Some(r);
+    j
+}
+
+#[test]
+fn a_report_while_provisioning_records_the_running_step_from_the_wrappers_clock() {
+    let t = timers();
+    let deployed = T0 + secs(2);
+    let reported = T0 + secs(40);
+    for (wrapper_says, expected) in [
+        (Some(T0 + secs(25)), T0 + secs(25)),
+        // A clock behind the deploy, or ahead of the report, is clamped to what is known.
+        (Some(T0 - secs(3600)), deployed),
+        (Some(T0 + secs(3600)), reported),
+        // An old wrapper that does not say: the report's own time.
+        (None, reported),
+    ] {
+        let j = reported_while_provisioning(wrapper_says);
+        assert!(
+            needs_instance_look(&j),
+            "no ip yet: one look before the teardown"
+        );
+        for instance in [
+            InstanceObservation::NotLooked,
+            InstanceObservation::Unreachable("timed out".into()),
+            InstanceObservation::Seen(InstanceState::Offline {
+                ip: Some(IP.into()),
+            }),
+            InstanceObservation::Seen(InstanceState::Running {
+                ip: Some(IP.into()),
+            }),
+        ] {
+            let obs = Observation {
+                instance: instance.clone(),
+                available_locations: None,
+                balance: Micros(0),
+            };
+            let d = decide(&j, &obs, T0 + secs(41), &t);
+            assert_eq!(d.job.status, JobStatus::Running, "{instance:?}");
+            assert_eq!(d.job.started_at, Some(expected), "{wrapper_says:?}");
+            assert_eq!(
+                d.job.outcome.as_ref().map(|o| o.status),
+                Some(JobStatus::Completed),
+                "the report still ends the job"
+            );
+            assert_eq!(
+                d.effect,
+                Effect::DeleteInstance {
+                    instance_id: "inst-1".into()
+                }
+            );
+            if matches!(instance, InstanceObservation::Seen(_)) {
+                assert_eq!(d.job.ip.as_deref(), Some(IP), "{instance:?}");
+                assert!(!needs_instance_look(&d.job));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_reported_job_with_its_ip_is_not_looked_at_again() {
+    let mut j = reported_while_provisioning(None);
+    j.ip = Some(IP.into());
+    assert!(!needs_instance_look(&j));
+    j.auto_shutdown = false;
+    assert!(
+        needs_instance_look(&j),
+        "without auto_shutdown the instance keeps running: it is watched"
+    );
+}
+
+#[test]
+fn an_offline_instance_still_tells_its_ip() {
+    let j = job(JobStatus::Running);
+    let obs = Observation {
+        instance: InstanceObservation::Seen(InstanceState::Offline {
+            ip: Some("198.51.100.9".into()),
+        }),
+        available_locations: None,
+        balance: Micros(hold0()),
+    };
+    let d = decide(&j, &obs, T0 + secs(61), &timers());
+    assert_eq!(d.job.ip.as_deref(), Some("198.51.100.9"));
 }

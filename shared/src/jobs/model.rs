@@ -78,6 +78,10 @@ pub struct Report {
     pub exit_code: i32,
     pub output_tail: String,
     pub reported_at: Millis,
+    /// When the wrapper started the script, by the instance's clock (the lifecycle clamps it
+    /// between the deploy and the report).
+    #[serde(default)]
+    pub script_started_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +202,6 @@ impl Job {
         } else {
             self.cost_at(now)
         };
-        let cancelling = self.cancel_requested_at.is_some() && !self.status.is_terminal();
         json!({
             "id": self.job_id,
             "name": self.name,
@@ -221,7 +224,8 @@ impl Job {
             "output_tail": self.report.as_ref().map(|r| r.output_tail.clone()),
             "failure_reason": self.failure_reason,
             "error_message": self.error_message,
-            "cancel_requested": cancelling,
+            // Whether the user asked to cancel, for good: it stays true once the job ended.
+            "cancel_requested": self.cancel_requested_at.is_some(),
             "created_at": rfc3339(self.created_at),
             "started_at": rfc3339_opt(self.started_at),
             "finished_at": rfc3339_opt(self.finished_at),

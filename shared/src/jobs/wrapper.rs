@@ -31,10 +31,11 @@ dir=$(mktemp -d /tmp/mimiry-job.XXXXXX)
 echo '{encoded}' | base64 -d > "$dir/script"
 chmod +x "$dir/script"
 cd "$dir"
+started=$(date +%s%3N)
 bash "$dir/script" > "$dir/output.log" 2>&1
 code=$?
 tail -c {tail} "$dir/output.log" | base64 -w0 > "$dir/tail.b64"
-printf '{{"exit_code":%d,"output_base64":"%s"}}' "$code" "$(cat "$dir/tail.b64")" > "$dir/report.json"
+printf '{{"exit_code":%d,"started_at_ms":%d,"output_base64":"%s"}}' "$code" "$started" "$(cat "$dir/tail.b64")" > "$dir/report.json"
 for attempt in 1 2 3 4 5 6 7 8; do
   if curl -fsS --max-time 15 -X POST '{report_url}' \
       -H 'Authorization: Bearer {token}' \
@@ -113,6 +114,12 @@ mod tests {
         let json_end = calls.find('}').unwrap() + 1;
         let report: serde_json::Value = serde_json::from_str(&calls[..json_end]).unwrap();
         assert_eq!(report["exit_code"], 3);
+        let started = report["started_at_ms"].as_i64().expect("started_at_ms");
+        let now = chrono::Utc::now().timestamp_millis();
+        assert!(
+            (now - 60_000..=now).contains(&started),
+            "started_at_ms {started} is not the wrapper's start (now {now})"
+        );
         let output = base64::engine::general_purpose::STANDARD
             .decode(report["output_base64"].as_str().unwrap())
             .unwrap();

@@ -1,10 +1,16 @@
 //! `Idempotency-Key` records: the first response to a POST, kept for 24 hours, written in the
 //! same transaction as what the POST created so a retry can never create a second one.
+//!
+//! Racing requests with the same key all run; the creating transaction lets exactly one of them
+//! write. Every other one then fails — on the record itself, or on what the winner created (the
+//! same SSH key, the credits it held) — and [`Idempotency::settle`] turns any such failure into
+//! the winner's answer: the record is written in the winner's transaction, so whatever failure
+//! the winner caused comes with the record already readable.
 
 use super::{account_pk, from_item, to_item, Store};
 use crate::auth::hex_sha256;
 use crate::error::ApiError;
-use crate::http::Reply;
+use crate::http::{Reply, RequestCtx};
 use crate::time::{now_ms, Millis};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use http::StatusCode;
@@ -60,11 +66,117 @@ impl IdempotencyKey {
     }
 }
 
+/// The hash that tells a retry (same route, same JSON) from a reuse of the key. Bodies are
+/// compared as canonical JSON — keys sorted, no whitespace — so a client that re-serialises its
+/// request is still retrying. A body that is not JSON is hashed as it is.
 pub fn request_hash(route: &str, body: &[u8]) -> String {
     let mut bytes = route.as_bytes().to_vec();
     bytes.push(0);
-    bytes.extend_from_slice(body);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => canonical_json(&value, &mut bytes),
+        Err(_) => bytes.extend_from_slice(body),
+    }
     hex_sha256(&bytes)
+}
+
+/// Writes `value` with object keys sorted at every level (whatever serde_json's map order is).
+fn canonical_json(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                out.push(b':');
+                canonical_json(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+/// The idempotency side of one creating POST: its key (if the caller sent one) and the hash
+/// of what it asks.
+pub struct Idempotency {
+    account_id: String,
+    key: Option<IdempotencyKey>,
+    hash: String,
+}
+
+impl Idempotency {
+    /// Reads the `Idempotency-Key` header (400 if malformed) and hashes the request as `route`.
+    pub fn of(ctx: &RequestCtx, route: &str) -> Result<Idempotency, ApiError> {
+        Ok(Idempotency {
+            account_id: ctx.caller().account_id.clone(),
+            key: IdempotencyKey::parse(ctx.header(HEADER))?,
+            hash: request_hash(route, ctx.body_bytes()?),
+        })
+    }
+
+    /// The answer already given to this key, if any: a replay, or 409 when the key was used
+    /// for another request.
+    pub async fn earlier_answer(&self, store: &Store) -> Result<Option<Reply>, ApiError> {
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        match store.get_idempotency(&self.account_id, key).await? {
+            Some(record) => record.replay(&self.hash).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The record to write in the creating transaction (none without a key).
+    pub fn record(&self, reply: &Reply) -> Option<IdempotencyRecord> {
+        self.key.as_ref().map(|k| k.record(&self.hash, reply))
+    }
+
+    /// The request's final answer: a failure may be the trace of a concurrent request with the
+    /// same key that won the race, and then that request's answer is this one's too.
+    pub async fn settle(
+        &self,
+        store: &Store,
+        result: Result<Reply, ApiError>,
+    ) -> Result<Reply, ApiError> {
+        let error = match result {
+            Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        // Validation and authorization failures never depend on a twin's writes.
+        if self.key.is_none() || error.status().as_u16() < 402 {
+            return Err(error);
+        }
+        match self.earlier_answer(store).await {
+            Ok(Some(reply)) => Ok(reply),
+            Err(conflict @ ApiError::Conflict { .. }) => Err(conflict),
+            _ => Err(error),
+        }
+    }
+}
+
+/// The failure of a creating transaction whose idempotency record was taken by a twin that
+/// has not become readable yet (it cannot happen with strongly consistent reads; kept honest).
+pub fn in_progress() -> ApiError {
+    ApiError::Conflict {
+        code: "idempotency_in_progress",
+        message: "A request with this Idempotency-Key is still in progress; retry it shortly"
+            .into(),
+    }
 }
 
 fn sk(key: &str) -> String {
@@ -120,5 +232,37 @@ impl Store {
             .build()
             .map_err(ApiError::internal)?;
         Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn re_serialised_bodies_hash_alike_and_other_values_do_not() {
+        let a = request_hash("POST /jobs", br#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#);
+        let b = request_hash(
+            "POST /jobs",
+            b"{ \"a\" : { \"x\" : \"s\", \"y\" : [ 1 , 2 ] },\n\t\"b\" : 1 }\n",
+        );
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            request_hash("POST /jobs", br#"{"b":1,"a":{"y":[2,1],"x":"s"}}"#)
+        );
+        assert_ne!(
+            a,
+            request_hash("POST /jobs", br#"{"b":2,"a":{"y":[1,2],"x":"s"}}"#)
+        );
+        assert_ne!(
+            a,
+            request_hash("POST /ssh-keys", br#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#)
+        );
+        // Escapes that mean the same string are the same string.
+        assert_eq!(
+            request_hash("r", br#"{"k":"\u0041"}"#),
+            request_hash("r", br#"{"k":"A"}"#)
+        );
     }
 }

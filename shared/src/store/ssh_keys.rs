@@ -1,11 +1,15 @@
 //! SSH key items. A second item per key, `SSHFP#{fingerprint}`, is written in the same
-//! transaction so the same key cannot be added twice to one account, even by racing requests.
+//! transaction so the same key cannot be added twice to one account, even by racing requests;
+//! the account item's `ssh_key_count` goes up and down in the same transactions, so the cap
+//! holds under concurrency too.
 
+use super::accounts::ACCOUNT_SK;
 use super::idempotency::IdempotencyRecord;
-use super::{account_pk, aws_err, cancelled_conditions, from_item, s, to_item, Store};
+use super::{account_pk, aws_err, cancelled_conditions, from_item, n, s, to_item, Store};
 use crate::error::ApiError;
 use crate::time::{rfc3339, Millis};
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -46,10 +50,47 @@ fn fingerprint_sk(fingerprint: &str) -> String {
     format!("SSHFP#{fingerprint}")
 }
 
+/// Most SSH keys one account may hold: a job takes at most 10, and a provider's per-project
+/// quota is shared by every account.
+pub const MAX_SSH_KEYS_PER_ACCOUNT: u32 = 100;
+
+/// The account item's attribute counting its SSH keys (absent = 0).
+const COUNT_ATTR: &str = "ssh_key_count";
+
 pub enum AddKeyError {
     Duplicate,
+    LimitReached,
     IdempotencyKeyTaken,
     Other(ApiError),
+}
+
+/// One page of an account's SSH keys, oldest first.
+pub struct SshKeyPage {
+    pub keys: Vec<SshKeyRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// A cursor is the (created_at, id) of the last key shown, so a key deleted between two pages
+/// does not lose the place.
+fn cursor_encode(key: &SshKeyRecord) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("v1:{}:{}", key.created_at, key.ssh_key_id))
+}
+
+fn cursor_decode(cursor: &str) -> Result<(i64, String), ApiError> {
+    let bad = || {
+        ApiError::validation(
+            "cursor",
+            "Invalid cursor: pass back the next_cursor of a previous page",
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let rest = text.strip_prefix("v1:").ok_or_else(bad)?;
+    let (at, id) = rest.split_once(':').ok_or_else(bad)?;
+    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
 }
 
 impl Store {
@@ -64,10 +105,22 @@ impl Store {
             .is_some())
     }
 
+    /// How many SSH keys the account holds.
+    pub async fn ssh_key_count(&self, account_id: &str) -> Result<u32, ApiError> {
+        let account = self.get(account_pk(account_id), ACCOUNT_SK.into()).await?;
+        Ok(match account.as_ref().and_then(|a| a.get(COUNT_ATTR)) {
+            Some(AttributeValue::N(v)) => v.parse().unwrap_or(0),
+            _ => 0,
+        })
+    }
+
+    /// Stores the key, its fingerprint marker, the account's count (at most `max`) and the
+    /// idempotency record in one transaction.
     pub async fn add_ssh_key(
         &self,
         key: &SshKeyRecord,
         idempotency: Option<&IdempotencyRecord>,
+        max: u32,
     ) -> Result<(), AddKeyError> {
         let pk = account_pk(&key.account_id);
         let put = |item| -> Result<TransactWriteItem, ApiError> {
@@ -82,6 +135,26 @@ impl Store {
                 )
                 .build())
         };
+        let count = || -> Result<TransactWriteItem, ApiError> {
+            Ok(TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .key("PK", s(pk.clone()))
+                        .key("SK", s(ACCOUNT_SK))
+                        .update_expression("SET #c = if_not_exists(#c, :zero) + :one")
+                        .condition_expression(
+                            "attribute_exists(PK) AND (attribute_not_exists(#c) OR #c < :max)",
+                        )
+                        .expression_attribute_names("#c", COUNT_ATTR)
+                        .expression_attribute_values(":zero", n(0))
+                        .expression_attribute_values(":one", n(1))
+                        .expression_attribute_values(":max", n(max))
+                        .build()
+                        .map_err(ApiError::internal)?,
+                )
+                .build())
+        };
         let build = || -> Result<Vec<TransactWriteItem>, ApiError> {
             let mut items = vec![
                 put(to_item(key, pk.clone(), key_sk(&key.ssh_key_id))?)?,
@@ -90,6 +163,7 @@ impl Store {
                     pk.clone(),
                     fingerprint_sk(&key.fingerprint),
                 )?)?,
+                count()?,
             ];
             if let Some(record) = idempotency {
                 items.push(self.idempotency_put(&key.account_id, record)?);
@@ -100,10 +174,12 @@ impl Store {
         match self.transact(items).await {
             Ok(_) => Ok(()),
             Err(e) => match cancelled_conditions(&e) {
-                Some(failed) if failed.get(2) == Some(&true) => {
+                // The twin's record first: its answer is this request's too.
+                Some(failed) if failed.get(3) == Some(&true) => {
                     Err(AddKeyError::IdempotencyKeyTaken)
                 }
                 Some(failed) if failed.get(1) == Some(&true) => Err(AddKeyError::Duplicate),
+                Some(failed) if failed.get(2) == Some(&true) => Err(AddKeyError::LimitReached),
                 _ => Err(AddKeyError::Other(aws_err(e))),
             },
         }
@@ -120,7 +196,15 @@ impl Store {
             .transpose()
     }
 
-    pub async fn list_ssh_keys(&self, account_id: &str) -> Result<Vec<SshKeyRecord>, ApiError> {
+    /// A page of the account's keys, oldest first, after `cursor`. An account holds at most
+    /// [`MAX_SSH_KEYS_PER_ACCOUNT`] keys, so one query reads them all and the page is cut here.
+    pub async fn list_ssh_keys(
+        &self,
+        account_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<SshKeyPage, ApiError> {
+        let after = cursor.map(cursor_decode).transpose()?;
         let mut keys: Vec<SshKeyRecord> = self
             .query_prefix(account_pk(account_id), "SSHKEY#")
             .await?
@@ -132,29 +216,61 @@ impl Store {
                 .cmp(&b.created_at)
                 .then(a.ssh_key_id.cmp(&b.ssh_key_id))
         });
-        Ok(keys)
+        if let Some((at, id)) = after {
+            keys.retain(|k| (k.created_at, k.ssh_key_id.as_str()) > (at, id.as_str()));
+        }
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next_cursor = if more {
+            keys.last().map(cursor_encode)
+        } else {
+            None
+        };
+        Ok(SshKeyPage { keys, next_cursor })
     }
 
+    /// Removes the key, its fingerprint marker and one from the account's count. A key
+    /// already removed (a racing delete) is not counted twice.
     pub async fn delete_ssh_key(&self, key: &SshKeyRecord) -> Result<(), ApiError> {
         let pk = account_pk(&key.account_id);
-        let delete = |sk: String| -> Result<TransactWriteItem, ApiError> {
+        let delete = |sk: String, condition: Option<&str>| -> Result<TransactWriteItem, ApiError> {
             Ok(TransactWriteItem::builder()
                 .delete(
                     Delete::builder()
                         .table_name(&self.table)
                         .key("PK", s(pk.clone()))
                         .key("SK", s(sk))
+                        .set_condition_expression(condition.map(str::to_string))
                         .build()
                         .map_err(ApiError::internal)?,
                 )
                 .build())
         };
-        self.transact(vec![
-            delete(key_sk(&key.ssh_key_id))?,
-            delete(fingerprint_sk(&key.fingerprint))?,
-        ])
-        .await
-        .map_err(aws_err)?;
-        Ok(())
+        let uncount = Update::builder()
+            .table_name(&self.table)
+            .key("PK", s(pk.clone()))
+            .key("SK", s(ACCOUNT_SK))
+            .update_expression("SET #c = #c - :one")
+            .condition_expression("#c > :zero")
+            .expression_attribute_names("#c", COUNT_ATTR)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(ApiError::internal)?;
+        let mut items = vec![
+            delete(key_sk(&key.ssh_key_id), Some("attribute_exists(PK)"))?,
+            delete(fingerprint_sk(&key.fingerprint), None)?,
+        ];
+        if self.ssh_key_count(&key.account_id).await? > 0 {
+            // Keys stored before the count existed are not in it: never count below zero.
+            items.push(TransactWriteItem::builder().update(uncount).build());
+        }
+        match self.transact(items).await {
+            Ok(_) => Ok(()),
+            Err(e) => match cancelled_conditions(&e) {
+                Some(failed) if failed.first() == Some(&true) => Ok(()),
+                _ => Err(aws_err(e)),
+            },
+        }
     }
 }
