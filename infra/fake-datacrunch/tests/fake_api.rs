@@ -49,8 +49,13 @@ fn config() -> FakeConfig {
 impl Fake {
     async fn start(config: FakeConfig) -> Fake {
         let (addr, _handle) = spawn(config).await;
+        Fake::connect(format!("http://{addr}")).await
+    }
+
+    /// A client of the fake at `base`, with a token.
+    async fn connect(base: String) -> Fake {
         let mut fake = Fake {
-            base: format!("http://{addr}"),
+            base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -1192,6 +1197,67 @@ async fn delete_kills_every_process_of_the_instance_and_removes_its_directory() 
 }
 
 // ---- the binary ----
+
+/// Stopping the fake (SIGTERM, as Ctrl-C in `make run`) stops its machines: every process of
+/// every instance dies and their directories are removed.
+#[tokio::test]
+async fn stopping_the_binary_kills_every_instance_and_removes_their_directories() {
+    use std::io::BufRead;
+    let dir = work_dir_outside_tmp("binary-stop");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fake-datacrunch"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--provision-ms",
+            "200",
+            "--execute",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim_end()
+        .strip_prefix("fake-datacrunch listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    let fake = Fake::connect(base).await;
+    let script = "#!/bin/bash\nsetsid nohup sleep 1000 >/dev/null 2>&1 &\necho started\n";
+    let id = deploy_with_script(&fake, "1H100.80S.30V", script).await;
+    fake.wait_status(&id, "running", Duration::from_secs(2))
+        .await;
+    let uid = sandbox_uid(&fake, &id).await;
+    wait_for("the child to start", Duration::from_secs(3), || {
+        !processes_of(uid).is_empty()
+    })
+    .await;
+    assert!(dir.join(&id).join("startup.sh").exists());
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the fake did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for(
+        "every process of the instance to die",
+        Duration::from_secs(3),
+        || processes_of(uid).is_empty(),
+    )
+    .await;
+    // Removed before the fake exited, not eventually.
+    assert!(!dir.join(&id).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 #[tokio::test]
 async fn binary_prints_its_real_address() {
