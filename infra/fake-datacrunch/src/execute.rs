@@ -63,11 +63,12 @@ use crate::{
 /// (or anyone else) can write to.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Sandbox uids are taken from 0x7000_0000..0x8000_0000, a range the usual conventions leave
-/// unused (system and regular users, systemd's dynamic users and container ranges are below;
-/// above is avoided for signedness), so that they belong to no real user of the machine.
+/// Sandbox uids are taken from 0x7000_0000..0x7FFE_0000, a range the usual conventions leave
+/// unused (system and regular users, systemd's dynamic users and container ranges are below,
+/// systemd's "foreign" range just above; above 2^31 is avoided for signedness), so that they
+/// belong to no real user of the machine.
 const UID_FIRST: u32 = 0x7000_0000;
-const UID_SPAN: u32 = 0x1000_0000;
+const UID_SPAN: u32 = 0x0FFE_0000;
 
 /// Sandbox settings, present when the fake can confine scripts (see [`probe_sandbox`]).
 #[derive(Debug, Clone, Copy)]
