@@ -50,7 +50,7 @@ pub async fn reset(State(state): State<AppState>, body: Bytes) -> Result<Json<Va
     let req: ResetRequest = parse_json_or_default(&body)?;
     let mut g = state.lock();
     for inst in g.instances.values_mut() {
-        execute::kill(inst);
+        execute::discard(inst, true);
     }
     let mut fresh = Inner::new(&state.config);
     if !req.tokens {

@@ -13,8 +13,9 @@
 //! - deterministic fault injection and a state dump under `/admin`, see
 //!   [`faults`](crate::faults) and [`admin`](crate::admin);
 //! - an *execute mode* that really runs each instance's startup script with bash on this
-//!   machine, with shims so that `shutdown -h now` powers off the fake instance and never the
-//!   real machine, see [`execute`](crate::execute).
+//!   machine, each in a sandbox of its own when the fake runs as root (own uid, PID and mount
+//!   namespaces), with shims so that `shutdown -h now` powers off the fake instance and never
+//!   the real machine, see [`execute`](crate::execute).
 //!
 //! Modules by concern: [`catalog`] (static data), [`state`] (the shared state), [`auth`]
 //! (tokens), [`resources`] (catalog routes, SSH keys, scripts, balance), [`instances`]
@@ -146,8 +147,8 @@ fn router(state: AppState) -> Router {
 /// Serves the fake on `listener` until the process ends.
 ///
 /// In execute mode, dropping the server (its runtime shutting down, or the task being aborted
-/// along with the timers) kills every script still running: the fake machines go away with the
-/// fake provider.
+/// along with the timers) kills every script still running and removes the instances'
+/// directories: the fake machines go away with the fake provider.
 pub async fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     // The execute-mode shim calls back on loopback even if the fake listens on 0.0.0.0.
@@ -159,7 +160,11 @@ pub async fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> std
         std::fs::create_dir_all(&dir)?;
         config.execute = Some(std::fs::canonicalize(&dir)?);
     }
-    let state = AppState::new(config, admin_base);
+    let sandbox = match config.execute {
+        Some(_) => execute::probe_sandbox().await,
+        None => None,
+    };
+    let state = AppState::new(config, admin_base, sandbox);
     tracing::info!(%addr, "fake-datacrunch serving");
     axum::serve(listener, router(state)).await
 }

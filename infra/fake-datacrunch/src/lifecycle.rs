@@ -32,8 +32,9 @@ pub fn fake_ip(seq: u64) -> String {
 /// Moves `inst` to `to` and applies the side effects of the new status:
 /// - `running`: an ip and an OS volume are assigned, and in execute mode the startup script is
 ///   started the first time (a real machine runs it once, at first boot);
-/// - anything but `running`: the machine is off, so the script's process group is killed;
-/// - `discontinued`: `deleted_at` is recorded.
+/// - anything but `running`: the machine is off, so the script's processes are killed;
+/// - `discontinued`: `deleted_at` is recorded and the script's directory removed (the disk goes
+///   with the machine).
 pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
     let from = inst.status;
     inst.status = to;
@@ -53,6 +54,7 @@ pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
         }
         Status::Discontinued => {
             inst.deleted_at.get_or_insert_with(Utc::now);
+            execute::discard(inst, true);
         }
         _ => {}
     }
@@ -66,14 +68,15 @@ pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
 }
 
 /// Makes the instance disappear from the provider API (404 "Invalid instance id"), as if the
-/// provider lost it. It stays in `GET /admin/state` with `vanished: true`.
+/// provider lost it. It stays in `GET /admin/state` with `vanished: true`; its script's
+/// processes and directory are gone (nobody can delete it any more).
 pub fn vanish(inst: &mut Instance) {
     inst.epoch += 1;
     if inst.vanished_at.is_none() {
         inst.vanished_at = Some(Utc::now());
         tracing::info!(id = %inst.id, "instance vanished");
     }
-    execute::kill(inst);
+    execute::discard(inst, true);
 }
 
 fn maybe_start_script(state: &AppState, inst: &mut Instance) {

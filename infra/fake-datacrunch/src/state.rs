@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{catalog, faults::Faults, FakeConfig};
+use crate::{catalog, execute::Sandbox, faults::Faults, FakeConfig};
 
 /// Cheap-to-clone handle on the server state.
 #[derive(Clone)]
@@ -23,15 +23,18 @@ pub struct AppState {
     pub config: Arc<FakeConfig>,
     /// `http://127.0.0.1:PORT`, what the execute-mode `shutdown` shim calls back.
     pub admin_base: Arc<str>,
+    /// Execute mode: how scripts are confined (`None`: they are not, see `execute`).
+    pub sandbox: Option<Sandbox>,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl AppState {
-    pub fn new(config: FakeConfig, admin_base: String) -> Self {
+    pub fn new(config: FakeConfig, admin_base: String, sandbox: Option<Sandbox>) -> Self {
         let inner = Inner::new(&config);
         Self {
             config: Arc::new(config),
             admin_base: admin_base.into(),
+            sandbox,
             inner: Arc::new(Mutex::new(inner)),
         }
     }
@@ -119,16 +122,22 @@ pub enum Fate {
     Vanish,
 }
 
-/// The startup script process of an instance in execute mode.
+/// The startup script of an instance in execute mode, run by a small init (see `execute`).
 #[derive(Debug, Clone)]
 pub struct ScriptProcess {
-    /// Also the process group id (the script is started as a group leader).
+    /// The fake's child (`setpriv`/`unshare` in a sandbox, else the init itself); also the
+    /// process group id (it is started as a group leader).
     pub pid: u32,
+    /// The sandbox uid and gid the script runs as; `None` without a sandbox.
+    pub uid: Option<u32>,
     pub work_dir: PathBuf,
     pub started_at: DateTime<Utc>,
+    /// How the script itself ended (its processes may live on until the instance stops).
     pub exit_code: Option<i32>,
     pub exited: bool,
     pub killed: bool,
+    /// `work_dir` has been (or is being) removed.
+    pub removed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +238,7 @@ impl Instance {
                 None => Value::Null,
                 Some(p) => json!({
                     "pid": p.pid,
+                    "uid": p.uid,
                     "work_dir": p.work_dir,
                     "started_at_ms": p.started_at.timestamp_millis(),
                     "exited": p.exited,
@@ -303,11 +313,12 @@ impl Inner {
 }
 
 /// When the state goes away (server stopped: every task holding it was dropped), the fake
-/// machines go with it: kill any script still running rather than leak processes.
+/// machines go with it: kill any script still running rather than leak processes, and remove
+/// their directories (here and now: the process may be about to exit).
 impl Drop for Inner {
     fn drop(&mut self) {
         for inst in self.instances.values_mut() {
-            crate::execute::kill(inst);
+            crate::execute::discard(inst, false);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Timers are kept short (provision_ms 200) so the whole file runs in a few seconds.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -49,8 +49,13 @@ fn config() -> FakeConfig {
 impl Fake {
     async fn start(config: FakeConfig) -> Fake {
         let (addr, _handle) = spawn(config).await;
+        Fake::connect(format!("http://{addr}")).await
+    }
+
+    /// A client of the fake at `base`, with a token.
+    async fn connect(base: String) -> Fake {
         let mut fake = Fake {
-            base: format!("http://{addr}"),
+            base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -847,13 +852,25 @@ async fn unknown_routes_and_methods_use_the_envelope() {
 
 // ---- execute mode ----
 
-fn work_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
+/// A fresh execute-mode work directory under `base`.
+fn work_dir_in(base: &Path, name: &str) -> PathBuf {
+    let dir = base.join(format!(
         "fake-datacrunch-test-{name}-{}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Under /tmp, which the sandbox mounts over: it has to find the instance's directory first.
+fn work_dir(name: &str) -> PathBuf {
+    work_dir_in(&std::env::temp_dir(), name)
+}
+
+/// Under target/tmp: the directories of other instances stay reachable by path from inside a
+/// sandbox, so only their owner and mode keep them out.
+fn work_dir_outside_tmp(name: &str) -> PathBuf {
+    work_dir_in(Path::new(env!("CARGO_TARGET_TMPDIR")), name)
 }
 
 async fn deploy_with_script(fake: &Fake, instance_type: &str, script: &str) -> String {
@@ -914,19 +931,21 @@ async fn execute_mode_runs_the_script_and_shutdown_powers_off() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A delete while the script runs (in a work directory under /tmp) kills it and its
+/// background child.
 #[tokio::test]
-async fn execute_mode_delete_kills_the_process_group() {
+async fn execute_mode_delete_kills_a_running_script() {
     let dir = work_dir("delete");
     let fake = Fake::start(FakeConfig {
         execute: Some(dir.clone()),
         ..config()
     })
     .await;
-    // A background child in the same group, and a CPU instance whose nvidia-smi fails.
+    // A background child, and a CPU instance whose nvidia-smi fails.
     let script = "#!/bin/bash\n\
         nvidia-smi || echo \"nvidia-smi exit $?\"\n\
         sleep 60 &\n\
-        echo \"child $!\"\n\
+        echo child started\n\
         wait\n";
     let mut b = deploy_body("CPU.4V.16G", "FIN-01");
     b["image"] = json!("ubuntu-22.04");
@@ -938,40 +957,307 @@ async fn execute_mode_delete_kills_the_process_group() {
     let id = fake.deploy_ok(b).await;
     fake.wait_status(&id, "running", Duration::from_secs(2))
         .await;
+    let uid = sandbox_uid(&fake, &id).await;
 
-    let log_path = dir.join(&id).join("output.log");
-    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     wait_for("the child to start", Duration::from_secs(3), || {
-        read_log().contains("child ")
+        read_log(&dir, &id).contains("child started")
     })
     .await;
-    let log = read_log();
+    let log = read_log(&dir, &id);
     assert!(log.contains("nvidia-smi exit 9"), "{log}");
-    let child: u32 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("child "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(PathBuf::from(format!("/proc/{child}")).exists());
+    let names: Vec<String> = processes_of(uid).into_iter().map(|(_, n)| n).collect();
+    assert!(names.contains(&"sleep".to_string()), "{names:?}");
 
     assert_eq!(fake.action(&id, "delete").await.status, 202);
-    // The background sleep was in the script's process group: it is gone too (a zombie until
-    // its parent is reaped counts as gone: check its state).
     wait_for(
-        "the background child to die",
+        "the script and its child to die",
         Duration::from_secs(3),
-        || match std::fs::read_to_string(format!("/proc/{child}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat.contains(") Z "),
-        },
+        || processes_of(uid).is_empty(),
     )
     .await;
+    wait_for(
+        "the directory to be removed",
+        Duration::from_secs(5),
+        || !dir.join(&id).exists(),
+    )
+    .await;
+    let p = admin_instance(&fake, &id).await["script_process"].clone();
+    assert_eq!(
+        (&p["exited"], &p["exit_code"]),
+        (&json!(true), &Value::Null),
+        "{p}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The instance's entry in `GET /admin/state`.
+async fn admin_instance(fake: &Fake, id: &str) -> Value {
+    let state = fake.state().await;
+    state["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {state}"))
+        .clone()
+}
+
+/// The sandbox uid of an instance whose script has started. Fails, rather than skips, where the
+/// fake cannot sandbox (not root, no unshare/setpriv): these tests are the proof that it does.
+async fn sandbox_uid(fake: &Fake, id: &str) -> u32 {
+    let mut p = Value::Null;
+    for _ in 0..100 {
+        p = admin_instance(fake, id).await["script_process"].clone();
+        if !p.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let uid = p["uid"].as_u64().unwrap_or_else(|| {
+        panic!(
+            "instance {id} runs without a sandbox (the fake needs root, unshare and setpriv): {p}"
+        )
+    });
+    u32::try_from(uid).unwrap()
+}
+
+/// Live (not zombie) processes whose real uid is `uid`, as `(pid, name)`, seen from this
+/// machine's /proc: every process of a sandbox, whatever its session or namespace.
+fn processes_of(uid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let real_uid = field("Uid:").split_whitespace().next().map(str::to_string);
+        if real_uid == Some(uid.to_string()) && !field("State:").starts_with('Z') {
+            found.push((pid, field("Name:")));
+        }
+    }
+    found
+}
+
+fn read_log(dir: &Path, id: &str) -> String {
+    std::fs::read_to_string(dir.join(id).join("output.log")).unwrap_or_default()
+}
+
+/// Job B tries every way to A's secrets: A's directory by path (script with its token, a
+/// world-readable file), the temporary directories, and other processes' command lines (where
+/// the real wrapper's `curl -H 'Authorization: Bearer …'` shows the token). A does the same on
+/// itself to show each way would work.
+#[tokio::test]
+async fn sandbox_keeps_instances_apart() {
+    let dir = work_dir_outside_tmp("apart");
+    let fake = Fake::start(FakeConfig {
+        execute: Some(dir.clone()),
+        ..config()
+    })
+    .await;
+    // The token is built by the shell so that it is in a process's argv but never in a
+    // pattern `grep` gets as an argument (grep would find itself).
+    let script_a = "#!/bin/bash\n\
+        # Authorization: Bearer SECRET-IN-A-SCRIPT\n\
+        echo SECRET-IN-A-FILE > secret.txt && chmod 644 secret.txt\n\
+        echo SECRET-IN-A-TMP > /tmp/a.txt && chmod 644 /tmp/a.txt\n\
+        echo SECRET-IN-A-SHM > /dev/shm/a.txt && chmod 644 /dev/shm/a.txt\n\
+        printf '%s\\n' \"SECRET-IN-A-\"\"ARGV\" > pattern\n\
+        (exec -a \"SECRET-IN-A-\"\"ARGV\" sleep 60) &\n\
+        sleep 0.2\n\
+        cat secret.txt /tmp/a.txt /dev/shm/a.txt\n\
+        grep -q -F -f pattern /proc/[0-9]*/cmdline && echo 'A sees its own argv'\n\
+        echo 'A ready'\n\
+        wait\n";
+    let a = deploy_with_script(&fake, "1H100.80S.30V", script_a).await;
+    fake.wait_status(&a, "running", Duration::from_secs(2))
+        .await;
+    wait_for("A to be ready", Duration::from_secs(5), || {
+        read_log(&dir, &a).contains("A ready")
+    })
+    .await;
+    let log_a = read_log(&dir, &a);
+    for own in [
+        "SECRET-IN-A-FILE",
+        "SECRET-IN-A-TMP",
+        "SECRET-IN-A-SHM",
+        "A sees its own argv",
+    ] {
+        assert!(log_a.contains(own), "A: {own} missing: {log_a}");
+    }
+
+    let a_dir = dir.join(&a);
+    let script_b = format!(
+        "#!/bin/bash\n\
+         cat '{a}/startup.sh' && echo 'B read: script'\n\
+         cat '{a}/secret.txt' && echo 'B read: file'\n\
+         ls '{a}' && echo 'B read: listing'\n\
+         cat /tmp/a.txt /var/tmp/a.txt && echo 'B read: tmp'\n\
+         cat /dev/shm/a.txt && echo 'B read: shm'\n\
+         printf '%s\\n' \"SECRET-IN-A-\"\"ARGV\" > pattern\n\
+         grep -q -F -f pattern /proc/[0-9]*/cmdline && echo 'B read: argv'\n\
+         echo \"B sees $(ls -d /proc/[0-9]* | wc -l) processes\"\n\
+         echo 'B done'\n",
+        a = a_dir.display()
+    );
+    let b = deploy_with_script(&fake, "1H100.80S.30V", &script_b).await;
+    fake.wait_status(&b, "running", Duration::from_secs(2))
+        .await;
+    wait_for("B to finish", Duration::from_secs(5), || {
+        read_log(&dir, &b).contains("B done")
+    })
+    .await;
+    let log_b = read_log(&dir, &b);
+    assert!(!log_b.contains("SECRET"), "B got at A's secrets: {log_b}");
+    assert!(!log_b.contains("B read:"), "B got at A's secrets: {log_b}");
+    assert!(log_b.contains("Permission denied"), "{log_b}");
+
+    let (uid_a, uid_b) = (sandbox_uid(&fake, &a).await, sandbox_uid(&fake, &b).await);
+    assert_ne!(uid_a, uid_b);
+    assert_ne!(uid_a, 0);
+    // Owned by A's uid, for A's eyes only.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&a_dir).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o777),
+        (uid_a, 0o700)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Nothing of a deleted instance keeps running, not even a `setsid nohup` child or a
+/// double-forked orphan that outlived the script, and its directory is removed.
+#[tokio::test]
+async fn delete_kills_every_process_of_the_instance_and_removes_its_directory() {
+    let dir = work_dir_outside_tmp("sandbox-delete");
+    let fake = Fake::start(FakeConfig {
+        execute: Some(dir.clone()),
+        ..config()
+    })
+    .await;
+    let script = "#!/bin/bash\n\
+        setsid nohup sleep 1000 >/dev/null 2>&1 &\n\
+        (sleep 1000 &)\n\
+        echo started\n";
+    let id = deploy_with_script(&fake, "1H100.80S.30V", script).await;
+    fake.wait_status(&id, "running", Duration::from_secs(2))
+        .await;
+    let uid = sandbox_uid(&fake, &id).await;
+    // The script ends at once; its children live on, as on a machine.
+    let mut script_process = Value::Null;
+    for _ in 0..150 {
+        script_process = admin_instance(&fake, &id).await["script_process"].clone();
+        if script_process["exited"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(script_process["exit_code"], 0, "{script_process}");
+    assert!(read_log(&dir, &id).contains("started"));
+    let sleeps = || {
+        processes_of(uid)
+            .into_iter()
+            .filter(|(_, name)| name == "sleep")
+            .count()
+    };
+    wait_for("both children", Duration::from_secs(3), || sleeps() == 2).await;
+    let init_pid = script_process["pid"].as_u64().unwrap();
+
+    assert_eq!(fake.action(&id, "delete").await.status, 202);
+    wait_for(
+        "every process of the instance to die",
+        Duration::from_secs(3),
+        || processes_of(uid).is_empty(),
+    )
+    .await;
+    wait_for("the init to be reaped", Duration::from_secs(3), || {
+        !PathBuf::from(format!("/proc/{init_pid}")).exists()
+    })
+    .await;
+    wait_for(
+        "the instance's directory to be removed",
+        Duration::from_secs(5),
+        || !dir.join(&id).exists(),
+    )
+    .await;
+    assert_eq!(
+        admin_instance(&fake, &id).await["script_process"]["killed"],
+        true
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- the binary ----
+
+/// Stopping the fake (SIGTERM, as Ctrl-C in `make run`) stops its machines: every process of
+/// every instance dies and their directories are removed.
+#[tokio::test]
+async fn stopping_the_binary_kills_every_instance_and_removes_their_directories() {
+    use std::io::BufRead;
+    let dir = work_dir_outside_tmp("binary-stop");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fake-datacrunch"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--provision-ms",
+            "200",
+            "--execute",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim_end()
+        .strip_prefix("fake-datacrunch listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    let fake = Fake::connect(base).await;
+    let script = "#!/bin/bash\nsetsid nohup sleep 1000 >/dev/null 2>&1 &\necho started\n";
+    let id = deploy_with_script(&fake, "1H100.80S.30V", script).await;
+    fake.wait_status(&id, "running", Duration::from_secs(2))
+        .await;
+    let uid = sandbox_uid(&fake, &id).await;
+    wait_for("the child to start", Duration::from_secs(3), || {
+        !processes_of(uid).is_empty()
+    })
+    .await;
+    assert!(dir.join(&id).join("startup.sh").exists());
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the fake did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for(
+        "every process of the instance to die",
+        Duration::from_secs(3),
+        || processes_of(uid).is_empty(),
+    )
+    .await;
+    // Removed before the fake exited, not eventually.
+    assert!(!dir.join(&id).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 #[tokio::test]
 async fn binary_prints_its_real_address() {
