@@ -11,8 +11,13 @@
 # Logs go to target/test-logs/fuzz-*.log (the log audit of infra/test.sh reads them) and the
 # schemathesis reports (JUnit, and a pytest file reproducing any failure) to target/fuzz/.
 #
-# The job-token route (POST /jobs/{id}/report) is fuzzed with the API key as its bearer token:
-# it must answer 401 (or 400/404 for a malformed request) and never more.
+# Schemathesis is configured by target/fuzz/schemathesis.toml, written below: the API key for
+# the `apiKey` scheme, and for the job-token route (POST /jobs/{id}/report) the report token of
+# the job made here (`mimiry-admin report-token`), with the path id pinned to that job, so the
+# fuzzer reaches the report handler instead of stopping at the 401. Job submissions draw
+# instance types, images and locations of the fake's catalog (and the SSH key made here) often
+# enough that the stateful phase gets real jobs, and follows the OpenAPI links from their ids
+# to GET/DELETE /jobs/{id}. The secrets stay in the environment, never in a file.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -121,7 +126,10 @@ api() { # METHOD PATH [JSON]
 ssh_key_id=$(api POST /ssh-keys \
   '{"name":"fuzz-key","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID3C6VXIVgP1ZyyB+tilX36I9ZsZUQL5ocy7Rf+Z/Hge fuzz@example.com"}' |
   "$py" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-api POST /jobs "{\"name\":\"fuzz-job\",\"instance_type\":\"1V100.6V\",\"image\":\"ubuntu-22.04-cuda-12.0\",\"ssh_key_ids\":[\"$ssh_key_id\"],\"max_runtime_seconds\":600}" >/dev/null
+job_id=$(api POST /jobs "{\"name\":\"fuzz-job\",\"instance_type\":\"1V100.6V\",\"image\":\"ubuntu-22.04-cuda-12.0\",\"ssh_key_ids\":[\"$ssh_key_id\"],\"max_runtime_seconds\":600}" |
+  "$py" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+report_token=$(admin report-token --account "$account" --job "$job_id")
+echo "$report_token" >>"$logs/issued-secrets.txt"
 
 if [ "${FUZZ_STACK_ONLY:-0}" = 1 ]; then
   # For exploring by hand: print where the stack is and keep it up until interrupted.
@@ -136,11 +144,37 @@ fi
 # with two, schemathesis 4.32 sometimes crashes importing a module in two threads at once.
 cd "$out"
 export NO_PROXY='*' no_proxy='*'
+export FUZZ_API_KEY="$key" FUZZ_REPORT_TOKEN="$report_token"
+# Values of the fake's catalog; a dictionary replaces a generated value with the given
+# probability, so most submissions still carry whatever the fuzzer makes up.
+cat >"$out/schemathesis.toml" <<TOML
+[auth.openapi.apiKey]
+bearer = "\${FUZZ_API_KEY}"
+[auth.openapi.jobToken]
+bearer = "\${FUZZ_REPORT_TOKEN}"
+
+[dictionaries]
+instance_types = { values = ["1V100.6V", "CPU.4V.16G"] }
+images = { values = ["ubuntu-22.04-cuda-12.0", "ubuntu-22.04"] }
+locations = { values = ["FIN-01", "FIN-02"] }
+ssh_key_ids = { values = ["$ssh_key_id"] }
+
+[[operations]]
+include-operation-id = "submitJob"
+[operations.parameters]
+"body.instance_type" = { dictionary = "instance_types", probability = 0.8 }
+"body.image" = { dictionary = "images", probability = 0.8 }
+"body.location" = { dictionary = "locations", probability = 0.8 }
+"body.ssh_key_ids[*]" = { dictionary = "ssh_key_ids", probability = 0.8 }
+
+[[operations]]
+include-operation-id = "reportJob"
+parameters = { "path.id" = "$job_id" }
+TOML
 echo "fuzz: schemathesis $("$st" --version | awk '{print $NF}') against $base, $max_examples examples per operation and phase" >&2
 status=0
-"$st" run "$root/infra/openapi.yaml" \
+"$st" --config-file "$out/schemathesis.toml" run "$root/infra/openapi.yaml" \
   --url "$base" \
-  -H "Authorization: Bearer $key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "$max_examples" \
@@ -153,11 +187,13 @@ status=0
   --report junit,pytest --report-dir "$out" \
   "$@" || status=$?
 
-# The reports must not carry the key either (schemathesis masks Authorization).
-if grep -rqF "$key" "$out"; then
-  echo "fuzz: the API key appears in $out" >&2
-  status=1
-fi
+# The reports must not carry the key or the token either (schemathesis masks Authorization).
+for secret in "$key" "$report_token"; do
+  if grep -rqF "$secret" "$out"; then
+    echo "fuzz: a secret (API key or report token) appears in $out" >&2
+    status=1
+  fi
+done
 if [ "$status" != 0 ]; then
   echo "fuzz: failures above; $out holds a pytest file reproducing them. Fix the API or infra/openapi.yaml," >&2
   echo "      and add a regression test to tests/tests/fuzz_regressions.rs for each." >&2
