@@ -39,16 +39,21 @@ cleanup() {
   rm -f "$state/env"
   echo "stopped." >&2
 }
-# Ctrl-C (or a TERM) is the normal way out: exit through the EXIT trap, which stops the rest.
+# Ctrl-C (or TERM, or the terminal closing) is the normal way out: exit through the EXIT trap,
+# which stops the rest.
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # start NAME COMMAND...: runs it in the background, remembered for cleanup and for naming it
-# if it dies.
+# if it dies. In a session of its own: Ctrl-C reaches only this script, which stops the
+# processes itself; otherwise they would see it too, and one exiting first would look like a
+# crash.
 start() {
   local name=$1
   shift
-  "$@" &
+  setsid "$@" &
   pids+=($!)
   names+=("$name")
 }
