@@ -87,7 +87,8 @@ export RUNNING_POLL_SECONDS=${RUNNING_POLL_SECONDS:-5}
 export RETRY_DELAY_SECONDS=${RETRY_DELAY_SECONDS:-2}
 export RECONCILE_GRACE_SECONDS=${RECONCILE_GRACE_SECONDS:-10}
 export EFFECT_LEASE_SECONDS=${EFFECT_LEASE_SECONDS:-30}
-export JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap | tail -n 1)
+JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap | tail -n 1)
+export JOBS_QUEUE_URL
 
 start mimiry-local target/debug/mimiry-local --addr "127.0.0.1:$API_PORT" --reconcile-every 10 \
   >"$state/logs/mimiry-local.out" 2>"$state/logs/mimiry-local.log"
