@@ -27,7 +27,7 @@ rm -f "$state/env"
 bash infra/setup.sh
 # Cargo's own progress (a bar on a terminal, a line per crate otherwise): the first build
 # compiles ~400 crates and takes a while; later ones only what changed.
-echo "building (cargo build --workspace; the first build takes 10-20 minutes on 2 cores)…" >&2
+echo "building (cargo build --workspace; the first build takes 5-15 minutes on 2 cores)…" >&2
 cargo build --workspace
 
 pids=()
