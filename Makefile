@@ -8,9 +8,9 @@ test:
 # Benchmarks: sizes, init time, memory, latency, AWS calls, worker figures (target/bench/results.json).
 bench:
 	bash infra/bench.sh
-# The chaos test at full size (500 jobs; CI runs it with 60 as part of `cargo test`).
+# The chaos test at full size (500 jobs; CI runs it with 60, as a step of `make test`).
 chaos:
 	cargo build --workspace
-	CHAOS_JOBS=500 cargo test -p mimiry-tests --test chaos -- --nocapture
+	CHAOS_JOBS=500 cargo test --workspace --test chaos -- --nocapture
 fmt:
 	cargo fmt --all

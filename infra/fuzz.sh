@@ -9,10 +9,17 @@
 # all; FUZZ_SEED=N repeats a run. Extra arguments go to `schemathesis run` (e.g. `--phases
 # fuzzing`, `--checks all` for an exploratory run). FUZZ_STACK_ONLY=1 starts the stack and waits.
 # Logs go to target/test-logs/fuzz-*.log (the log audit of infra/test.sh reads them) and the
-# schemathesis reports (JUnit, and a pytest file reproducing any failure) to target/fuzz/.
+# schemathesis reports (JUnit, HAR, and a pytest file reproducing any failure) to target/fuzz/;
+# a table of the responses per operation ends the output.
 #
-# The job-token route (POST /jobs/{id}/report) is fuzzed with the API key as its bearer token:
-# it must answer 401 (or 400/404 for a malformed request) and never more.
+# Schemathesis is configured by target/fuzz/schemathesis.toml, written below: the API key on
+# every request, but for the job-token route (POST /jobs/{id}/report) the report token of
+# a job made here (`mimiry-admin report-token`), with the path id pinned to that job, so the
+# fuzzer reaches the report handler instead of stopping at the 401. Job submissions draw
+# instance types, images and locations of the fake's catalog (and the SSH key made here), so
+# most of them create jobs, whose ids the stateful phase follows (OpenAPI links) to
+# GET/DELETE /jobs/{id}; those two also draw the ids of the jobs made here in the other phases.
+# The secrets stay in the environment, never in a file.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -121,7 +128,15 @@ api() { # METHOD PATH [JSON]
 ssh_key_id=$(api POST /ssh-keys \
   '{"name":"fuzz-key","public_key":"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID3C6VXIVgP1ZyyB+tilX36I9ZsZUQL5ocy7Rf+Z/Hge fuzz@example.com"}' |
   "$py" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-api POST /jobs "{\"name\":\"fuzz-job\",\"instance_type\":\"1V100.6V\",\"image\":\"ubuntu-22.04-cuda-12.0\",\"ssh_key_ids\":[\"$ssh_key_id\"],\"max_runtime_seconds\":600}" >/dev/null
+submit() { # NAME: submits a job, echoes its id
+  api POST /jobs "{\"name\":\"$1\",\"instance_type\":\"1V100.6V\",\"image\":\"ubuntu-22.04-cuda-12.0\",\"ssh_key_ids\":[\"$ssh_key_id\"],\"max_runtime_seconds\":600}" |
+    "$py" -c 'import json, sys; print(json.load(sys.stdin)["id"])'
+}
+# Two jobs: one the fuzzer may cancel, one it reports for (a cancelled job takes no report).
+job_id=$(submit fuzz-job)
+report_job_id=$(submit fuzz-report-job)
+report_token=$(admin report-token --account "$account" --job "$report_job_id")
+echo "$report_token" >>"$logs/issued-secrets.txt"
 
 if [ "${FUZZ_STACK_ONLY:-0}" = 1 ]; then
   # For exploring by hand: print where the stack is and keep it up until interrupted.
@@ -136,9 +151,45 @@ fi
 # with two, schemathesis 4.32 sometimes crashes importing a module in two threads at once.
 cd "$out"
 export NO_PROXY='*' no_proxy='*'
+export FUZZ_REPORT_TOKEN="$report_token"
+# Values of the fake's catalog; a dictionary replaces a generated value with the given
+# probability, so most submissions still carry whatever the fuzzer makes up.
+cat >"$out/schemathesis.toml" <<TOML
+[dictionaries]
+instance_types = { values = ["1V100.6V", "CPU.4V.16G"] }
+images = { values = ["ubuntu-22.04-cuda-12.0", "ubuntu-22.04"] }
+locations = { values = ["FIN-01", "FIN-02"] }
+ssh_key_ids = { values = ["$ssh_key_id"] }
+job_ids = { values = ["$job_id", "$report_job_id"] }
+cancellable_job_ids = { values = ["$job_id"] }
+
+[[operations]]
+include-operation-id = "submitJob"
+[operations.parameters]
+"body.instance_type" = { dictionary = "instance_types", probability = 0.8 }
+"body.image" = { dictionary = "images", probability = 0.8 }
+"body.location" = { dictionary = "locations", probability = 0.8 }
+"body.ssh_key_ids[*]" = { dictionary = "ssh_key_ids", probability = 0.8 }
+
+# The per-operation phases draw job ids from these too, not only random UUIDs (404s); the
+# stateful phase gets real ids from POST /jobs through the OpenAPI links.
+[[operations]]
+include-operation-id = "getJob"
+parameters = { "path.id" = { dictionary = "job_ids", probability = 0.5 } }
+
+[[operations]]
+include-operation-id = "cancelJob"
+parameters = { "path.id" = { dictionary = "cancellable_job_ids", probability = 0.5 } }
+
+# The API key (-H below) everywhere else; headers of an operation win over -H.
+[[operations]]
+include-operation-id = "reportJob"
+headers = { Authorization = "Bearer \${FUZZ_REPORT_TOKEN}" }
+parameters = { "path.id" = "$report_job_id" }
+TOML
 echo "fuzz: schemathesis $("$st" --version | awk '{print $NF}') against $base, $max_examples examples per operation and phase" >&2
 status=0
-"$st" run "$root/infra/openapi.yaml" \
+"$st" --config-file "$out/schemathesis.toml" run "$root/infra/openapi.yaml" \
   --url "$base" \
   -H "Authorization: Bearer $key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
@@ -150,14 +201,36 @@ status=0
   --generation-database none \
   --output-sanitize true \
   --no-color \
-  --report junit,pytest --report-dir "$out" \
+  --report junit,pytest,har --report-dir "$out" \
   "$@" || status=$?
 
-# The reports must not carry the key either (schemathesis masks Authorization).
-if grep -rqF "$key" "$out"; then
-  echo "fuzz: the API key appears in $out" >&2
-  status=1
-fi
+# What the API answered, per operation of the description (from the HAR report): shows that
+# the fuzzer got past the refusals to real jobs, keys and reports.
+"$py" - "$root/infra/openapi.yaml" "$out"/har-*.json <<'PY' || true
+import collections, json, re, sys, yaml
+paths = yaml.safe_load(open(sys.argv[1]))["paths"]
+templates = [(p, re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", p) + "$")) for p in paths]
+counts = collections.defaultdict(collections.Counter)
+for har in sys.argv[2:]:
+    for entry in json.load(open(har))["log"]["entries"]:
+        method = entry["request"]["method"]
+        path = "/" + entry["request"]["url"].split("?")[0].split("/", 3)[3]
+        for template, pattern in templates:
+            if pattern.match(path) and method.lower() in paths[template]:
+                counts[f"{method} {template}"][entry["response"]["status"]] += 1
+print("fuzz: responses per operation (status:count)")
+for operation in sorted(counts):
+    statuses = " ".join(f"{s}:{n}" for s, n in sorted(counts[operation].items()))
+    print(f"  {operation:<26} {statuses}")
+PY
+
+# The reports must not carry the key or the token either (schemathesis masks Authorization).
+for secret in "$key" "$report_token"; do
+  if grep -rqF "$secret" "$out"; then
+    echo "fuzz: a secret (API key or report token) appears in $out" >&2
+    status=1
+  fi
+done
 if [ "$status" != 0 ]; then
   echo "fuzz: failures above; $out holds a pytest file reproducing them. Fix the API or infra/openapi.yaml," >&2
   echo "      and add a regression test to tests/tests/fuzz_regressions.rs for each." >&2

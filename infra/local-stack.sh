@@ -3,7 +3,8 @@
 # the fake DataCrunch provider in execute mode (startup scripts really run, with bash, in
 # .local/instances), and the local server on http://127.0.0.1:3000 serving template.yaml's
 # routes from the Lambda handlers, with the worker and the reconciler. Creates a demo account
-# and prints an API key. Ctrl-C stops everything it started.
+# and prints an API key (also written to .local/env for `source .local/env`). Ctrl-C stops
+# everything it started. All state lives in moto's memory: every run starts empty.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -21,18 +22,41 @@ for port in "$API_PORT" "$MOTO_PORT" "$PROVIDER_PORT"; do
   fi
 done
 
+# A key from an earlier run is dead (see below): do not leave it where the docs say to look.
+rm -f "$state/env"
 bash infra/setup.sh
-echo "building (cargo build --workspace)…" >&2
-cargo build --workspace --quiet
+# Cargo's own progress (a bar on a terminal, a line per crate otherwise): the first build
+# compiles ~400 crates and takes a while; later ones only what changed.
+echo "building (cargo build --workspace; the first build takes 5-15 minutes on 2 cores)…" >&2
+cargo build --workspace
 
 pids=()
+names=()
 cleanup() {
   trap - INT TERM EXIT
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -f "$state/env"
   echo "stopped." >&2
 }
-trap cleanup INT TERM EXIT
+# Ctrl-C (or TERM, or the terminal closing) is the normal way out: exit through the EXIT trap,
+# which stops the rest.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# start NAME COMMAND...: runs it in the background, remembered for cleanup and for naming it
+# if it dies. In a session of its own: Ctrl-C reaches only this script, which stops the
+# processes itself; otherwise they would see it too, and one exiting first would look like a
+# crash.
+start() {
+  local name=$1
+  shift
+  setsid "$@" &
+  pids+=($!)
+  names+=("$name")
+}
 
 wait_port() {
   for _ in $(seq 1 150); do
@@ -43,13 +67,13 @@ wait_port() {
   exit 1
 }
 
-.venv/bin/python infra/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" >"$state/logs/moto.log" 2>&1 &
-pids+=($!)
+start moto .venv/bin/python infra/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" \
+  >"$state/logs/moto.log" 2>&1
 wait_port "$MOTO_PORT" moto
 
-target/debug/fake-datacrunch --addr "127.0.0.1:$PROVIDER_PORT" --execute "$state/instances" \
-  >"$state/logs/fake-datacrunch.out" 2>"$state/logs/fake-datacrunch.log" &
-pids+=($!)
+start fake-datacrunch target/debug/fake-datacrunch --addr "127.0.0.1:$PROVIDER_PORT" \
+  --execute "$state/instances" \
+  >"$state/logs/fake-datacrunch.out" 2>"$state/logs/fake-datacrunch.log"
 wait_port "$PROVIDER_PORT" fake-datacrunch
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1
@@ -63,33 +87,49 @@ export RUNNING_POLL_SECONDS=${RUNNING_POLL_SECONDS:-5}
 export RETRY_DELAY_SECONDS=${RETRY_DELAY_SECONDS:-2}
 export RECONCILE_GRACE_SECONDS=${RECONCILE_GRACE_SECONDS:-10}
 export EFFECT_LEASE_SECONDS=${EFFECT_LEASE_SECONDS:-30}
-export JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap | tail -n 1)
+JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap | tail -n 1)
+export JOBS_QUEUE_URL
 
-target/debug/mimiry-local --addr "127.0.0.1:$API_PORT" --reconcile-every 10 \
-  >"$state/logs/mimiry-local.out" 2>"$state/logs/mimiry-local.log" &
-pids+=($!)
+start mimiry-local target/debug/mimiry-local --addr "127.0.0.1:$API_PORT" --reconcile-every 10 \
+  >"$state/logs/mimiry-local.out" 2>"$state/logs/mimiry-local.log"
 wait_port "$API_PORT" mimiry-local
 
 account=$(target/debug/mimiry-admin create-account --name demo | tail -n 1)
 target/debug/mimiry-admin add-credits --account "$account" --amount 100 --note "demo credits" >/dev/null
 key=$(target/debug/mimiry-admin create-key --account "$account" --name demo-key --scopes all | tail -n 1)
 
+base="http://127.0.0.1:$API_PORT"
+# For `source .local/env` in another terminal: the README's and docs/' curl lines use these.
+# Only the owner may read it (it holds the key); it goes when the stack stops, as the key does.
+(umask 077 && printf 'export BASE=%s\nexport KEY=%s\n' "$base" "$key" >"$state/env")
+
 cat <<MSG
 
 Mimiry is running locally.
-  API:            http://127.0.0.1:$API_PORT
+  API:            $base
   moto (AWS):     http://127.0.0.1:$MOTO_PORT
   fake provider:  http://127.0.0.1:$PROVIDER_PORT/v1   (startup scripts run in .local/instances/)
   logs:           .local/logs/
   demo account:   $account (100.00 credits)
 
-Demo API key (all scopes; shown once):
+Demo API key (all scopes):
   $key
 
-Try:
-  curl -s http://127.0.0.1:$API_PORT/account -H "Authorization: Bearer $key"
+Everything lives in moto's memory: this key, the account and its jobs are gone when make run
+stops, and the next make run starts empty with a new key (an old key is then a 401).
+
+Try, in another terminal (.local/env holds BASE and KEY):
+  source .local/env
+  curl -s \$BASE/account -H "Authorization: Bearer \$KEY"
 
 Ctrl-C stops everything.
 MSG
-wait -n "${pids[@]}" || true
-echo "a process exited; see .local/logs/" >&2
+status=0
+wait -n -p exited "${pids[@]}" || status=$?
+for i in "${!pids[@]}"; do
+  if [ "${pids[$i]}" = "${exited:-}" ]; then
+    echo "${names[$i]} exited unexpectedly (status $status); the end of its log:" >&2
+    tail -n 5 "$state/logs/${names[$i]}.log" >&2 || true
+  fi
+done
+exit 1

@@ -15,7 +15,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python tools into .venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  echo "setup: installing the Python tools into .venv (moto, SAM CLI, cargo-lambda, zig," >&2
+  echo "       schemathesis): about 120 packages, a few minutes the first time" >&2
+  # One line per package pip fetches, so a long first install is visibly moving; pip's
+  # warnings and errors (stderr) pass through untouched.
+  "$venv/bin/pip" install --disable-pip-version-check --progress-bar off -r "$req" |
+    sed -un 's/^Collecting \([A-Za-z0-9_.-]*\).*/setup:   \1/p' >&2
   echo "$want" > "$stamp"
+  echo "setup: Python tools installed" >&2
 fi

@@ -27,15 +27,22 @@ source infra/sam-local/lib.sh
 sam_offline_config "$root/target/sam-config"
 AWS_DEFAULT_REGION=us-east-1 sam validate --lint
 
+# Every cargo test below selects with --workspace, as the build above did: `-p mimiry-tests`
+# would resolve a smaller feature set for the shared dependencies and recompile ~25 crates.
 step "cargo test"
 rm -rf target/test-logs target/test-instances
-cargo test --workspace
+# The chaos test runs in a step of its own, below, so that its verdict is shown.
+cargo test --workspace -- --exact --skip chaos
+
+step "chaos test (CHAOS_JOBS=${CHAOS_JOBS:-60})"
+# --nocapture: its `chaos: …` lines (seed, faults fired, what ended how, money) are the verdict.
+cargo test --workspace --test chaos -- --nocapture
 
 step "fuzz (schemathesis against infra/openapi.yaml)"
 bash infra/fuzz.sh
 
 step "log audit"
-cargo test -p mimiry-tests --test zz_log_audit -- --ignored
+cargo test --workspace --test zz_log_audit -- --ignored --nocapture
 
 if [ "${SKIP_SAM_LOCAL:-0}" = 1 ]; then
   echo "SKIP_SAM_LOCAL=1: skipping the sam local start-api smoke test"

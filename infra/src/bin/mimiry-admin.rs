@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use mimiry_infra::bootstrap::{bootstrap, Names};
 use mimiry_infra::template::Template;
 use mimiry_shared::auth::Scope;
-use mimiry_shared::aws::AwsClients;
+use mimiry_shared::aws::{secret_string, AwsClients};
+use mimiry_shared::jobs::report_token;
 use mimiry_shared::money::Micros;
 use mimiry_shared::store::accounts::Account;
 use mimiry_shared::store::Store;
@@ -89,6 +90,21 @@ enum Command {
         #[arg(long)]
         account: String,
     },
+    /// Print the report token of a job (what its instance presents to POST /jobs/{id}/report),
+    /// alone on the last line: for reporting by hand for a job whose instance cannot, and for
+    /// fuzzing the report route (infra/fuzz.sh).
+    ReportToken {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        job: String,
+        #[arg(
+            long,
+            env = "REPORT_SECRET_ID",
+            default_value = "mimiry/report-signing-key"
+        )]
+        report_secret: String,
+    },
 }
 
 fn parse_scopes(s: &str) -> Result<Vec<Scope>> {
@@ -113,6 +129,13 @@ fn print_account(a: &Account) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // `mimiry-admin … | head` must end quietly when the reader goes away: Rust ignores SIGPIPE,
+    // so `println!` would panic on the broken pipe. Dying of SIGPIPE, as Unix tools do, is the
+    // quiet ending. Sockets are unaffected (Rust sends with MSG_NOSIGNAL).
+    // SAFETY: restores the default disposition before any thread or I/O exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let clients = AwsClients::from_env().await;
     let store = Store::new(clients.dynamodb.clone(), cli.table.clone());
@@ -221,6 +244,21 @@ async fn main() -> Result<()> {
                     e.note
                 );
             }
+        }
+        Command::ReportToken {
+            account,
+            job,
+            report_secret,
+        } => {
+            // A token for a job that does not exist would be useless: say so instead.
+            store
+                .get_job(&account, &job)
+                .await?
+                .ok_or_else(|| anyhow!("no job {job} in account {account}"))?;
+            let key = secret_string(&clients.secrets, &report_secret)
+                .await
+                .map_err(|e| anyhow!(e))?;
+            println!("{}", report_token::issue(key.as_bytes(), &account, &job));
         }
     }
     Ok(())
