@@ -20,9 +20,11 @@
 #    and with none), GET /instances (the fake's catalog), POST /ssh-keys then GET /ssh-keys,
 #    POST /jobs then GET /jobs/{id} (queued);
 # 9. takes the message POST /jobs sent from moto's queue, `sam local invoke WorkerFunction` with it
-#    as an SQS event, and checks that the job moved on (GET /jobs/{id}: provisioning);
-# 10. `sam local invoke ReconcilerFunction` with an EventBridge scheduled event: exit 0, a summary
-#     with no errors, and the runtime's log line.
+#    as an SQS event (sqs_event.py), and checks that the job moved on (GET /jobs/{id}: provisioning,
+#    with the provider's instance id);
+# 10. `sam local invoke ReconcilerFunction` with an EventBridge scheduled event (`sam local
+#     generate-event`): exit 0, and it saw the job's instance running at the provider: one instance
+#     alert, no errors, its log lines, and its look-now message for the job on the queue.
 # The last line is `sam-local: N passed, M failed`; the exit status is non-zero on any failure.
 # On exit it stops only what it started (by PID): SAM, its containers, the fake provider, moto,
 # and dockerd if it started it. Images and the cargo target directory are kept, so a second run
@@ -90,7 +92,7 @@ cleanup() {
     stop_started_dockerd
     if ((FAILED)) && [[ -n "$WORK" ]]; then
         local f
-        for f in sam-build.log admin.log moto.log fake-datacrunch.log sam.log sam-invoke-worker.log sam-invoke-reconciler.log; do
+        for f in sam-build.log admin.log moto.log fake-datacrunch.log sam.log sqs.log sam-invoke-worker.log sam-invoke-reconciler.log; do
             [[ -s "$WORK/$f" ]] || continue
             printf '\n----- last lines of %s -----\n' "$f" >&2
             tail -40 "$WORK/$f" >&2
@@ -159,9 +161,9 @@ awk -v end="$(date +%s)" '
     END { if (fn != "") printf "%s %d\n", fn, end - at }' "$WORK/sam-build.log" |
     while read -r fn secs; do log "timing:   $fn: $secs s"; done
 
-log "cargo build -p mimiry-infra --bin mimiry-admin -p fake-datacrunch"
+log "cargo build -p mimiry-infra -p fake-datacrunch --bin mimiry-admin --bin fake-datacrunch"
 t=$SECONDS
-(cd "$REPO_ROOT" && timeout "$BUILD_TIMEOUT" cargo build -q -p mimiry-infra --bin mimiry-admin -p fake-datacrunch) \
+(cd "$REPO_ROOT" && timeout "$BUILD_TIMEOUT" cargo build -q -p mimiry-infra -p fake-datacrunch --bin mimiry-admin --bin fake-datacrunch) \
     >"$WORK/host-build.log" 2>&1 || { cat "$WORK/host-build.log" >&2; abort "building mimiry-admin and fake-datacrunch"; }
 host_target="$(cd "$REPO_ROOT" && timeout 300 cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
@@ -184,8 +186,9 @@ wait_http "$MOTO_URL/moto-api/" 60 "$MOTO_PID" || abort "moto did not answer on 
 FAKE_PORT="$(free_port "$BRIDGE_IP")"
 FAKE_URL="http://$BRIDGE_IP:$FAKE_PORT"
 log "fake-datacrunch on $FAKE_URL"
-# Not in execute mode: nothing runs a job's startup script; instances only change state.
-"$FAKE" --addr "$BRIDGE_IP:$FAKE_PORT" >"$WORK/fake-datacrunch.out" 2>"$WORK/fake-datacrunch.log" &
+# Not in execute mode: nothing runs a job's startup script; instances only change state, booting
+# to running in 2 s.
+"$FAKE" --addr "$BRIDGE_IP:$FAKE_PORT" --provision-ms 2000 >"$WORK/fake-datacrunch.out" 2>"$WORK/fake-datacrunch.log" &
 FAKE_PID=$!
 wait_http "$FAKE_URL/" 30 "$FAKE_PID" || abort "fake-datacrunch did not answer on $FAKE_URL within 30 s"
 
@@ -289,72 +292,58 @@ request GET "/jobs/$JOB_ID" "$API_KEY"
 [[ "$CODE" == 200 && "$(field 'd["id"], d["status"]')" == "('$JOB_ID', 'queued')" ]]
 check $? "GET /jobs/{id}: 200, queued (got $CODE: $BODY)"
 
-# --- WorkerFunction: the message POST /jobs sent, as the SQS event source would deliver it ------------
-# Received from moto's queue (which holds it invisible for the queue's visibility timeout, like SQS
-# while Lambda handles it), then deleted once the worker reported no failure, as the event source
-# mapping does. Prints the receipt handle.
-t=$SECONDS
-RECEIPT="$(python3 - "$QUEUE_URL" "$JOB_ID" "$WORK/worker-event.json" <<'PY'
-import json, sys, time
-import boto3
-queue_url, job_id, out = sys.argv[1:]
-sqs = boto3.client("sqs", endpoint_url="/".join(queue_url.split("/")[:3]))
-arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-deadline = time.time() + 30
-while time.time() < deadline:
-    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
-                              AttributeNames=["All"], MessageAttributeNames=["All"])
-    for m in got.get("Messages", []):
-        if json.loads(m["Body"]).get("job_id") != job_id:
-            continue
-        record = {
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": {},
-            "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs", "eventSourceARN": arn,
-            "awsRegion": arn.split(":")[3],
-        }
-        json.dump({"Records": [record]}, open(out, "w"), indent=2)
-        print(m["ReceiptHandle"])
-        sys.exit(0)
-sys.exit(f"no message for job {job_id} on {queue_url} within 30 s")
-PY
-)" 2>>"$WORK/sqs.log"
-[[ -n "$RECEIPT" ]]
-check $? "the jobs queue holds POST /jobs's message for job $JOB_ID (body: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Records"][0]["body"])' "$WORK/worker-event.json" 2>/dev/null))"
-
 # sam_invoke LOGICAL-ID EVENT-FILE NAME: `sam local invoke`; its response goes to $WORK/NAME.out and
-# its log (SAM's and the function's) to $WORK/sam-invoke-NAME.log. Sets RC.
+# its log (SAM's and the function's) to $WORK/sam-invoke-NAME.log. Sets RC and BODY (the response).
 sam_invoke() {
     local fn="$1" event="$2" name="$3"
     (cd "$REPO_ROOT" && exec timeout 300 sam local invoke "$fn" --skip-pull-image \
         --template "$WORK/build/template.yaml" --env-vars "$WORK/env-vars.json" --event "$event") \
         >"$WORK/$name.out" 2>"$WORK/sam-invoke-$name.log"
     RC=$?
+    BODY="$(cat "$WORK/$name.out")"
 }
+# sqs_event receive|delete ARGS...: see sqs_event.py.
+sqs_event() { timeout 60 python3 "$SAM_LOCAL_DIR/sqs_event.py" "$@" 2>>"$WORK/sqs.log"; }
+# message_body EVENT-FILE: the body of the event's one record.
+message_body() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Records"][0]["body"])' "$1" 2>/dev/null; }
+
+# --- WorkerFunction: the message POST /jobs sent, as the SQS event source would deliver it ------------
+# Received from moto's queue (which then holds it invisible for the queue's visibility timeout, as
+# SQS does while Lambda handles it), and deleted once the worker reported no failure, as the event
+# source mapping does.
+t=$SECONDS
+RECEIPT="$(sqs_event receive "$QUEUE_URL" "$JOB_ID" "$WORK/worker-event.json")"
+[[ -n "$RECEIPT" ]]
+check $? "the jobs queue holds POST /jobs's message for the job ($(message_body "$WORK/worker-event.json"))"
 
 if [[ -n "$RECEIPT" ]]; then
     sam_invoke WorkerFunction "$WORK/worker-event.json" worker
-    BODY="$(cat "$WORK/worker.out")"
     [[ $RC == 0 && "$(field 'd["batchItemFailures"]')" == "[]" ]]
-    check $? "sam local invoke WorkerFunction with the SQS event: exit 0, no batch item failures (exit $RC: $BODY)"
+    check $? "sam local invoke WorkerFunction with that SQS event: exit 0, no batch item failures (exit $RC: $BODY)"
     timing "sam local invoke WorkerFunction" $((SECONDS - t))
-    python3 -c 'import boto3,sys; u=sys.argv[1]; boto3.client("sqs", endpoint_url="/".join(u.split("/")[:3])).delete_message(QueueUrl=u, ReceiptHandle=sys.argv[2])' \
-        "$QUEUE_URL" "$RECEIPT" 2>>"$WORK/sqs.log" || log "could not delete the handled message (see sqs.log)"
+    sqs_event delete "$QUEUE_URL" "$RECEIPT" || log "could not delete the handled message (see sqs.log)"
 
-    # The worker ordered the instance at the provider and recorded it: the job is provisioning.
+    # The worker ordered the instance from the provider and recorded it: the job is provisioning.
     request GET "/jobs/$JOB_ID" "$API_KEY"
-    [[ "$CODE" == 200 && "$(field 'd["status"]')" == provisioning ]]
-    check $? "GET /jobs/{id} after the worker: 200, provisioning (got $CODE: $BODY)"
+    [[ "$CODE" == 200 && "$(field 'd["status"] + " " + str(d["instance_id"] is not None)')" == "provisioning True" ]]
+    check $? "GET /jobs/{id} after the worker: 200, provisioning with an instance id (got $CODE: $BODY)"
 fi
 
 # --- ReconcilerFunction: an EventBridge scheduled event ---------------------------------------------
+# The job is parked while its instance boots; the fake provider has it running after 2 s
+# (--provision-ms), and a `sam local invoke` takes longer than that to start. So the reconciler
+# must see the instance changed, wake the job with a look-now message, and log it.
 t=$SECONDS
 (cd "$REPO_ROOT" && timeout 60 sam local generate-event cloudwatch scheduled-event --region "$AWS_REGION") \
     >"$WORK/scheduled-event.json" 2>>"$WORK/sam-generate-event.log" || abort "sam local generate-event cloudwatch scheduled-event"
 sam_invoke ReconcilerFunction "$WORK/scheduled-event.json" reconciler
-BODY="$(cat "$WORK/reconciler.out")"
-[[ $RC == 0 && "$(field 'd["errors"]')" == 0 ]] && grep -q 'END RequestId' "$WORK/sam-invoke-reconciler.log"
-check $? "sam local invoke ReconcilerFunction with a scheduled event: exit 0, summary with 0 errors, END line (exit $RC: $BODY)"
+[[ $RC == 0 && "$(field 'd["instance_alerts"], d["errors"]')" == "(1, 0)" ]] &&
+    grep -q "\"message\":\"its instance changed; woke the job\",\"job_id\":\"$JOB_ID\"" "$WORK/sam-invoke-reconciler.log" &&
+    grep -q '"message":"reconciled"' "$WORK/sam-invoke-reconciler.log"
+check $? "sam local invoke ReconcilerFunction with a scheduled event: exit 0, 1 instance alert and 0 errors, logged 'woke the job' and 'reconciled' (exit $RC: $BODY)"
 timing "sam local invoke ReconcilerFunction" $((SECONDS - t))
+
+[[ -n "$(sqs_event receive "$QUEUE_URL" "$JOB_ID" "$WORK/wake-event.json" --look-now)" ]]
+check $? "the jobs queue holds the reconciler's look-now message for the job ($(message_body "$WORK/wake-event.json"))"
 
 timing "total" $((SECONDS - STARTED))
