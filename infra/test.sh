@@ -45,9 +45,9 @@ step "log audit"
 cargo test --workspace --test zz_log_audit -- --ignored --nocapture
 
 if [ "${SKIP_SAM_LOCAL:-0}" = 1 ]; then
-  echo "SKIP_SAM_LOCAL=1: skipping the sam local start-api smoke test"
+  echo "SKIP_SAM_LOCAL=1: skipping the sam local smoke test"
 else
-  step "sam local start-api smoke test"
+  step "sam local smoke test (every function: start-api and invoke)"
   bash infra/sam-local/smoke-test.sh
 fi
 

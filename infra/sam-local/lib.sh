@@ -67,7 +67,8 @@ busybox_is_static() {
 }
 
 # Debian packages the scripts need: the Docker engine (Debian's docker.io), a static busybox for the
-# base image, curl for the checks, CA certificates for the base image.
+# base image, curl for the checks, CA certificates for the base image, ssh-keygen for the smoke
+# test's SSH key.
 ensure_debian_packages() {
     local pkgs=()
     command -v dockerd >/dev/null 2>&1 || pkgs+=(docker.io)
@@ -75,6 +76,7 @@ ensure_debian_packages() {
     busybox_is_static || pkgs+=(busybox-static)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl)
     [[ -f /etc/ssl/certs/ca-certificates.crt ]] || pkgs+=(ca-certificates)
+    command -v ssh-keygen >/dev/null 2>&1 || pkgs+=(openssh-client)
     apt_install "${pkgs[@]}" || die "could not install ${pkgs[*]}"
 }
 
