@@ -26,6 +26,10 @@ async fn post_raw(stack: &Stack, path: &str, key: &str, body: &str, idem: Option
     send(request).await
 }
 
+async fn get(stack: &Stack, key: &str, path: &str) -> Answer {
+    call("GET", &stack.url(path), Some(key), None).await
+}
+
 fn assert_validation(answer: &Answer, field: &str, what: &str) {
     assert_eq!(answer.status, 400, "{what}: {answer:?}");
     assert_eq!(
@@ -85,7 +89,7 @@ async fn bodies_must_be_json_objects_and_errors_never_name_rust_types() {
         }
     }
     // Not a single job was created from an array.
-    let jobs = call("GET", &stack.url("/jobs"), Some(&account.key), None).await;
+    let jobs = get(stack, &account.key, "/jobs").await;
     assert_eq!(jobs.body["jobs"], json!([]), "{jobs:?}");
     // A field of the wrong type still names the field, without Rust type names.
     let answer = post_raw(
@@ -127,7 +131,7 @@ async fn concurrent_ssh_key_requests_with_one_idempotency_key_all_get_the_origin
         .filter(|a| a.headers.get("idempotent-replayed").is_some())
         .count();
     assert_eq!(replays, 19, "19 replays of the one creation");
-    let listed = call("GET", &stack.url("/ssh-keys"), Some(&account.key), None).await;
+    let listed = get(stack, &account.key, "/ssh-keys").await;
     assert_eq!(
         listed.body["ssh_keys"].as_array().unwrap().len(),
         1,
@@ -158,7 +162,7 @@ async fn concurrent_job_submits_with_one_idempotency_key_create_one_job() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let jobs = call("GET", &stack.url("/jobs"), Some(&account.key), None).await;
+    let jobs = get(stack, &account.key, "/jobs").await;
     assert_eq!(jobs.body["jobs"].as_array().unwrap().len(), 1, "{jobs:?}");
     let id = ids.into_iter().next().unwrap();
     wait_terminal(stack, &account.key, &id, SHORT).await;
@@ -232,21 +236,9 @@ async fn smaller_input_rules() {
     }
 
     // A repeated query parameter is ambiguous.
-    let answer = call(
-        "GET",
-        &stack.url("/jobs?status=queued&status=running"),
-        Some(&account.key),
-        None,
-    )
-    .await;
+    let answer = get(stack, &account.key, "/jobs?status=queued&status=running").await;
     assert_validation(&answer, "status", "?status twice");
-    let answer = call(
-        "GET",
-        &stack.url("/ssh-keys?limit=1&limit=2"),
-        Some(&account.key),
-        None,
-    )
-    .await;
+    let answer = get(stack, &account.key, "/ssh-keys?limit=1&limit=2").await;
     assert_validation(&answer, "limit", "?limit twice");
 }
 
@@ -387,7 +379,7 @@ async fn ssh_keys_paginate_and_an_account_holds_at_most_100() {
             Some(c) => format!("/ssh-keys?limit=30&cursor={c}"),
             None => "/ssh-keys?limit=30".to_string(),
         };
-        let answer = call("GET", &stack.url(&path), Some(&account.key), None).await;
+        let answer = get(stack, &account.key, &path).await;
         assert_eq!(answer.status, 200, "{answer:?}");
         let batch = answer.body["ssh_keys"].as_array().unwrap();
         assert!(batch.len() <= 30);
@@ -403,23 +395,11 @@ async fn ssh_keys_paginate_and_an_account_holds_at_most_100() {
     }
     let expected: Vec<String> = (0..100).map(|i| format!("key-{i:03}")).collect();
     assert_eq!(names, expected);
-    let answer = call(
-        "GET",
-        &stack.url("/ssh-keys?cursor=not-a-cursor"),
-        Some(&account.key),
-        None,
-    )
-    .await;
+    let answer = get(stack, &account.key, "/ssh-keys?cursor=not-a-cursor").await;
     assert_validation(&answer, "cursor", "a forged cursor");
 
     // Deleting one makes room for one.
-    let first = call(
-        "GET",
-        &stack.url("/ssh-keys?limit=1"),
-        Some(&account.key),
-        None,
-    )
-    .await;
+    let first = get(stack, &account.key, "/ssh-keys?limit=1").await;
     let id = first.body["ssh_keys"][0]["id"]
         .as_str()
         .unwrap()

@@ -3,13 +3,13 @@
 //! `TransactWriteItems`, so job state and money change together or not at all.
 
 use super::accounts::ACCOUNT_SK;
+use super::cursor;
 use super::idempotency::IdempotencyRecord;
 use super::{account_pk, aws_err, cancelled_conditions, from_item, n, s, to_item, Item, Store};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobStatus, Report};
 use crate::money::Micros;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
-use base64::Engine;
 
 pub const ACTIVE_INDEX: &str = "GSI1";
 pub const ACTIVE_PK: &str = "ACTIVE";
@@ -146,25 +146,13 @@ fn job_item(job: &Job) -> Result<Item, ApiError> {
 }
 
 fn cursor_encode(job_id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{job_id}"))
+    cursor::encode(job_id)
 }
 
-/// A cursor is only ever a job id inside the caller's own partition, so a forged one can at
-/// worst skip around the caller's own jobs.
-fn cursor_decode(cursor: &str) -> Result<String, ApiError> {
-    let bad = || {
-        ApiError::validation(
-            "cursor",
-            "Invalid cursor: pass back the next_cursor of a previous page",
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let id = text.strip_prefix("v1:").ok_or_else(bad)?;
-    uuid::Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok(id.to_string())
+fn cursor_decode(c: &str) -> Result<String, ApiError> {
+    let id = cursor::decode(c)?;
+    uuid::Uuid::parse_str(&id).map_err(|_| cursor::invalid())?;
+    Ok(id)
 }
 
 impl Store {
@@ -439,6 +427,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     #[test]
     fn cursors_round_trip_and_refuse_tampering() {

@@ -11,6 +11,7 @@
 //! | ledger entry | `ACCOUNT#{id}` | `LEDGER#{time}#{id}` |
 
 pub mod accounts;
+pub mod cursor;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;

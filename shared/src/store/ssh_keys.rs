@@ -4,12 +4,12 @@
 //! holds under concurrency too.
 
 use super::accounts::ACCOUNT_SK;
+use super::cursor;
 use super::idempotency::IdempotencyRecord;
 use super::{account_pk, aws_err, cancelled_conditions, from_item, n, s, to_item, Store};
 use crate::error::ApiError;
 use crate::time::{rfc3339, Millis};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -73,24 +73,13 @@ pub struct SshKeyPage {
 /// A cursor is the (created_at, id) of the last key shown, so a key deleted between two pages
 /// does not lose the place.
 fn cursor_encode(key: &SshKeyRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("v1:{}:{}", key.created_at, key.ssh_key_id))
+    cursor::encode(&format!("{}:{}", key.created_at, key.ssh_key_id))
 }
 
-fn cursor_decode(cursor: &str) -> Result<(i64, String), ApiError> {
-    let bad = || {
-        ApiError::validation(
-            "cursor",
-            "Invalid cursor: pass back the next_cursor of a previous page",
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let rest = text.strip_prefix("v1:").ok_or_else(bad)?;
-    let (at, id) = rest.split_once(':').ok_or_else(bad)?;
-    Ok((at.parse().map_err(|_| bad())?, id.to_string()))
+fn cursor_decode(c: &str) -> Result<(i64, String), ApiError> {
+    let position = cursor::decode(c)?;
+    let (at, id) = position.split_once(':').ok_or_else(cursor::invalid)?;
+    Ok((at.parse().map_err(|_| cursor::invalid())?, id.to_string()))
 }
 
 impl Store {
