@@ -259,14 +259,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let Some(&first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiError::MalformedJson("the body is empty".into()));
     };
-    if let Some(kind) = json_kind(first) {
+    if first != b'{' {
         // serde would map an array onto a struct's fields by position: refuse every body that
-        // is not an object, naming what it is (by its first byte: however deep or broken the
-        // rest, the body is not an object).
-        return Err(ApiError::validation(
-            "body",
-            format!("The request body must be a JSON object, not {kind}"),
-        ));
+        // is not an object, naming what it is.
+        return Err(match json_kind(first, bytes) {
+            Ok(kind) => ApiError::validation(
+                "body",
+                format!("The request body must be a JSON object, not {kind}"),
+            ),
+            Err(e) => ApiError::MalformedJson(strip_position(&e.to_string())),
+        });
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
@@ -300,16 +302,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// What a JSON value starting with `first` is, when it is not an object ("an array", …).
-fn json_kind(first: u8) -> Option<&'static str> {
-    match first {
-        b'[' => Some("an array"),
-        b'"' => Some("a string"),
-        b'-' | b'0'..=b'9' => Some("a number"),
-        b't' | b'f' => Some("a boolean"),
-        b'n' => Some("null"),
-        _ => None,
+/// What the JSON `body` (starting with `first`) is, when it is a JSON value but not an object.
+/// An array is known by its first byte however deep or broken the rest (serde_json's recursion
+/// limit would otherwise call a deeply nested one malformed); a scalar must parse whole.
+fn json_kind(first: u8, body: &[u8]) -> Result<&'static str, serde_json::Error> {
+    if first == b'[' {
+        return Ok("an array");
     }
+    Ok(match serde_json::from_slice::<Value>(body)? {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    })
 }
 
 /// serde names the Rust type it wanted (`expected struct SubmitRequest`, `expected enum X`):
@@ -503,10 +510,22 @@ mod tests {
                 other => panic!("{:?}: {other:?}", String::from_utf8_lossy(body)),
             }
         }
-        assert!(matches!(
-            parse_json::<Body>(b"<xml/>"),
-            Err(ApiError::MalformedJson(_))
-        ));
+        for malformed in [
+            &b"<xml/>"[..],
+            b"name=k&public_key=x",
+            b"nul",
+            b"12abc",
+            b"\"open",
+        ] {
+            assert!(
+                matches!(
+                    parse_json::<Body>(malformed),
+                    Err(ApiError::MalformedJson(_))
+                ),
+                "{:?}",
+                String::from_utf8_lossy(malformed)
+            );
+        }
         let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
         assert!(matches!(
             parse_json::<Body>(deep.as_bytes()),
