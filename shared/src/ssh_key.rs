@@ -20,8 +20,10 @@
 //! `ssh-key` crate, which also computes the fingerprint; an ECDSA point is checked by the
 //! `p256`/`p384`/`p521` crates. What this module adds is policy and messages: the type named
 //! inside must match the one in front (a line edited by hand, or two keys spliced together,
-//! otherwise slips through); there must be nothing left over; an RSA modulus is odd, its
-//! exponent sane and its size 2048 to 16384 bits; an ECDSA point is uncompressed, of the named
+//! otherwise slips through); there must be nothing left over, and the key must re-encode to
+//! exactly the pasted bytes (so no redundant zero bytes in front of a number, no length field
+//! at odds with what follows); an RSA modulus is odd, its exponent sane and its size 2048 to
+//! 16384 bits; an ECDSA point is uncompressed, of the named
 //! curve *and on it*. A single flipped byte in an ECDSA key is therefore always refused. An
 //! ed25519 key is any 32 bytes to OpenSSH, which does not decompress the point when it loads a
 //! key; we do the same (no `ed25519-dalek` check), so a flipped byte inside its key material
@@ -1444,6 +1446,22 @@ mod tests {
                     &line(algorithm, &blob[..len]),
                     KeyDataProblem::Truncated.into(),
                 );
+            }
+            // A length pointing past the end, however far (ssh-encoding refuses lengths over
+            // 1 MiB with an error of its own): the type name's, and the RSA exponent's, which
+            // ssh-key reads in full. (Not every field is: see the ed25519 length test.)
+            let exponent = 4 + algorithm.len();
+            let fields = if algorithm == "ssh-rsa" {
+                &[0, exponent][..]
+            } else {
+                &[0]
+            };
+            for &at in fields {
+                for len in [blob.len() as u32, 0x10_0000, u32::MAX] {
+                    let mut long = blob.clone();
+                    long[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                    assert_refused(&line(algorithm, &long), KeyDataProblem::Truncated.into());
+                }
             }
             // Cut in the base64 text instead: bad base64 or short key data, never accepted.
             let text = input.split_whitespace().nth(1).unwrap();
