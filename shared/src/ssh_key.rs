@@ -16,17 +16,19 @@
 //!   above 16384 OpenSSH itself refuses the key);
 //! - `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`, `ecdsa-sha2-nistp521`.
 //!
-//! The base64 key data is decoded and walked in the SSH wire format (RFC 4253 §6.6, RFC 5656
-//! §3.1, RFC 8709 §4): a sequence of `uint32`-length-prefixed strings and `mpint`s. The type
-//! named inside must match the one in front (a line edited by hand, or two keys spliced
-//! together, otherwise slips through); there must be nothing left over; an ed25519 key is 32
-//! bytes; an RSA modulus is odd and its exponent sane; an ECDSA key names the curve of its type
-//! and its point has the length of that curve *and lies on it* (checked with a few lines of
-//! big-integer arithmetic below rather than a crypto dependency). A single flipped byte in an
-//! ECDSA key is therefore always refused. An ed25519 key is any 32 bytes to every parser,
-//! OpenSSH included, so a flipped byte inside its key material cannot be detected, and the same
-//! holds for most bytes of an RSA modulus; those yield a different key, hence a different
-//! fingerprint.
+//! The base64 key data (RFC 4253 §6.6, RFC 5656 §3.1, RFC 8709 §4) is decoded by RustCrypto's
+//! `ssh-key` crate, which also computes the fingerprint; an ECDSA point is checked by the
+//! `p256`/`p384`/`p521` crates. What this module adds is policy and messages: the type named
+//! inside must match the one in front (a line edited by hand, or two keys spliced together,
+//! otherwise slips through); there must be nothing left over, and the key must re-encode to
+//! exactly the pasted bytes (so no redundant zero bytes in front of a number, no length field
+//! at odds with what follows); an RSA modulus is odd, its exponent sane and its size 2048 to
+//! 16384 bits; an ECDSA point is uncompressed, of the named
+//! curve *and on it*. A single flipped byte in an ECDSA key is therefore always refused. An
+//! ed25519 key is any 32 bytes to OpenSSH, which does not decompress the point when it loads a
+//! key; we do the same (no `ed25519-dalek` check), so a flipped byte inside its key material
+//! cannot be detected, and the same holds for most bytes of an RSA modulus; those yield a
+//! different key, hence a different fingerprint.
 //!
 //! Surrounding whitespace (and so a trailing newline) is trimmed, as is a leading byte-order
 //! mark that Windows editors add; whitespace between the fields is normalised to one space in
@@ -50,17 +52,18 @@
 //!
 //! No error ever carries or echoes the pasted text: it may be a private key, and error messages
 //! end up in responses, logs and support tickets. Callers must not log the raw input either.
+//! (`ssh-key`'s own errors are therefore only classified, never shown.)
 
 use std::fmt;
 use std::str::FromStr;
 
 use base64::alphabet;
-use base64::engine::general_purpose::{
-    GeneralPurpose, GeneralPurposeConfig, STANDARD, STANDARD_NO_PAD,
-};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
+use ssh_encoding::{Decode, Encode, Reader};
+use ssh_key::public::{EcdsaPublicKey, KeyData, RsaPublicKey};
+use ssh_key::{HashAlg, Mpint};
 
 use crate::error::ApiError;
 
@@ -106,9 +109,14 @@ const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// [`SshPublicKey::fingerprint`]s.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SshPublicKey {
-    key_type: KeyType,
-    /// The decoded key data, exactly as pasted: the fingerprint is computed over these bytes.
-    blob: Vec<u8>,
+    /// One of [`SUPPORTED_ALGORITHMS`].
+    algorithm: &'static str,
+    /// The key data as `ssh-key` decoded it. It re-encodes to exactly the pasted bytes (checked
+    /// in [`decode_key_data`]), so the fingerprint computed from it is the one `ssh-keygen`
+    /// prints for the pasted line.
+    key: KeyData,
+    /// `<algorithm> <padded base64 of the pasted key data>[ <comment>]`.
+    canonical: String,
     /// Whitespace runs collapsed to one space; never empty.
     comment: Option<String>,
     bits: u32,
@@ -158,7 +166,7 @@ impl SshPublicKey {
     fn parse_line(line: &str) -> Result<SshPublicKey, SshKeyError> {
         let mut tokens = line.split_whitespace();
         let first = tokens.next().ok_or(SshKeyError::Empty)?;
-        let Some(key_type) = KeyType::from_name(first) else {
+        let Some(algorithm) = supported_algorithm(first) else {
             return Err(if first == "ssh-dss" {
                 SshKeyError::Dsa
             } else if has_prefix_before_key_type(first, line) {
@@ -172,10 +180,16 @@ impl SshPublicKey {
         let blob = LENIENT_BASE64
             .decode(data)
             .map_err(|_| SshKeyError::InvalidBase64)?;
-        let bits = check_blob(key_type, &blob)?;
+        let (key, bits) = decode_key_data(algorithm, &blob)?;
+        let mut canonical = format!("{algorithm} {}", STANDARD.encode(&blob));
+        if !comment.is_empty() {
+            canonical.push(' ');
+            canonical.push_str(&comment);
+        }
         Ok(SshPublicKey {
-            key_type,
-            blob,
+            algorithm,
+            key,
+            canonical,
             comment: (!comment.is_empty()).then_some(comment),
             bits,
         })
@@ -183,7 +197,7 @@ impl SshPublicKey {
 
     /// The key type: `"ssh-ed25519"`, `"ssh-rsa"`, `"ecdsa-sha2-nistp256"`, ...
     pub fn algorithm(&self) -> &str {
-        self.key_type.name()
+        self.algorithm
     }
 
     /// Key size as `ssh-keygen -l` reports it: 256 for ed25519, the modulus size for RSA, the
@@ -200,26 +214,20 @@ impl SshPublicKey {
     /// `SHA256:<unpadded base64 of sha256(key data)>`, character for character what
     /// `ssh-keygen -lf key.pub` prints, so users can match a stored key to a file.
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(&self.blob);
-        format!("SHA256:{}", STANDARD_NO_PAD.encode(digest))
+        self.key.fingerprint(HashAlg::Sha256).to_string()
     }
 
     /// `<algorithm> <base64>[ <comment>]` with single spaces and padded base64: what is stored
     /// and sent to the provider. Parsing it again yields an equal key.
     pub fn canonical(&self) -> String {
-        let mut out = format!("{} {}", self.algorithm(), STANDARD.encode(&self.blob));
-        if let Some(comment) = &self.comment {
-            out.push(' ');
-            out.push_str(comment);
-        }
-        out
+        self.canonical.clone()
     }
 }
 
 impl fmt::Display for SshPublicKey {
     /// The [canonical](SshPublicKey::canonical) line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.canonical())
+        f.write_str(&self.canonical)
     }
 }
 
@@ -357,8 +365,14 @@ pub enum KeyDataProblem {
     Truncated,
     /// Bytes left over after the last field.
     TrailingBytes,
+    /// Decodable, but not in the one encoding OpenSSH writes (a length field that disagrees
+    /// with what follows).
+    NotCanonical,
     /// An `mpint` with its sign bit set; RSA numbers are positive.
     NegativeInteger,
+    /// An `mpint` with a redundant leading zero byte. OpenSSH never writes one; `ssh-key`
+    /// refuses it, as it makes the same key encode two ways.
+    NonMinimalInteger,
     /// An ed25519 key that is not 32 bytes.
     Ed25519Length,
     /// The curve named inside an ECDSA key is not the curve of its type.
@@ -379,7 +393,9 @@ impl fmt::Display for KeyDataProblem {
         f.write_str(match self {
             Truncated => "it is truncated",
             TrailingBytes => "it has unexpected bytes after the key",
+            NotCanonical => "it is not in the standard SSH encoding",
             NegativeInteger => "it holds a negative number",
+            NonMinimalInteger => "it holds a number with redundant leading zero bytes",
             Ed25519Length => "an ssh-ed25519 key must be 32 bytes",
             CurveMismatch => "the curve inside the key does not match its type",
             EcPointEncoding => "the curve point has the wrong length or encoding for its curve",
@@ -491,368 +507,165 @@ fn has_prefix_before_key_type(first: &str, line: &str) -> bool {
         || line
             .split_whitespace()
             .skip(1)
-            .any(|t| KeyType::from_name(t).is_some() || t == "ssh-dss")
+            .any(|t| supported_algorithm(t).is_some() || t == "ssh-dss")
 }
 
 // ---------------------------------------------------------------------------------------------
-// The key data: SSH wire format.
+// The key data: decoded by `ssh-key`, then held to our policy.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum KeyType {
-    Ed25519,
-    Rsa,
-    Ecdsa(&'static Curve),
+/// The supported type named `name`, as a `'static` name from [`SUPPORTED_ALGORITHMS`].
+fn supported_algorithm(name: &str) -> Option<&'static str> {
+    SUPPORTED_ALGORITHMS.iter().copied().find(|a| *a == name)
 }
 
-impl KeyType {
-    fn from_name(name: &str) -> Option<KeyType> {
-        match name {
-            "ssh-ed25519" => Some(KeyType::Ed25519),
-            "ssh-rsa" => Some(KeyType::Rsa),
-            _ => CURVES
-                .iter()
-                .find(|c| c.algorithm == name)
-                .map(KeyType::Ecdsa),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            KeyType::Ed25519 => "ssh-ed25519",
-            KeyType::Rsa => "ssh-rsa",
-            KeyType::Ecdsa(curve) => curve.algorithm,
-        }
-    }
-}
-
-/// Checks the decoded key data against the type in front; returns the key size in bits.
-fn check_blob(key_type: KeyType, blob: &[u8]) -> Result<u32, SshKeyError> {
-    let mut r = Reader(blob);
-    let inner = r.string()?;
-    if inner != key_type.name().as_bytes() {
+/// Decodes the key data of a line whose type is `algorithm` (one of ours); returns the key and
+/// its size in bits.
+fn decode_key_data(algorithm: &'static str, blob: &[u8]) -> Result<(KeyData, u32), SshKeyError> {
+    // The type named inside first, so a spliced or hand-edited line is reported as such rather
+    // than as whatever its data then fails on.
+    let mut reader = KeyDataReader::new(blob);
+    let inner = Vec::<u8>::decode(&mut reader).map_err(|_| KeyDataProblem::Truncated)?;
+    if inner != algorithm.as_bytes() {
         // Named only if it is a type we know: never echo arbitrary bytes.
-        let actual = std::str::from_utf8(inner)
+        let actual = std::str::from_utf8(&inner)
             .ok()
-            .and_then(|s| KeyType::from_name(s).map(KeyType::name))
-            .or((inner == b"ssh-dss").then_some("ssh-dss"));
+            .and_then(|s| supported_algorithm(s).or((s == "ssh-dss").then_some("ssh-dss")));
         return Err(SshKeyError::AlgorithmMismatch {
-            declared: key_type.name(),
+            declared: algorithm,
             actual,
         });
     }
-    match key_type {
-        KeyType::Ed25519 => {
-            // RFC 8709: the raw 32-byte public key. Every 32-byte string is accepted by
-            // OpenSSH too; there is nothing more to check without curve arithmetic.
-            let key = r.string()?;
-            r.finish()?;
-            if key.len() != 32 {
-                return Err(KeyDataProblem::Ed25519Length.into());
-            }
-            Ok(256)
+
+    let mut reader = KeyDataReader::new(blob);
+    let key = KeyData::decode(&mut reader).map_err(|e| reader.problem(&e, algorithm))?;
+    // ssh-key reads some declared lengths loosely (an ed25519 key is the first 32 bytes of its
+    // string, whatever length the string declares), so the key must re-encode to exactly the
+    // pasted bytes: then what we store, what sshd on the instance parses and what the
+    // fingerprint is computed over are one and the same.
+    let mut encoded = Vec::with_capacity(blob.len());
+    match key.encode(&mut encoded) {
+        Ok(()) if encoded == blob => {}
+        Ok(()) if blob.starts_with(&encoded) => return Err(KeyDataProblem::TrailingBytes.into()),
+        _ if algorithm == "ssh-ed25519" => return Err(KeyDataProblem::Ed25519Length.into()),
+        _ => return Err(KeyDataProblem::NotCanonical.into()),
+    }
+    let bits = match &key {
+        KeyData::Ed25519(_) => 256,
+        KeyData::Rsa(rsa) => check_rsa(rsa)?,
+        KeyData::Ecdsa(point) => check_ecdsa(point)?,
+        // The name inside is one of ours, so ssh-key decoded one of the three kinds above.
+        _ => return Err(SshKeyError::UnsupportedType),
+    };
+    Ok((key, bits))
+}
+
+/// The key data as `ssh-key` reads it, remembering whether a read ran past the end: the crate
+/// reports a key cut short and a field of the wrong size with the same `Length` error, and
+/// only the first is "truncated" to the user.
+struct KeyDataReader<'a> {
+    rest: &'a [u8],
+    overran: bool,
+}
+
+impl<'a> KeyDataReader<'a> {
+    fn new(blob: &'a [u8]) -> Self {
+        KeyDataReader {
+            rest: blob,
+            overran: false,
         }
-        KeyType::Rsa => {
-            // RFC 4253: mpint e, mpint n.
-            let e = r.mpint()?;
-            let n = r.mpint()?;
-            r.finish()?;
-            // A product of two odd primes is odd.
-            if n.last().is_none_or(|b| b & 1 == 0) {
-                return Err(KeyDataProblem::RsaModulus.into());
-            }
-            // e = 1 makes "encryption" the identity and an even e is not invertible; over 64
-            // bits OpenSSL refuses the key for large moduli. Real keys use 65537 (or 3, or 35).
-            if e.last().is_none_or(|b| b & 1 == 0) || e == [1] || e.len() > 8 {
-                return Err(KeyDataProblem::RsaExponent.into());
-            }
-            let bits = bit_length(n);
-            if bits < MIN_RSA_BITS {
-                return Err(SshKeyError::RsaTooSmall { bits });
-            }
-            if bits > MAX_RSA_BITS {
-                return Err(SshKeyError::RsaTooLarge { bits });
-            }
-            Ok(bits)
+    }
+
+    /// What a decoding failure means, in the terms of [`KeyDataProblem`]. The crate's error is
+    /// only classified, never shown: some variants carry text taken from the key data.
+    fn problem(&self, error: &ssh_key::Error, algorithm: &str) -> KeyDataProblem {
+        use ssh_encoding::Error as Encoding;
+        use ssh_key::Error;
+        // A length over ssh-encoding's 1 MiB cap points far past the end of a 16 KiB paste.
+        if self.overran || matches!(error, Error::Encoding(Encoding::Overflow)) {
+            return KeyDataProblem::Truncated;
         }
-        KeyType::Ecdsa(curve) => {
-            // RFC 5656 §3.1: string curve identifier, string Q (SEC1 point encoding).
-            let curve_name = r.string()?;
-            let q = r.string()?;
-            r.finish()?;
-            if curve_name != curve.identifier.as_bytes() {
-                return Err(KeyDataProblem::CurveMismatch.into());
+        match (algorithm, error) {
+            // ssh-key refuses mpints with a redundant leading zero byte; nothing else in a
+            // public key is an mpint.
+            (_, Error::FormatEncoding) => KeyDataProblem::NonMinimalInteger,
+            ("ssh-ed25519", _) => KeyDataProblem::Ed25519Length,
+            // The curve name is unknown, or the point's size is another curve's.
+            (_, Error::AlgorithmUnknown | Error::Encoding(Encoding::Label(_))) => {
+                KeyDataProblem::CurveMismatch
             }
-            // Only the uncompressed form: it is what OpenSSH writes and accepts.
-            let len = curve.coordinate_bytes;
-            if q.len() != 1 + 2 * len || q[0] != 0x04 {
-                return Err(KeyDataProblem::EcPointEncoding.into());
-            }
-            if !curve.contains(&q[1..1 + len], &q[1 + len..]) {
-                return Err(KeyDataProblem::EcPointNotOnCurve.into());
-            }
-            Ok(curve.bits)
+            (a, _) if a.starts_with("ecdsa-") => KeyDataProblem::EcPointEncoding,
+            _ => KeyDataProblem::Truncated,
         }
     }
 }
 
-/// Reads SSH wire-format fields off the front of a byte slice. Every length is checked against
-/// what is left before slicing, so hostile lengths cannot panic or allocate.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    /// `string`: a big-endian `uint32` length, then that many bytes.
-    fn string(&mut self) -> Result<&'a [u8], KeyDataProblem> {
-        let (len, rest) = self
-            .0
-            .split_first_chunk::<4>()
-            .ok_or(KeyDataProblem::Truncated)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if len > rest.len() {
-            return Err(KeyDataProblem::Truncated);
-        }
-        let (value, rest) = rest.split_at(len);
-        self.0 = rest;
-        Ok(value)
+impl Reader for KeyDataReader<'_> {
+    fn read<'o>(&mut self, out: &'o mut [u8]) -> ssh_encoding::Result<&'o [u8]> {
+        let read = self.rest.read(out);
+        self.overran |= read.is_err();
+        read
     }
 
-    /// `mpint`: a two's-complement big-endian `string`. Returns the magnitude without leading
-    /// zero bytes (empty for zero). Negative values are refused; redundant leading zeros are
-    /// tolerated, as OpenSSH does.
-    fn mpint(&mut self) -> Result<&'a [u8], KeyDataProblem> {
-        let raw = self.string()?;
-        if raw.first().is_some_and(|b| b & 0x80 != 0) {
-            return Err(KeyDataProblem::NegativeInteger);
-        }
-        let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
-        Ok(&raw[start..])
-    }
-
-    fn finish(self) -> Result<(), KeyDataProblem> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(KeyDataProblem::TrailingBytes)
-        }
+    fn remaining_len(&self) -> usize {
+        self.rest.len()
     }
 }
 
-/// Bits in a big-endian magnitude without leading zero bytes.
-fn bit_length(magnitude: &[u8]) -> u32 {
-    match magnitude.first() {
+/// What `ssh-key` leaves to us for RSA: the numbers' sanity and the size policy. Returns the
+/// modulus size in bits.
+fn check_rsa(key: &RsaPublicKey) -> Result<u32, SshKeyError> {
+    let e = magnitude(&key.e)?;
+    let n = magnitude(&key.n)?;
+    // A product of two odd primes is odd.
+    if n.last().is_none_or(|b| b & 1 == 0) {
+        return Err(KeyDataProblem::RsaModulus.into());
+    }
+    // e = 1 makes "encryption" the identity and an even e is not invertible; over 64 bits
+    // OpenSSL refuses the key for large moduli. Real keys use 65537 (or 3, or 35).
+    if e.last().is_none_or(|b| b & 1 == 0) || e == [1] || e.len() > 8 {
+        return Err(KeyDataProblem::RsaExponent.into());
+    }
+    // Leading zero bytes are gone (ssh-key refuses non-minimal mpints), so this is exact.
+    let bits = match n.first() {
         None => 0,
-        Some(&top) => (magnitude.len() as u32 - 1) * 8 + (8 - top.leading_zeros()),
+        Some(&top) => (n.len() as u32 - 1) * 8 + (8 - top.leading_zeros()),
+    };
+    if bits < MIN_RSA_BITS {
+        return Err(SshKeyError::RsaTooSmall { bits });
     }
+    if bits > MAX_RSA_BITS {
+        return Err(SshKeyError::RsaTooLarge { bits });
+    }
+    Ok(bits)
 }
 
-// ---------------------------------------------------------------------------------------------
-// ECDSA curves: is the point on the curve?
-//
-// All three NIST curves are y² = x³ − 3x + b over the integers mod a prime p, with prime group
-// order (cofactor 1), so a point with coordinates below p satisfying the equation is a valid
-// public key: the same check OpenSSH makes (`sshkey_ec_validate_public`) before it will use one.
-// Doing it here needs only multiply, add and reduce on numbers of at most 1042 bits; the tiny
-// `Uint` below does that, in well under a millisecond, with no dependency. It is validation of
-// public data only: nothing secret goes near it, so constant time does not matter.
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Curve {
-    algorithm: &'static str,
-    /// The name RFC 5656 puts inside the key data.
-    identifier: &'static str,
-    bits: u32,
-    coordinate_bytes: usize,
-    /// Field prime and curve constant b, big-endian hex, from SEC 2 (checked against
-    /// `openssl ecparam -param_enc explicit -text`).
-    p: &'static str,
-    b: &'static str,
+/// The big-endian magnitude of a non-negative mpint (empty for zero).
+fn magnitude(n: &Mpint) -> Result<&[u8], KeyDataProblem> {
+    if n.as_bytes().is_empty() {
+        return Ok(&[]);
+    }
+    n.as_positive_bytes().ok_or(KeyDataProblem::NegativeInteger)
 }
 
-static CURVES: [Curve; 3] = [
-    Curve {
-        algorithm: "ecdsa-sha2-nistp256",
-        identifier: "nistp256",
-        bits: 256,
-        coordinate_bytes: 32,
-        p: "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
-        b: "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
-    },
-    Curve {
-        algorithm: "ecdsa-sha2-nistp384",
-        identifier: "nistp384",
-        bits: 384,
-        coordinate_bytes: 48,
-        p: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe\
-            ffffffff0000000000000000ffffffff",
-        b: "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875a\
-            c656398d8a2ed19d2a85c8edd3ec2aef",
-    },
-    Curve {
-        algorithm: "ecdsa-sha2-nistp521",
-        identifier: "nistp521",
-        bits: 521,
-        coordinate_bytes: 66,
-        p: "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
-            ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-        b: "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109\
-            e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
-    },
-];
-
-impl Curve {
-    /// Whether (x, y), big-endian, is a point of the curve: x, y < p and y² ≡ x³ − 3x + b.
-    fn contains(&self, x: &[u8], y: &[u8]) -> bool {
-        let p = Uint::from_hex(self.p);
-        let b = Uint::from_hex(self.b);
-        let x = Uint::from_be_bytes(x);
-        let y = Uint::from_be_bytes(y);
-        if x >= p || y >= p {
-            return false;
-        }
-        let lhs = y.mul(&y).rem(&p);
-        // −3x is added as 3(p − x) to stay in unsigned arithmetic.
-        let p_minus_x = p.sub(&x);
-        let x_cubed = x.mul(&x).rem(&p).mul(&x);
-        let rhs = x_cubed
-            .add(&p_minus_x)
-            .add(&p_minus_x)
-            .add(&p_minus_x)
-            .add(&b)
-            .rem(&p);
-        lhs == rhs
+/// ECDSA: ssh-key has matched the point's size to the named curve; the curve crates check that
+/// it is a valid public key, i.e. on the curve and not the identity (what OpenSSH's
+/// `sshkey_ec_validate_public` checks before it will use one). Returns the curve size in bits.
+fn check_ecdsa(point: &EcdsaPublicKey) -> Result<u32, SshKeyError> {
+    // Only the uncompressed form, `0x04 || X || Y`: it is what OpenSSH writes and accepts,
+    // while ssh-key also takes the compressed one.
+    let bytes = point.as_sec1_bytes();
+    if bytes.first() != Some(&0x04) {
+        return Err(KeyDataProblem::EcPointEncoding.into());
     }
-}
-
-/// Unsigned integer as little-endian `u32` limbs without high zero limbs (so derived equality
-/// and the length-first ordering are numeric).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Uint(Vec<u32>);
-
-impl Uint {
-    fn normalised(mut limbs: Vec<u32>) -> Uint {
-        while limbs.last() == Some(&0) {
-            limbs.pop();
-        }
-        Uint(limbs)
+    let (valid, bits) = match point {
+        EcdsaPublicKey::NistP256(_) => (p256::PublicKey::from_sec1_bytes(bytes).is_ok(), 256),
+        EcdsaPublicKey::NistP384(_) => (p384::PublicKey::from_sec1_bytes(bytes).is_ok(), 384),
+        EcdsaPublicKey::NistP521(_) => (p521::PublicKey::from_sec1_bytes(bytes).is_ok(), 521),
+    };
+    if !valid {
+        return Err(KeyDataProblem::EcPointNotOnCurve.into());
     }
-
-    fn from_be_bytes(bytes: &[u8]) -> Uint {
-        let limbs = bytes
-            .rchunks(4)
-            .map(|chunk| chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
-            .collect();
-        Uint::normalised(limbs)
-    }
-
-    /// For the curve constants above, which are known-good even-length hex.
-    fn from_hex(hex: &str) -> Uint {
-        let bytes: Vec<u8> = hex
-            .as_bytes()
-            .chunks(2)
-            .map(|pair| {
-                let digits = std::str::from_utf8(pair).expect("ASCII hex");
-                u8::from_str_radix(digits, 16).expect("valid curve constant")
-            })
-            .collect();
-        Uint::from_be_bytes(&bytes)
-    }
-
-    fn bit_len(&self) -> usize {
-        self.0
-            .last()
-            .map_or(0, |top| self.0.len() * 32 - top.leading_zeros() as usize)
-    }
-
-    fn bit(&self, i: usize) -> bool {
-        self.0
-            .get(i / 32)
-            .is_some_and(|limb| limb >> (i % 32) & 1 == 1)
-    }
-
-    fn add(&self, other: &Uint) -> Uint {
-        let mut out = Vec::with_capacity(self.0.len().max(other.0.len()) + 1);
-        let mut carry = 0u64;
-        for i in 0..self.0.len().max(other.0.len()) {
-            let sum = u64::from(*self.0.get(i).unwrap_or(&0))
-                + u64::from(*other.0.get(i).unwrap_or(&0))
-                + carry;
-            out.push(sum as u32);
-            carry = sum >> 32;
-        }
-        out.push(carry as u32);
-        Uint::normalised(out)
-    }
-
-    /// `self − other`; the caller guarantees `self >= other`.
-    fn sub(&self, other: &Uint) -> Uint {
-        let mut out = self.0.clone();
-        sub_in_place(&mut out, &other.0);
-        Uint::normalised(out)
-    }
-
-    fn mul(&self, other: &Uint) -> Uint {
-        let mut out = vec![0u32; self.0.len() + other.0.len()];
-        for (i, &a) in self.0.iter().enumerate() {
-            let mut carry = 0u64;
-            for (j, &b) in other.0.iter().enumerate() {
-                let t = u64::from(a) * u64::from(b) + u64::from(out[i + j]) + carry;
-                out[i + j] = t as u32;
-                carry = t >> 32;
-            }
-            out[i + other.0.len()] = carry as u32;
-        }
-        Uint::normalised(out)
-    }
-
-    /// `self mod m` by binary long division: shift the bits of `self` in one at a time and
-    /// subtract `m` whenever the remainder reaches it. Slow in theory, ~1000 steps here.
-    fn rem(&self, m: &Uint) -> Uint {
-        let mut r = Uint(Vec::with_capacity(m.0.len() + 1));
-        for i in (0..self.bit_len()).rev() {
-            r.shl1_in_place(self.bit(i));
-            if r >= *m {
-                sub_in_place(&mut r.0, &m.0);
-                r = Uint::normalised(r.0);
-            }
-        }
-        r
-    }
-
-    fn shl1_in_place(&mut self, low_bit: bool) {
-        let mut carry = u32::from(low_bit);
-        for limb in &mut self.0 {
-            let next = *limb >> 31;
-            *limb = (*limb << 1) | carry;
-            carry = next;
-        }
-        if carry != 0 {
-            self.0.push(carry);
-        }
-    }
-}
-
-/// `a −= b` limb-wise; `a >= b` numerically.
-fn sub_in_place(a: &mut [u32], b: &[u32]) {
-    let mut borrow = 0i64;
-    for (i, limb) in a.iter_mut().enumerate() {
-        let d = i64::from(*limb) - i64::from(*b.get(i).unwrap_or(&0)) - borrow;
-        *limb = d.rem_euclid(1 << 32) as u32;
-        borrow = i64::from(d < 0);
-    }
-}
-
-impl Ord for Uint {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0
-            .len()
-            .cmp(&other.0.len())
-            .then_with(|| self.0.iter().rev().cmp(other.0.iter().rev()))
-    }
-}
-
-impl PartialOrd for Uint {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
+    Ok(bits)
 }
 
 #[cfg(test)]
@@ -1053,13 +866,15 @@ mod tests {
         [string(b"ssh-rsa"), mpint(e), mpint(n)].concat()
     }
 
+    /// A fixture's key data, decoded by ssh-key.
+    fn key_data_of(line: &str) -> KeyData {
+        KeyData::decode(&mut &blob_of(line)[..]).unwrap()
+    }
+
     /// The modulus of the 2048-bit fixture.
     fn rsa_2048_modulus() -> Vec<u8> {
-        let blob = blob_of(RSA_2048);
-        let mut r = Reader(&blob);
-        r.string().unwrap();
-        r.mpint().unwrap();
-        r.mpint().unwrap().to_vec()
+        let key = key_data_of(RSA_2048);
+        key.rsa().unwrap().n.as_positive_bytes().unwrap().to_vec()
     }
 
     /// An odd modulus of exactly `bits` bits (not a real RSA modulus; size checks only).
@@ -1079,14 +894,16 @@ mod tests {
         .concat()
     }
 
-    /// The uncompressed point (0x04 || X || Y) of the P-256 fixture.
-    fn p256_point() -> Vec<u8> {
-        let blob = blob_of(ECDSA_256);
-        let mut r = Reader(&blob);
-        r.string().unwrap();
-        r.string().unwrap();
-        r.string().unwrap().to_vec()
+    /// The uncompressed point (0x04 || X || Y) of an ECDSA fixture.
+    fn ec_point(line: &str) -> Vec<u8> {
+        key_data_of(line).ecdsa().unwrap().as_sec1_bytes().to_vec()
     }
+
+    /// The P-256 field prime p, from SEC 2.
+    const P256_P: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
 
     // --- accepted ------------------------------------------------------------------------
 
@@ -1506,11 +1323,23 @@ mod tests {
                 KeyDataProblem::Ed25519Length.into(),
             );
         }
+        // ssh-key reads the first 32 bytes of a longer string, and takes any declared length
+        // of 32 or more if 32 bytes follow: the re-encoding check catches both.
+        let mut blob = blob_of(ED25519);
+        blob[15..19].copy_from_slice(&64u32.to_be_bytes());
+        assert!(
+            KeyData::decode(&mut &blob[..]).is_ok(),
+            "ssh-key alone takes it"
+        );
+        assert_refused(
+            &line("ssh-ed25519", &blob),
+            KeyDataProblem::Ed25519Length.into(),
+        );
     }
 
     #[test]
     fn refuses_ecdsa_with_the_wrong_curve_or_point() {
-        let point = p256_point();
+        let point = ec_point(ECDSA_256);
         let alg = "ecdsa-sha2-nistp256";
         assert!(SshPublicKey::parse(&line(alg, &ecdsa_blob(alg, "nistp256", &point))).is_ok());
 
@@ -1518,19 +1347,23 @@ mod tests {
             &line(alg, &ecdsa_blob(alg, "nistp384", &point)),
             KeyDataProblem::CurveMismatch.into(),
         );
-        // Compressed form, wrong prefix, wrong length, a P-384-sized point.
+        // A curve name that is none of the three.
+        assert_refused(
+            &line(alg, &ecdsa_blob(alg, "nistp192", &point)),
+            KeyDataProblem::CurveMismatch.into(),
+        );
+        // A P-384 point under the P-256 name: ssh-key tells the curve by the point's size.
+        assert_refused(
+            &line(alg, &ecdsa_blob(alg, "nistp256", &ec_point(ECDSA_384))),
+            KeyDataProblem::CurveMismatch.into(),
+        );
+        // Compressed form (valid to ssh-key, not to OpenSSH), wrong prefix, wrong length.
         let compressed = [&[0x02 | (point[64] & 1)][..], &point[1..33]].concat();
+        assert!(p256::PublicKey::from_sec1_bytes(&compressed).is_ok());
         let mut hybrid = point.clone();
         hybrid[0] = 0x06;
         let short = &point[..64];
-        let p384_point = {
-            let blob = blob_of(ECDSA_384);
-            let mut r = Reader(&blob);
-            r.string().unwrap();
-            r.string().unwrap();
-            r.string().unwrap().to_vec()
-        };
-        for bad in [&compressed[..], &hybrid, short, &p384_point, &[]] {
+        for bad in [&compressed[..], &hybrid, short, &[]] {
             assert_refused(
                 &line(alg, &ecdsa_blob(alg, "nistp256", bad)),
                 KeyDataProblem::EcPointEncoding.into(),
@@ -1540,7 +1373,7 @@ mod tests {
         let mut off = point.clone();
         off[64] ^= 1;
         let mut x_is_p = point.clone();
-        x_is_p[1..33].copy_from_slice(&Uint::from_hex(CURVES[0].p).to_be_bytes_padded(32));
+        x_is_p[1..33].copy_from_slice(&P256_P);
         for bad in [off, x_is_p, [&[4u8][..], &[0; 64]].concat()] {
             assert_refused(
                 &line(alg, &ecdsa_blob(alg, "nistp256", &bad)),
@@ -1578,6 +1411,18 @@ mod tests {
             &line("ssh-rsa", &negative),
             KeyDataProblem::NegativeInteger.into(),
         );
+        // A redundant zero byte in front of the exponent, or the modulus (whose top bit is
+        // clear once the sign byte is there).
+        let padded_n = [&[0u8, 0][..], &n].concat();
+        for blob in [
+            [string(b"ssh-rsa"), string(&[0, 1, 0, 1]), mpint(&n)].concat(),
+            [string(b"ssh-rsa"), mpint(&[1, 0, 1]), string(&padded_n)].concat(),
+        ] {
+            assert_refused(
+                &line("ssh-rsa", &blob),
+                KeyDataProblem::NonMinimalInteger.into(),
+            );
+        }
     }
 
     #[test]
@@ -1601,6 +1446,22 @@ mod tests {
                     &line(algorithm, &blob[..len]),
                     KeyDataProblem::Truncated.into(),
                 );
+            }
+            // A length pointing past the end, however far (ssh-encoding refuses lengths over
+            // 1 MiB with an error of its own): the type name's, and the RSA exponent's, which
+            // ssh-key reads in full. (Not every field is: see the ed25519 length test.)
+            let exponent = 4 + algorithm.len();
+            let fields = if algorithm == "ssh-rsa" {
+                &[0, exponent][..]
+            } else {
+                &[0]
+            };
+            for &at in fields {
+                for len in [blob.len() as u32, 0x10_0000, u32::MAX] {
+                    let mut long = blob.clone();
+                    long[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                    assert_refused(&line(algorithm, &long), KeyDataProblem::Truncated.into());
+                }
             }
             // Cut in the base64 text instead: bad base64 or short key data, never accepted.
             let text = input.split_whitespace().nth(1).unwrap();
@@ -1671,34 +1532,5 @@ mod tests {
         }
         let api: ApiError = SshPublicKey::parse("").unwrap_err().into();
         assert_eq!(api.to_string(), "public_key must not be empty");
-    }
-
-    #[test]
-    fn uint_arithmetic_matches_u128() {
-        let values: [u64; 6] = [0, 1, 3, 0xffff_ffff, 0x1_0000_0001, u64::MAX];
-        let from = |v: u128| Uint::from_be_bytes(&v.to_be_bytes());
-        for a in values {
-            for b in values {
-                let (a, b) = (u128::from(a), u128::from(b));
-                assert_eq!(from(a).mul(&from(b)), from(a * b));
-                assert_eq!(from(a).add(&from(b)), from(a + b));
-                if a >= b {
-                    assert_eq!(from(a).sub(&from(b)), from(a - b));
-                }
-                if b != 0 {
-                    assert_eq!(from(a * 7 + 5).rem(&from(b)), from((a * 7 + 5) % b));
-                }
-                assert_eq!(from(a).cmp(&from(b)), a.cmp(&b));
-            }
-        }
-    }
-
-    impl Uint {
-        fn to_be_bytes_padded(&self, len: usize) -> Vec<u8> {
-            let mut out: Vec<u8> = self.0.iter().rev().flat_map(|l| l.to_be_bytes()).collect();
-            let start = out.len() - len;
-            out.drain(..start);
-            out
-        }
     }
 }
