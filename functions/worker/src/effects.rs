@@ -1,6 +1,10 @@
 //! Performing a decision's effect at the provider and reporting what happened. Failures become
 //! results the lifecycle understands, never a lost instance: a deploy that may have been tried
 //! before looks its hostname up first and adopts what the earlier try created.
+//!
+//! A provider rate limit (429) is never a failure: the effect reports `RateLimited` and the job
+//! is looked at again after `Retry-After` plus jitter; an effect whose calls are known to be
+//! paused is not started at all ([`deferral`]).
 
 use crate::App;
 use mimiry_shared::error::ApiError;
@@ -9,11 +13,51 @@ use mimiry_shared::jobs::model::owner_tag;
 use mimiry_shared::jobs::report_token;
 use mimiry_shared::jobs::wrapper::{wrap, WrapperInput};
 use mimiry_shared::jobs::Job;
-use mimiry_shared::provider::{DeleteOutcome, DeployRequest, ProviderError};
-use mimiry_shared::time::now_ms;
+use mimiry_shared::provider::{DeleteOutcome, DeployRequest, ProviderCall, ProviderError};
+use mimiry_shared::time::{now_ms, Millis};
+use rand::Rng;
+use std::time::Duration;
 
 /// OS volume size (GB): the provider's common minimum.
 const OS_VOLUME_GB: u32 = 50;
+/// Jitter added to a rate-limit wait: one provider window, so that jobs deferred together
+/// come back spread over it instead of all at the moment the limit resets.
+const RATE_LIMIT_SPREAD_MS: Millis = 60_000;
+
+/// `wait` plus a random part of the spread, in milliseconds.
+pub fn jittered(wait: Duration) -> Millis {
+    let wait_ms = Millis::try_from(wait.as_millis()).unwrap_or(Millis::MAX / 2);
+    wait_ms + rand::thread_rng().gen_range(0..=RATE_LIMIT_SPREAD_MS)
+}
+
+/// How long the provider calls `effect` would make are known to be rate limited, if they are:
+/// the job is then deferred without calling (see `ratelimit.rs` in the shared crate).
+pub fn deferral(app: &App, job: &Job, effect: &Effect) -> Option<Duration> {
+    let calls: &[ProviderCall] = match effect {
+        Effect::Deploy { adopt: true, .. } if job.script_id.is_none() => &[
+            ProviderCall::ListInstances,
+            ProviderCall::CreateScript,
+            ProviderCall::Deploy,
+        ],
+        Effect::Deploy { adopt: true, .. } => &[ProviderCall::ListInstances, ProviderCall::Deploy],
+        Effect::Deploy { .. } if job.script_id.is_none() => {
+            &[ProviderCall::CreateScript, ProviderCall::Deploy]
+        }
+        Effect::Deploy { .. } => &[ProviderCall::Deploy],
+        Effect::LookUpDeploy { .. } => &[ProviderCall::ListInstances],
+        Effect::DeleteInstance { .. } => &[ProviderCall::DeleteInstance],
+        // A per-id path: only a project-wide pause applies, and the call reports it.
+        Effect::DeleteScript { .. } | Effect::None => &[],
+    };
+    calls
+        .iter()
+        .filter_map(|c| app.provider.rate_limit_wait(*c))
+        .max()
+}
+
+fn rate_limited(e: &ProviderError) -> Option<Millis> {
+    e.retry_after().map(jittered)
+}
 
 pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResult, ApiError> {
     Ok(match effect {
@@ -25,11 +69,15 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
         } => deploy(app, job, location, hostname, *adopt).await?,
         Effect::LookUpDeploy { hostname } => match find_by_hostname(app, hostname).await {
             Ok(instance_id) => EffectResult::LookedUp { instance_id },
-            Err(e) => return Err(e.into()),
+            Err(e) => match rate_limited(&e) {
+                Some(retry_after_ms) => EffectResult::RateLimited { retry_after_ms },
+                None => return Err(e.into()),
+            },
         },
         Effect::DeleteInstance { instance_id } => {
             let requested_at = now_ms();
-            match app.provider.delete_instance(instance_id).await {
+            // The job does not keep the OS volume's id: the client reads it before deleting.
+            match app.provider.delete_instance(instance_id, None).await {
                 Ok(DeleteOutcome::Accepted) => EffectResult::Deleted {
                     instance_id: instance_id.clone(),
                     already_gone: false,
@@ -43,6 +91,9 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
                 Ok(DeleteOutcome::NotYet) => EffectResult::DeleteRefused {
                     instance_id: instance_id.clone(),
                 },
+                Err(ProviderError::RateLimited { retry_after }) => EffectResult::RateLimited {
+                    retry_after_ms: jittered(retry_after),
+                },
                 Err(e) => EffectResult::DeleteFailed {
                     instance_id: instance_id.clone(),
                     message: e.to_string(),
@@ -51,6 +102,9 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
         }
         Effect::DeleteScript { script_id } => match app.provider.delete_script(script_id).await {
             Ok(()) => EffectResult::ScriptDeleted,
+            Err(ProviderError::RateLimited { retry_after }) => EffectResult::RateLimited {
+                retry_after_ms: jittered(retry_after),
+            },
             Err(e) => EffectResult::ScriptDeleteFailed {
                 message: e.to_string(),
             },
@@ -79,6 +133,9 @@ async fn deploy(
         script_id,
         outcome: match e {
             ProviderError::NoCapacity(message) => DeployOutcome::NoCapacity { message },
+            ProviderError::RateLimited { retry_after } => DeployOutcome::RateLimited {
+                retry_after_ms: jittered(retry_after),
+            },
             e => DeployOutcome::Failed {
                 transient: e.is_transient(),
                 message: e.to_string(),
@@ -101,6 +158,7 @@ async fn deploy(
         Ok(None) => {}
         // Whatever the error, we do not know whether an earlier try created the instance:
         // retry (transient), never give the deploy up here.
+        Err(e @ ProviderError::RateLimited { .. }) => return Ok(failed(None, e)),
         Err(e) => {
             return Ok(EffectResult::Deploy {
                 script_id: None,
