@@ -465,8 +465,9 @@ fn delete_outcome_from_error(e: ProviderError) -> Result<DeleteOutcome, Provider
     }
 }
 
-/// A 2xx delete may carry per-instance results `[{action, instanceId, status, error,
-/// statusCode}]`; an error in ours decides the outcome.
+/// A 2xx delete may carry per-instance results — Verda's `InstanceActionResultDto`
+/// `[{id, status: success|error, error: "<message>"}]`, older `[{action, instanceId, status,
+/// error, statusCode}]`; an error in ours decides the outcome.
 fn delete_outcome_from_body(id: &str, body: &str) -> Result<DeleteOutcome, ProviderError> {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return Ok(DeleteOutcome::Accepted);
@@ -478,8 +479,12 @@ fn delete_outcome_from_body(id: &str, body: &str) -> Result<DeleteOutcome, Provi
     let ours = results
         .iter()
         .find(|r| {
-            parse::lenient_string(r.get("instanceId").or_else(|| r.get("instance_id")))
-                .is_some_and(|i| i == id)
+            parse::lenient_string(
+                r.get("instanceId")
+                    .or_else(|| r.get("instance_id"))
+                    .or_else(|| r.get("id")),
+            )
+            .is_some_and(|i| i == id)
         })
         .or(if results.len() == 1 {
             results.first()

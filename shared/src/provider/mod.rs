@@ -17,6 +17,8 @@
 pub mod datacrunch;
 #[cfg(test)]
 mod fake_tests;
+#[cfg(test)]
+mod mock_tests;
 mod parse;
 pub mod ratelimit;
 pub mod retry;
