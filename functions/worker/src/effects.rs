@@ -33,7 +33,15 @@ pub fn jittered(wait: Duration) -> Millis {
 /// How long the provider calls `effect` would make are known to be rate limited, if they are:
 /// the job is then deferred without calling (see `ratelimit.rs` in the shared crate).
 pub fn deferral(app: &App, job: &Job, effect: &Effect) -> Option<Duration> {
-    let calls: &[ProviderCall] = match effect {
+    calls_of(job, effect)
+        .iter()
+        .filter_map(|c| app.provider.rate_limit_wait(*c))
+        .max()
+}
+
+/// The rate-limited provider paths performing `effect` calls, in order.
+fn calls_of(job: &Job, effect: &Effect) -> &'static [ProviderCall] {
+    match effect {
         Effect::Deploy { adopt: true, .. } if job.script_id.is_none() => &[
             ProviderCall::ListInstances,
             ProviderCall::CreateScript,
@@ -48,11 +56,7 @@ pub fn deferral(app: &App, job: &Job, effect: &Effect) -> Option<Duration> {
         Effect::DeleteInstance { .. } => &[ProviderCall::DeleteInstance],
         // A per-id path: only a project-wide pause applies, and the call reports it.
         Effect::DeleteScript { .. } | Effect::None => &[],
-    };
-    calls
-        .iter()
-        .filter_map(|c| app.provider.rate_limit_wait(*c))
-        .max()
+    }
 }
 
 fn rate_limited(e: &ProviderError) -> Option<Millis> {
@@ -210,4 +214,81 @@ async fn deploy(
         },
         Err(e) => failed(new_script, e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_wait_is_spread_over_one_window_after_it() {
+        let wait = Duration::from_secs(49);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let ms = jittered(wait);
+            assert!(
+                (49_000..=49_000 + RATE_LIMIT_SPREAD_MS).contains(&ms),
+                "{ms}"
+            );
+            seen.insert(ms / 10_000);
+        }
+        assert!(seen.len() >= 4, "spread, not one moment: {seen:?}");
+    }
+
+    #[test]
+    fn every_call_an_effect_makes_is_checked_before_it_starts() {
+        use ProviderCall::*;
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "job_id": "j", "account_id": "a", "name": "n", "status": "queued",
+            "instance_type": "1V100.6V", "image": "ubuntu", "requested_location": null,
+            "location": null, "ssh_key_ids": [], "provider_ssh_key_ids": [],
+            "startup_script": null, "auto_shutdown": true, "max_runtime_seconds": null,
+            "provider": "datacrunch", "price_per_hour_micros": 0, "created_at": 0,
+            "attempts": 0, "tried_locations": [], "script_id": null, "instance_id": null,
+            "ip": null, "deployed_at": null, "instance_seen_at": null,
+            "instance_ended_at": null, "retired_instances": [], "started_at": null,
+            "offline_seen_at": null, "finished_at": null, "provider_errors": 0,
+            "hold_micros": 0, "charged_micros": 0, "cancel_requested_at": null,
+            "report": null, "outcome": null, "failure_reason": null, "error_message": null,
+            "next_check_at": 0, "lease_until": null, "parked": false, "version": 0
+        }))
+        .expect("a job");
+        let deploy = |adopt| Effect::Deploy {
+            location: "FIN-01".into(),
+            hostname: "h".into(),
+            adopt,
+        };
+        assert_eq!(calls_of(&job, &deploy(false)), [CreateScript, Deploy]);
+        assert_eq!(
+            calls_of(&job, &deploy(true)),
+            [ListInstances, CreateScript, Deploy]
+        );
+        let with_script = Job {
+            script_id: Some("s".into()),
+            ..job.clone()
+        };
+        assert_eq!(calls_of(&with_script, &deploy(false)), [Deploy]);
+        assert_eq!(
+            calls_of(&with_script, &deploy(true)),
+            [ListInstances, Deploy]
+        );
+        assert_eq!(
+            calls_of(
+                &job,
+                &Effect::DeleteInstance {
+                    instance_id: "i".into()
+                }
+            ),
+            [DeleteInstance]
+        );
+        assert_eq!(
+            calls_of(
+                &job,
+                &Effect::LookUpDeploy {
+                    hostname: "h".into()
+                }
+            ),
+            [ListInstances]
+        );
+    }
 }
