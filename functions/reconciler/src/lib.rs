@@ -422,6 +422,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_rate_limit_stops_a_sweep() {
+        let mut summary = Summary::default();
+        let limited = ProviderError::RateLimited {
+            retry_after: std::time::Duration::from_secs(20),
+        };
+        assert!(stop_for_rate_limit(&limited, &mut summary));
+        assert_eq!(summary.rate_limited, 1);
+        for other in [
+            ProviderError::Timeout,
+            ProviderError::Server {
+                status: 503,
+                message: "x".into(),
+            },
+            ProviderError::InvalidRequest("x".into()),
+        ] {
+            assert!(!stop_for_rate_limit(&other, &mut summary), "{other:?}");
+        }
+        assert_eq!(summary.rate_limited, 1);
+    }
+
+    #[test]
     fn queue_driven_and_timer_jobs_are_not_watched() {
         for w in [Watch::Queue, Watch::Timer] {
             assert!(!instance_changed(w, &[]));
