@@ -58,7 +58,8 @@ pub trait GpuProvider: Send + Sync {
     async fn create_script(&self, name: &str, script: &str) -> Result<String, ProviderError>;
     /// Deletes a script; a script that is already missing is `Ok`.
     async fn delete_script(&self, id: &str) -> Result<(), ProviderError>;
-    /// Every startup script named for Mimiry (`mimiry-…`), all pages.
+    /// The startup scripts named like Mimiry's (`mimiry-…`, the provider's partial-name
+    /// filter: callers still check each name), all pages.
     async fn list_scripts(&self) -> Result<Vec<ScriptInfo>, ProviderError>;
     /// Registered SSH keys (id and name), to find one whose creation answer was lost.
     async fn list_ssh_keys(&self) -> Result<Vec<ScriptInfo>, ProviderError>;
