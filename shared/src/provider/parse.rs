@@ -374,7 +374,7 @@ pub(crate) fn classify(status: u16, body: &str, kind: CallKind) -> ProviderError
     if status == 429 || code == "rate_limit_exceeded" {
         // The client reads the real wait from the headers; this is the fallback.
         return ProviderError::RateLimited {
-            retry_after: std::time::Duration::from_secs(60),
+            retry_after: std::time::Duration::from_secs(10),
         };
     }
     if kind == CallKind::Deploy

@@ -41,8 +41,10 @@ impl ProviderCall {
     }
 }
 
-/// Used when a 429 carries no readable wait: the provider's window.
-const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// The wait of a 429 that does not say how long. Verda's limiter always does (`Retry-After`,
+/// `RateLimit`), so this one came from something else on the way (a proxy): it is not
+/// remembered as a pause, and the caller tries again after this.
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 /// Bounds on a believed `Retry-After` (a window is 60 s; a broken header must not stall us).
 const MIN_WAIT: Duration = Duration::from_secs(1);
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -61,9 +63,12 @@ fn key(method: &str, path: &str) -> String {
 
 impl Pauses {
     /// Records a 429 on `method path`: that path — or, when the `RateLimit` header says the
-    /// project limit is exhausted, every path — is paused for the returned wait.
+    /// project limit is exhausted, every path — is paused for the returned wait. A 429 without
+    /// the limiter's headers is not remembered (see [`DEFAULT_WAIT`]).
     pub(crate) fn note(&self, method: &str, path: &str, headers: &HeaderMap) -> Duration {
-        let wait = retry_after(headers);
+        let Some(wait) = retry_after(headers) else {
+            return DEFAULT_WAIT;
+        };
         let k = if project_exhausted(headers) {
             PROJECT.to_string()
         } else {
@@ -90,8 +95,8 @@ impl Pauses {
 }
 
 /// `Retry-After` in seconds (the provider's form; fractions tolerated), else the reset time of
-/// an exhausted limit in `RateLimit`, else a whole window; bounded.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Duration {
+/// an exhausted limit in `RateLimit`; bounded. `None` when neither says.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let from_retry_after = header("retry-after")
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -108,8 +113,7 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Duration {
     };
     from_retry_after
         .or_else(from_ratelimit)
-        .unwrap_or(DEFAULT_WAIT)
-        .clamp(MIN_WAIT, MAX_WAIT)
+        .map(|w| w.clamp(MIN_WAIT, MAX_WAIT))
 }
 
 /// Whether the `RateLimit` header says the project-wide limit (not just this path's) is spent.
@@ -165,7 +169,7 @@ mod tests {
     fn retry_after_is_read_from_the_headers() {
         assert_eq!(
             retry_after(&headers(&[("retry-after", "49")])),
-            Duration::from_secs(49)
+            Some(Duration::from_secs(49))
         );
         // Without Retry-After, the reset of the exhausted limit.
         assert_eq!(
@@ -173,19 +177,19 @@ mod tests {
                 "ratelimit",
                 "\"project\";r=419;t=44, \"endpoint\";r=0;t=37"
             )])),
-            Duration::from_secs(37)
+            Some(Duration::from_secs(37))
         );
-        assert_eq!(retry_after(&HeaderMap::new()), DEFAULT_WAIT);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
         assert_eq!(
             retry_after(&headers(&[("retry-after", "0")])),
-            MIN_WAIT,
+            Some(MIN_WAIT),
             "never a busy loop"
         );
-        assert_eq!(retry_after(&headers(&[("retry-after", "99999")])), MAX_WAIT);
         assert_eq!(
-            retry_after(&headers(&[("retry-after", "soon")])),
-            DEFAULT_WAIT
+            retry_after(&headers(&[("retry-after", "99999")])),
+            Some(MAX_WAIT)
         );
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
     }
 
     #[test]
@@ -212,6 +216,13 @@ mod tests {
         assert!(p.wait("POST", "/scripts").is_some(), "every path waits");
         // The longer pause wins.
         assert!(p.wait("POST", "/instances").unwrap() > Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_429_that_does_not_say_how_long_is_not_remembered() {
+        let p = Pauses::default();
+        assert_eq!(p.note("GET", "/locations", &HeaderMap::new()), DEFAULT_WAIT);
+        assert_eq!(p.wait("GET", "/locations"), None);
     }
 
     #[test]
