@@ -886,7 +886,7 @@ async fn provider_failures_leave_nothing_half_done() {
     stack
         .fake_admin(reqwest::Method::POST, "/faults", Some(fault(1)))
         .await;
-    let posts_before = provider_requests(&stack, "POST /v1/sshkeys").await;
+    let posts_before = provider_requests(&stack, "POST /v1/ssh-keys").await;
     let idem = format!("retry-{}", uuid::Uuid::new_v4());
     let body = json!({ "name": "k", "public_key": pair.public }).to_string();
     let answer = post_raw(
@@ -901,7 +901,7 @@ async fn provider_failures_leave_nothing_half_done() {
     assert_eq!(answer.body["code"], "provider_unavailable");
     assert!(!answer.error().is_empty());
     assert_eq!(
-        provider_requests(&stack, "POST /v1/sshkeys").await - posts_before,
+        provider_requests(&stack, "POST /v1/ssh-keys").await - posts_before,
         1,
         "the provider was asked once"
     );

@@ -12,13 +12,16 @@
 //! 4. deletes provider instances and startup scripts named for Mimiry jobs that are no longer
 //!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
 //!    billing. Each candidate's job is read with a consistent read before anything is deleted.
+//!    An instance is deleted with its OS volume named, so the volume does not sit in the
+//!    provider's trash. A provider rate limit (429) ends the sweep for this run: the next run,
+//!    a minute later, carries on.
 
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::InstanceState;
 use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
-use mimiry_shared::provider::{DeleteOutcome, GpuProvider, InstanceInfo};
+use mimiry_shared::provider::{DeleteOutcome, GpuProvider, InstanceInfo, ProviderError};
 use mimiry_shared::queue::{JobQueue, JobRef, MAX_DELAY_SECS};
 use mimiry_shared::store::jobs::{ActiveJob, Watch};
 use mimiry_shared::store::Store;
@@ -92,6 +95,8 @@ pub struct Summary {
     pub orphan_instances_deleted: usize,
     pub orphan_instances_waiting: usize,
     pub orphan_scripts_deleted: usize,
+    /// Sweeps cut short by the provider's rate limit.
+    pub rate_limited: usize,
     pub errors: usize,
 }
 
@@ -130,6 +135,7 @@ pub async fn reconcile(app: &App) -> Summary {
             orphan_instances_deleted = summary.orphan_instances_deleted,
             orphan_instances_waiting = summary.orphan_instances_waiting,
             orphan_scripts_deleted = summary.orphan_scripts_deleted,
+            rate_limited = summary.rate_limited,
             errors = summary.errors,
             "reconciled"
         );
@@ -278,40 +284,62 @@ async fn sweep_instances(
         }
     }
     for instance in &instances {
-        delete_if_orphan(app, active, instance, summary).await?;
+        if !delete_if_orphan(app, active, instance, summary).await? {
+            break;
+        }
     }
     Ok(())
 }
 
+/// Whether a failed provider call was the rate limit: the sweep stops for this run (the
+/// remaining calls would be refused too, and push the limit further).
+fn stop_for_rate_limit(e: &ProviderError, summary: &mut Summary) -> bool {
+    let Some(wait) = e.retry_after() else {
+        return false;
+    };
+    summary.rate_limited += 1;
+    tracing::info!(
+        wait_ms = wait.as_millis() as u64,
+        "provider rate limited; the sweep goes on next run"
+    );
+    true
+}
+
+/// Deletes `instance` if its job is over; `false` when the sweep must stop (rate limited).
 async fn delete_if_orphan(
     app: &App,
     active: &HashMap<&str, &ActiveJob>,
     instance: &InstanceInfo,
     summary: &mut Summary,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let Some((job_id, account_id)) = parse_owner_tag(&instance.description) else {
         // Not tagged by us: a `mimiry-` hostname without our tag is left alone and logged.
         if job_id_of_name(&instance.hostname).is_some() {
             tracing::warn!(instance_id = %instance.id, "instance with a Mimiry hostname but no owner tag; not touched");
         }
-        return Ok(());
+        return Ok(true);
     };
     // Deleted already (discontinued): nothing bills, nothing to read or delete again.
     if instance.status.is_gone() || !job_is_over(app, active, &job_id, &account_id).await? {
-        return Ok(());
+        return Ok(true);
     }
-    match app.provider.delete_instance(&instance.id).await {
+    match app
+        .provider
+        .delete_instance(&instance.id, instance.os_volume_id.as_deref())
+        .await
+    {
         Ok(DeleteOutcome::Accepted) | Ok(DeleteOutcome::AlreadyGone) => {
             tracing::info!(instance_id = %instance.id, job_id = %job_id, "deleted an orphan instance");
             summary.orphan_instances_deleted += 1;
         }
         Ok(DeleteOutcome::NotYet) => summary.orphan_instances_waiting += 1,
+        Err(e) if stop_for_rate_limit(&e, summary) => return Ok(false),
         Err(e) => {
             summary.errors += 1;
             tracing::warn!(instance_id = %instance.id, error = %e, "could not delete an orphan instance");
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn sweep_scripts(
@@ -319,7 +347,11 @@ async fn sweep_scripts(
     active: &HashMap<&str, &ActiveJob>,
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
-    for script in app.provider.list_scripts().await? {
+    let scripts = match app.provider.list_scripts().await {
+        Err(e) if stop_for_rate_limit(&e, summary) => return Ok(()),
+        other => other?,
+    };
+    for script in scripts {
         let Some((job_id, account_id)) = parse_owner_tag(&script.name) else {
             continue;
         };
@@ -331,6 +363,7 @@ async fn sweep_scripts(
                 tracing::info!(script_id = %script.id, job_id = %job_id, "deleted an orphan script");
                 summary.orphan_scripts_deleted += 1;
             }
+            Err(e) if stop_for_rate_limit(&e, summary) => return Ok(()),
             Err(e) => {
                 summary.errors += 1;
                 tracing::warn!(script_id = %script.id, error = %e, "could not delete an orphan script");
@@ -386,6 +419,27 @@ mod tests {
         ] {
             assert!(instance_changed(w, &listed), "{listed:?}");
         }
+    }
+
+    #[test]
+    fn only_a_rate_limit_stops_a_sweep() {
+        let mut summary = Summary::default();
+        let limited = ProviderError::RateLimited {
+            retry_after: std::time::Duration::from_secs(20),
+        };
+        assert!(stop_for_rate_limit(&limited, &mut summary));
+        assert_eq!(summary.rate_limited, 1);
+        for other in [
+            ProviderError::Timeout,
+            ProviderError::Server {
+                status: 503,
+                message: "x".into(),
+            },
+            ProviderError::InvalidRequest("x".into()),
+        ] {
+            assert!(!stop_for_rate_limit(&other, &mut summary), "{other:?}");
+        }
+        assert_eq!(summary.rate_limited, 1);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Performing a decision's effect at the provider and reporting what happened. Failures become
 //! results the lifecycle understands, never a lost instance: a deploy that may have been tried
 //! before looks its hostname up first and adopts what the earlier try created.
+//!
+//! A provider rate limit (429) is never a failure: the effect reports `RateLimited` and the job
+//! is looked at again after `Retry-After` plus jitter; an effect whose calls are known to be
+//! paused is not started at all ([`deferral`]).
 
 use crate::App;
 use mimiry_shared::error::ApiError;
@@ -9,11 +13,55 @@ use mimiry_shared::jobs::model::owner_tag;
 use mimiry_shared::jobs::report_token;
 use mimiry_shared::jobs::wrapper::{wrap, WrapperInput};
 use mimiry_shared::jobs::Job;
-use mimiry_shared::provider::{DeleteOutcome, DeployRequest, ProviderError};
-use mimiry_shared::time::now_ms;
+use mimiry_shared::provider::{DeleteOutcome, DeployRequest, ProviderCall, ProviderError};
+use mimiry_shared::time::{now_ms, Millis};
+use rand::Rng;
+use std::time::Duration;
 
 /// OS volume size (GB): the provider's common minimum.
 const OS_VOLUME_GB: u32 = 50;
+/// Jitter added to a rate-limit wait: one provider window, so that jobs deferred together
+/// come back spread over it instead of all at the moment the limit resets.
+const RATE_LIMIT_SPREAD_MS: Millis = 60_000;
+
+/// `wait` plus a random part of the spread, in milliseconds.
+pub fn jittered(wait: Duration) -> Millis {
+    let wait_ms = Millis::try_from(wait.as_millis()).unwrap_or(Millis::MAX / 2);
+    wait_ms + rand::thread_rng().gen_range(0..=RATE_LIMIT_SPREAD_MS)
+}
+
+/// How long the provider calls `effect` would make are known to be rate limited, if they are:
+/// the job is then deferred without calling (see `ratelimit.rs` in the shared crate).
+pub fn deferral(app: &App, job: &Job, effect: &Effect) -> Option<Duration> {
+    calls_of(job, effect)
+        .iter()
+        .filter_map(|c| app.provider.rate_limit_wait(*c))
+        .max()
+}
+
+/// The rate-limited provider paths performing `effect` calls, in order.
+fn calls_of(job: &Job, effect: &Effect) -> &'static [ProviderCall] {
+    match effect {
+        Effect::Deploy { adopt: true, .. } if job.script_id.is_none() => &[
+            ProviderCall::ListInstances,
+            ProviderCall::CreateScript,
+            ProviderCall::Deploy,
+        ],
+        Effect::Deploy { adopt: true, .. } => &[ProviderCall::ListInstances, ProviderCall::Deploy],
+        Effect::Deploy { .. } if job.script_id.is_none() => {
+            &[ProviderCall::CreateScript, ProviderCall::Deploy]
+        }
+        Effect::Deploy { .. } => &[ProviderCall::Deploy],
+        Effect::LookUpDeploy { .. } => &[ProviderCall::ListInstances],
+        Effect::DeleteInstance { .. } => &[ProviderCall::DeleteInstance],
+        // A per-id path: only a project-wide pause applies, and the call reports it.
+        Effect::DeleteScript { .. } | Effect::None => &[],
+    }
+}
+
+fn rate_limited(e: &ProviderError) -> Option<Millis> {
+    e.retry_after().map(jittered)
+}
 
 pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResult, ApiError> {
     Ok(match effect {
@@ -25,11 +73,15 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
         } => deploy(app, job, location, hostname, *adopt).await?,
         Effect::LookUpDeploy { hostname } => match find_by_hostname(app, hostname).await {
             Ok(instance_id) => EffectResult::LookedUp { instance_id },
-            Err(e) => return Err(e.into()),
+            Err(e) => match rate_limited(&e) {
+                Some(retry_after_ms) => EffectResult::RateLimited { retry_after_ms },
+                None => return Err(e.into()),
+            },
         },
         Effect::DeleteInstance { instance_id } => {
             let requested_at = now_ms();
-            match app.provider.delete_instance(instance_id).await {
+            // The job does not keep the OS volume's id: the client reads it before deleting.
+            match app.provider.delete_instance(instance_id, None).await {
                 Ok(DeleteOutcome::Accepted) => EffectResult::Deleted {
                     instance_id: instance_id.clone(),
                     already_gone: false,
@@ -43,6 +95,9 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
                 Ok(DeleteOutcome::NotYet) => EffectResult::DeleteRefused {
                     instance_id: instance_id.clone(),
                 },
+                Err(ProviderError::RateLimited { retry_after }) => EffectResult::RateLimited {
+                    retry_after_ms: jittered(retry_after),
+                },
                 Err(e) => EffectResult::DeleteFailed {
                     instance_id: instance_id.clone(),
                     message: e.to_string(),
@@ -51,6 +106,9 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
         }
         Effect::DeleteScript { script_id } => match app.provider.delete_script(script_id).await {
             Ok(()) => EffectResult::ScriptDeleted,
+            Err(ProviderError::RateLimited { retry_after }) => EffectResult::RateLimited {
+                retry_after_ms: jittered(retry_after),
+            },
             Err(e) => EffectResult::ScriptDeleteFailed {
                 message: e.to_string(),
             },
@@ -79,6 +137,9 @@ async fn deploy(
         script_id,
         outcome: match e {
             ProviderError::NoCapacity(message) => DeployOutcome::NoCapacity { message },
+            ProviderError::RateLimited { retry_after } => DeployOutcome::RateLimited {
+                retry_after_ms: jittered(retry_after),
+            },
             e => DeployOutcome::Failed {
                 transient: e.is_transient(),
                 message: e.to_string(),
@@ -101,6 +162,7 @@ async fn deploy(
         Ok(None) => {}
         // Whatever the error, we do not know whether an earlier try created the instance:
         // retry (transient), never give the deploy up here.
+        Err(e @ ProviderError::RateLimited { .. }) => return Ok(failed(None, e)),
         Err(e) => {
             return Ok(EffectResult::Deploy {
                 script_id: None,
@@ -152,4 +214,81 @@ async fn deploy(
         },
         Err(e) => failed(new_script, e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_wait_is_spread_over_one_window_after_it() {
+        let wait = Duration::from_secs(49);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let ms = jittered(wait);
+            assert!(
+                (49_000..=49_000 + RATE_LIMIT_SPREAD_MS).contains(&ms),
+                "{ms}"
+            );
+            seen.insert(ms / 10_000);
+        }
+        assert!(seen.len() >= 4, "spread, not one moment: {seen:?}");
+    }
+
+    #[test]
+    fn every_call_an_effect_makes_is_checked_before_it_starts() {
+        use ProviderCall::*;
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "job_id": "j", "account_id": "a", "name": "n", "status": "queued",
+            "instance_type": "1V100.6V", "image": "ubuntu", "requested_location": null,
+            "location": null, "ssh_key_ids": [], "provider_ssh_key_ids": [],
+            "startup_script": null, "auto_shutdown": true, "max_runtime_seconds": null,
+            "provider": "datacrunch", "price_per_hour_micros": 0, "created_at": 0,
+            "attempts": 0, "tried_locations": [], "script_id": null, "instance_id": null,
+            "ip": null, "deployed_at": null, "instance_seen_at": null,
+            "instance_ended_at": null, "retired_instances": [], "started_at": null,
+            "offline_seen_at": null, "finished_at": null, "provider_errors": 0,
+            "hold_micros": 0, "charged_micros": 0, "cancel_requested_at": null,
+            "report": null, "outcome": null, "failure_reason": null, "error_message": null,
+            "next_check_at": 0, "lease_until": null, "parked": false, "version": 0
+        }))
+        .expect("a job");
+        let deploy = |adopt| Effect::Deploy {
+            location: "FIN-01".into(),
+            hostname: "h".into(),
+            adopt,
+        };
+        assert_eq!(calls_of(&job, &deploy(false)), [CreateScript, Deploy]);
+        assert_eq!(
+            calls_of(&job, &deploy(true)),
+            [ListInstances, CreateScript, Deploy]
+        );
+        let with_script = Job {
+            script_id: Some("s".into()),
+            ..job.clone()
+        };
+        assert_eq!(calls_of(&with_script, &deploy(false)), [Deploy]);
+        assert_eq!(
+            calls_of(&with_script, &deploy(true)),
+            [ListInstances, Deploy]
+        );
+        assert_eq!(
+            calls_of(
+                &job,
+                &Effect::DeleteInstance {
+                    instance_id: "i".into()
+                }
+            ),
+            [DeleteInstance]
+        );
+        assert_eq!(
+            calls_of(
+                &job,
+                &Effect::LookUpDeploy {
+                    hostname: "h".into()
+                }
+            ),
+            [ListInstances]
+        );
+    }
 }

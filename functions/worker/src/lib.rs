@@ -16,7 +16,7 @@ use mimiry_shared::catalog::Catalog;
 use mimiry_shared::chaos;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
-use mimiry_shared::jobs::lifecycle::{apply, decide, Effect};
+use mimiry_shared::jobs::lifecycle::{apply, decide, defer, Effect};
 use mimiry_shared::jobs::report_token::SigningKey;
 use mimiry_shared::jobs::Job;
 use mimiry_shared::provider::GpuProvider;
@@ -136,6 +136,22 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         chaos::point("worker: before observing")?;
         let observation = observe::observe(app, &job, now).await?;
         let decision = decide(&job, &observation, now, &app.timers);
+        // The step would call a provider path paused by its rate limit: leave the job as it
+        // is and look again when the pause is over (spread by jitter), instead of calling.
+        if let Some(wait) = effects::deferral(app, &job, &decision.effect) {
+            let deferred = defer(&job, now + effects::jittered(wait), now, &app.timers);
+            return match app.store.save_job(&job, &deferred).await {
+                Ok(saved) => {
+                    tracing::info!(job_id = %job.job_id, wait_ms = wait.as_millis() as u64,
+                        next_check_at = saved.next_check_at, "provider rate limited; job deferred");
+                    schedule(app, &saved).await;
+                    Ok(())
+                }
+                // Someone else moved the job on: theirs to schedule.
+                Err(SaveError::Conflict) => Ok(()),
+                Err(SaveError::Other(e)) => Err(e),
+            };
+        }
         let saved = match app.store.save_job(&job, &decision.job).await {
             Ok(saved) => saved,
             Err(SaveError::Conflict) => {

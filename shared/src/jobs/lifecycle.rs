@@ -33,7 +33,7 @@ pub enum InstanceState {
     Offline {
         ip: Option<String>,
     },
-    /// error / no_capacity: it will never run.
+    /// error / no_capacity / installation_failed: it will never run.
     Failed {
         status: String,
     },
@@ -114,9 +114,21 @@ pub struct Decision {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeployOutcome {
-    Deployed { instance_id: String },
-    NoCapacity { message: String },
-    Failed { transient: bool, message: String },
+    Deployed {
+        instance_id: String,
+    },
+    NoCapacity {
+        message: String,
+    },
+    Failed {
+        transient: bool,
+        message: String,
+    },
+    /// The provider's rate limit refused the deploy (or the look-up before it): nothing was
+    /// created; try again after the wait. Not a provider failure of the job.
+    RateLimited {
+        retry_after_ms: Millis,
+    },
 }
 
 /// What performing an effect produced.
@@ -146,6 +158,11 @@ pub enum EffectResult {
     ScriptDeleted,
     ScriptDeleteFailed {
         message: String,
+    },
+    /// The provider's rate limit refused the call: nothing happened; look again after the
+    /// wait (the worker adds jitter). Counts as no error.
+    RateLimited {
+        retry_after_ms: Millis,
     },
 }
 
@@ -681,6 +698,10 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                         ));
                     }
                 }
+                // Refused before it was processed: no error counted, nothing to look up for it.
+                DeployOutcome::RateLimited { retry_after_ms } => {
+                    j.next_check_at = now + (*retry_after_ms).max(0);
+                }
                 DeployOutcome::Failed {
                     transient: false,
                     message,
@@ -728,7 +749,21 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
             j.next_check_at = now + secs(t.retry_delay_secs);
         }
         EffectResult::ScriptDeleted => j.script_id = None,
+        EffectResult::RateLimited { retry_after_ms } => {
+            j.next_check_at = now + (*retry_after_ms).max(0);
+        }
     }
+    j.parked = parks(&j, now, t);
+    j
+}
+
+/// The job unchanged but looked at again at `until`: its next step would call a provider path
+/// that is rate limited until then, so the worker does not take it now (nothing is decided,
+/// nothing counted).
+pub fn defer(job: &Job, until: Millis, now: Millis, t: &Timers) -> Job {
+    let mut j = job.clone();
+    j.next_check_at = until.max(now);
+    j.lease_until = None;
     j.parked = parks(&j, now, t);
     j
 }

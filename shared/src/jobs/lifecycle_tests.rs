@@ -778,6 +778,7 @@ fn results_for(effect: &Effect, requested_at: Millis) -> Vec<EffectResult> {
                         transient: false,
                         message: "Operating system is not valid for this instance type".into(),
                     },
+                    DeployOutcome::RateLimited { retry_after_ms: 49_000 },
                 ] {
                     v.push(EffectResult::Deploy { script_id: script_id.clone(), outcome });
                 }
@@ -789,6 +790,9 @@ fn results_for(effect: &Effect, requested_at: Millis) -> Vec<EffectResult> {
                 instance_id: Some("inst-9".into()),
             },
             EffectResult::LookedUp { instance_id: None },
+            EffectResult::RateLimited {
+                retry_after_ms: 30_000,
+            },
         ],
         Effect::DeleteInstance { instance_id } => vec![
             EffectResult::Deleted {
@@ -808,12 +812,18 @@ fn results_for(effect: &Effect, requested_at: Millis) -> Vec<EffectResult> {
                 instance_id: instance_id.clone(),
                 message: "503".into(),
             },
+            EffectResult::RateLimited {
+                retry_after_ms: 30_000,
+            },
         ],
         Effect::DeleteScript { .. } => {
             vec![
                 EffectResult::ScriptDeleted,
                 EffectResult::ScriptDeleteFailed {
                     message: "503".into(),
+                },
+                EffectResult::RateLimited {
+                    retry_after_ms: 30_000,
                 },
             ]
         }
@@ -896,6 +906,13 @@ fn check_apply(
     };
 
     match result {
+        EffectResult::RateLimited { retry_after_ms } => {
+            let mut expected = before.clone();
+            expected.next_check_at = now + retry_after_ms;
+            expected.lease_until = None;
+            expected.parked = after.parked;
+            assert_eq!(after, &expected, "{}", ctx());
+        }
         EffectResult::Deploy { script_id, outcome } => {
             let script = script_id.as_ref().or(before.script_id.as_ref());
             assert_eq!(
@@ -905,6 +922,15 @@ fn check_apply(
                 ctx()
             );
             match outcome {
+                // Nothing happened but the wait: no error counted, nothing given up.
+                DeployOutcome::RateLimited { retry_after_ms } => {
+                    let mut expected = before.clone();
+                    expected.script_id = after.script_id.clone();
+                    expected.next_check_at = now + retry_after_ms;
+                    expected.lease_until = None;
+                    expected.parked = after.parked;
+                    assert_eq!(after, &expected, "{}", ctx());
+                }
                 DeployOutcome::Deployed { instance_id } => {
                     assert_eq!(after.instance_id.as_ref(), Some(instance_id), "{}", ctx());
                     assert_eq!(
@@ -1357,6 +1383,8 @@ enum DeployCall {
     CreatedButTimedOut,
     /// 400: will never work.
     Refused,
+    /// 429: refused by the provider's rate limit, nothing created.
+    RateLimited,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1672,6 +1700,7 @@ impl Sim {
                         transient: false,
                         message: "Operating system is not valid for this instance type".into(),
                     },
+                    DeployCall::RateLimited => DeployOutcome::RateLimited { retry_after_ms: 49_000 },
                 };
                 EffectResult::Deploy {
                     script_id: new_script,
@@ -2392,6 +2421,76 @@ fn transient_deploy_failures_retry_the_same_hostname() {
     assert_eq!(sim.instances.len(), 1);
     assert_eq!(sim.scripts_created, 1, "the first try's script is reused");
     assert_eq!(sim.job.provider_errors, 0);
+}
+
+#[test]
+fn rate_limited_deploys_wait_without_counting_errors_or_attempts() {
+    // More 429s than the transient-error budget: none of them may end the job.
+    let calls = vec![DeployCall::RateLimited; MAX_DEPLOY_ERRORS as usize + 2];
+    let sim = Sim::new("rate limited", 0, |_| {})
+        .deploys(LOCS[0], &calls)
+        .run();
+    assert_eq!(sim.outcome(), (JobStatus::Completed, None));
+    assert_eq!(sim.instances.len(), 1);
+    assert_eq!(sim.instances[0].location, LOCS[0], "no location given up");
+    assert_eq!(sim.job.attempts, 1, "no attempt burnt");
+    assert_eq!(sim.job.provider_errors, 0);
+    assert_eq!(
+        sim.scripts_created, 1,
+        "the script is kept across the waits"
+    );
+    // Each refused deploy was retried only after the provider's Retry-After.
+    let deploys: Vec<Millis> = sim
+        .effects
+        .iter()
+        .filter(|(_, e)| matches!(e, Effect::Deploy { .. }))
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(deploys.len(), calls.len() + 1);
+    for pair in deploys.windows(2) {
+        assert!(pair[1] - pair[0] >= 49_000, "{deploys:?}");
+    }
+}
+
+#[test]
+fn a_rate_limited_step_is_deferred_unchanged() {
+    let t = timers();
+    let j = job(JobStatus::Provisioning);
+    let deferred = super::lifecycle::defer(&j, T0 + secs(45), T0, &t);
+    assert_eq!(deferred.next_check_at, T0 + secs(45));
+    assert_eq!(deferred.lease_until, None);
+    let mut same = deferred.clone();
+    same.next_check_at = j.next_check_at;
+    same.parked = j.parked;
+    assert_eq!(same, j, "nothing but the next look changes");
+    // Never into the past.
+    assert_eq!(
+        super::lifecycle::defer(&j, T0 - 5, T0, &t).next_check_at,
+        T0
+    );
+}
+
+#[test]
+fn installation_failed_is_a_failed_boot() {
+    let info = crate::provider::InstanceInfo {
+        id: "i".into(),
+        instance_type: TYPE.into(),
+        status: crate::provider::InstanceStatus::parse("installation_failed"),
+        hostname: String::new(),
+        description: String::new(),
+        location: LOCS[0].into(),
+        ip: None,
+        created_at: None,
+        startup_script_id: None,
+        price_per_hour: None,
+        os_volume_id: None,
+    };
+    assert_eq!(
+        InstanceState::of(&info),
+        InstanceState::Failed {
+            status: "installation_failed".into()
+        }
+    );
 }
 
 #[test]

@@ -7,18 +7,23 @@
 //! - OAuth2 client credentials, cached and renewed ahead of expiry (see `token.rs`). A 401 on a
 //!   cached token drops it and repeats the call once with a new token (the provider refused the
 //!   request, so this is safe for every call, `deploy` included).
-//! - Idempotent calls (GETs, deletes) are retried on 408/429/5xx, timeouts and transport errors
+//! - Idempotent calls (GETs, deletes) are retried on 408/5xx, timeouts and transport errors
 //!   per [`RetryPolicy`] (default 3 retries, full jitter, 200 ms base, 2 s cap). `deploy`,
 //!   `create_ssh_key` and `create_script` are sent exactly once.
+//! - A 429 pauses its path (or the project) for `Retry-After` (see `ratelimit.rs`). A call to a
+//!   paused path waits in-process only when the pause ends within [`MAX_INLINE_WAIT`] (a
+//!   refused request did nothing, so this holds for `deploy` too); otherwise it fails with
+//!   [`ProviderError::RateLimited`] without being sent, and the caller defers its job.
 
 use super::parse::{self, CallKind};
+use super::ratelimit::{Pauses, ProviderCall};
 use super::retry::RetryPolicy;
 use super::token::TokenManager;
 use super::{
     DeleteOutcome, DeployRequest, GpuProvider, ImageInfo, InstanceInfo, InstanceTypeInfo,
     LocationAvailability, LocationInfo, ProviderError, ScriptInfo,
 };
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::fmt;
@@ -60,6 +65,15 @@ impl fmt::Debug for Credentials {
 const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// Connect-timeout ceiling.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a call waits in-process for a rate-limit pause to end: a Lambda has 29 s, and
+/// a longer wait is better spent as a delayed queue message.
+pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
+/// `GET /scripts` page size: the provider's maximum.
+const SCRIPTS_PAGE_SIZE: usize = 100;
+/// Pages read at most: the provider's hard script quota (10 000) over the page size.
+const MAX_SCRIPT_PAGES: usize = 100;
+/// The name prefix of every script Mimiry creates (`owner_tag`), used as the list filter.
+const SCRIPT_NAME_PREFIX: &str = "mimiry-";
 
 /// The DataCrunch API client. Build once per process and clone freely.
 #[derive(Clone)]
@@ -71,6 +85,14 @@ pub struct DataCrunchClient {
     retry: RetryPolicy,
     refresh_margin: Duration,
     tokens: Arc<TokenManager>,
+    pauses: Arc<Pauses>,
+}
+
+/// A successful exchange: status, headers, body.
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    text: String,
 }
 
 impl fmt::Debug for DataCrunchClient {
@@ -112,6 +134,7 @@ impl DataCrunchClient {
             retry: RetryPolicy::default(),
             refresh_margin: DEFAULT_REFRESH_MARGIN,
             tokens: Arc::new(TokenManager::new(credentials)),
+            pauses: Arc::new(Pauses::default()),
         }
     }
 
@@ -160,6 +183,18 @@ impl DataCrunchClient {
         bearer: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(u16, String), ProviderError> {
+        let reply = self.send(method, url, query, bearer, body).await?;
+        Ok((reply.status, reply.text))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Reply, ProviderError> {
         let mut rb = self
             .http
             .request(method, url)
@@ -177,8 +212,13 @@ impl DataCrunchClient {
         }
         let resp = rb.send().await.map_err(reqwest_error)?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let text = resp.text().await.map_err(reqwest_error)?;
-        Ok((status, text))
+        Ok(Reply {
+            status,
+            headers,
+            text,
+        })
     }
 
     /// An authenticated API call returning the success status and body; errors are typed.
@@ -192,19 +232,56 @@ impl DataCrunchClient {
         idempotent: bool,
         kind: CallKind,
     ) -> Result<(u16, String), ProviderError> {
+        let reply = self
+            .call_reply(method, path, query, body, idempotent, kind)
+            .await?;
+        Ok((reply.status, reply.text))
+    }
+
+    /// [`Self::call`] with the response headers.
+    async fn call_reply(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        idempotent: bool,
+        kind: CallKind,
+    ) -> Result<Reply, ProviderError> {
         let url = self.url(path);
         let mut retry = 0;
+        // One in-process wait for a short pause; a second pause goes back to the caller.
+        let mut waited = false;
         loop {
+            if let Some(wait) = self.pauses.wait(method.as_str(), path) {
+                if waited || wait > MAX_INLINE_WAIT {
+                    tracing::debug!(%method, path, wait_ms = wait.as_millis() as u64, "provider path paused; not sent");
+                    return Err(ProviderError::RateLimited { retry_after: wait });
+                }
+                waited = true;
+                tokio::time::sleep(wait).await;
+            }
             let started = Instant::now();
             let result = self.call_once(&method, &url, query, body, kind).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             match result {
-                Ok((status, text)) => {
-                    tracing::debug!(%method, path, status, elapsed_ms, "provider call");
-                    return Ok((status, text));
+                Ok(reply) => {
+                    tracing::debug!(%method, path, status = reply.status, elapsed_ms, "provider call");
+                    return Ok(reply);
+                }
+                Err(Failure::Limited(headers)) => {
+                    let wait = self.pauses.note(method.as_str(), path, &headers);
+                    tracing::warn!(%method, path, wait_ms = wait.as_millis() as u64, "provider rate limit (429)");
+                    if waited || wait > MAX_INLINE_WAIT {
+                        return Err(ProviderError::RateLimited { retry_after: wait });
+                    }
+                    // Short: the loop waits it out once.
                 }
                 Err(Failure::Call(e))
-                    if idempotent && e.is_transient() && retry < self.retry.max_retries =>
+                    if idempotent
+                        && e.is_transient()
+                        && e.retry_after().is_none()
+                        && retry < self.retry.max_retries =>
                 {
                     let wait = self.retry.backoff(retry);
                     tracing::warn!(%method, path, error = %e, elapsed_ms, retry = retry + 1,
@@ -232,25 +309,31 @@ impl DataCrunchClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
         kind: CallKind,
-    ) -> Result<(u16, String), Failure> {
+    ) -> Result<Reply, Failure> {
         let bearer = self.tokens.bearer(self).await.map_err(Failure::Token)?;
-        let (mut status, mut text) = self
-            .send_raw(method.clone(), url, query, Some(&bearer.token), body)
+        let mut reply = self
+            .send(method.clone(), url, query, Some(&bearer.token), body)
             .await
             .map_err(Failure::Call)?;
-        if status == 401 && !bearer.fresh {
+        if reply.status == 401 && !bearer.fresh {
             tracing::info!("provider refused a cached token; renewing it and repeating the call");
             self.tokens.invalidate(&bearer.token).await;
             let bearer = self.tokens.bearer(self).await.map_err(Failure::Token)?;
-            (status, text) = self
-                .send_raw(method.clone(), url, query, Some(&bearer.token), body)
+            reply = self
+                .send(method.clone(), url, query, Some(&bearer.token), body)
                 .await
                 .map_err(Failure::Call)?;
         }
-        if (200..300).contains(&status) {
-            Ok((status, text))
+        if (200..300).contains(&reply.status) {
+            Ok(reply)
+        } else if reply.status == 429 {
+            Err(Failure::Limited(reply.headers))
         } else {
-            Err(Failure::Call(parse::classify(status, &text, kind)))
+            Err(Failure::Call(parse::classify(
+                reply.status,
+                &reply.text,
+                kind,
+            )))
         }
     }
 
@@ -290,10 +373,12 @@ impl DataCrunchClient {
     }
 }
 
-/// Whether a call failed while getting a token (already retried inside) or on the call itself.
+/// Whether a call failed while getting a token (already retried inside), on the call itself,
+/// or was refused by the rate limit (with the headers that say for how long).
 enum Failure {
     Token(ProviderError),
     Call(ProviderError),
+    Limited(HeaderMap),
 }
 
 fn reqwest_error(e: reqwest::Error) -> ProviderError {
@@ -380,8 +465,9 @@ fn delete_outcome_from_error(e: ProviderError) -> Result<DeleteOutcome, Provider
     }
 }
 
-/// A 2xx delete may carry per-instance results `[{action, instanceId, status, error,
-/// statusCode}]`; an error in ours decides the outcome.
+/// A 2xx delete may carry per-instance results — Verda's `InstanceActionResultDto`
+/// `[{id, status: success|error, error: "<message>"}]`, older `[{action, instanceId, status,
+/// error, statusCode}]`; an error in ours decides the outcome.
 fn delete_outcome_from_body(id: &str, body: &str) -> Result<DeleteOutcome, ProviderError> {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
         return Ok(DeleteOutcome::Accepted);
@@ -393,8 +479,12 @@ fn delete_outcome_from_body(id: &str, body: &str) -> Result<DeleteOutcome, Provi
     let ours = results
         .iter()
         .find(|r| {
-            parse::lenient_string(r.get("instanceId").or_else(|| r.get("instance_id")))
-                .is_some_and(|i| i == id)
+            parse::lenient_string(
+                r.get("instanceId")
+                    .or_else(|| r.get("instance_id"))
+                    .or_else(|| r.get("id")),
+            )
+            .is_some_and(|i| i == id)
         })
         .or(if results.len() == 1 {
             results.first()
@@ -487,14 +577,14 @@ impl GpuProvider for DataCrunchClient {
     async fn create_ssh_key(&self, name: &str, public_key: &str) -> Result<String, ProviderError> {
         self.create(
             "ssh key",
-            "/sshkeys",
+            "/ssh-keys",
             &json!({"name": name, "key": public_key.trim()}),
         )
         .await
     }
 
     async fn delete_ssh_key(&self, id: &str) -> Result<(), ProviderError> {
-        self.delete_simple(&format!("/sshkeys/{}", segment(id)))
+        self.delete_simple(&format!("/ssh-keys/{}", segment(id)))
             .await
     }
 
@@ -513,13 +603,49 @@ impl GpuProvider for DataCrunchClient {
     }
 
     async fn list_scripts(&self) -> Result<Vec<ScriptInfo>, ProviderError> {
-        let v = self.get_json("scripts", "/scripts", &[]).await?;
-        Ok(parse::scripts(v))
+        // Paginated (default 10 a page, newest first; totals in `X-Total-Count`), with a
+        // partial-name filter: ask for ours, 100 a page, until a short page or the total.
+        // A server that ignores the paging answers everything at once, without the headers.
+        let size = SCRIPTS_PAGE_SIZE.to_string();
+        let mut all: Vec<ScriptInfo> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for page in 1..=MAX_SCRIPT_PAGES {
+            let page_no = page.to_string();
+            let query = [
+                ("page", page_no.as_str()),
+                ("pageSize", size.as_str()),
+                ("name", SCRIPT_NAME_PREFIX),
+            ];
+            let reply = self
+                .call_reply(Method::GET, "/scripts", &query, None, true, CallKind::Other)
+                .await?;
+            let v = if reply.text.trim().is_empty() {
+                Value::Null
+            } else {
+                parse::json_body(reply.status, "scripts", &reply.text)?
+            };
+            let items = parse::scripts(v);
+            let count = items.len();
+            all.extend(items.into_iter().filter(|s| seen.insert(s.id.clone())));
+            let total = header_u64(&reply.headers, "x-total-count");
+            let paged = reply.headers.contains_key("x-page") || total.is_some();
+            let done = !paged
+                || count < SCRIPTS_PAGE_SIZE
+                || total.is_some_and(|t| (page * SCRIPTS_PAGE_SIZE) as u64 >= t);
+            if done {
+                return Ok(all);
+            }
+        }
+        tracing::warn!(
+            pages = MAX_SCRIPT_PAGES,
+            "stopped listing scripts at the page bound"
+        );
+        Ok(all)
     }
 
     async fn list_ssh_keys(&self) -> Result<Vec<ScriptInfo>, ProviderError> {
-        // Same `[{id, name, …}]` shape as scripts.
-        let v = self.get_json("ssh keys", "/sshkeys", &[]).await?;
+        // Same `[{id, name, …}]` shape as scripts; not paginated (Verda's OpenAPI).
+        let v = self.get_json("ssh keys", "/ssh-keys", &[]).await?;
         Ok(parse::scripts(v))
     }
 
@@ -560,13 +686,33 @@ impl GpuProvider for DataCrunchClient {
         Ok(parse::instances(v))
     }
 
-    async fn delete_instance(&self, id: &str) -> Result<DeleteOutcome, ProviderError> {
-        let body = json!({
-            "id": [id],
-            "action": "delete",
-            "volume_ids": null,
-            "delete_permanently": true,
-        });
+    async fn delete_instance(
+        &self,
+        id: &str,
+        os_volume_id: Option<&str>,
+    ) -> Result<DeleteOutcome, ProviderError> {
+        // Without `volume_ids` the OS volume goes to the trash for 96 h, counted against the
+        // storage quota; named, `delete_permanently` removes it. Unknown: read the instance
+        // (a per-id path) unless the delete path is paused anyway.
+        let looked_up;
+        let os_volume_id = match os_volume_id {
+            Some(v) => Some(v),
+            None => {
+                if let Some(wait) = self.rate_limit_wait(ProviderCall::DeleteInstance) {
+                    return Err(ProviderError::RateLimited { retry_after: wait });
+                }
+                match self.get_instance(id).await? {
+                    // Unknown or discontinued: nothing to delete, no PUT spent on it.
+                    None => return Ok(DeleteOutcome::AlreadyGone),
+                    Some(info) if info.status.is_gone() => return Ok(DeleteOutcome::AlreadyGone),
+                    Some(info) => {
+                        looked_up = info.os_volume_id;
+                        looked_up.as_deref()
+                    }
+                }
+            }
+        };
+        let body = delete_body(id, os_volume_id);
         let outcome = match self
             .call(
                 Method::PUT,
@@ -578,12 +724,38 @@ impl GpuProvider for DataCrunchClient {
             )
             .await
         {
+            // 204: already in the requested state (deleted).
+            Ok((204, _)) => Ok(DeleteOutcome::AlreadyGone),
             Ok((_, text)) => delete_outcome_from_body(id, &text),
             Err(e) => delete_outcome_from_error(e),
         }?;
-        tracing::info!(instance_id = %id, outcome = ?outcome, "provider instance delete");
+        tracing::info!(instance_id = %id, os_volume_id, outcome = ?outcome, "provider instance delete");
         Ok(outcome)
     }
+
+    fn rate_limit_wait(&self, call: ProviderCall) -> Option<Duration> {
+        let (method, path) = call.key();
+        self.pauses.wait(method, path)
+    }
+}
+
+/// The body of the delete action: the OS volume named (when known) so that
+/// `delete_permanently` applies to it; without an id the field is left out (the provider then
+/// trashes the OS volume — better than detaching it, which an empty list would do).
+fn delete_body(id: &str, os_volume_id: Option<&str>) -> Value {
+    let mut body = json!({
+        "id": [id],
+        "action": "delete",
+        "delete_permanently": true,
+    });
+    if let Some(v) = os_volume_id {
+        body["volume_ids"] = json!([v]);
+    }
+    body
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

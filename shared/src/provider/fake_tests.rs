@@ -409,10 +409,13 @@ async fn provider_delete_refused_while_provisioning_then_accepted_then_gone() {
         .deploy(&deploy_req("mj-del-1", "1V100.6V", "FIN-01"))
         .await
         .unwrap();
-    assert_eq!(c.delete_instance(&id).await.unwrap(), DeleteOutcome::NotYet);
+    assert_eq!(
+        c.delete_instance(&id, None).await.unwrap(),
+        DeleteOutcome::NotYet
+    );
     wait_status(&c, &id, |s| *s == InstanceStatus::Running).await;
     assert_eq!(
-        c.delete_instance(&id).await.unwrap(),
+        c.delete_instance(&id, None).await.unwrap(),
         DeleteOutcome::Accepted
     );
     let after = c.get_instance(&id).await.unwrap();
@@ -421,19 +424,20 @@ async fn provider_delete_refused_while_provisioning_then_accepted_then_gone() {
         "{after:?}"
     );
     assert_eq!(
-        c.delete_instance(&id).await.unwrap(),
+        c.delete_instance(&id, None).await.unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert_eq!(
-        c.delete_instance("00000000-0000-0000-0000-000000000000")
+        c.delete_instance("00000000-0000-0000-0000-000000000000", None)
             .await
             .unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert!(c.list_instances().await.unwrap().is_empty());
 
-    // What the fake received: one PUT per call (refusals are not retried as errors).
-    assert_eq!(fake.count("PUT /v1/instances").await, 4);
+    // Refused, then accepted; the gone and the unknown instance are read (for their OS volume)
+    // and need no PUT at all.
+    assert_eq!(fake.count("PUT /v1/instances").await, 2);
     let stored = &fake.state().await["instances"][0];
     assert_eq!(stored["deleted"], json!(true));
 
@@ -445,11 +449,11 @@ async fn provider_delete_refused_while_provisioning_then_accepted_then_gone() {
     wait_status(&c, &id2, |s| *s == InstanceStatus::Running).await;
     fake.faults(json!({"delete_refusals": 1})).await;
     assert_eq!(
-        c.delete_instance(&id2).await.unwrap(),
+        c.delete_instance(&id2, None).await.unwrap(),
         DeleteOutcome::NotYet
     );
     assert_eq!(
-        c.delete_instance(&id2).await.unwrap(),
+        c.delete_instance(&id2, None).await.unwrap(),
         DeleteOutcome::Accepted
     );
 
@@ -462,7 +466,7 @@ async fn provider_delete_refused_while_provisioning_then_accepted_then_gone() {
         .await;
     assert_eq!(c.get_instance(&id3).await.unwrap(), None);
     assert_eq!(
-        c.delete_instance(&id3).await.unwrap(),
+        c.delete_instance(&id3, None).await.unwrap(),
         DeleteOutcome::AlreadyGone
     );
 }
@@ -525,13 +529,16 @@ async fn provider_get_retried_through_5xx_burst() {
     assert_eq!(fake.count("GET /v1/locations").await, 3 + 4);
     fake.faults(json!({"server_errors": {"count": 0}})).await;
 
-    // Deletes are idempotent: retried too.
+    // Deletes are idempotent: retried too. (The OS volume is given, so only the PUT is sent.)
     fake.faults(json!({"server_errors": {"count": 1, "status": 500}}))
         .await;
     assert_eq!(
-        c.delete_instance("00000000-0000-0000-0000-000000000000")
-            .await
-            .unwrap(),
+        c.delete_instance(
+            "00000000-0000-0000-0000-000000000000",
+            Some("00000000-0000-0000-0000-0000000000f0")
+        )
+        .await
+        .unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert_eq!(fake.count("PUT /v1/instances").await, 2);
@@ -561,12 +568,12 @@ async fn provider_deploy_and_creates_not_retried_on_5xx() {
     );
     assert_eq!(fake.count("POST /v1/instances").await, 1);
 
-    fake.faults(json!({"server_errors": {"count": 1, "status": 503, "paths": ["/v1/scripts", "/v1/sshkeys"]}}))
+    fake.faults(json!({"server_errors": {"count": 1, "status": 503, "paths": ["/v1/scripts", "/v1/ssh-keys"]}}))
         .await;
     let err = c.create_script("s", "echo").await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(fake.count("POST /v1/scripts").await, 1);
-    fake.faults(json!({"server_errors": {"count": 1, "status": 503, "paths": ["/v1/sshkeys"]}}))
+    fake.faults(json!({"server_errors": {"count": 1, "status": 503, "paths": ["/v1/ssh-keys"]}}))
         .await;
     let err = c.create_ssh_key("k", PUBLIC_KEY).await.unwrap_err();
     // A 503 outside deploy is a server error, never "no capacity".
@@ -574,7 +581,7 @@ async fn provider_deploy_and_creates_not_retried_on_5xx() {
         matches!(err, ProviderError::Server { status: 503, .. }),
         "{err:?}"
     );
-    assert_eq!(fake.count("POST /v1/sshkeys").await, 1);
+    assert_eq!(fake.count("POST /v1/ssh-keys").await, 1);
 }
 
 #[tokio::test]

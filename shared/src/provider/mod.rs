@@ -8,20 +8,30 @@
 //! Error model: every call returns a typed [`ProviderError`]. [`ProviderError::is_transient`]
 //! tells a caller whether trying again later can help. Idempotent calls (reads, deletes) are
 //! already retried inside the client with backoff; `deploy` and the creates never are.
+//!
+//! Rate limits: a 429 is [`ProviderError::RateLimited`] with the provider's `Retry-After`. The
+//! client remembers the pause per (method, path) — or for the whole project — and answers
+//! calls that would hit a paused path with `RateLimited` at once, without sending them;
+//! [`GpuProvider::rate_limit_wait`] lets a caller ask before it starts a multi-call step.
 
 pub mod datacrunch;
 #[cfg(test)]
 mod fake_tests;
+#[cfg(test)]
+mod mock_tests;
 mod parse;
+pub mod ratelimit;
 pub mod retry;
 mod token;
 
 pub use datacrunch::{Credentials, DataCrunchClient};
+pub use ratelimit::ProviderCall;
 pub use retry::RetryPolicy;
 
 use crate::money::Micros;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::time::Duration;
 
 /// A GPU cloud as Mimiry uses it. Implementations are cheap to share across tasks.
 #[async_trait::async_trait]
@@ -48,6 +58,8 @@ pub trait GpuProvider: Send + Sync {
     async fn create_script(&self, name: &str, script: &str) -> Result<String, ProviderError>;
     /// Deletes a script; a script that is already missing is `Ok`.
     async fn delete_script(&self, id: &str) -> Result<(), ProviderError>;
+    /// The startup scripts named like Mimiry's (`mimiry-…`, the provider's partial-name
+    /// filter: callers still check each name), all pages.
     async fn list_scripts(&self) -> Result<Vec<ScriptInfo>, ProviderError>;
     /// Registered SSH keys (id and name), to find one whose creation answer was lost.
     async fn list_ssh_keys(&self) -> Result<Vec<ScriptInfo>, ProviderError>;
@@ -58,8 +70,18 @@ pub trait GpuProvider: Send + Sync {
     async fn get_instance(&self, id: &str) -> Result<Option<InstanceInfo>, ProviderError>;
     /// All non-deleted instances of the account.
     async fn list_instances(&self) -> Result<Vec<InstanceInfo>, ProviderError>;
-    /// Deletes an instance permanently, OS volume included.
-    async fn delete_instance(&self, id: &str) -> Result<DeleteOutcome, ProviderError>;
+    /// Deletes an instance and its OS volume permanently (not into the provider's trash).
+    /// `os_volume_id` as last read from the instance; `None` makes the client read it first.
+    async fn delete_instance(
+        &self,
+        id: &str,
+        os_volume_id: Option<&str>,
+    ) -> Result<DeleteOutcome, ProviderError>;
+    /// How long `call` is known to be rate limited from now (a 429 seen earlier), if it is.
+    /// Lets a caller defer a step that would be refused before spending requests on it.
+    fn rate_limit_wait(&self, _call: ProviderCall) -> Option<Duration> {
+        None
+    }
 }
 
 /// What a delete request achieved.
@@ -91,9 +113,13 @@ pub enum ProviderError {
     /// HTTP 402 / `insufficient_funds`: the provider account needs topping up.
     #[error("insufficient provider balance: {0}")]
     InsufficientFunds(String),
-    /// 5xx (other than capacity on deploy), 408, 429, or an unreadable success response.
+    /// 5xx (other than capacity on deploy), 408, or an unreadable success response.
     #[error("provider server error {status}: {message}")]
     Server { status: u16, message: String },
+    /// 429 `rate_limit_exceeded` (or a path known to be paused): nothing was done; ask again
+    /// after `retry_after`. Never a failure of the job.
+    #[error("provider rate limit: retry after {}s", retry_after.as_secs_f64().ceil())]
+    RateLimited { retry_after: Duration },
     #[error("provider request timed out")]
     Timeout,
     /// Connection failure, TLS, DNS, broken body…
@@ -102,12 +128,24 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// Whether the same request may succeed later (server trouble, timeout, network).
+    /// Whether the same request may succeed later (server trouble, timeout, network, a rate
+    /// limit).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ProviderError::Server { .. } | ProviderError::Timeout | ProviderError::Transport(_)
+            ProviderError::Server { .. }
+                | ProviderError::Timeout
+                | ProviderError::Transport(_)
+                | ProviderError::RateLimited { .. }
         )
+    }
+
+    /// `Retry-After` of a rate-limit answer.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
     }
 
     /// Short machine-readable name, for logs and stored failure reasons.
@@ -119,6 +157,7 @@ impl ProviderError {
             ProviderError::Auth(_) => "auth",
             ProviderError::InsufficientFunds(_) => "insufficient_funds",
             ProviderError::Server { .. } => "server_error",
+            ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Timeout => "timeout",
             ProviderError::Transport(_) => "transport",
         }
@@ -206,6 +245,8 @@ pub struct InstanceInfo {
     pub created_at: Option<String>,
     pub startup_script_id: Option<String>,
     pub price_per_hour: Option<Micros>,
+    /// The OS volume, named on delete so it is deleted for good (`None` until provisioned).
+    pub os_volume_id: Option<String>,
 }
 
 /// An instance status as the provider reports it (snake_case strings on the wire).
@@ -227,6 +268,8 @@ pub enum InstanceStatus {
     Discontinued,
     Error,
     NoCapacity,
+    /// The OS installation failed: the instance will never boot.
+    InstallationFailed,
     NotFound,
     /// Any other string, kept verbatim (the provider's own `unknown` status lands here too).
     Unknown(String),
@@ -252,6 +295,7 @@ impl InstanceStatus {
             "discontinued" => InstanceStatus::Discontinued,
             "error" => InstanceStatus::Error,
             "no_capacity" | "nocapacity" => InstanceStatus::NoCapacity,
+            "installation_failed" => InstanceStatus::InstallationFailed,
             "notfound" | "not_found" => InstanceStatus::NotFound,
             _ => InstanceStatus::Unknown(s.trim().to_string()),
         }
@@ -274,6 +318,7 @@ impl InstanceStatus {
             InstanceStatus::Discontinued => "discontinued",
             InstanceStatus::Error => "error",
             InstanceStatus::NoCapacity => "no_capacity",
+            InstanceStatus::InstallationFailed => "installation_failed",
             InstanceStatus::NotFound => "notfound",
             InstanceStatus::Unknown(s) => s,
         }
@@ -291,9 +336,13 @@ impl InstanceStatus {
         )
     }
 
-    /// Failed for good (`error`, `no_capacity`): delete it and try elsewhere.
+    /// Failed for good (`error`, `no_capacity`, `installation_failed`): delete it and try
+    /// elsewhere.
     pub fn is_failed(&self) -> bool {
-        matches!(self, InstanceStatus::Error | InstanceStatus::NoCapacity)
+        matches!(
+            self,
+            InstanceStatus::Error | InstanceStatus::NoCapacity | InstanceStatus::InstallationFailed
+        )
     }
 
     /// Nothing left at the provider: `discontinued`, `notfound`, or the provider's literal
@@ -346,6 +395,7 @@ mod tests {
             "discontinued",
             "error",
             "no_capacity",
+            "installation_failed",
             "notfound",
         ] {
             let st = InstanceStatus::parse(s);
@@ -366,6 +416,10 @@ mod tests {
         assert!(!InstanceStatus::Running.is_booting());
         assert!(InstanceStatus::NoCapacity.is_failed());
         assert!(InstanceStatus::Error.is_failed());
+        // A failed OS installation is a failed boot, not a slow one.
+        assert!(InstanceStatus::parse("installation_failed").is_failed());
+        assert!(!InstanceStatus::parse("installation_failed").is_booting());
+        assert!(!InstanceStatus::parse("installation_failed").is_gone());
         assert!(!InstanceStatus::Offline.is_failed());
         assert!(InstanceStatus::Discontinued.is_gone());
         assert!(InstanceStatus::NotFound.is_gone());
@@ -387,5 +441,12 @@ mod tests {
         assert!(!ProviderError::Auth("x".into()).is_transient());
         assert_eq!(ProviderError::NoCapacity("x".into()).code(), "no_capacity");
         assert_eq!(ProviderError::Timeout.code(), "timeout");
+        let limited = ProviderError::RateLimited {
+            retry_after: Duration::from_secs(49),
+        };
+        assert!(limited.is_transient());
+        assert_eq!(limited.code(), "rate_limited");
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(49)));
+        assert_eq!(ProviderError::Timeout.retry_after(), None);
     }
 }

@@ -316,6 +316,7 @@ pub(crate) fn instance(v: &Value) -> Option<InstanceInfo> {
         created_at: lenient_string(first(v, &["created_at"])),
         startup_script_id: lenient_string(first(v, &["startup_script_id"])),
         price_per_hour: lenient_micros(first(v, &["price_per_hour"])),
+        os_volume_id: lenient_string(first(v, &["os_volume_id"])),
     })
 }
 
@@ -370,8 +371,15 @@ pub(crate) fn classify(status: u16, body: &str, kind: CallKind) -> ProviderError
     if status == 402 || code == "insufficient_funds" {
         return ProviderError::InsufficientFunds(message);
     }
+    if status == 429 || code == "rate_limit_exceeded" {
+        // The client reads the real wait from the headers; this is the fallback.
+        return ProviderError::RateLimited {
+            retry_after: std::time::Duration::from_secs(10),
+        };
+    }
     if kind == CallKind::Deploy
         && (lower.contains("not enough resources")
+            || lower.contains("no capacity")
             || (status == 503 && code == "service_unavailable"))
     {
         return ProviderError::NoCapacity(message);
@@ -379,7 +387,7 @@ pub(crate) fn classify(status: u16, body: &str, kind: CallKind) -> ProviderError
     if status == 404 || code == "not_found" || lower.contains("invalid instance id") {
         return ProviderError::NotFound(message);
     }
-    if status == 408 || status == 429 || status >= 500 {
+    if status == 408 || status >= 500 {
         return ProviderError::Server { status, message };
     }
     ProviderError::InvalidRequest(if code.is_empty() {
@@ -558,6 +566,16 @@ mod tests {
         assert_eq!(i.location, "FIN-01");
         assert_eq!(i.price_per_hour, Some(Micros(890_000)));
         assert_eq!(i.startup_script_id.as_deref(), Some("s1"));
+        assert_eq!(i.os_volume_id, None, "null until provisioned");
+        let mut provisioned = v.clone();
+        provisioned["os_volume_id"] = json!("5e9e63a9-fc3b-427b-b259-0c77dce61090");
+        provisioned["status"] = json!("installation_failed");
+        let i = instance(&provisioned).unwrap();
+        assert_eq!(
+            i.os_volume_id.as_deref(),
+            Some("5e9e63a9-fc3b-427b-b259-0c77dce61090")
+        );
+        assert_eq!(i.status, InstanceStatus::InstallationFailed);
 
         let list = instances(json!([
             {"id": "a", "status": "running", "ip": "1.2.3.4", "price_per_hour": "1.5"},
@@ -647,9 +665,38 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            classify(429, "slow down", CallKind::Other),
-            ProviderError::Server { status: 429, .. }
+            classify(429, "slow down", CallKind::Deploy),
+            ProviderError::RateLimited { .. }
         ));
+        // The code decides, whatever the status.
+        assert!(matches!(
+            classify(
+                400,
+                r#"{"code":"rate_limit_exceeded","message":"Too many requests"}"#,
+                CallKind::Other
+            ),
+            ProviderError::RateLimited { .. }
+        ));
+        // Verda's OpenAPI: deploy capacity answers 503 `service_unavailable` "No capacity available".
+        assert!(matches!(
+            classify(
+                503,
+                r#"{"code":"service_unavailable","message":"No capacity available"}"#,
+                CallKind::Deploy
+            ),
+            ProviderError::NoCapacity(_)
+        ));
+        // `forbidden_action` is 403 in the error table and 400 in the PUT docs: same error.
+        for status in [400, 403] {
+            match classify(
+                status,
+                r#"{"code":"forbidden_action","message":"Can't discontinue a provisioning instance"}"#,
+                CallKind::Other,
+            ) {
+                ProviderError::InvalidRequest(m) => assert!(m.starts_with("forbidden_action: ")),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
         match classify(502, "<html>bad gateway</html>", CallKind::Other) {
             ProviderError::Server { status, message } => {
                 assert_eq!(status, 502);
