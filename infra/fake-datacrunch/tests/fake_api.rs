@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fake_datacrunch::{spawn, FakeConfig};
+use fake_datacrunch::{spawn, ConformanceMode, FakeConfig, RateLimits};
 use serde_json::{json, Value};
 
 const PROVISION_MS: u64 = 200;
@@ -38,10 +38,18 @@ impl Resp {
     }
 }
 
+/// Strict conformance (a request or response outside the provider's OpenAPI document fails
+/// loudly); rate limits off except in the tests about them (the tests poll fast).
 fn config() -> FakeConfig {
     FakeConfig {
         provision_ms: PROVISION_MS,
         shutdown_ms: 100,
+        delete_ms: 50,
+        conformance: ConformanceMode::Strict,
+        rate_limits: RateLimits {
+            enabled: false,
+            ..RateLimits::default()
+        },
         ..FakeConfig::default()
     }
 }
@@ -58,6 +66,8 @@ impl Fake {
             base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // The provider documents `user-agent` as a required header.
+                .user_agent("fake-datacrunch-tests")
                 .build()
                 .unwrap(),
             token: String::new(),
@@ -136,11 +146,8 @@ impl Fake {
     }
 
     async fn action(&self, id: &str, action: &str) -> Resp {
-        self.put(
-            "/v1/instances",
-            json!({ "id": [id], "action": action, "volume_ids": null, "delete_permanently": true }),
-        )
-        .await
+        self.put("/v1/instances", json!({ "id": [id], "action": action }))
+            .await
     }
 
     async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
@@ -174,7 +181,6 @@ fn deploy_body(instance_type: &str, location: &str) -> Value {
         "description": "mimiry-job-1",
         "ssh_key_ids": [],
         "location_code": location,
-        "startup_script_id": null,
         "os_volume": { "name": "os", "size": 50 },
         "is_spot": false,
         "existing_volumes": [],
@@ -485,7 +491,9 @@ async fn deploy_lifecycle_and_delete() {
     let v = fake.instance(&id).await.json();
     assert_eq!(v["status"], "ordered");
     assert_eq!(v["ip"], Value::Null);
-    assert_eq!(v["os_volume_id"], Value::Null);
+    // The OS volume exists from the deploy on (the document makes the field non-null).
+    let os_volume = v["os_volume_id"].as_str().unwrap().to_string();
+    assert_eq!(v["volume_ids"], json!([os_volume]));
     assert_eq!(v["location"], "FIN-01");
     assert_eq!(v["hostname"], "mimiry-job-1");
     assert_eq!(v["price_per_hour"], 0.89);
@@ -519,11 +527,17 @@ async fn deploy_lifecycle_and_delete() {
 
     let r = fake.action(&id, "delete").await;
     assert_eq!(r.status, 202, "{}", r.text);
-    assert_eq!(fake.instance(&id).await.json()["status"], "discontinued");
-    assert_eq!(fake.get("/v1/instances").await.json(), json!([]));
+    assert_eq!(
+        r.json(),
+        json!([{ "action": "delete", "instanceId": id, "status": "success" }])
+    );
+    assert_eq!(fake.instance(&id).await.json()["status"], "deleting");
+    // Already being deleted: 204, as documented for an action already in the requested state.
     let r = fake.action(&id, "delete").await;
-    assert_eq!((r.status, r.code().as_str()), (400, "forbidden_action"));
-    assert_eq!(r.message(), "Can't discontinue a discontinued instance");
+    assert_eq!((r.status, r.text.as_str()), (204, ""));
+    fake.wait_status(&id, "discontinued", Duration::from_secs(2))
+        .await;
+    assert_eq!(fake.get("/v1/instances").await.json(), json!([]));
 
     let r = fake.instance("00000000-0000-0000-0000-000000000000").await;
     assert_eq!(r.status, 404);
@@ -578,16 +592,23 @@ async fn shutdown_start_and_multi_id_actions() {
         .put("/v1/instances", json!({ "id": a, "action": "delete" }))
         .await;
     assert_eq!(r.status, 202);
+    let missing = "00000000-0000-4000-8000-000000000000";
     let r = fake
         .put(
             "/v1/instances",
-            json!({ "id": [a, "missing"], "action": "delete" }),
+            json!({ "id": [a, missing], "action": "delete" }),
         )
         .await;
-    assert_eq!(r.status, 207);
-    let results = r.json();
-    assert_eq!(results[0]["statusCode"], 400);
-    assert_eq!(results[1]["error"]["message"], "Invalid instance id");
+    assert_eq!(r.status, 207, "{}", r.text);
+    // `a` is already being deleted (success); `missing` is unknown.
+    assert_eq!(
+        r.json(),
+        json!([
+            { "action": "delete", "instanceId": a, "status": "success" },
+            { "action": "delete", "instanceId": missing, "status": "error",
+              "error": "Invalid instance id", "statusCode": 404 },
+        ])
+    );
 }
 
 #[tokio::test]
@@ -597,9 +618,6 @@ async fn deploy_validation() {
     let mut b = deploy_body("1V100.6V", "FIN-01");
     b.as_object_mut().unwrap().remove("hostname");
     cases.push((b, "hostname"));
-    let mut b = deploy_body("1V100.6V", "FIN-01");
-    b["description"] = json!("");
-    cases.push((b, "description"));
     cases.push((deploy_body("9Z999.1V", "FIN-01"), "instance type"));
     cases.push((deploy_body("1V100.6V", "MARS-01"), "location"));
     let mut b = deploy_body("1V100.6V", "FIN-01");
@@ -609,7 +627,7 @@ async fn deploy_validation() {
     b["image"] = json!("ubuntu-24.04-cuda-12.8-open-docker");
     cases.push((b, "not valid for this instance type"));
     let mut b = deploy_body("1V100.6V", "FIN-01");
-    b["ssh_key_ids"] = json!(["nope"]);
+    b["ssh_key_ids"] = json!(["00000000-0000-4000-8000-000000000000"]);
     cases.push((b, "ssh key"));
     let mut b = deploy_body("1V100.6V", "FIN-01");
     b["startup_script_id"] = json!("nope");
@@ -735,6 +753,7 @@ async fn server_error_burst_and_slowness() {
     fake.admin("/admin/faults", json!({ "slow_ms": 1500, "slow_count": 1 }))
         .await;
     let quick = reqwest::Client::builder()
+        .user_agent("fake-datacrunch-tests")
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
@@ -791,6 +810,10 @@ async fn error_vanish_and_delete_refusal_faults() {
     assert_eq!(fake.instance(&normal).await.json()["status"], "running");
     assert_eq!(fake.action(&normal, "delete").await.status, 202);
     assert_eq!(fake.action(&failing, "delete").await.status, 202);
+    for id in [&normal, &failing] {
+        fake.wait_status(id, "discontinued", Duration::from_secs(2))
+            .await;
+    }
 
     let state = fake.state().await;
     let by_id = |id: &str| {
