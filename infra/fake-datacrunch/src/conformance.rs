@@ -446,11 +446,10 @@ fn report(
 /// Largest body buffered for checking (far above anything the provider API carries).
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Middleware around every `/v1` route (outside the gate, so injected faults, 401s and 429s are
-/// checked too).
+/// Middleware around the whole router; checks `/v1` exchanges only.
 pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mode = state.config.conformance;
-    if mode == ConformanceMode::Off {
+    if mode == ConformanceMode::Off || !req.uri().path().starts_with("/v1/") {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();

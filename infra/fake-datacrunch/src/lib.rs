@@ -153,11 +153,6 @@ fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             faults::v1_gate,
-        ))
-        // Outermost, so that what the gate answers (faults, 401, 429) is checked too.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            conformance::check,
         ));
 
     let admin = Router::new()
@@ -178,6 +173,12 @@ fn router(state: AppState) -> Router {
     v1.merge(admin)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Around everything (it only looks at `/v1`), so that what the gate answers (faults,
+        // 401, 429) and requests to paths the fake does not serve are checked too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            conformance::check,
+        ))
         .with_state(state)
 }
 
