@@ -152,7 +152,8 @@ pub async fn get_rate_limits(State(state): State<AppState>) -> Json<RateLimits> 
 /// `GET /admin/state`: everything, including deleted and vanished instances, volumes in trash,
 /// and the counts the leak checks need: `leaked_volumes` (every volume still existing: attached,
 /// detached or in trash; attached ones belong to live instances, so after the last instance is
-/// deleted it should be 0), `volumes_in_trash`, `storage_used_gb`, `scripts_count`; and the
+/// deleted it should be 0), `volumes_in_trash`, `storage_used_gb`, `scripts_count` (alias
+/// `leaked_scripts`); and the
 /// conformance findings (`conformance_violations`, `conformance.recent`).
 pub async fn dump(State(state): State<AppState>) -> Json<Value> {
     let mut g = state.lock();
@@ -177,6 +178,8 @@ pub async fn dump(State(state): State<AppState>) -> Json<Value> {
         "instances": instances,
         "scripts": scripts,
         "scripts_count": g.scripts.len(),
+        // The same count under the name the leak checks use (every script still held).
+        "leaked_scripts": g.scripts.len(),
         "volumes": volumes,
         "leaked_volumes": g.volumes.len(),
         "volumes_in_trash": in_trash,
@@ -187,6 +190,7 @@ pub async fn dump(State(state): State<AppState>) -> Json<Value> {
             "requests_checked": g.conformance.requests_checked,
             "responses_checked": g.conformance.responses_checked,
             "violations": g.conformance.violations,
+            "deprecated_calls": g.conformance.deprecated_calls,
             "recent": g.conformance.recent,
         },
         "rate_limits": g.rate.limits,

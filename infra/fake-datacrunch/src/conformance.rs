@@ -89,6 +89,9 @@ pub struct ConformanceLog {
     pub requests_checked: u64,
     pub responses_checked: u64,
     pub violations: u64,
+    /// Calls to operations the document marks deprecated (e.g. `/v1/sshkeys`): allowed, but
+    /// a client should move off them; logged at WARN, not violations.
+    pub deprecated_calls: BTreeMap<String, u64>,
     /// The last [`RECENT`] violations, oldest first.
     pub recent: VecDeque<Value>,
 }
@@ -115,6 +118,7 @@ struct QueryParam {
 
 struct Operation {
     id: String,
+    deprecated: bool,
     method: Method,
     template: String,
     /// Path segments; `None` is a `{parameter}`.
@@ -234,6 +238,7 @@ impl Spec {
                 }
                 operations.push(Operation {
                     id: op["operationId"].as_str().unwrap_or_default().to_string(),
+                    deprecated: op["deprecated"].as_bool().unwrap_or(false),
                     method,
                     template: template.clone(),
                     segments: template
@@ -467,7 +472,14 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
         None => vec!["no such operation in the provider's OpenAPI document".to_string()],
         Some(op) => op.check_request(&parts.headers, &query, &body),
     };
-    state.lock().conformance.requests_checked += 1;
+    {
+        let mut g = state.lock();
+        g.conformance.requests_checked += 1;
+        if let Some(op) = op.filter(|op| op.deprecated) {
+            tracing::warn!("conformance: deprecated operation {}", op.name());
+            *g.conformance.deprecated_calls.entry(op.name()).or_default() += 1;
+        }
+    }
     if !errors.is_empty() {
         report(&state, "request", &parts.method, &uri, op, &errors);
         if mode == ConformanceMode::Strict {

@@ -212,7 +212,8 @@ pub async fn get_instance(
     Ok(Json(inst.to_json()))
 }
 
-/// `GET /v1/instances[?status=]`: all non-deleted (and not vanished) instances.
+/// `GET /v1/instances[?status=]`: all instances not `discontinued` (`deleting` ones included)
+/// and not vanished.
 pub async fn list_instances(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -225,7 +226,7 @@ pub async fn list_instances(
     Json(Value::Array(
         g.instances_sorted()
             .into_iter()
-            .filter(|i| i.visible() && !i.deleted())
+            .filter(|i| i.visible() && i.status != Status::Discontinued)
             .filter(|i| wanted.as_deref().is_none_or(|w| i.status.as_str() == w))
             .map(Instance::to_json)
             .collect(),

@@ -17,9 +17,15 @@
 //!   namespaces), with shims so that `shutdown -h now` powers off the fake instance and never
 //!   the real machine, see [`execute`](crate::execute).
 //!
+//! - conformance to the provider's published OpenAPI document
+//!   (`shared/openapi/verda.openapi.json`): in test mode every request and response is checked
+//!   against it, see [`conformance`];
+//! - the provider's rate limits, on by default at the real numbers, see [`ratelimit`].
+//!
 //! Modules by concern: [`catalog`] (static data), [`state`] (the shared state), [`auth`]
-//! (tokens), [`resources`] (catalog routes, SSH keys, scripts, balance), [`instances`]
-//! (deploy/get/list/actions), [`error`] (the `{"code","message"}` envelope).
+//! (tokens), [`resources`] (catalog routes, SSH keys, paginated scripts, balance),
+//! [`instances`] (deploy/get/list/actions), [`volumes`] (OS volumes and trash), [`error`] (the
+//! `{"code","message"}` envelope).
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -33,7 +33,8 @@ pub fn fake_ip(seq: u64) -> String {
 /// - `running`: an ip is assigned, and in execute mode the startup script is
 ///   started the first time (a real machine runs it once, at first boot);
 /// - anything but `running`: the machine is off, so the script's processes are killed;
-/// - `discontinued`: `deleted_at` is recorded and the script's directory removed (the disk goes
+/// - `deleting` / `discontinued`: `deleted_at` (when the delete was accepted) is recorded;
+///   `discontinued` also removes the script's directory (the disk goes
 ///   with the machine).
 pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
     let from = inst.status;
@@ -49,13 +50,16 @@ pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
             }
             maybe_start_script(state, inst);
         }
+        Status::Deleting => {
+            inst.deleted_at.get_or_insert_with(Utc::now);
+        }
         Status::Discontinued => {
             inst.deleted_at.get_or_insert_with(Utc::now);
             execute::discard(inst, true);
         }
         _ => {}
     }
-    if to != Status::Discontinued {
+    if !matches!(to, Status::Deleting | Status::Discontinued) {
         // Only reachable through a forced admin status: the instance is back from the dead.
         inst.deleted_at = None;
     }

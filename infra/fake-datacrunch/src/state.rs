@@ -172,6 +172,7 @@ pub struct Instance {
     pub jupyter_token: String,
     pub contract: Option<String>,
     pub pricing: Option<String>,
+    /// When the delete was accepted (the instance is `deleting`, then `discontinued`).
     pub deleted_at: Option<DateTime<Utc>>,
     pub vanished_at: Option<DateTime<Utc>>,
     pub fate: Fate,

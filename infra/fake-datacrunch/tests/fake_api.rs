@@ -1562,6 +1562,27 @@ async fn ssh_keys_at_the_current_path_and_the_deprecated_alias() {
             .len(),
         1
     );
+    // The alias works but its use is counted as deprecated.
+    let deprecated = &fake.state().await["conformance"]["deprecated_calls"];
+    let calls = |op: &str| deprecated[op].as_u64().unwrap_or(0);
+    assert_eq!(
+        calls("GET /v1/sshkeys (DeprecatedSshkeysController_getKeys)"),
+        2,
+        "{deprecated:#}"
+    );
+    assert_eq!(
+        calls("POST /v1/sshkeys (DeprecatedSshkeysController_addKey)"),
+        1
+    );
+    assert_eq!(
+        calls("GET /v1/sshkeys/{sshKeyId} (DeprecatedSshkeysController_getKey)"),
+        2
+    );
+    assert!(deprecated
+        .as_object()
+        .unwrap()
+        .keys()
+        .all(|k| k.contains("/v1/sshkeys")));
     assert_no_violations(&fake).await;
 }
 
