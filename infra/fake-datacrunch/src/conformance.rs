@@ -272,9 +272,11 @@ impl Spec {
     }
 }
 
+/// The schema errors of `instance`, without the offending values: they go to logs and to
+/// `/admin/state`, and a request body may hold a secret (the token endpoint's).
 fn schema_errors(v: &Validator, instance: &Value) -> Vec<String> {
     v.iter_errors(instance)
-        .map(|e| format!("{} at '{}'", e, e.instance_path()))
+        .map(|e| format!("{} at '{}'", e.masked(), e.instance_path()))
         .collect()
 }
 

@@ -1708,3 +1708,21 @@ async fn conformance_violations_fail_loudly() {
         }
     }
 }
+
+/// A refused token request is reported without the values it carried (the secret).
+#[tokio::test]
+async fn conformance_reports_never_echo_request_values() {
+    let fake = Fake::start(config()).await;
+    let r = fake
+        .token_request(json!({ "grant_type": "client_credentials", "client_id": "mimiry-local", "client_secret": 42 }))
+        .await;
+    assert_eq!(r.status, 400);
+    let r = fake
+        .token_request(json!({ "grant_type": "password", "client_id": "mimiry-local", "client_secret": "local-secret" }))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(!r.text.contains("local-secret"), "{}", r.text);
+    let state = fake.state().await;
+    assert_eq!(state["conformance_violations"], 2);
+    assert!(!state["conformance"].to_string().contains("local-secret"));
+}
