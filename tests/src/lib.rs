@@ -196,11 +196,18 @@ impl Stack {
         let moto_url = format!("http://127.0.0.1:{moto_port}");
 
         let mut fake = Command::new(bin("fake-datacrunch"));
+        // Conformance in report mode: what the client sends outside the provider's OpenAPI
+        // document is logged (`conformance:`) and counted in `/admin/state`, not refused.
+        // Rate limits off: the suites' fast timers poll far above the real limits; a test that
+        // wants them turns them on with `POST /admin/rate-limits`.
         fake.args([
             "--addr",
             "127.0.0.1:0",
             "--provision-ms",
             &options.provision_ms.to_string(),
+            "--conformance",
+            "report",
+            "--no-rate-limits",
         ])
         .stdout(Stdio::piped())
         .stderr(log_file(&format!("fake-datacrunch-{tag}")));

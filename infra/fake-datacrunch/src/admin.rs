@@ -16,7 +16,8 @@ use crate::{
     execute,
     faults::{Faults, FaultsPatch},
     lifecycle::{begin_shutdown, set_status, vanish},
-    state::{AppState, Inner, Status},
+    ratelimit::{RateLimits, RateLimitsPatch},
+    state::{AppState, Inner, Status, VolumeState},
 };
 
 /// `POST /admin/faults`: merge a partial patch; answers the resulting settings.
@@ -44,8 +45,9 @@ struct ResetRequest {
     tokens: bool,
 }
 
-/// `POST /admin/reset` `[{"tokens": true}]`: kill every script, forget instances, keys,
-/// scripts, faults and counters.
+/// `POST /admin/reset` `[{"tokens": true}]`: kill every script, forget instances, volumes, keys,
+/// scripts, faults, counters and conformance findings; rate limits go back to the start-up
+/// settings (the command line's).
 pub async fn reset(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: ResetRequest = parse_json_or_default(&body)?;
     let mut g = state.lock();
@@ -128,9 +130,34 @@ pub async fn shutdown(
     }
 }
 
-/// `GET /admin/state`: everything, including deleted and vanished instances.
+/// `POST /admin/rate-limits`: merge a partial patch (`enabled`, `project`, `endpoint`, `list`,
+/// `window_ms`) and start fresh windows; answers the resulting limits.
+pub async fn set_rate_limits(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<RateLimits>, ApiError> {
+    let patch: RateLimitsPatch = parse_json_or_default(&body)?;
+    let mut g = state.lock();
+    g.rate.limits.apply(patch)?;
+    g.rate.clear();
+    tracing::info!(limits = ?g.rate.limits, "rate limits updated");
+    Ok(Json(g.rate.limits.clone()))
+}
+
+/// `GET /admin/rate-limits`.
+pub async fn get_rate_limits(State(state): State<AppState>) -> Json<RateLimits> {
+    Json(state.lock().rate.limits.clone())
+}
+
+/// `GET /admin/state`: everything, including deleted and vanished instances, volumes in trash,
+/// and the counts the leak checks need: `leaked_volumes` (every volume still existing: attached,
+/// detached or in trash; attached ones belong to live instances, so after the last instance is
+/// deleted it should be 0), `volumes_in_trash`, `storage_used_gb`, `scripts_count` (alias
+/// `leaked_scripts`); and the
+/// conformance findings (`conformance_violations`, `conformance.recent`).
 pub async fn dump(State(state): State<AppState>) -> Json<Value> {
-    let g = state.lock();
+    let mut g = state.lock();
+    g.purge_trash(state.config.trash_ttl_secs);
     let instances: Vec<Value> = g
         .instances_sorted()
         .into_iter()
@@ -141,9 +168,33 @@ pub async fn dump(State(state): State<AppState>) -> Json<Value> {
         .iter()
         .map(|s| json!({ "id": s.id, "name": s.name }))
         .collect();
+    let volumes: Vec<Value> = g.volumes.iter().map(|v| v.to_admin_json()).collect();
+    let in_trash = g
+        .volumes
+        .iter()
+        .filter(|v| v.state == VolumeState::Trash)
+        .count();
     Json(json!({
         "instances": instances,
         "scripts": scripts,
+        "scripts_count": g.scripts.len(),
+        // The same count under the name the leak checks use (every script still held).
+        "leaked_scripts": g.scripts.len(),
+        "volumes": volumes,
+        "leaked_volumes": g.volumes.len(),
+        "volumes_in_trash": in_trash,
+        "storage_used_gb": g.storage_used_gb(),
+        "conformance_violations": g.conformance.violations,
+        "conformance": {
+            "mode": state.config.conformance,
+            "requests_checked": g.conformance.requests_checked,
+            "responses_checked": g.conformance.responses_checked,
+            "violations": g.conformance.violations,
+            "deprecated_calls": g.conformance.deprecated_calls,
+            "recent": g.conformance.recent,
+        },
+        "rate_limits": g.rate.limits,
+        "rate_limited": g.rate.throttled,
         "ssh_keys": g.ssh_keys,
         "requests": { "total": g.requests_total, "by_route": g.requests_by_route },
         "tokens_issued": g.tokens_issued,

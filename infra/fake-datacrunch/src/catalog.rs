@@ -333,8 +333,7 @@ impl InstanceType {
             "max_dynamic_price".into(),
             json!(price(self.price_per_hour)),
         );
-        m.insert("serverless_price".into(), Value::Null);
-        m.insert("serverless_spot_price".into(), Value::Null);
+        // No serverless prices: the fields are optional and, when present, strings.
         m.insert("description".into(), json!(description));
         m.extend(self.hardware_json());
         m.insert(
@@ -356,7 +355,8 @@ impl InstanceType {
         );
         m.insert("currency".into(), json!(currency));
         m.insert("best_for".into(), json!(self.best_for));
-        m.insert("p2p".into(), json!(self.p2p));
+        // Required and a string in the document: empty when there is no GPU interconnect.
+        m.insert("p2p".into(), json!(self.p2p.unwrap_or_default()));
         m.insert(
             "supported_os".into(),
             json!(IMAGES
@@ -365,14 +365,13 @@ impl InstanceType {
                 .map(|i| i.image_type)
                 .collect::<Vec<_>>()),
         );
-        m.insert(
-            "deploy_warning".into(),
-            if self.arch == Arch::Volta {
-                json!("V100 instances do not support images with NVIDIA open kernel modules")
-            } else {
-                Value::Null
-            },
-        );
+        // Optional; a string when present.
+        if self.arch == Arch::Volta {
+            m.insert(
+                "deploy_warning".into(),
+                json!("V100 instances do not support images with NVIDIA open kernel modules"),
+            );
+        }
         Value::Object(m)
     }
 }

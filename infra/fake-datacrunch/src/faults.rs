@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use axum::{
     extract::{Request, State},
-    http::{header::AUTHORIZATION, StatusCode},
+    http::{
+        header::{AUTHORIZATION, RETRY_AFTER},
+        HeaderValue, StatusCode,
+    },
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth,
     error::ApiError,
+    ratelimit::{self, Verdict},
     state::{AppState, Fate},
 };
 
@@ -38,6 +42,8 @@ pub struct Faults {
     pub slow_count: Option<u64>,
     /// The next N deployed instances end in status `error` instead of `running`.
     pub error_next_instances: u64,
+    /// The next N deployed instances end in status `installation_failed`.
+    pub installation_failed_next_instances: u64,
     /// The next N deployed instances disappear (404) when they would become `running`.
     pub vanish_next_instances: u64,
     /// The next N delete actions are refused with `forbidden_action`.
@@ -64,6 +70,7 @@ pub struct FaultsPatch {
     pub slow_ms: Option<u64>,
     pub slow_count: Option<u64>,
     pub error_next_instances: Option<u64>,
+    pub installation_failed_next_instances: Option<u64>,
     pub vanish_next_instances: Option<u64>,
     pub delete_refusals: Option<u64>,
     pub delete_refusal_message: Option<String>,
@@ -85,6 +92,7 @@ impl Faults {
             slow_ms: 0,
             slow_count: None,
             error_next_instances: 0,
+            installation_failed_next_instances: 0,
             vanish_next_instances: 0,
             delete_refusals: 0,
             delete_refusal_message: DEFAULT_DELETE_REFUSAL_MESSAGE.to_string(),
@@ -124,6 +132,9 @@ impl Faults {
         }
         if let Some(v) = p.error_next_instances {
             self.error_next_instances = v;
+        }
+        if let Some(v) = p.installation_failed_next_instances {
+            self.installation_failed_next_instances = v;
         }
         if let Some(v) = p.vanish_next_instances {
             self.vanish_next_instances = v;
@@ -187,6 +198,8 @@ impl Faults {
     pub fn take_fate(&mut self) -> Fate {
         if take(&mut self.error_next_instances) {
             Fate::Error
+        } else if take(&mut self.installation_failed_next_instances) {
+            Fate::InstallationFailed
         } else if take(&mut self.vanish_next_instances) {
             Fate::Vanish
         } else {
@@ -218,6 +231,7 @@ pub fn route_key(path: &str) -> String {
         "ssh-keys",
         "scripts",
         "instance-availability",
+        "volumes",
     ];
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     // ["", "v1", collection, param, ...]
@@ -252,7 +266,8 @@ pub async fn v1_gate(State(state): State<AppState>, req: Request, next: Next) ->
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (slow, injected, auth_result) = {
+    let method = req.method().clone();
+    let (slow, injected, auth_result, verdict) = {
         let mut g = state.lock();
         g.requests_total += 1;
         *g.requests_by_route.entry(key).or_default() += 1;
@@ -263,7 +278,10 @@ pub async fn v1_gate(State(state): State<AppState>, req: Request, next: Next) ->
         } else {
             auth::check_bearer(&g, authorization.as_deref())
         };
-        (slow, injected, auth_result)
+        // Only authenticated requests count against the limits (the token endpoint is open).
+        let verdict = (path != auth::TOKEN_PATH && auth_result.is_ok() && injected.is_none())
+            .then(|| g.rate.admit(&method, &path));
+        (slow, injected, auth_result, verdict)
     };
     let response = if let Some(status) = injected {
         tracing::info!(%path, status = status.as_u16(), "injected server error");
@@ -271,7 +289,23 @@ pub async fn v1_gate(State(state): State<AppState>, req: Request, next: Next) ->
     } else if let Err(e) = auth_result {
         e.into_response()
     } else {
-        next.run(req).await
+        match verdict {
+            Some(Verdict::Limited { retry_after_secs }) => {
+                tracing::info!(%method, %path, retry_after_secs, "rate limited");
+                let mut r = ratelimit::too_many_requests().into_response();
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
+            Some(Verdict::Allowed(headers)) => {
+                let mut r = next.run(req).await;
+                for (k, v) in headers {
+                    r.headers_mut().insert(k, v);
+                }
+                r
+            }
+            None => next.run(req).await,
+        }
     };
     if let Some(delay) = slow {
         tokio::time::sleep(delay).await;

@@ -1,9 +1,11 @@
 //! Instances: deploy, get, list and actions (`PUT /v1/instances`).
 //!
-//! The rules the client depends on are imitated closely: deploy answers the id as plain text
-//! and is not idempotent; delete is refused while booting ("Can't discontinue a provisioning
-//! instance") and on an already deleted instance; an unknown id is 404 "Invalid instance id";
-//! deleted instances stay readable with status `discontinued` but leave the listing.
+//! The rules the client depends on are imitated closely: deploy answers 202 with the id as
+//! plain text and is not idempotent; delete is refused while booting ("Can't discontinue a
+//! provisioning instance"); an action on an instance already in the requested state answers
+//! 204; an unknown id is 404 "Invalid instance id"; a deleted instance goes `deleting` →
+//! `discontinued`, stays readable but leaves the listing; its OS volume goes where
+//! `volume_ids` / `delete_permanently` say (see [`crate::volumes`]).
 
 use std::collections::HashMap;
 
@@ -21,9 +23,10 @@ use serde_json::{json, Value};
 use crate::{
     catalog,
     error::{parse_json, ApiError},
-    lifecycle::{self, begin_shutdown, set_status},
+    lifecycle::{self, begin_delete, begin_shutdown, set_status},
     resources::plain_id,
-    state::{AppState, Inner, Instance, Status},
+    state::{AppState, Inner, Instance, Status, Volume, VolumeState},
+    volumes::{self, VolumeDisposal, DEFAULT_OS_VOLUME_GB},
 };
 
 #[derive(Debug, Deserialize)]
@@ -65,7 +68,8 @@ fn string_list(v: Option<Value>, field: &str) -> Result<Vec<String>, ApiError> {
 
 /// `POST /v1/instances`: validates, applies the capacity checks (catalog availability, then
 /// the `deploy_capacity_failures` fault), creates the instance in `ordered` and starts its
-/// provisioning timer. Answers 201 with the id as plain text.
+/// provisioning timer, with its OS volume (counted against the storage quota). Answers 202
+/// with the id as plain text.
 pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: DeployRequest = parse_json(&body)?;
     let type_name = required(req.instance_type, "instance_type")?;
@@ -80,7 +84,7 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
         ));
     }
     let hostname = required(req.hostname, "hostname")?;
-    let description = required(req.description, "description")?;
+    let description = req.description.unwrap_or_default();
     let location_code = required(req.location_code, "location_code")?;
     let location = catalog::location(&location_code)
         .ok_or_else(|| ApiError::invalid(format!("Invalid location code: {location_code}")))?;
@@ -90,13 +94,19 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
         .startup_script_id
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    if let Some(size) = req.os_volume.as_ref().and_then(|v| v.get("size")) {
-        if size.as_u64().is_none_or(|s| s == 0) {
-            return Err(ApiError::invalid(
-                "os_volume.size must be a positive integer",
-            ));
-        }
-    }
+    let os_volume_gb = match req.os_volume.as_ref().and_then(|v| v.get("size")) {
+        None => DEFAULT_OS_VOLUME_GB,
+        Some(size) => size
+            .as_u64()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ApiError::invalid("os_volume.size must be a positive integer"))?,
+    };
+    let os_volume_name = req
+        .os_volume
+        .as_ref()
+        .and_then(|v| v.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
 
     let mut g = state.lock();
     for k in &ssh_key_ids {
@@ -127,11 +137,34 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
         tracing::info!(%type_name, %location_code, "injected capacity failure");
         return Err(capacity_error());
     }
+    g.purge_trash(state.config.trash_ttl_secs);
+    let used = g.storage_used_gb();
+    if used + os_volume_gb > state.config.storage_quota_gb {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_action",
+            format!(
+                "Storage quota exceeded: {used} GB of {} GB in use (volumes in trash count)",
+                state.config.storage_quota_gb
+            ),
+        ));
+    }
 
     let id = uuid::Uuid::new_v4().to_string();
     let seq = g.next_seq;
     g.next_seq += 1;
     let fate = g.faults.take_fate();
+    let volume = Volume {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: os_volume_name.unwrap_or_else(|| format!("OS-NVMe-{}", &id[..8])),
+        size_gb: os_volume_gb,
+        instance_id: id.clone(),
+        location: location.code.to_string(),
+        ssh_key_ids: ssh_key_ids.clone(),
+        created_at: Utc::now(),
+        state: VolumeState::Attached,
+        deleted_at: None,
+    };
     let inst = Instance {
         id: id.clone(),
         seq,
@@ -142,7 +175,7 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
         created_at: Utc::now(),
         location: location.code.to_string(),
         ip: None,
-        os_volume_id: None,
+        os_volume_id: Some(volume.id.clone()),
         price_per_hour: itype.hourly_price(is_spot),
         is_spot,
         image,
@@ -150,6 +183,7 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
         startup_script,
         ssh_key_ids,
         os_volume: req.os_volume,
+        jupyter_token: uuid::Uuid::new_v4().simple().to_string(),
         contract: req.contract,
         pricing: req.pricing,
         deleted_at: None,
@@ -160,9 +194,10 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
     };
     tracing::info!(%id, instance_type = %type_name, location = %location_code, ?fate, "deployed");
     g.instances.insert(id.clone(), inst);
+    g.volumes.push(volume);
     drop(g);
     lifecycle::schedule_provisioning(&state, id.clone(), 0);
-    Ok(plain_id(StatusCode::CREATED, &id))
+    Ok(plain_id(StatusCode::ACCEPTED, &id))
 }
 
 /// `GET /v1/instances/{id}`: deleted ones answer `discontinued`; unknown or vanished → 404.
@@ -177,7 +212,8 @@ pub async fn get_instance(
     Ok(Json(inst.to_json()))
 }
 
-/// `GET /v1/instances[?status=]`: all non-deleted (and not vanished) instances.
+/// `GET /v1/instances[?status=]`: all instances not `discontinued` (`deleting` ones included)
+/// and not vanished.
 pub async fn list_instances(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -190,7 +226,7 @@ pub async fn list_instances(
     Json(Value::Array(
         g.instances_sorted()
             .into_iter()
-            .filter(|i| i.visible() && !i.deleted())
+            .filter(|i| i.visible() && i.status != Status::Discontinued)
             .filter(|i| wanted.as_deref().is_none_or(|w| i.status.as_str() == w))
             .map(Instance::to_json)
             .collect(),
@@ -201,15 +237,25 @@ pub async fn list_instances(
 struct ActionRequest {
     id: Option<Value>,
     action: Option<String>,
-    // `volume_ids` and `delete_permanently` are accepted and ignored: the fake has no volumes
-    // beyond the OS volume, which goes with the instance.
+    /// Volumes to delete with the instance; absent or `null` means "the OS volume, into trash".
+    volume_ids: Option<Value>,
+    delete_permanently: Option<bool>,
 }
 
-/// `PUT /v1/instances` `{"id": [ids] | "id", "action", ...}` → 202.
+/// The outcome of one action that was not refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The instance already is (or is going) where the action would take it.
+    AlreadyInState,
+}
+
+/// `PUT /v1/instances` `{"id": [ids] | "id", "action", "volume_ids", "delete_permanently"}`.
 ///
-/// With a single id an error is answered as such (the common case clients handle). With
-/// several ids each is processed; if any failed the answer is 207 with per-instance results
-/// `[{action, instanceId, status, error, statusCode}]`.
+/// As documented: with a single id, 202 and the one-element result array, 204 if it already is
+/// in the requested state, or the error itself (400 refused, 404 unknown). With several ids,
+/// 202 with the per-instance results `[{instanceId, action, status, error?, statusCode?}]` if
+/// all succeeded, 207 with them if some failed.
 pub async fn action(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: ActionRequest = parse_json(&body)?;
     let ids = string_list(req.id, "id")?;
@@ -217,32 +263,45 @@ pub async fn action(State(state): State<AppState>, body: Bytes) -> Result<Respon
         return Err(ApiError::invalid("id is required"));
     }
     let action = required(req.action, "action")?;
+    let disposal = VolumeDisposal {
+        volume_ids: match req.volume_ids {
+            None | Some(Value::Null) => None,
+            v => Some(string_list(v, "volume_ids")?),
+        },
+        permanently: req.delete_permanently.unwrap_or(false),
+    };
     let mut g = state.lock();
-    if ids.len() == 1 {
-        apply_action(&state, &mut g, &ids[0], &action)?;
-        return Ok(StatusCode::ACCEPTED.into_response());
-    }
-    let results: Vec<(String, Result<(), ApiError>)> = ids
+    let results: Vec<(String, Result<Applied, ApiError>)> = ids
         .iter()
-        .map(|id| (id.clone(), apply_action(&state, &mut g, id, &action)))
+        .map(|id| {
+            let r = apply_action(&state, &mut g, id, &action, &disposal);
+            (id.clone(), r)
+        })
         .collect();
-    if results.iter().all(|(_, r)| r.is_ok()) {
-        return Ok(StatusCode::ACCEPTED.into_response());
+    if let [(_, single)] = results.as_slice() {
+        match single {
+            Err(e) => return Err(e.clone()),
+            Ok(Applied::AlreadyInState) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            Ok(Applied::Done) => {}
+        }
     }
+    let all_ok = results.iter().all(|(_, r)| r.is_ok());
     let body: Vec<Value> = results
         .into_iter()
         .map(|(id, r)| match r {
-            Ok(()) => json!({
-                "action": action, "instanceId": id, "status": "success",
-                "error": null, "statusCode": 202,
-            }),
+            Ok(_) => json!({ "action": action, "instanceId": id, "status": "success" }),
             Err(e) => json!({
                 "action": action, "instanceId": id, "status": "error",
-                "error": e.body(), "statusCode": e.status.as_u16(),
+                "error": e.message, "statusCode": e.status.as_u16(),
             }),
         })
         .collect();
-    Ok((StatusCode::MULTI_STATUS, Json(body)).into_response())
+    let status = if all_ok {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok((status, Json(body)).into_response())
 }
 
 /// The verb used in refusal messages, as the provider words them.
@@ -268,7 +327,8 @@ pub fn apply_action(
     g: &mut Inner,
     id: &str,
     action: &str,
-) -> Result<(), ApiError> {
+    disposal: &VolumeDisposal,
+) -> Result<Applied, ApiError> {
     let action = action.trim();
     let known = [
         "delete",
@@ -295,7 +355,7 @@ pub fn apply_action(
     // The delete-refusal fault only consumes a count when the delete would otherwise succeed.
     let status = g.instances[id].status;
     let would_delete = matches!(action, "delete" | "discontinue")
-        && status != Status::Discontinued
+        && !matches!(status, Status::Discontinued | Status::Deleting)
         && !status.is_booting();
     if would_delete {
         if let Some(message) = g.faults.take_delete_refusal() {
@@ -307,8 +367,8 @@ pub fn apply_action(
     let status = inst.status;
     match action {
         "delete" | "discontinue" | "delete_stuck" => {
-            if status == Status::Discontinued {
-                return Err(refuse(action, status));
+            if matches!(status, Status::Discontinued | Status::Deleting) {
+                return Ok(Applied::AlreadyInState);
             }
             if status.is_booting() && action != "delete_stuck" {
                 // The provider's wording is the same for every pre-running status.
@@ -316,11 +376,14 @@ pub fn apply_action(
                     "Can't discontinue a provisioning instance",
                 ));
             }
-            set_status(state, inst, Status::Discontinued);
+            begin_delete(state, inst);
+            if let Some(volume_id) = inst.os_volume_id.clone() {
+                volumes::dispose(g, &volume_id, disposal);
+            }
         }
         "shutdown" => match status {
             Status::Running => begin_shutdown(state, inst),
-            Status::Offline => {}
+            Status::Offline => return Ok(Applied::AlreadyInState),
             s if s.is_booting() => {
                 return Err(ApiError::forbidden(
                     "Can't shutdown a provisioning instance",
@@ -330,7 +393,7 @@ pub fn apply_action(
         },
         "force_shutdown" => match status {
             Status::Running => set_status(state, inst, Status::Offline),
-            Status::Offline => {}
+            Status::Offline => return Ok(Applied::AlreadyInState),
             s if s.is_booting() => {
                 return Err(ApiError::forbidden(
                     "Can't shutdown a provisioning instance",
@@ -340,10 +403,10 @@ pub fn apply_action(
         },
         "start" | "boot" => match status {
             Status::Offline => set_status(state, inst, Status::Running),
-            Status::Running => {}
+            Status::Running => return Ok(Applied::AlreadyInState),
             s => return Err(refuse(action, s)),
         },
         _ => unreachable!("filtered above"),
     }
-    Ok(())
+    Ok(Applied::Done)
 }

@@ -17,9 +17,15 @@
 //!   namespaces), with shims so that `shutdown -h now` powers off the fake instance and never
 //!   the real machine, see [`execute`](crate::execute).
 //!
+//! - conformance to the provider's published OpenAPI document
+//!   (read at start-up from the steering repository's `shared/docs/providers/`): in test mode every request and response is checked
+//!   against it, see [`conformance`];
+//! - the provider's rate limits, on by default at the real numbers, see [`ratelimit`].
+//!
 //! Modules by concern: [`catalog`] (static data), [`state`] (the shared state), [`auth`]
-//! (tokens), [`resources`] (catalog routes, SSH keys, scripts, balance), [`instances`]
-//! (deploy/get/list/actions), [`error`] (the `{"code","message"}` envelope).
+//! (tokens), [`resources`] (catalog routes, SSH keys, paginated scripts, balance),
+//! [`instances`] (deploy/get/list/actions), [`volumes`] (OS volumes and trash), [`error`] (the
+//! `{"code","message"}` envelope).
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -32,14 +38,19 @@ use axum::{
 pub mod admin;
 pub mod auth;
 pub mod catalog;
+pub mod conformance;
 pub mod error;
 pub mod execute;
 pub mod faults;
 pub mod instances;
 pub mod lifecycle;
+pub mod ratelimit;
 pub mod resources;
 pub mod state;
+pub mod volumes;
 
+pub use conformance::ConformanceMode;
+pub use ratelimit::RateLimits;
 use state::AppState;
 
 /// Settings of one fake server.
@@ -59,6 +70,18 @@ pub struct FakeConfig {
     pub execute: Option<PathBuf>,
     /// Time from a shutdown (action or the script's `shutdown -h now`) to `offline`.
     pub shutdown_ms: u64,
+    /// Time an instance spends `deleting` before it is `discontinued`.
+    pub delete_ms: u64,
+    /// Checks against the provider's OpenAPI document (see [`conformance`]).
+    pub conformance: ConformanceMode,
+    /// Rate limits at start (and after `POST /admin/reset`); see [`ratelimit`].
+    pub rate_limits: RateLimits,
+    /// Startup scripts a project may hold (the provider's default quota is 100).
+    pub script_quota: usize,
+    /// Storage quota in GB: attached, detached and trashed volumes count.
+    pub storage_quota_gb: u64,
+    /// How long a deleted volume stays in trash (the provider keeps it 96 h).
+    pub trash_ttl_secs: u64,
 }
 
 impl Default for FakeConfig {
@@ -70,6 +93,14 @@ impl Default for FakeConfig {
             provision_ms: 2000,
             execute: None,
             shutdown_ms: 200,
+            delete_ms: 100,
+            conformance: ConformanceMode::Off,
+            rate_limits: RateLimits::default(),
+            script_quota: 100,
+            // Not published; large enough for a day of work, small enough that OS volumes
+            // left in trash by a busy client fill it.
+            storage_quota_gb: 20_000,
+            trash_ttl_secs: 96 * 3600,
         }
     }
 }
@@ -95,9 +126,12 @@ fn router(state: AppState) -> Router {
                 .post(instances::deploy)
                 .put(instances::action),
         )
-        .route("/v1/instances/{id}", get(instances::get_instance));
-    // SSH keys live at `/sshkeys` and, in newer APIs, also at `/ssh-keys`.
-    let v1 = ["/v1/sshkeys", "/v1/ssh-keys"]
+        .route("/v1/instances/{id}", get(instances::get_instance))
+        .route("/v1/volumes", get(volumes::list))
+        .route("/v1/volumes/trash", get(volumes::trash))
+        .route("/v1/volumes/{id}", get(volumes::get));
+    // SSH keys live at `/ssh-keys`; `/sshkeys` is the deprecated alias, still served.
+    let v1 = ["/v1/ssh-keys", "/v1/sshkeys"]
         .into_iter()
         .fold(v1, |router, base| {
             router
@@ -133,6 +167,10 @@ fn router(state: AppState) -> Router {
             post(admin::set_faults).get(admin::get_faults),
         )
         .route("/admin/reset", post(admin::reset))
+        .route(
+            "/admin/rate-limits",
+            post(admin::set_rate_limits).get(admin::get_rate_limits),
+        )
         .route("/admin/state", get(admin::dump))
         .route("/admin/instances/{id}/status", post(admin::force_status))
         .route("/admin/instances/{id}/vanish", post(admin::force_vanish))
@@ -141,6 +179,12 @@ fn router(state: AppState) -> Router {
     v1.merge(admin)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Around everything (it only looks at `/v1`), so that what the gate answers (faults,
+        // 401, 429) and requests to paths the fake does not serve are checked too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            conformance::check,
+        ))
         .with_state(state)
 }
 

@@ -30,10 +30,11 @@ pub fn fake_ip(seq: u64) -> String {
 }
 
 /// Moves `inst` to `to` and applies the side effects of the new status:
-/// - `running`: an ip and an OS volume are assigned, and in execute mode the startup script is
+/// - `running`: an ip is assigned, and in execute mode the startup script is
 ///   started the first time (a real machine runs it once, at first boot);
 /// - anything but `running`: the machine is off, so the script's processes are killed;
-/// - `discontinued`: `deleted_at` is recorded and the script's directory removed (the disk goes
+/// - `deleting` / `discontinued`: `deleted_at` (when the delete was accepted) is recorded;
+///   `discontinued` also removes the script's directory (the disk goes
 ///   with the machine).
 pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
     let from = inst.status;
@@ -47,10 +48,10 @@ pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
             if inst.ip.is_none() {
                 inst.ip = Some(fake_ip(inst.seq));
             }
-            if inst.os_volume_id.is_none() {
-                inst.os_volume_id = Some(uuid::Uuid::new_v4().to_string());
-            }
             maybe_start_script(state, inst);
+        }
+        Status::Deleting => {
+            inst.deleted_at.get_or_insert_with(Utc::now);
         }
         Status::Discontinued => {
             inst.deleted_at.get_or_insert_with(Utc::now);
@@ -58,7 +59,7 @@ pub fn set_status(state: &AppState, inst: &mut Instance, to: Status) {
         }
         _ => {}
     }
-    if to != Status::Discontinued {
+    if !matches!(to, Status::Deleting | Status::Discontinued) {
         // Only reachable through a forced admin status: the instance is back from the dead.
         inst.deleted_at = None;
     }
@@ -128,7 +129,27 @@ pub fn schedule_provisioning(state: &AppState, id: String, epoch: u64) {
         step(&st, &id, epoch, |st, inst| match inst.fate {
             Fate::Run => set_status(st, inst, Status::Running),
             Fate::Error => set_status(st, inst, Status::Error),
+            Fate::InstallationFailed => set_status(st, inst, Status::InstallationFailed),
             Fate::Vanish => vanish(inst),
+        });
+    });
+}
+
+/// An accepted delete: `deleting` for `delete_ms`, then `discontinued` (at once if 0).
+/// Called with the lock held.
+pub fn begin_delete(state: &AppState, inst: &mut Instance) {
+    if state.config.delete_ms == 0 {
+        set_status(state, inst, Status::Discontinued);
+        return;
+    }
+    set_status(state, inst, Status::Deleting);
+    let epoch = inst.epoch;
+    let id = inst.id.clone();
+    let st = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(st.config.delete_ms)).await;
+        step(&st, &id, epoch, |st, inst| {
+            set_status(st, inst, Status::Discontinued)
         });
     });
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use clap::Parser;
-use fake_datacrunch::FakeConfig;
+use fake_datacrunch::{ConformanceMode, FakeConfig, RateLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +40,38 @@ struct Args {
     /// Execute mode: really run startup scripts under this work directory.
     #[arg(long, value_name = "WORK_DIR")]
     execute: Option<PathBuf>,
+    /// Time in ms an instance spends `deleting` before it is `discontinued`.
+    #[arg(long, default_value_t = 100)]
+    delete_ms: u64,
+    /// Check every request and response against the provider's OpenAPI document: `report`
+    /// logs and counts violations (`conformance:` ERROR lines, `GET /admin/state`), `strict`
+    /// also refuses a violating request (400) and replaces a violating response (500).
+    #[arg(long, env = "FAKE_CONFORMANCE", value_enum, default_value_t = ConformanceMode::Off)]
+    conformance: ConformanceMode,
+    /// Turn the provider's rate limits off (they are on by default, at the real numbers).
+    #[arg(long, env = "FAKE_NO_RATE_LIMITS")]
+    no_rate_limits: bool,
+    /// Requests per window for the whole project.
+    #[arg(long, env = "FAKE_RATE_LIMIT_PROJECT", default_value_t = RateLimits::default().project)]
+    rate_limit_project: u32,
+    /// Requests per window for one (method, path).
+    #[arg(long, env = "FAKE_RATE_LIMIT_ENDPOINT", default_value_t = RateLimits::default().endpoint)]
+    rate_limit_endpoint: u32,
+    /// Requests per window for `GET /v1/instances` and `GET /v1/volumes`.
+    #[arg(long, env = "FAKE_RATE_LIMIT_LIST", default_value_t = RateLimits::default().list)]
+    rate_limit_list: u32,
+    /// Length of a rate-limit window in ms.
+    #[arg(long, env = "FAKE_RATE_LIMIT_WINDOW_MS", default_value_t = RateLimits::default().window_ms)]
+    rate_limit_window_ms: u64,
+    /// Startup scripts a project may hold.
+    #[arg(long, default_value_t = FakeConfig::default().script_quota)]
+    script_quota: usize,
+    /// Storage quota in GB (volumes in trash count).
+    #[arg(long, default_value_t = FakeConfig::default().storage_quota_gb)]
+    storage_quota_gb: u64,
+    /// How long a deleted volume stays in trash, in seconds.
+    #[arg(long, default_value_t = FakeConfig::default().trash_ttl_secs)]
+    trash_ttl_secs: u64,
 }
 
 #[tokio::main]
@@ -60,6 +92,18 @@ async fn main() -> std::io::Result<()> {
         provision_ms: args.provision_ms,
         execute: args.execute,
         shutdown_ms: args.shutdown_ms,
+        delete_ms: args.delete_ms,
+        conformance: args.conformance,
+        rate_limits: RateLimits {
+            enabled: !args.no_rate_limits,
+            project: args.rate_limit_project,
+            endpoint: args.rate_limit_endpoint,
+            list: args.rate_limit_list,
+            window_ms: args.rate_limit_window_ms.max(1),
+        },
+        script_quota: args.script_quota,
+        storage_quota_gb: args.storage_quota_gb,
+        trash_ttl_secs: args.trash_ttl_secs,
     };
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;

@@ -140,7 +140,7 @@ fn looks_like_public_key(key: &str) -> bool {
     PREFIXES.iter().any(|p| key.starts_with(p)) && key.split_whitespace().count() >= 2
 }
 
-/// `POST /v1/sshkeys` `{name,key}` → 201, the id as plain text. Names need not be unique.
+/// `POST /v1/ssh-keys` (and the deprecated `/v1/sshkeys`) `{name,key}` → 201, the id as plain text. Names need not be unique.
 pub async fn create_ssh_key(
     State(state): State<AppState>,
     body: Bytes,
@@ -163,6 +163,8 @@ pub async fn create_ssh_key(
         name,
         key: key.trim().to_string(),
         created_at: now_rfc3339(),
+        fingerprint: None,
+        created_by_user_id: None,
     });
     Ok(plain_id(StatusCode::CREATED, &id))
 }
@@ -216,7 +218,8 @@ struct NewScript {
     script: Option<String>,
 }
 
-/// `POST /v1/scripts` `{name,script}` → 201, the id as plain text.
+/// `POST /v1/scripts` `{name,script}` → 201, the id as plain text; refused with 403
+/// `forbidden_action` once the project holds `script_quota` scripts (100 by default).
 pub async fn create_script(
     State(state): State<AppState>,
     body: Bytes,
@@ -231,17 +234,111 @@ pub async fn create_script(
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("script is required"))?;
     let id = uuid::Uuid::new_v4().to_string();
-    state.lock().scripts.push(Script {
+    let mut g = state.lock();
+    if g.scripts.len() >= state.config.script_quota {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_action",
+            format!(
+                "Startup scripts quota exceeded: the project holds {} of {} scripts",
+                g.scripts.len(),
+                state.config.script_quota
+            ),
+        ));
+    }
+    let seq = g.next_seq;
+    g.next_seq += 1;
+    g.scripts.push(Script {
         id: id.clone(),
         name,
         script,
+        created_at: now_rfc3339(),
+        seq,
     });
     Ok(plain_id(StatusCode::CREATED, &id))
 }
 
-/// `GET /v1/scripts`.
-pub async fn list_scripts(State(state): State<AppState>) -> Json<Vec<Script>> {
-    Json(state.lock().scripts.clone())
+/// The query of `GET /v1/scripts`, parsed: out-of-range values are refused rather than
+/// clamped, so that a client relying on more than the documented maximum finds out.
+struct ScriptPage {
+    page: usize,
+    page_size: usize,
+    name: Option<String>,
+    ascending: bool,
+}
+
+impl ScriptPage {
+    fn parse(q: &HashMap<String, String>) -> Result<ScriptPage, ApiError> {
+        let number = |key: &str, default: usize, max: usize| -> Result<usize, ApiError> {
+            match q.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("{key} must be an integer from 1 to {max}"))
+                    }),
+            }
+        };
+        let ascending = match q.get("orderDirection").map(String::as_str) {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "orderDirection must be asc or desc, not {other}"
+                )))
+            }
+        };
+        if let Some(by) = q.get("orderBy").filter(|b| b.as_str() != "created_at") {
+            return Err(ApiError::invalid(format!(
+                "orderBy must be created_at, not {by}"
+            )));
+        }
+        Ok(ScriptPage {
+            page: number("page", 1, usize::MAX)?,
+            page_size: number("pageSize", 10, 100)?,
+            name: q.get("name").map(|n| n.to_lowercase()),
+            ascending,
+        })
+    }
+}
+
+/// `GET /v1/scripts[?page=&pageSize=&name=&orderBy=created_at&orderDirection=]`: one page
+/// (default 10, at most 100), newest first unless asked otherwise, the totals in `X-Page`,
+/// `X-Page-Size` and `X-Total-Count`. `name` matches part of the name.
+pub async fn list_scripts(
+    State(state): State<AppState>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let p = ScriptPage::parse(&q)?;
+    let g = state.lock();
+    let mut matching: Vec<&Script> = g
+        .scripts
+        .iter()
+        .filter(|s| {
+            p.name
+                .as_deref()
+                .is_none_or(|n| s.name.to_lowercase().contains(n))
+        })
+        .collect();
+    matching.sort_by_key(|s| s.seq);
+    if !p.ascending {
+        matching.reverse();
+    }
+    let total = matching.len();
+    let page: Vec<&Script> = matching
+        .into_iter()
+        .skip((p.page - 1).saturating_mul(p.page_size))
+        .take(p.page_size)
+        .collect();
+    let headers = [
+        ("x-page", p.page.to_string()),
+        ("x-page-size", p.page_size.to_string()),
+        ("x-total-count", total.to_string()),
+    ];
+    Ok((headers, Json(page)).into_response())
 }
 
 /// `GET /v1/scripts/{id}` → a one-element array.

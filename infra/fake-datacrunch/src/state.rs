@@ -15,7 +15,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{catalog, execute::Sandbox, faults::Faults, FakeConfig};
+use crate::{
+    catalog, conformance::ConformanceLog, execute::Sandbox, faults::Faults, ratelimit::RateLimiter,
+    FakeConfig,
+};
 
 /// Cheap-to-clone handle on the server state.
 #[derive(Clone)]
@@ -69,6 +72,8 @@ pub enum Status {
     Deleting,
     Discontinued,
     Error,
+    /// The OS installation failed: a failed boot (terminal), not a booting instance.
+    InstallationFailed,
     NoCapacity,
     Notfound,
     Unknown,
@@ -90,6 +95,7 @@ impl Status {
             Status::Deleting => "deleting",
             Status::Discontinued => "discontinued",
             Status::Error => "error",
+            Status::InstallationFailed => "installation_failed",
             Status::NoCapacity => "no_capacity",
             Status::Notfound => "notfound",
             Status::Unknown => "unknown",
@@ -119,6 +125,7 @@ impl Status {
 pub enum Fate {
     Run,
     Error,
+    InstallationFailed,
     Vanish,
 }
 
@@ -162,8 +169,10 @@ pub struct Instance {
     pub startup_script: Option<String>,
     pub ssh_key_ids: Vec<String>,
     pub os_volume: Option<Value>,
+    pub jupyter_token: String,
     pub contract: Option<String>,
     pub pricing: Option<String>,
+    /// When the delete was accepted (the instance is `deleting`, then `discontinued`).
     pub deleted_at: Option<DateTime<Utc>>,
     pub vanished_at: Option<DateTime<Utc>>,
     pub fate: Fate,
@@ -201,6 +210,12 @@ impl Instance {
         m.insert("created_at".into(), json!(rfc3339(&self.created_at)));
         m.insert("location".into(), json!(self.location));
         m.insert("ip".into(), json!(self.ip));
+        m.insert("tags".into(), json!([]));
+        m.insert("jupyter_token".into(), json!(self.jupyter_token));
+        m.insert(
+            "volume_ids".into(),
+            json!(self.os_volume_id.iter().collect::<Vec<_>>()),
+        );
         m.insert("os_volume_id".into(), json!(self.os_volume_id));
         m.insert("price_per_hour".into(), json!(self.price_per_hour));
         m.insert("is_spot".into(), json!(self.is_spot));
@@ -208,8 +223,17 @@ impl Instance {
         m.insert("os_name".into(), json!(self.image.name));
         m.insert("startup_script_id".into(), json!(self.startup_script_id));
         m.insert("ssh_key_ids".into(), json!(self.ssh_key_ids));
-        m.insert("contract".into(), json!(self.contract));
-        m.insert("pricing".into(), json!(self.pricing));
+        // The documented enums; a deploy without them gets the defaults the API reports.
+        let contract = match (&self.contract, self.is_spot) {
+            (Some(c), _) => c.as_str(),
+            (None, true) => "SPOT",
+            (None, false) => "PAY_AS_YOU_GO",
+        };
+        m.insert("contract".into(), json!(contract));
+        m.insert(
+            "pricing".into(),
+            json!(self.pricing.as_deref().unwrap_or("FIXED_PRICE")),
+        );
         m.extend(self.instance_type.hardware_json());
         Value::Object(m)
     }
@@ -257,6 +281,10 @@ pub struct SshKey {
     pub name: String,
     pub key: String,
     pub created_at: String,
+    /// The real API computes an MD5 fingerprint; `null` is its documented value for a key it
+    /// cannot parse, and nothing here needs the fingerprint.
+    pub fingerprint: Option<String>,
+    pub created_by_user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -264,6 +292,92 @@ pub struct Script {
     pub id: String,
     pub name: String,
     pub script: String,
+    pub created_at: String,
+    /// Creation order (timestamps can tie): newest first means highest `seq` first.
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+/// Where a volume is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeState {
+    Attached,
+    Detached,
+    /// Deleted into trash: kept `trash_ttl_secs` (96 h), counted against the storage quota.
+    Trash,
+}
+
+/// A block volume; only OS volumes exist here (one per instance, created at deploy).
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub id: String,
+    pub name: String,
+    pub size_gb: u64,
+    pub instance_id: String,
+    pub location: String,
+    pub ssh_key_ids: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub state: VolumeState,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl Volume {
+    /// The object of `GET /v1/volumes` (and of `/v1/volumes/trash`, with the deletion fields).
+    pub fn to_json(&self) -> Value {
+        let status = match self.state {
+            VolumeState::Attached => "attached",
+            VolumeState::Detached => "detached",
+            VolumeState::Trash => "deleted",
+        };
+        let short = &self.id[..8.min(self.id.len())];
+        let mut v = json!({
+            "id": self.id,
+            "instance_id": self.instance_id,
+            "instances": [],
+            "name": self.name,
+            "created_at": rfc3339(&self.created_at),
+            "status": status,
+            "size": self.size_gb,
+            "is_os_volume": true,
+            "target": "vda",
+            "type": "NVMe",
+            "location": self.location,
+            "ssh_key_ids": self.ssh_key_ids,
+            "contract": "PAY_AS_YOU_GO",
+            "base_hourly_cost": 0.0002 * self.size_gb as f64,
+            "monthly_price": 0.2 * self.size_gb as f64,
+            "currency": "usd",
+            "tags": [],
+        });
+        let m = v.as_object_mut().expect("object");
+        if let Some(t) = &self.deleted_at {
+            m.insert("deleted_at".into(), json!(rfc3339(t)));
+            m.insert("is_permanently_deleted".into(), json!(false));
+        } else {
+            m.insert("pseudo_path".into(), json!(format!("volume-{short}")));
+            m.insert(
+                "create_directory_command".into(),
+                json!("mkdir -p /mnt/volume"),
+            );
+            m.insert(
+                "mount_command".into(),
+                json!(format!("mount -t nfs nfs.fake:volume-{short} /mnt/volume")),
+            );
+            m.insert(
+                "filesystem_to_fstab_command".into(),
+                json!(format!("echo 'nfs.fake:volume-{short} /mnt/volume nfs defaults 0 0' | sudo tee -a /etc/fstab")),
+            );
+            m.insert("long_term".into(), json!({}));
+        }
+        v
+    }
+
+    /// Admin view: the API object plus where it is.
+    pub fn to_admin_json(&self) -> Value {
+        let mut v = self.to_json();
+        v["in_trash"] = json!(self.state == VolumeState::Trash);
+        v
+    }
 }
 
 /// Everything behind the lock.
@@ -281,6 +395,10 @@ pub struct Inner {
     pub faults: Faults,
     pub requests_total: u64,
     pub requests_by_route: BTreeMap<String, u64>,
+    /// Every volume not permanently deleted (attached, detached, or in trash until it expires).
+    pub volumes: Vec<Volume>,
+    pub conformance: ConformanceLog,
+    pub rate: RateLimiter,
 }
 
 impl Inner {
@@ -296,7 +414,24 @@ impl Inner {
             faults: Faults::new(config.token_ttl_secs),
             requests_total: 0,
             requests_by_route: BTreeMap::new(),
+            volumes: Vec::new(),
+            conformance: ConformanceLog::default(),
+            rate: RateLimiter::new(config.rate_limits.clone()),
         }
+    }
+
+    /// Drops trashed volumes older than the trash lifetime (the provider purges them).
+    pub fn purge_trash(&mut self, ttl_secs: u64) {
+        let now = Utc::now();
+        let ttl = chrono::Duration::seconds(ttl_secs.min(i64::MAX as u64) as i64);
+        self.volumes.retain(|v| {
+            v.state != VolumeState::Trash || v.deleted_at.is_none_or(|t| now - t < ttl)
+        });
+    }
+
+    /// Gigabytes counted against the storage quota: every volume, trash included.
+    pub fn storage_used_gb(&self) -> u64 {
+        self.volumes.iter().map(|v| v.size_gb).sum()
     }
 
     /// Instances in creation order.

@@ -418,7 +418,17 @@ async fn provider_delete_refused_while_provisioning_then_accepted_then_gone() {
         c.delete_instance(&id, None).await.unwrap(),
         DeleteOutcome::Accepted
     );
-    let after = c.get_instance(&id).await.unwrap();
+    // Accepted means `deleting` for a moment (as Verda documents), then gone.
+    let mut after = c.get_instance(&id).await.unwrap();
+    for _ in 0..50 {
+        match &after {
+            Some(i) if i.status == InstanceStatus::Deleting => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                after = c.get_instance(&id).await.unwrap();
+            }
+            _ => break,
+        }
+    }
     assert!(
         after.as_ref().is_none_or(|i| i.status.is_gone()),
         "{after:?}"
