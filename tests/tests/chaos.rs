@@ -1017,10 +1017,13 @@ async fn run() {
         }
     }
     println!(
-        "chaos: jobs={n} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} ledger_error_micros={ledger_error} overcharged_jobs={}",
+        "chaos: jobs={n} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={}",
         stuck.len(),
         leaked_instances.len(),
         leaked_scripts.len(),
+        // Every volume the fake still holds, trash included (reported, not yet asserted: a
+        // vanished instance's volume is not ours to find yet — issue 16).
+        state["leaked_volumes"].as_u64().unwrap_or(0),
         overcharged.len()
     );
 
