@@ -148,11 +148,14 @@ impl Stack {
         let instances = stack.paths.out.join("instances");
         std::fs::create_dir_all(&instances)?;
         let mut fake = Command::new(stack.bin("fake-datacrunch")?);
+        // Rate limits off: the throughput figures measure our side (batches of deploys far above
+        // Verda's 60 per minute); requests per job-hour are counted, not throttled.
         fake.args([
             "--addr",
             "127.0.0.1:0",
             "--provision-ms",
             "3000",
+            "--no-rate-limits",
             "--execute",
         ])
         .arg(&instances)
