@@ -89,7 +89,9 @@ moto_port=$(free_port)
 pids+=($!)
 wait_port "$moto_port" moto
 
-target/debug/fake-datacrunch --addr 127.0.0.1:0 --provision-ms 500 \
+# Rate limits off: the fuzzer sends far more than Verda's 60 requests a minute per path, and
+# the API would rightly answer 502 to the throttled ones; what is fuzzed here is our API.
+target/debug/fake-datacrunch --addr 127.0.0.1:0 --provision-ms 500 --no-rate-limits \
   >"$out/fake-datacrunch.out" 2>"$logs/fake-datacrunch-$tag.log" &
 pids+=($!)
 fake_url=$(wait_url "$out/fake-datacrunch.out" fake-datacrunch)
