@@ -105,17 +105,12 @@ async fn bodies_must_be_json_objects_and_errors_never_name_rust_types() {
     assert!(!answer.error().contains("struct"), "{answer:?}");
 }
 
-/// 20 identical `POST /ssh-keys` with one Idempotency-Key at once: every answer is the one
-/// original 201, one key is stored, one copy at the provider.
-#[tokio::test]
-async fn concurrent_ssh_key_requests_with_one_idempotency_key_all_get_the_original() {
-    let stack = Stack::shared();
-    let account = stack.account("0").await;
-    let public_key = ssh_public_key();
-    let body = json!({ "name": "racer", "public_key": public_key }).to_string();
+/// Sends `body` to `path` 20 times at once with one Idempotency-Key; asserts every racer got
+/// the one original 201 (19 of them marked as replays) and answers the created id.
+async fn race_one_key(stack: &Stack, key: &str, path: &str, body: &str) -> String {
     let idem = format!("race-{}", uuid::Uuid::new_v4());
     let answers = futures_util::future::join_all(
-        (0..20).map(|_| post_raw(stack, "/ssh-keys", &account.key, &body, Some(&idem))),
+        (0..20).map(|_| post_raw(stack, path, key, body, Some(&idem))),
     )
     .await;
     let ids: BTreeSet<String> = answers
@@ -125,12 +120,23 @@ async fn concurrent_ssh_key_requests_with_one_idempotency_key_all_get_the_origin
             a.body["id"].as_str().unwrap().to_string()
         })
         .collect();
-    assert_eq!(ids.len(), 1, "one key for all: {ids:?}");
+    assert_eq!(ids.len(), 1, "one resource for all: {ids:?}");
     let replays = answers
         .iter()
         .filter(|a| a.headers.get("idempotent-replayed").is_some())
         .count();
     assert_eq!(replays, 19, "19 replays of the one creation");
+    ids.into_iter().next().unwrap()
+}
+
+/// One key is stored, one copy at the provider.
+#[tokio::test]
+async fn concurrent_ssh_key_requests_with_one_idempotency_key_all_get_the_original() {
+    let stack = Stack::shared();
+    let account = stack.account("0").await;
+    let public_key = ssh_public_key();
+    let body = json!({ "name": "racer", "public_key": public_key }).to_string();
+    race_one_key(stack, &account.key, "/ssh-keys", &body).await;
     let listed = get(stack, &account.key, "/ssh-keys").await;
     assert_eq!(
         listed.body["ssh_keys"].as_array().unwrap().len(),
@@ -149,22 +155,9 @@ async fn concurrent_job_submits_with_one_idempotency_key_create_one_job() {
     let stack = Stack::shared();
     let account = stack.account("10").await;
     let body = cheap_job(None, "echo once").to_string();
-    let idem = format!("race-{}", uuid::Uuid::new_v4());
-    let answers = futures_util::future::join_all(
-        (0..20).map(|_| post_raw(stack, "/jobs", &account.key, &body, Some(&idem))),
-    )
-    .await;
-    let ids: BTreeSet<String> = answers
-        .iter()
-        .map(|a| {
-            assert_eq!(a.status, 201, "{a:?}");
-            a.body["id"].as_str().unwrap().to_string()
-        })
-        .collect();
-    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = race_one_key(stack, &account.key, "/jobs", &body).await;
     let jobs = get(stack, &account.key, "/jobs").await;
     assert_eq!(jobs.body["jobs"].as_array().unwrap().len(), 1, "{jobs:?}");
-    let id = ids.into_iter().next().unwrap();
     wait_terminal(stack, &account.key, &id, SHORT).await;
 }
 
