@@ -43,6 +43,12 @@ pub enum ApiError {
     /// The GPU provider could not answer and nothing cached could stand in.
     #[error("The GPU provider is unavailable right now; please retry shortly")]
     ProviderUnavailable { detail: String },
+    /// A Stripe webhook whose `Stripe-Signature` does not prove it came from Stripe.
+    #[error("Invalid Stripe signature: {0}")]
+    InvalidSignature(String),
+    /// The payment provider (Stripe) could not be reached or refused us; nothing was charged.
+    #[error("Payments are unavailable right now; please retry shortly")]
+    PaymentsUnavailable { detail: String },
     #[error("Internal error")]
     Internal(String),
 }
@@ -79,7 +85,8 @@ impl ApiError {
             NotFound(_) | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Conflict { .. } => StatusCode::CONFLICT,
-            ProviderUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            ProviderUnavailable { .. } | PaymentsUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            InvalidSignature(_) => StatusCode::BAD_REQUEST,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +108,8 @@ impl ApiError {
             MethodNotAllowed { .. } => "method_not_allowed",
             Conflict { code, .. } => code,
             ProviderUnavailable { .. } => "provider_unavailable",
+            InvalidSignature(_) => "invalid_signature",
+            PaymentsUnavailable { .. } => "payments_unavailable",
             Internal(_) => "internal_error",
         }
     }

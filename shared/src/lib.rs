@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod billing;
 pub mod catalog;
 pub mod chaos;
 pub mod config;

@@ -19,7 +19,8 @@ pub struct Account {
     pub held_micros: i64,
     /// Credits spent on finished metering.
     pub charged_micros: i64,
-    /// Credits ever added.
+    /// Credits added (operator grants and purchases), net of what refunds and disputes took
+    /// back: `added = balance + held + charged` holds with refunds too.
     pub added_micros: i64,
 }
 
@@ -27,12 +28,15 @@ pub struct Account {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LedgerEntry {
     pub entry_id: String,
-    /// `credit`, `hold`, `charge` or `release`.
+    /// `credit`, `purchase`, `hold`, `charge`, `release`, `refund` or `dispute`.
     pub kind: String,
     pub amount_micros: i64,
     pub job_id: Option<String>,
     pub note: String,
     pub at: Millis,
+    /// The payment behind a purchase, refund or dispute (Stripe's ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<super::payments::PaymentRef>,
 }
 
 pub const ACCOUNT_SK: &str = "ACCOUNT";
@@ -80,14 +84,27 @@ impl Store {
         note: &str,
     ) -> Result<TransactWriteItem, ApiError> {
         let at = now_ms();
-        let entry = LedgerEntry {
-            entry_id: uuid::Uuid::new_v4().to_string(),
-            kind: kind.to_string(),
-            amount_micros: amount.0,
-            job_id: job_id.map(str::to_string),
-            note: note.to_string(),
-            at,
-        };
+        self.ledger_entry_put(
+            account_id,
+            LedgerEntry {
+                entry_id: uuid::Uuid::new_v4().to_string(),
+                kind: kind.to_string(),
+                amount_micros: amount.0,
+                job_id: job_id.map(str::to_string),
+                note: note.to_string(),
+                at,
+                payment: None,
+            },
+        )
+    }
+
+    /// A ledger `Put` for a complete entry (its sort key orders the ledger by time).
+    pub fn ledger_entry_put(
+        &self,
+        account_id: &str,
+        entry: LedgerEntry,
+    ) -> Result<TransactWriteItem, ApiError> {
+        let at = entry.at;
         let sk = format!("LEDGER#{at:013}#{}", entry.entry_id);
         let put = Put::builder()
             .table_name(&self.table)

@@ -9,12 +9,17 @@
 //! | job | `ACCOUNT#{id}` | `JOB#{uuidv7}` |
 //! | idempotency record | `ACCOUNT#{id}` | `IDEM#{key}` |
 //! | ledger entry | `ACCOUNT#{id}` | `LEDGER#{time}#{id}` |
+//! | Stripe payment (by payment intent) | `PAYMENT#{pi}` | `PAYMENT` |
+//! | Stripe Checkout Session credited | `CHECKOUT#{cs}` | `CHECKOUT` |
+//! | Stripe event processed | `STRIPE_EVENT#{evt}` | `EVENT` |
 
 pub mod accounts;
 pub mod cursor;
 pub mod idempotency;
 pub mod jobs;
 pub mod keys;
+pub mod ledger;
+pub mod payments;
 pub mod ssh_keys;
 
 use crate::error::ApiError;
