@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: moto (DynamoDB, SQS, Secrets Manager) on 127.0.0.1,
 # the fake DataCrunch provider in execute mode (startup scripts really run, with bash, in
-# .local/instances), and the local server on http://127.0.0.1:3000 serving template.yaml's
+# .local/instances), the fake Stripe (checkout page, signed webhooks to the local server), and
+# the local server on http://127.0.0.1:3000 serving template.yaml's
 # routes from the Lambda handlers, with the worker and the reconciler. Creates a demo account
 # and prints an API key (also written to .local/env for `source .local/env`). Ctrl-C stops
 # everything it started. All state lives in moto's memory: every run starts empty.
@@ -12,12 +13,13 @@ cd "$root"
 API_PORT=${API_PORT:-3000}
 MOTO_PORT=${MOTO_PORT:-5000}
 PROVIDER_PORT=${PROVIDER_PORT:-8081}
+STRIPE_PORT=${STRIPE_PORT:-12111}
 state="$root/.local"
 mkdir -p "$state/instances" "$state/logs"
 
-for port in "$API_PORT" "$MOTO_PORT" "$PROVIDER_PORT"; do
+for port in "$API_PORT" "$MOTO_PORT" "$PROVIDER_PORT" "$STRIPE_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port on 127.0.0.1 is in use: stop what runs there or set API_PORT/MOTO_PORT/PROVIDER_PORT" >&2
+    echo "port $port on 127.0.0.1 is in use: stop what runs there or set API_PORT/MOTO_PORT/PROVIDER_PORT/STRIPE_PORT" >&2
     exit 1
   fi
 done
@@ -76,18 +78,30 @@ start fake-datacrunch target/debug/fake-datacrunch --addr "127.0.0.1:$PROVIDER_P
   >"$state/logs/fake-datacrunch.out" 2>"$state/logs/fake-datacrunch.log"
 wait_port "$PROVIDER_PORT" fake-datacrunch
 
+# The fake Stripe: its secret key and a webhook signing secret new for each run go into the
+# Stripe secret (mimiry-admin bootstrap), its events to the billing webhook of the local server.
+stripe_api_key=sk_test_mimiry_local
+stripe_webhook_secret="whsec_local_$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+start fake-stripe target/debug/fake-stripe --addr "127.0.0.1:$STRIPE_PORT" \
+  --api-key "$stripe_api_key" --webhook-secret "$stripe_webhook_secret" \
+  --webhook-url "http://127.0.0.1:$API_PORT/billing/stripe-webhook" \
+  >"$state/logs/fake-stripe.out" 2>"$state/logs/fake-stripe.log"
+wait_port "$STRIPE_PORT" fake-stripe
+
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 export TABLE_NAME=mimiry
 export PROVIDER_BASE_URL="http://127.0.0.1:$PROVIDER_PORT/v1"
 export PUBLIC_BASE_URL="http://127.0.0.1:$API_PORT"
+export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
 # Local timers: look at jobs every few seconds instead of every few minutes.
 export PROVISIONING_POLL_SECONDS=${PROVISIONING_POLL_SECONDS:-2}
 export RUNNING_POLL_SECONDS=${RUNNING_POLL_SECONDS:-5}
 export RETRY_DELAY_SECONDS=${RETRY_DELAY_SECONDS:-2}
 export RECONCILE_GRACE_SECONDS=${RECONCILE_GRACE_SECONDS:-10}
 export EFFECT_LEASE_SECONDS=${EFFECT_LEASE_SECONDS:-30}
-JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap | tail -n 1)
+JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap --stripe-api-key "$stripe_api_key" \
+  --stripe-webhook-secret "$stripe_webhook_secret" | tail -n 1)
 export JOBS_QUEUE_URL
 
 start mimiry-local target/debug/mimiry-local --addr "127.0.0.1:$API_PORT" --reconcile-every 10 \
@@ -109,6 +123,7 @@ Mimiry is running locally.
   API:            $base
   moto (AWS):     http://127.0.0.1:$MOTO_PORT
   fake provider:  http://127.0.0.1:$PROVIDER_PORT/v1   (startup scripts run in .local/instances/)
+  fake Stripe:    http://127.0.0.1:$STRIPE_PORT   (checkout pages; events: /admin/events)
   logs:           .local/logs/
   demo account:   $account (100.00 credits)
 

@@ -20,6 +20,7 @@ pub struct Names {
     pub dead_letter_queue: String,
     pub provider_secret: String,
     pub report_secret: String,
+    pub stripe_secret: String,
 }
 
 pub struct Created {
@@ -192,13 +193,15 @@ fn number(v: &Value, what: &str) -> Result<String> {
     }
 }
 
-/// Creates everything; `provider_credentials` is the JSON the provider secret holds.
+/// Creates everything; `provider_credentials` and `stripe_keys` are the JSON the provider and
+/// Stripe secrets hold.
 pub async fn bootstrap(
     clients: &AwsClients,
     template: &Template,
     names: &Names,
     provider_credentials: &str,
     report_signing_key: &str,
+    stripe_keys: &str,
 ) -> Result<Created> {
     create_table(clients, template, &names.table).await?;
 
@@ -241,6 +244,7 @@ pub async fn bootstrap(
 
     ensure_secret(clients, &names.provider_secret, provider_credentials).await?;
     ensure_secret(clients, &names.report_secret, report_signing_key).await?;
+    ensure_secret(clients, &names.stripe_secret, stripe_keys).await?;
     Ok(Created {
         queue_url,
         dead_letter_queue_url,

@@ -86,7 +86,7 @@ impl RequestCtx {
             Err(e) => return Err(fail(e)),
         };
         let caller = match matched.route.access {
-            Access::JobToken => None,
+            access if !access.needs_api_key() => None,
             access => {
                 let header = request
                     .headers()
@@ -124,7 +124,8 @@ impl RequestCtx {
         self.matched.route.name
     }
 
-    /// The authenticated caller. Only routes with `Access::JobToken` have none.
+    /// The authenticated caller. Only routes without an API key (`Access::needs_api_key`)
+    /// have none.
     pub fn caller(&self) -> &Caller {
         self.caller
             .as_ref()

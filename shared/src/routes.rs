@@ -16,6 +16,15 @@ pub enum Access {
     AnyKey,
     /// No API key: the caller proves itself otherwise (the per-job report token).
     JobToken,
+    /// No API key: Stripe, proving itself with `Stripe-Signature` (the billing webhook).
+    StripeSignature,
+}
+
+impl Access {
+    /// Whether the route is called with an API key (else it proves itself otherwise).
+    pub fn needs_api_key(self) -> bool {
+        matches!(self, Access::Scope(_) | Access::AnyKey)
+    }
 }
 
 /// One public route.
@@ -49,6 +58,8 @@ pub enum RouteName {
     GetJob,
     CancelJob,
     ReportJob,
+    GetLedger,
+    StripeWebhook,
 }
 
 const fn route(
@@ -75,7 +86,7 @@ impl Route {
     }
 }
 
-use Access::{AnyKey, JobToken};
+use Access::{AnyKey, JobToken, StripeSignature};
 use RouteName::*;
 use Scope::*;
 
@@ -152,6 +163,14 @@ pub const ROUTES: &[Route] = &[
         CancelJob,
     ),
     route("POST", "/jobs/{id}/report", JobToken, "jobs", ReportJob),
+    route("GET", "/account/ledger", AnyKey, "billing", GetLedger).with_query(&["limit", "cursor"]),
+    route(
+        "POST",
+        "/billing/stripe-webhook",
+        StripeSignature,
+        "billing",
+        StripeWebhook,
+    ),
 ];
 
 /// A request matched to its route, with the path parameters filled in.

@@ -207,6 +207,7 @@ fn the_route_table_names_the_access_of_each_operation() {
             (Some(scope), _) => format!("`{scope}`"),
             (None, Some("any-key")) => "any key".to_string(),
             (None, Some("job-token")) => "job token".to_string(),
+            (None, Some("stripe-signature")) => "Stripe signature".to_string(),
             other => panic!("{method} {path}: unknown access {other:?}"),
         };
         assert_eq!(cells[3], expected, "{API_DOC}: access of {method} {path}");

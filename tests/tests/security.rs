@@ -1,7 +1,8 @@
 //! Authorization as the route/scope table says it, over HTTP against the local stack:
 //! - every route of `ROUTES`, called with no key, an unknown key, a key with no scope, a key
 //!   with each single scope and a key with every scope: 2xx, 401 or 403 exactly as its access
-//!   (scope, any key, job token) implies;
+//!   (scope, any key, job token) implies; Stripe's webhook, which takes no key, refuses every
+//!   one of them with a 400 `invalid_signature` (a forged event crediting the account);
 //! - every route with an `{id}` called on another account's resource: 404, indistinguishable
 //!   from a resource that does not exist (the job-token route: another job's token is a 401);
 //! - after the traffic, no DynamoDB item holds a plaintext API key or report token (keys are
@@ -105,11 +106,14 @@ enum Expect {
     Allowed,
     Unauthorized,
     Forbidden(Scope),
+    /// Stripe's webhook: no signature, whatever key comes with it.
+    BadSignature,
 }
 
 /// The route table's verdict for an API key with `scopes` (`None`: no usable key at all).
 fn expected(route: &Route, scopes: Option<&[Scope]>) -> Expect {
     match (route.access, scopes) {
+        (Access::StripeSignature, _) => Expect::BadSignature,
         (_, None) | (Access::JobToken, _) => Expect::Unauthorized,
         (Access::AnyKey, Some(_)) => Expect::Allowed,
         (Access::Scope(s), Some(held)) if held.contains(&s) => Expect::Allowed,
@@ -138,6 +142,7 @@ struct Targets {
 async fn request_for(
     stack: &Stack,
     owner: &str,
+    owner_account: &str,
     route: &Route,
     allowed: bool,
     targets: &Targets,
@@ -156,6 +161,22 @@ async fn request_for(
         }
         RouteName::SubmitJob => Some(job_body(None)),
         RouteName::ReportJob => Some(json!({ "exit_code": 0, "output": "not from the instance" })),
+        // What a forger would send: the owner's account "paid" 1000 credits.
+        RouteName::StripeWebhook => Some(json!({
+            "id": format!("evt_forged_{}", uuid::Uuid::new_v4().simple()),
+            "object": "event",
+            "type": "checkout.session.completed",
+            "data": { "object": {
+                "id": format!("cs_forged_{}", uuid::Uuid::new_v4().simple()),
+                "object": "checkout.session",
+                "client_reference_id": owner_account,
+                "metadata": { "account_id": owner_account },
+                "payment_intent": "pi_forged",
+                "payment_status": "paid",
+                "amount_total": 100000,
+                "currency": "usd",
+            }},
+        })),
         _ => None,
     };
     (path, body)
@@ -174,6 +195,10 @@ fn check(label: &str, expect: Expect, route: &Route, answer: &Answer) {
             assert_eq!(answer.status, 401, "{label}: {answer:?}");
             assert_eq!(answer.error(), UNAUTHORIZED, "{label}");
             assert_eq!(answer.body["code"], "unauthorized", "{label}");
+        }
+        Expect::BadSignature => {
+            assert_eq!(answer.status, 400, "{label}: {answer:?}");
+            assert_eq!(answer.body["code"], "invalid_signature", "{label}");
         }
         Expect::Forbidden(scope) => {
             assert_eq!(answer.status, 403, "{label}: {answer:?}");
@@ -223,6 +248,7 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
             let (path, body) = request_for(
                 stack,
                 &owner.key,
+                &owner.account_id,
                 route,
                 expect == Expect::Allowed,
                 &targets,
@@ -247,7 +273,33 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
         callers.len()
     );
 
-    // The refused calls changed nothing.
+    // The refused calls changed nothing: no forged purchase was credited.
+    let account = stack
+        .store()
+        .await
+        .get_account(&owner.account_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        account.added_micros, 50_000_000,
+        "a forged webhook added credits: {account:?}"
+    );
+    let ledger = call(
+        "GET",
+        &stack.url("/account/ledger?limit=100"),
+        Some(&owner.key),
+        None,
+    )
+    .await;
+    assert!(
+        ledger.body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] != "purchase"),
+        "a forged webhook wrote a purchase: {ledger:?}"
+    );
     let keys = call("GET", &stack.url("/ssh-keys"), Some(&owner.key), None).await;
     assert!(
         keys.body["ssh_keys"]

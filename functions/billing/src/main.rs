@@ -1,1 +1,4 @@
-fn main() {}
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mimiry_shared::lambda::run_http::<mimiry_billing::App>().await
+}

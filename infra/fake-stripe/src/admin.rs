@@ -7,7 +7,7 @@
 use crate::checkout::{self, Method};
 use crate::error::StripeError;
 use crate::state::{event, new_id, now_secs, AppState};
-use crate::webhooks::{deliver, emit};
+use crate::webhooks::{deliver, deliver_in_order, emit};
 use axum::extract::{Path, State};
 use axum::Json;
 use futures_util::future::join_all;
@@ -69,12 +69,15 @@ pub struct Flush {
     order: Option<String>,
 }
 
-/// Delivers the held events one after the other, in the order asked for, and unpauses.
+/// Delivers the held events one after the other, in the order asked for (each one's first
+/// try before the next; retries of a refused one follow in the background), and unpauses.
 pub async fn flush(
     State(state): State<AppState>,
     body: Option<Json<Flush>>,
 ) -> Result<Json<Value>, StripeError> {
-    let order = body.and_then(|b| b.0.order).unwrap_or_else(|| "created".into());
+    let order = body
+        .and_then(|b| b.0.order)
+        .unwrap_or_else(|| "created".into());
     let mut held = std::mem::take(&mut state.store().held);
     match order.as_str() {
         "created" => {}
@@ -84,7 +87,7 @@ pub async fn flush(
     state.endpoint().paused = false;
     let mut results = Vec::new();
     for id in held {
-        let status = deliver(&state, &id, "event").await;
+        let status = deliver_in_order(&state, &id, "event").await;
         results.push(json!({ "event": id, "status": status }));
     }
     Ok(Json(json!({ "delivered": results })))
@@ -188,7 +191,9 @@ pub async fn dispute(
             .payment_intents
             .get(&r.payment_intent)
             .map(|p| p.charge.clone())
-            .ok_or_else(|| StripeError::no_such("payment_intent", &r.payment_intent, "payment_intent"))?;
+            .ok_or_else(|| {
+                StripeError::no_such("payment_intent", &r.payment_intent, "payment_intent")
+            })?;
         let charge = store
             .charges
             .get_mut(&charge_id)

@@ -206,13 +206,15 @@ fn session_from(state: &AppState, mut params: Params) -> Result<Session, StripeE
             .param("mode"))
         }
     }
-    let success_url = take_url(&mut params, "success_url")?
-        .ok_or_else(|| StripeError::missing("success_url"))?;
+    let success_url =
+        take_url(&mut params, "success_url")?.ok_or_else(|| StripeError::missing("success_url"))?;
     let cancel_url = take_url(&mut params, "cancel_url")?;
     let client_reference_id = params.remove("client_reference_id");
     if client_reference_id.as_ref().is_some_and(|c| c.len() > 200) {
-        return Err(StripeError::invalid("client_reference_id is at most 200 characters")
-            .param("client_reference_id"));
+        return Err(
+            StripeError::invalid("client_reference_id is at most 200 characters")
+                .param("client_reference_id"),
+        );
     }
     let customer_email = params.remove("customer_email");
     let metadata = take_map(&mut params, "metadata")?;
@@ -227,8 +229,9 @@ fn session_from(state: &AppState, mut params: Params) -> Result<Session, StripeE
     }
     let currency = items[0].currency.clone();
     if items.iter().any(|i| i.currency != currency) {
-        return Err(StripeError::invalid("All line items must use the same currency")
-            .param("line_items"));
+        return Err(
+            StripeError::invalid("All line items must use the same currency").param("line_items"),
+        );
     }
     params.retain(|k, v| !(k.starts_with("payment_method_types[") && v == "card"));
     if let Some((unknown, _)) = params.iter().next() {
@@ -382,9 +385,10 @@ pub fn refund(
             "status": "succeeded",
         });
         let charge_json = charge.to_json();
-        store
-            .refunds
-            .insert(refund["id"].as_str().unwrap_or_default().to_string(), refund.clone());
+        store.refunds.insert(
+            refund["id"].as_str().unwrap_or_default().to_string(),
+            refund.clone(),
+        );
         (refund, charge_json)
     };
     emit(state, crate::state::event("charge.refunded", charge_json));

@@ -28,7 +28,12 @@ fn escape(s: &str) -> String {
 }
 
 fn money(cents: i64, currency: &str) -> String {
-    format!("{}.{:02} {}", cents / 100, cents % 100, currency.to_uppercase())
+    format!(
+        "{}.{:02} {}",
+        cents / 100,
+        cents % 100,
+        currency.to_uppercase()
+    )
 }
 
 fn page(state: &AppState, id: &str, notice: Option<&str>) -> Result<String, StripeError> {
@@ -80,7 +85,11 @@ fn page(state: &AppState, id: &str, notice: Option<&str>) -> Result<String, Stri
 }
 
 fn html_error(e: StripeError) -> Response {
-    (e.status, Html(format!("<!doctype html><p>{}</p>", escape(&e.message)))).into_response()
+    (
+        e.status,
+        Html(format!("<!doctype html><p>{}</p>", escape(&e.message))),
+    )
+        .into_response()
 }
 
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Response {

@@ -54,7 +54,9 @@ impl StripeError {
     }
 
     pub fn bad_value(param: &str, message: impl Into<String>) -> Self {
-        Self::invalid(message).code("parameter_invalid_integer").param(param)
+        Self::invalid(message)
+            .code("parameter_invalid_integer")
+            .param(param)
     }
 
     /// 401: Stripe answers a missing or wrong key with an `invalid_request_error` and no code.
@@ -99,7 +101,10 @@ impl StripeError {
             error.insert("code".into(), json!(code));
             error.insert(
                 "doc_url".into(),
-                json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-"))),
+                json!(format!(
+                    "https://stripe.com/docs/error-codes/{}",
+                    code.replace('_', "-")
+                )),
             );
         }
         if let Some(param) = &self.param {

@@ -8,7 +8,10 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
 #[derive(Debug, Parser)]
-#[command(name = "fake-stripe", about = "A fake Stripe API (Checkout, refunds, webhooks)")]
+#[command(
+    name = "fake-stripe",
+    about = "A fake Stripe API (Checkout, refunds, webhooks)"
+)]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:12111")]

@@ -48,6 +48,14 @@ enum Command {
         provider_client_id: String,
         #[arg(long, default_value = "local-secret")]
         provider_client_secret: String,
+        #[arg(long, env = "STRIPE_SECRET_ID", default_value = "mimiry/stripe")]
+        stripe_secret: String,
+        /// The Stripe secret key the local fake Stripe accepts (`fake-stripe --api-key`).
+        #[arg(long, default_value = "sk_test_mimiry_local")]
+        stripe_api_key: String,
+        /// The webhook signing secret the local fake Stripe signs with.
+        #[arg(long, default_value = "whsec_mimiry_local")]
+        stripe_webhook_secret: String,
     },
     /// Create an account; prints its id alone on the last line.
     CreateAccount {
@@ -146,6 +154,9 @@ async fn main() -> Result<()> {
             report_secret,
             provider_client_id,
             provider_client_secret,
+            stripe_secret,
+            stripe_api_key,
+            stripe_webhook_secret,
         } => {
             let template = Template::find()?;
             let names = Names {
@@ -154,6 +165,7 @@ async fn main() -> Result<()> {
                 queue,
                 provider_secret,
                 report_secret,
+                stripe_secret,
             };
             let credentials = serde_json::json!({
                 "client_id": provider_client_id,
@@ -161,8 +173,20 @@ async fn main() -> Result<()> {
             })
             .to_string();
             let signing_key = mimiry_shared::auth::ApiKey::generate().hash();
-            let created =
-                bootstrap(&clients, &template, &names, &credentials, &signing_key).await?;
+            let stripe_keys = serde_json::json!({
+                "api_key": stripe_api_key,
+                "webhook_secret": stripe_webhook_secret,
+            })
+            .to_string();
+            let created = bootstrap(
+                &clients,
+                &template,
+                &names,
+                &credentials,
+                &signing_key,
+                &stripe_keys,
+            )
+            .await?;
             println!("table: {}", names.table);
             println!("dead-letter queue: {}", created.dead_letter_queue_url);
             println!("{}", created.queue_url);

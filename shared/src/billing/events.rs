@@ -41,8 +41,15 @@ pub struct PurchaseEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TakeBackEvent {
-    Refund { charge: String, amount_refunded: Micros },
-    Dispute { charge: String, dispute: String, amount: Micros },
+    Refund {
+        charge: String,
+        amount_refunded: Micros,
+    },
+    Dispute {
+        charge: String,
+        dispute: String,
+        amount: Micros,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,8 +262,12 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(&session("unpaid", json!({"account_id": "a1"}), "a1")).unwrap().event,
-            Event::SessionAwaitingPayment { session: "cs_1".into() }
+            parse(&session("unpaid", json!({"account_id": "a1"}), "a1"))
+                .unwrap()
+                .event,
+            Event::SessionAwaitingPayment {
+                session: "cs_1".into()
+            }
         );
     }
 
@@ -280,7 +291,10 @@ mod tests {
             parse(refund.to_string().as_bytes()).unwrap().event,
             Event::TakeBack {
                 payment_intent: "pi_1".into(),
-                what: TakeBackEvent::Refund { charge: "ch_1".into(), amount_refunded: Micros(10_000_000) }
+                what: TakeBackEvent::Refund {
+                    charge: "ch_1".into(),
+                    amount_refunded: Micros(10_000_000)
+                }
             }
         );
         assert!(parse(b"{}").is_err());

@@ -18,8 +18,8 @@ pub mod stripe;
 use crate::aws::AwsClients;
 use crate::error::ApiError;
 use crate::money::Micros;
-pub use stripe::{CheckoutStart, StripeClient, StripeKeys};
 use std::time::Duration;
+pub use stripe::{CheckoutStart, StripeClient, StripeKeys};
 
 /// Where Stripe is and how to reach it (environment, like [`crate::config::Config`]).
 #[derive(Debug, Clone)]
@@ -78,7 +78,11 @@ impl PurchaseAmount {
         if amount < Self::MIN || amount > Self::MAX {
             return Err(ApiError::validation(
                 "amount",
-                format!("The amount must be from {} to {} credits", Self::MIN, Self::MAX),
+                format!(
+                    "The amount must be from {} to {} credits",
+                    Self::MIN,
+                    Self::MAX
+                ),
             ));
         }
         if amount.0 % 10_000 != 0 {
@@ -126,7 +130,11 @@ impl Billing {
     }
 
     /// The Checkout Session's parameters for `account_id` buying `amount`.
-    pub fn session_params(&self, account_id: &str, amount: PurchaseAmount) -> Vec<(String, String)> {
+    pub fn session_params(
+        &self,
+        account_id: &str,
+        amount: PurchaseAmount,
+    ) -> Vec<(String, String)> {
         let p = |k: &str, v: String| (k.to_string(), v);
         vec![
             p("mode", "payment".into()),
@@ -137,11 +145,17 @@ impl Billing {
             ),
             p("metadata[credits]", amount.micros().to_string()),
             p(
-                &format!("payment_intent_data[metadata][{}]", events::ACCOUNT_METADATA_KEY),
+                &format!(
+                    "payment_intent_data[metadata][{}]",
+                    events::ACCOUNT_METADATA_KEY
+                ),
                 account_id.into(),
             ),
             p("line_items[0][price_data][currency]", "usd".into()),
-            p("line_items[0][price_data][unit_amount]", amount.cents().to_string()),
+            p(
+                "line_items[0][price_data][unit_amount]",
+                amount.cents().to_string(),
+            ),
             p(
                 "line_items[0][price_data][product_data][name]",
                 format!("{} Mimiry credits", amount.micros()),
@@ -174,8 +188,14 @@ mod tests {
     fn purchase_amounts_are_bounded_and_in_cents() {
         assert_eq!(PurchaseAmount::parse("25").unwrap().cents(), 2500);
         assert_eq!(PurchaseAmount::parse("12.34").unwrap().cents(), 1234);
-        assert_eq!(PurchaseAmount::parse("5").unwrap().micros(), PurchaseAmount::MIN);
-        assert_eq!(PurchaseAmount::parse("1000.00").unwrap().micros(), PurchaseAmount::MAX);
+        assert_eq!(
+            PurchaseAmount::parse("5").unwrap().micros(),
+            PurchaseAmount::MIN
+        );
+        assert_eq!(
+            PurchaseAmount::parse("1000.00").unwrap().micros(),
+            PurchaseAmount::MAX
+        );
         for bad in ["4.99", "1000.01", "0", "-5", "12.345", "abc", ""] {
             assert!(PurchaseAmount::parse(bad).is_err(), "{bad}");
         }

@@ -75,7 +75,10 @@ pub fn sign(secret: &str, timestamp: i64, payload: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 #[cfg(test)]
@@ -92,9 +95,17 @@ mod tests {
     #[test]
     fn a_good_signature_passes_and_any_change_fails() {
         let header = sign("whsec_a", NOW, BODY);
-        assert_eq!(verify(Some(&header), BODY, &secrets(&["whsec_a"]), NOW), Ok(()));
         assert_eq!(
-            verify(Some(&header), b"{\"id\":\"evt_2\"}", &secrets(&["whsec_a"]), NOW),
+            verify(Some(&header), BODY, &secrets(&["whsec_a"]), NOW),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                Some(&header),
+                b"{\"id\":\"evt_2\"}",
+                &secrets(&["whsec_a"]),
+                NOW
+            ),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
@@ -115,8 +126,14 @@ mod tests {
         let s = secrets(&["whsec_a"]);
         assert_eq!(verify(Some(&header), BODY, &s, NOW + 300), Ok(()));
         assert_eq!(verify(Some(&header), BODY, &s, NOW - 300), Ok(()));
-        assert_eq!(verify(Some(&header), BODY, &s, NOW + 301), Err(SignatureError::Expired));
-        assert_eq!(verify(Some(&header), BODY, &s, NOW - 301), Err(SignatureError::Expired));
+        assert_eq!(
+            verify(Some(&header), BODY, &s, NOW + 301),
+            Err(SignatureError::Expired)
+        );
+        assert_eq!(
+            verify(Some(&header), BODY, &s, NOW - 301),
+            Err(SignatureError::Expired)
+        );
     }
 
     #[test]
@@ -125,8 +142,14 @@ mod tests {
         let old = sign("whsec_old", NOW, BODY);
         let new = sign("whsec_new", NOW, BODY);
         let both = format!("{old},{},v0=ignored", new.split_once(',').unwrap().1);
-        assert_eq!(verify(Some(&both), BODY, &secrets(&["whsec_new"]), NOW), Ok(()));
-        assert_eq!(verify(Some(&both), BODY, &secrets(&["whsec_old"]), NOW), Ok(()));
+        assert_eq!(
+            verify(Some(&both), BODY, &secrets(&["whsec_new"]), NOW),
+            Ok(())
+        );
+        assert_eq!(
+            verify(Some(&both), BODY, &secrets(&["whsec_old"]), NOW),
+            Ok(())
+        );
         assert_eq!(
             verify(Some(&new), BODY, &secrets(&["whsec_old", "whsec_new"]), NOW),
             Ok(())
@@ -141,7 +164,13 @@ mod tests {
     fn malformed_headers_are_refused() {
         let s = secrets(&["whsec_a"]);
         assert_eq!(verify(None, BODY, &s, NOW), Err(SignatureError::Missing));
-        for bad in ["", "t=abc,v1=00", "v1=00", &format!("t={NOW}"), &format!("t={NOW},v0=ab")] {
+        for bad in [
+            "",
+            "t=abc,v1=00",
+            "v1=00",
+            &format!("t={NOW}"),
+            &format!("t={NOW},v0=ab"),
+        ] {
             assert_eq!(
                 verify(Some(bad), BODY, &s, NOW),
                 Err(SignatureError::Malformed),

@@ -138,11 +138,10 @@ impl StripeClient {
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
             if status.is_success() {
-                let session: SessionAnswer = serde_json::from_str(&text).map_err(|e| {
-                    ApiError::PaymentsUnavailable {
+                let session: SessionAnswer =
+                    serde_json::from_str(&text).map_err(|e| ApiError::PaymentsUnavailable {
                         detail: format!("Stripe's session answer: {e}"),
-                    }
-                })?;
+                    })?;
                 let url = session.url.ok_or_else(|| ApiError::PaymentsUnavailable {
                     detail: format!("Stripe session {} has no url", session.id),
                 })?;
@@ -163,7 +162,8 @@ impl StripeClient {
                 .unwrap_or_else(|_| format!("{} (no Stripe error body)", status.as_u16()));
             // 409: a concurrent request with the same key is still running; 429 and 5xx:
             // Stripe asks us to come back. Anything else will not change by retrying.
-            let retry = status.as_u16() == 409 || status.as_u16() == 429 || status.is_server_error();
+            let retry =
+                status.as_u16() == 409 || status.as_u16() == 429 || status.is_server_error();
             if !retry {
                 return Err(ApiError::PaymentsUnavailable { detail });
             }

@@ -16,7 +16,10 @@ pub struct LedgerPage {
 fn cursor_decode(c: &str) -> Result<String, ApiError> {
     let position = cursor::decode(c)?;
     let (at, id) = position.split_once('#').ok_or_else(cursor::invalid)?;
-    if at.len() != 13 || !at.bytes().all(|b| b.is_ascii_digit()) || uuid::Uuid::parse_str(id).is_err() {
+    if at.len() != 13
+        || !at.bytes().all(|b| b.is_ascii_digit())
+        || uuid::Uuid::parse_str(id).is_err()
+    {
         return Err(cursor::invalid());
     }
     Ok(position)
@@ -34,7 +37,10 @@ impl Store {
             Some(c) => Some(
                 [
                     ("PK".to_string(), s(account_pk(account_id))),
-                    ("SK".to_string(), s(format!("{PREFIX}{}", cursor_decode(c)?))),
+                    (
+                        "SK".to_string(),
+                        s(format!("{PREFIX}{}", cursor_decode(c)?)),
+                    ),
                 ]
                 .into_iter()
                 .collect(),
@@ -91,7 +97,12 @@ mod tests {
     fn cursors_round_trip_and_refuse_tampering() {
         let position = format!("{:013}#{}", 1_700_000_000_000i64, uuid::Uuid::new_v4());
         assert_eq!(cursor_decode(&cursor::encode(&position)).unwrap(), position);
-        for bad in ["x", "1#2", "1700000000000#not-a-uuid", "17000000000000#00000000-0000-0000-0000-000000000000"] {
+        for bad in [
+            "x",
+            "1#2",
+            "1700000000000#not-a-uuid",
+            "17000000000000#00000000-0000-0000-0000-000000000000",
+        ] {
             assert!(cursor_decode(&cursor::encode(bad)).is_err(), "{bad}");
         }
         assert!(cursor_decode("not base64!").is_err());

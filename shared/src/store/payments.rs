@@ -122,7 +122,11 @@ fn event_marker(store: &Store, event_id: &str) -> Result<TransactWriteItem, ApiE
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-fn account_delta(store: &Store, account_id: &str, delta: Micros) -> Result<TransactWriteItem, ApiError> {
+fn account_delta(
+    store: &Store,
+    account_id: &str,
+    delta: Micros,
+) -> Result<TransactWriteItem, ApiError> {
     let update = Update::builder()
         .table_name(&store.table)
         .key("PK", s(account_pk(account_id)))
@@ -166,7 +170,10 @@ impl Store {
         };
         let session_marker = put_if_absent(
             [
-                ("PK".to_string(), s(format!("CHECKOUT#{}", p.checkout_session))),
+                (
+                    "PK".to_string(),
+                    s(format!("CHECKOUT#{}", p.checkout_session)),
+                ),
                 ("SK".to_string(), s("CHECKOUT")),
                 ("payment_key".to_string(), s(key)),
             ]
@@ -259,7 +266,11 @@ impl Store {
             }
             let put = Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(to_item(&new, payment_pk(payment_intent), "PAYMENT".into())?))
+                .set_item(Some(to_item(
+                    &new,
+                    payment_pk(payment_intent),
+                    "PAYMENT".into(),
+                )?))
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", n(record.version))
                 .build()
