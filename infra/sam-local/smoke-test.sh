@@ -18,7 +18,8 @@
 # 7. `sam local start-api --skip-pull-image` on a free loopback port, with generated --env-vars;
 # 8. checks one route of every HTTP function: GET /account (200 with the key; 401 with a bogus key
 #    and with none), GET /instances (the fake's catalog), POST /ssh-keys then GET /ssh-keys,
-#    POST /jobs then GET /jobs/{id} (queued);
+#    POST /jobs then GET /jobs/{id} (queued), GET /account/ledger (the credits added) and
+#    POST /billing/stripe-webhook unsigned (400 invalid_signature, after reading the Stripe secret);
 # 9. takes the message POST /jobs sent from moto's queue, `sam local invoke WorkerFunction` with it
 #    as an SQS event (sqs_event.py), and checks that the job moved on (GET /jobs/{id}: provisioning,
 #    with the provider's instance id);
@@ -49,7 +50,7 @@ BUILD_TIMEOUT="${SMOKE_BUILD_TIMEOUT:-3600}"
 TARGET_DIR="${MIMIRY_SAM_TARGET_DIR:-$REPO_ROOT/target/sam-local}"
 WARM="${SMOKE_WARM_CONTAINERS-LAZY}"
 # template.yaml's logical ids of the functions, in build order.
-FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction WorkerFunction ReconcilerFunction)
+FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction BillingFunction WorkerFunction ReconcilerFunction)
 declare -a TIMINGS=()
 
 pass() { PASSED=$((PASSED + 1)); log "PASS: $*"; }
@@ -194,6 +195,7 @@ wait_http "$FAKE_URL/" 30 "$FAKE_PID" || abort "fake-datacrunch did not answer o
 
 # --- Data: table, queues, secrets, an account with credits and a key ---------------------------------
 export TABLE_NAME=mimiry PROVIDER_SECRET_ID=mimiry/provider/datacrunch REPORT_SECRET_ID=mimiry/report-signing-key
+export STRIPE_SECRET_ID=mimiry/stripe
 admin() { (cd "$REPO_ROOT" && AWS_ENDPOINT_URL="$MOTO_URL" timeout 60 "$ADMIN" "$@") 2>>"$WORK/admin.log" | tee -a "$WORK/admin.log" | tail -1; }
 # The provider secret holds fake-datacrunch's default client id and secret (bootstrap's defaults).
 QUEUE_URL="$(admin bootstrap)" && [[ "$QUEUE_URL" == http* ]] || abort "mimiry-admin bootstrap"
@@ -291,6 +293,14 @@ check $? "POST /jobs (JobsFunction): 201, queued (got $CODE: $BODY)"
 request GET "/jobs/$JOB_ID" "$API_KEY"
 [[ "$CODE" == 200 && "$(field 'd["id"], d["status"]')" == "('$JOB_ID', 'queued')" ]]
 check $? "GET /jobs/{id}: 200, queued (got $CODE: $BODY)"
+
+request GET /account/ledger "$API_KEY"
+[[ "$CODE" == 200 && "$(field '[e["kind"] for e in d["entries"]][-1]')" == credit ]]
+check $? "GET /account/ledger (BillingFunction): 200, oldest entry the credits added (got $CODE: ${BODY:0:300})"
+
+request POST /billing/stripe-webhook "" '{"id": "evt_smoke", "type": "checkout.session.completed", "data": {"object": {}}}'
+[[ "$CODE" == 400 && "$(field 'd["code"]')" == invalid_signature ]]
+check $? "POST /billing/stripe-webhook unsigned: 400 invalid_signature (got $CODE: $BODY)"
 
 # sam_invoke LOGICAL-ID EVENT-FILE NAME: `sam local invoke`; its response goes to $WORK/NAME.out and
 # its log (SAM's and the function's) to $WORK/sam-invoke-NAME.log. Sets RC and BODY (the response).

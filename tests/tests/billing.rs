@@ -156,7 +156,11 @@ impl Env {
         let pi: Vec<String> = all
             .iter()
             .filter(|e| e["data"]["object"]["id"] == session)
-            .filter_map(|e| e["data"]["object"]["payment_intent"].as_str().map(String::from))
+            .filter_map(|e| {
+                e["data"]["object"]["payment_intent"]
+                    .as_str()
+                    .map(String::from)
+            })
             .collect();
         all.into_iter()
             .filter(|e| {
@@ -236,7 +240,11 @@ async fn wait_ledger(env: &Env, account: &TestAccount, kind: &str) -> Vec<Value>
 }
 
 fn kinds(entries: &[Value], kind: &str) -> Vec<Value> {
-    entries.iter().filter(|e| e["kind"] == kind).cloned().collect()
+    entries
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
 }
 
 /// Every delivery of `event` so far answered 2xx (what the webhook said to Stripe).
@@ -268,8 +276,17 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
         .await
         .unwrap();
     assert_eq!(created["client_reference_id"], account.account_id.as_str());
-    assert_eq!(created["metadata"]["account_id"], account.account_id.as_str());
-    assert_eq!((created["amount_total"].as_i64(), created["currency"].as_str()), (Some(2500), Some("usd")));
+    assert_eq!(
+        created["metadata"]["account_id"],
+        account.account_id.as_str()
+    );
+    assert_eq!(
+        (
+            created["amount_total"].as_i64(),
+            created["currency"].as_str()
+        ),
+        (Some(2500), Some("usd"))
+    );
     assert_eq!(created["mode"], "payment");
     let page = reqwest::get(&url).await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
@@ -290,10 +307,15 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
     assert_eq!(delivered_ok(env, &event).await, [200]);
 
     let dup = env
-        .admin(&format!("/events/{event}/duplicate"), json!({ "copies": 3 }))
+        .admin(
+            &format!("/events/{event}/duplicate"),
+            json!({ "copies": 3 }),
+        )
         .await;
     assert_eq!(dup["statuses"], json!([200, 200, 200]), "{dup}");
-    let replay = env.admin(&format!("/events/{event}/replay"), json!({})).await;
+    let replay = env
+        .admin(&format!("/events/{event}/replay"), json!({}))
+        .await;
     assert_eq!(replay["status"], 200);
     assert_eq!(balance(env, &account).await, "25.00");
 
@@ -301,7 +323,10 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
     let purchases = kinds(&entries, "purchase");
     assert_eq!(purchases.len(), 1, "{entries:#?}");
     assert_eq!(purchases[0]["amount"], "25.00");
-    assert_eq!(purchases[0]["payment"]["checkout_session"], session.as_str());
+    assert_eq!(
+        purchases[0]["payment"]["checkout_session"],
+        session.as_str()
+    );
     assert_eq!(purchases[0]["payment"]["event_id"], event.as_str());
     assert!(purchases[0]["payment"]["payment_intent"]
         .as_str()
@@ -316,7 +341,11 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0]["amount"], "25.00");
     let store = env.stack.store().await;
-    let acc = store.get_account(&account.account_id).await.unwrap().unwrap();
+    let acc = store
+        .get_account(&account.account_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         acc.added_micros,
         acc.balance_micros + acc.held_micros + acc.charged_micros
@@ -334,13 +363,25 @@ async fn reordered_and_delayed_events_add_once() {
     // A bank debit: `completed` (unpaid) and `async_payment_succeeded`, delivered newest first.
     env.admin("/webhook", json!({ "paused": true })).await;
     let (session, _) = env.checkout(&account, "12.50").await;
-    env.admin(&format!("/sessions/{session}/pay"), json!({ "method": "delayed" }))
-        .await;
-    env.admin(&format!("/sessions/{session}/settle"), json!({ "succeed": true }))
-        .await;
+    env.admin(
+        &format!("/sessions/{session}/pay"),
+        json!({ "method": "delayed" }),
+    )
+    .await;
+    env.admin(
+        &format!("/sessions/{session}/settle"),
+        json!({ "succeed": true }),
+    )
+    .await;
     assert_eq!(balance(env, &account).await, "0.00", "held, not delivered");
-    let flushed = env.admin("/webhook/flush", json!({ "order": "reverse" })).await;
-    assert_eq!(flushed["delivered"].as_array().unwrap().len(), 2, "{flushed}");
+    let flushed = env
+        .admin("/webhook/flush", json!({ "order": "reverse" }))
+        .await;
+    assert_eq!(
+        flushed["delivered"].as_array().unwrap().len(),
+        2,
+        "{flushed}"
+    );
     assert_eq!(wait_balance(env, &account, "12.50").await, "12.50");
 
     // A card payment and its partial refund, delivered refund first, with a delay.
@@ -350,7 +391,9 @@ async fn reordered_and_delayed_events_add_once() {
     env.pay(&card).await;
     let pi = env.payment_intent(&card).await;
     env.refund(&pi, Some(400)).await;
-    let flushed = env.admin("/webhook/flush", json!({ "order": "reverse" })).await;
+    let flushed = env
+        .admin("/webhook/flush", json!({ "order": "reverse" }))
+        .await;
     let statuses: Vec<_> = flushed["delivered"]
         .as_array()
         .unwrap()
@@ -377,10 +420,16 @@ async fn reordered_and_delayed_events_add_once() {
 
     // A failed bank debit adds nothing.
     let (failed, _) = env.checkout(&account, "30").await;
-    env.admin(&format!("/sessions/{failed}/pay"), json!({ "method": "delayed" }))
-        .await;
-    env.admin(&format!("/sessions/{failed}/settle"), json!({ "succeed": false }))
-        .await;
+    env.admin(
+        &format!("/sessions/{failed}/pay"),
+        json!({ "method": "delayed" }),
+    )
+    .await;
+    env.admin(
+        &format!("/sessions/{failed}/settle"),
+        json!({ "succeed": false }),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(balance(env, &account).await, "18.50");
 }
@@ -401,8 +450,10 @@ async fn refunds_and_disputes_may_leave_a_negative_balance_that_refuses_jobs() {
         "POST",
         &env.stack.url("/jobs"),
         Some(&account.key),
-        Some(&json!({ "instance_type": "CPU.4V.16G", "image": "ubuntu-22.04", "location": "FIN-01",
-                      "startup_script": "sleep 600" })),
+        Some(
+            &json!({ "instance_type": "CPU.4V.16G", "image": "ubuntu-22.04", "location": "FIN-01",
+                      "startup_script": "sleep 600" }),
+        ),
     )
     .await;
     assert_eq!(job.status, 201, "{job:?}");
@@ -418,9 +469,17 @@ async fn refunds_and_disputes_may_leave_a_negative_balance_that_refuses_jobs() {
     wait_ledger(env, &account, "dispute").await;
     env.refund(&pi, None).await;
     let entries = wait_ledger(env, &account, "refund").await;
-    assert_eq!(kinds(&entries, "dispute")[0]["amount"], "6.00", "{entries:#?}");
+    assert_eq!(
+        kinds(&entries, "dispute")[0]["amount"],
+        "6.00",
+        "{entries:#?}"
+    );
     // The refund covers what the dispute did not: 10.00 in all, never more.
-    assert_eq!(kinds(&entries, "refund")[0]["amount"], "4.00", "{entries:#?}");
+    assert_eq!(
+        kinds(&entries, "refund")[0]["amount"],
+        "4.00",
+        "{entries:#?}"
+    );
     let dispute_event = env
         .events_of(&session)
         .await
@@ -428,14 +487,30 @@ async fn refunds_and_disputes_may_leave_a_negative_balance_that_refuses_jobs() {
         .find(|e| e["type"] == "charge.dispute.created")
         .unwrap();
     env.admin(
-        &format!("/events/{}/duplicate", dispute_event["id"].as_str().unwrap()),
+        &format!(
+            "/events/{}/duplicate",
+            dispute_event["id"].as_str().unwrap()
+        ),
         json!({ "copies": 2 }),
     )
     .await;
 
-    let acc = env.stack.store().await.get_account(&account.account_id).await.unwrap().unwrap();
-    assert!(acc.balance_micros < 0, "the spent credits are owed: {acc:?}");
-    assert_eq!(acc.added_micros, acc.balance_micros + acc.held_micros + acc.charged_micros);
+    let acc = env
+        .stack
+        .store()
+        .await
+        .get_account(&account.account_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        acc.balance_micros < 0,
+        "the spent credits are owed: {acc:?}"
+    );
+    assert_eq!(
+        acc.added_micros,
+        acc.balance_micros + acc.held_micros + acc.charged_micros
+    );
     assert_eq!(acc.added_micros, 0, "bought 10, 10 taken back");
 
     let refused = call(
@@ -503,9 +578,21 @@ async fn a_bad_signature_is_a_400_and_changes_nothing() {
     let tampered = event.replace("5000", "9000");
     let cases = [
         ("no signature", None, event.clone()),
-        ("another secret", Some(sign("whsec_other", now, event.as_bytes())), event.clone()),
-        ("ten minutes old", Some(sign(secret, now - 600, event.as_bytes())), event.clone()),
-        ("a changed body", Some(sign(secret, now, event.as_bytes())), tampered),
+        (
+            "another secret",
+            Some(sign("whsec_other", now, event.as_bytes())),
+            event.clone(),
+        ),
+        (
+            "ten minutes old",
+            Some(sign(secret, now - 600, event.as_bytes())),
+            event.clone(),
+        ),
+        (
+            "a changed body",
+            Some(sign(secret, now, event.as_bytes())),
+            tampered,
+        ),
         ("garbage", Some("t=abc,v1=xyz".to_string()), event.clone()),
     ];
     let url = env.stack.url("/billing/stripe-webhook");
@@ -562,7 +649,11 @@ async fn concurrent_duplicate_deliveries_add_once() {
     let url = env.stack.url("/billing/stripe-webhook");
     let now = chrono::Utc::now().timestamp();
     let sends = (0..20).map(|i| {
-        let body = if i % 4 == 3 { other.clone() } else { first.clone() };
+        let body = if i % 4 == 3 {
+            other.clone()
+        } else {
+            first.clone()
+        };
         let request = reqwest::Client::new()
             .post(&url)
             .header("stripe-signature", sign(&secret, now, body.as_bytes()))
@@ -591,7 +682,11 @@ async fn the_ledger_pages_newest_first() {
     let store = env.stack.store().await;
     for i in 1..=5 {
         store
-            .add_credits(&account.account_id, Micros(i * 1_000_000), &format!("grant {i}"))
+            .add_credits(
+                &account.account_id,
+                Micros(i * 1_000_000),
+                &format!("grant {i}"),
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -614,9 +709,14 @@ async fn the_ledger_pages_newest_first() {
         }
     }
     let notes: Vec<_> = seen.iter().map(|e| e["note"].as_str().unwrap()).collect();
-    assert_eq!(notes, ["grant 5", "grant 4", "grant 3", "grant 2", "grant 1"]);
+    assert_eq!(
+        notes,
+        ["grant 5", "grant 4", "grant 3", "grant 2", "grant 1"]
+    );
     assert!(pages >= 3);
-    assert!(seen.iter().all(|e| e["kind"] == "credit" && e["payment"].is_null()));
+    assert!(seen
+        .iter()
+        .all(|e| e["kind"] == "credit" && e["payment"].is_null()));
 
     for bad in ["limit=0", "limit=101", "cursor=nope", "page=2"] {
         let answer = call(
@@ -631,7 +731,13 @@ async fn the_ledger_pages_newest_first() {
     // Another account sees its own (empty) ledger, also with this account's cursor.
     let other = env.stack.account("0").await;
     assert!(ledger(env, &other).await.is_empty());
-    let first = call("GET", &env.stack.url("/account/ledger?limit=1"), Some(&account.key), None).await;
+    let first = call(
+        "GET",
+        &env.stack.url("/account/ledger?limit=1"),
+        Some(&account.key),
+        None,
+    )
+    .await;
     let cursor = first.body["next_cursor"].as_str().unwrap();
     let theirs = call(
         "GET",

@@ -101,7 +101,10 @@ impl Attempt {
             .http
             .post(&self.url)
             .header("content-type", "application/json; charset=utf-8")
-            .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+            .header(
+                "user-agent",
+                "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            )
             .header("stripe-signature", signature)
             .body(self.payload.clone())
             .send()

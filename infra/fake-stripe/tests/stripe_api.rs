@@ -55,7 +55,12 @@ impl Receiver {
     }
 
     fn events(&self) -> Vec<Value> {
-        self.got.lock().unwrap().iter().map(|(_, e)| e.clone()).collect()
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     async fn wait_for(&self, n: usize) -> Vec<Value> {
@@ -164,7 +169,12 @@ impl Fake {
 
     async fn session(&self, cents: &str) -> Value {
         let (status, _, body) = self
-            .post_form("/v1/checkout/sessions", Some(KEY), None, &session_form(cents))
+            .post_form(
+                "/v1/checkout/sessions",
+                Some(KEY),
+                None,
+                &session_form(cents),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body
@@ -198,10 +208,18 @@ async fn the_api_wants_the_secret_key_and_answers_stripe_errors() {
     assert_eq!(status, 401);
     assert_eq!(body["error"]["type"], "invalid_request_error");
     let (status, _, body) = fake
-        .post_form("/v1/checkout/sessions", Some("sk_test_wrong"), None, &session_form("2500"))
+        .post_form(
+            "/v1/checkout/sessions",
+            Some("sk_test_wrong"),
+            None,
+            &session_form("2500"),
+        )
         .await;
     assert_eq!(status, 401);
-    assert!(body["error"]["message"].as_str().unwrap().contains("Invalid API Key"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid API Key"));
 
     let form = session_form("2500");
     let without_mode: Vec<_> = form.iter().filter(|(k, _)| *k != "mode").cloned().collect();
@@ -217,13 +235,24 @@ async fn the_api_wants_the_secret_key_and_answers_stripe_errors() {
     let (status, _, body) = fake
         .post_form("/v1/checkout/sessions", Some(KEY), None, &unknown)
         .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("parameter_unknown")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("parameter_unknown"))
+    );
     assert_eq!(body["error"]["param"], "colour");
 
     let (status, _, body) = fake
-        .post_form("/v1/checkout/sessions", Some(KEY), None, &session_form("49"))
+        .post_form(
+            "/v1/checkout/sessions",
+            Some(KEY),
+            None,
+            &session_form("49"),
+        )
         .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("amount_too_small")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("amount_too_small"))
+    );
 
     let missing = fake
         .http
@@ -259,9 +288,17 @@ async fn sessions_are_created_once_per_idempotency_key() {
     assert_eq!(first["client_reference_id"], "acc-1");
     assert_eq!(first["metadata"]["account_id"], "acc-1");
     let (status, _, body) = fake
-        .post_form("/v1/checkout/sessions", Some(KEY), Some("k1"), &session_form("3000"))
+        .post_form(
+            "/v1/checkout/sessions",
+            Some(KEY),
+            Some("k1"),
+            &session_form("3000"),
+        )
         .await;
-    assert_eq!((status, body["error"]["type"].as_str()), (400, Some("idempotency_error")));
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (400, Some("idempotency_error"))
+    );
     let other = fake.session("2500").await;
     assert_ne!(other["id"], first["id"]);
 }
@@ -272,7 +309,12 @@ async fn paying_on_the_page_redirects_and_sends_a_signed_completed_event() {
     let fake = Fake::start(Some(url), vec![]).await;
     let session = fake.session("2500").await;
     let id = session["id"].as_str().unwrap();
-    let page = fake.http.get(session["url"].as_str().unwrap()).send().await.unwrap();
+    let page = fake
+        .http
+        .get(session["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let html = page.text().await.unwrap();
     for button in ["Pay", "Decline", "Cancel", "25.00 USD"] {
@@ -295,7 +337,10 @@ async fn paying_on_the_page_redirects_and_sends_a_signed_completed_event() {
         .await
         .unwrap();
     assert_eq!(cancelled.status().as_u16(), 303);
-    assert_eq!(cancelled.headers()["location"], "http://127.0.0.1:9/cancelled");
+    assert_eq!(
+        cancelled.headers()["location"],
+        "http://127.0.0.1:9/cancelled"
+    );
     assert!(receiver.events().is_empty());
 
     let paid = fake
@@ -312,14 +357,21 @@ async fn paying_on_the_page_redirects_and_sends_a_signed_completed_event() {
     let events = receiver.wait_for(1).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let event = &events[0];
-    assert_ne!(event, &Value::Null, "the delivery's signature did not verify");
+    assert_ne!(
+        event,
+        &Value::Null,
+        "the delivery's signature did not verify"
+    );
     assert_eq!(event["type"], "checkout.session.completed");
     assert_eq!(event["object"], "event");
     let object = &event["data"]["object"];
     assert_eq!(object["id"], id);
     assert_eq!(object["payment_status"], "paid");
     assert_eq!(object["status"], "complete");
-    assert!(object["payment_intent"].as_str().unwrap().starts_with("pi_"));
+    assert!(object["payment_intent"]
+        .as_str()
+        .unwrap()
+        .starts_with("pi_"));
     assert_eq!(object["url"], Value::Null);
     // A completed session cannot be paid again.
     let again = fake
@@ -337,8 +389,11 @@ async fn failed_deliveries_are_retried_a_bounded_number_of_times() {
     let (receiver, url) = Receiver::start(2).await;
     let fake = Fake::start(Some(url), vec![50, 50, 50]).await;
     let session = fake.session("1000").await;
-    fake.admin(&format!("/sessions/{}/pay", session["id"].as_str().unwrap()), json!({}))
-        .await;
+    fake.admin(
+        &format!("/sessions/{}/pay", session["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
     let events = receiver.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.events().len(), 3, "{events:?}");
@@ -355,7 +410,12 @@ async fn failed_deliveries_are_retried_a_bounded_number_of_times() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["attempt"].as_u64().unwrap(), d["status"].as_u64().unwrap()))
+        .map(|d| {
+            (
+                d["attempt"].as_u64().unwrap(),
+                d["status"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(statuses, [(1, 500), (2, 500), (3, 200)]);
 
@@ -363,8 +423,11 @@ async fn failed_deliveries_are_retried_a_bounded_number_of_times() {
     let (receiver, url) = Receiver::start(u32::MAX).await;
     let fake = Fake::start(Some(url), vec![20, 20]).await;
     let session = fake.session("1000").await;
-    fake.admin(&format!("/sessions/{}/pay", session["id"].as_str().unwrap()), json!({}))
-        .await;
+    fake.admin(
+        &format!("/sessions/{}/pay", session["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
     receiver.wait_for(3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.events().len(), 3);
@@ -378,18 +441,34 @@ async fn refunds_disputes_and_delayed_payments_send_their_events() {
     let id = session["id"].as_str().unwrap().to_string();
     fake.admin(&format!("/sessions/{id}/pay"), json!({})).await;
     let paid = receiver.wait_for(1).await;
-    let pi = paid[0]["data"]["object"]["payment_intent"].as_str().unwrap().to_string();
+    let pi = paid[0]["data"]["object"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let (status, _, refund) = fake
-        .post_form("/v1/refunds", Some(KEY), None, &[("payment_intent", &pi), ("amount", "1000")])
+        .post_form(
+            "/v1/refunds",
+            Some(KEY),
+            None,
+            &[("payment_intent", &pi), ("amount", "1000")],
+        )
         .await;
     assert_eq!(status, 200, "{refund}");
     assert_eq!(refund["object"], "refund");
     assert_eq!(refund["amount"], 1000);
     let (status, _, too_much) = fake
-        .post_form("/v1/refunds", Some(KEY), None, &[("payment_intent", &pi), ("amount", "1501")])
+        .post_form(
+            "/v1/refunds",
+            Some(KEY),
+            None,
+            &[("payment_intent", &pi), ("amount", "1501")],
+        )
         .await;
-    assert_eq!((status, too_much["error"]["code"].as_str()), (400, Some("amount_too_large")));
+    assert_eq!(
+        (status, too_much["error"]["code"].as_str()),
+        (400, Some("amount_too_large"))
+    );
     let (status, _, _) = fake
         .post_form("/v1/refunds", Some(KEY), None, &[("payment_intent", &pi)])
         .await;
@@ -397,7 +476,10 @@ async fn refunds_disputes_and_delayed_payments_send_their_events() {
     let (status, _, done) = fake
         .post_form("/v1/refunds", Some(KEY), None, &[("payment_intent", &pi)])
         .await;
-    assert_eq!((status, done["error"]["code"].as_str()), (400, Some("charge_already_refunded")));
+    assert_eq!(
+        (status, done["error"]["code"].as_str()),
+        (400, Some("charge_already_refunded"))
+    );
     let events = receiver.wait_for(3).await;
     let refunded: Vec<_> = events
         .iter()
@@ -406,7 +488,9 @@ async fn refunds_disputes_and_delayed_payments_send_their_events() {
         .collect();
     assert_eq!(refunded, [1000, 2500], "cumulative amount_refunded");
 
-    let dispute = fake.admin("/disputes", json!({ "payment_intent": pi })).await;
+    let dispute = fake
+        .admin("/disputes", json!({ "payment_intent": pi }))
+        .await;
     assert_eq!(dispute["object"], "dispute");
     let events = receiver.wait_for(4).await;
     assert_eq!(events[3]["type"], "charge.dispute.created");
@@ -420,14 +504,25 @@ async fn refunds_disputes_and_delayed_payments_send_their_events() {
         let before = receiver.events().len();
         let s = fake.session("700").await;
         let sid = s["id"].as_str().unwrap();
-        fake.admin(&format!("/sessions/{sid}/pay"), json!({ "method": "delayed" }))
-            .await;
-        fake.admin(&format!("/sessions/{sid}/settle"), json!({ "succeed": succeed }))
-            .await;
+        fake.admin(
+            &format!("/sessions/{sid}/pay"),
+            json!({ "method": "delayed" }),
+        )
+        .await;
+        fake.admin(
+            &format!("/sessions/{sid}/settle"),
+            json!({ "succeed": succeed }),
+        )
+        .await;
         let events = receiver.wait_for(before + 2).await;
         let mine: Vec<_> = events[before..]
             .iter()
-            .map(|e| (e["type"].as_str().unwrap().to_string(), e["data"]["object"]["payment_status"].clone()))
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["data"]["object"]["payment_status"].clone(),
+                )
+            })
             .collect();
         assert!(
             mine.contains(&("checkout.session.completed".into(), json!("unpaid"))),
@@ -446,13 +541,17 @@ async fn held_events_go_out_reversed_duplicated_and_replayed_on_demand() {
     let mut ids = Vec::new();
     for cents in ["1000", "2000", "3000"] {
         let s = fake.session(cents).await;
-        fake.admin(&format!("/sessions/{}/pay", s["id"].as_str().unwrap()), json!({}))
-            .await;
+        fake.admin(
+            &format!("/sessions/{}/pay", s["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
         ids.push(s["id"].as_str().unwrap().to_string());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(receiver.events().is_empty(), "paused, nothing is sent");
-    fake.admin("/webhook/flush", json!({ "order": "reverse" })).await;
+    fake.admin("/webhook/flush", json!({ "order": "reverse" }))
+        .await;
     let got: Vec<_> = receiver
         .wait_for(3)
         .await
@@ -472,9 +571,16 @@ async fn held_events_go_out_reversed_duplicated_and_replayed_on_demand() {
         .await
         .unwrap();
     let first = events["events"][0]["id"].as_str().unwrap().to_string();
-    let dup = fake.admin(&format!("/events/{first}/duplicate"), json!({ "copies": 3 })).await;
+    let dup = fake
+        .admin(
+            &format!("/events/{first}/duplicate"),
+            json!({ "copies": 3 }),
+        )
+        .await;
     assert_eq!(dup["statuses"], json!([200, 200, 200]));
-    let replay = fake.admin(&format!("/events/{first}/replay"), json!({})).await;
+    let replay = fake
+        .admin(&format!("/events/{first}/replay"), json!({}))
+        .await;
     assert_eq!(replay["status"], 200);
     let same: Vec<_> = receiver
         .wait_for(7)
