@@ -58,8 +58,12 @@ fn env() -> &'static Env {
     })
 }
 
-/// The environment, with the fake's webhook endpoint pointing at the stack and not paused.
-async fn setup() -> &'static Env {
+/// The environment, with the fake's webhook endpoint pointing at the stack and not paused,
+/// and the lock on it: the tests share one fake Stripe, whose webhook settings (paused, delay)
+/// and held events are global, so they run one at a time.
+async fn setup() -> (&'static Env, tokio::sync::MutexGuard<'static, ()>) {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let guard = LOCK.lock().await;
     let env = env();
     env.admin(
         "/webhook",
@@ -70,7 +74,7 @@ async fn setup() -> &'static Env {
         }),
     )
     .await;
-    env
+    (env, guard)
 }
 
 impl Env {
@@ -262,7 +266,7 @@ async fn delivered_ok(env: &Env, event: &str) -> Vec<u64> {
 /// in the balance; a duplicated and a replayed webhook add nothing more.
 #[tokio::test]
 async fn buying_credits_adds_them_once_whatever_stripe_resends() {
-    let env = setup().await;
+    let (env, _one_at_a_time) = setup().await;
     let account = env.stack.account("0").await;
     let (session, url) = env.checkout(&account, "25").await;
     // What Stripe received is what Checkout needs: our account, the amount, a way back.
@@ -357,7 +361,7 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
 /// retried by Stripe) still add once and take back once.
 #[tokio::test]
 async fn reordered_and_delayed_events_add_once() {
-    let env = setup().await;
+    let (env, _one_at_a_time) = setup().await;
     let account = env.stack.account("0").await;
 
     // A bank debit: `completed` (unpaid) and `async_payment_succeeded`, delivered newest first.
@@ -439,7 +443,7 @@ async fn reordered_and_delayed_events_add_once() {
 /// job stops when its hold runs out, as at a zero balance.
 #[tokio::test]
 async fn refunds_and_disputes_may_leave_a_negative_balance_that_refuses_jobs() {
-    let env = setup().await;
+    let (env, _one_at_a_time) = setup().await;
     let account = env.stack.account("0").await;
     let (session, _) = env.checkout(&account, "10").await;
     env.pay(&session).await;
@@ -555,7 +559,7 @@ async fn refunds_and_disputes_may_leave_a_negative_balance_that_refuses_jobs() {
 /// signed right is credited (so the refusals are the signature's doing).
 #[tokio::test]
 async fn a_bad_signature_is_a_400_and_changes_nothing() {
-    let env = setup().await;
+    let (env, _one_at_a_time) = setup().await;
     let account = env.stack.account("0").await;
     let secret = &fake_stripe::FakeConfig::default().webhook_secrets[0];
     let event = json!({
@@ -627,7 +631,7 @@ async fn a_bad_signature_is_a_400_and_changes_nothing() {
 /// one credit.
 #[tokio::test]
 async fn concurrent_duplicate_deliveries_add_once() {
-    let env = setup().await;
+    let (env, _one_at_a_time) = setup().await;
     let account = env.stack.account("0").await;
     let secret = fake_stripe::FakeConfig::default().webhook_secrets[0].clone();
     let session = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
@@ -677,7 +681,7 @@ async fn concurrent_duplicate_deliveries_add_once() {
 /// caller's own; the ledger of one account is not another's.
 #[tokio::test]
 async fn the_ledger_pages_newest_first() {
-    let env = setup().await;
+    let (env, _one_at_a_time) = setup().await;
     let account = env.stack.account("0").await;
     let store = env.stack.store().await;
     for i in 1..=5 {
