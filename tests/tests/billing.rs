@@ -356,6 +356,32 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
     );
 }
 
+/// When Stripe's answer to the create call is lost, the client's retry carries the same
+/// Idempotency-Key and gets the session that was made: one purchase, one session.
+#[tokio::test]
+async fn a_lost_answer_is_retried_without_a_second_session() {
+    let (env, _one_at_a_time) = setup().await;
+    let account = env.stack.account("0").await;
+    let sessions_of = |all: Value| {
+        all["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["client_reference_id"] == account.account_id.as_str())
+            .count()
+    };
+    env.admin("/faults", json!({ "lose_responses": 1 })).await;
+    let (session, _) = env.checkout(&account, "5").await;
+    assert_eq!(sessions_of(env.admin_get("/sessions").await), 1);
+    // Without the key, a lost answer would have left two; a second purchase is a second session.
+    let (another, _) = env.checkout(&account, "5").await;
+    assert_ne!(session, another);
+    assert_eq!(sessions_of(env.admin_get("/sessions").await), 2);
+    // Below the minimum or above the maximum, nothing reaches Stripe.
+    assert!(PurchaseAmount::parse("4.99").is_err());
+    assert!(PurchaseAmount::parse("1000.01").is_err());
+}
+
 /// Stripe does not keep order: a delayed payment's success before its `completed`, and a
 /// refund before the purchase it refunds (refused with a 409 until the purchase is in, then
 /// retried by Stripe) still add once and take back once.

@@ -221,3 +221,22 @@ pub async fn dispute(
     emit(&state, event("charge.dispute.created", dispute.clone()));
     Ok(Json(dispute))
 }
+
+pub async fn sessions(State(state): State<AppState>) -> Json<Value> {
+    let store = state.store();
+    let mut sessions: Vec<Value> = store.sessions.values().map(|s| s.to_json()).collect();
+    sessions.sort_by_key(|s| s["created"].as_i64());
+    Json(json!({ "sessions": sessions }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    lose_responses: u32,
+}
+
+/// `{"lose_responses": N}`: the next N API POSTs are carried out but answered 500.
+pub async fn set_faults(State(state): State<AppState>, Json(f): Json<Faults>) -> Json<Value> {
+    state.store().lose_responses = f.lose_responses.min(100);
+    Json(json!({ "lose_responses": state.store().lose_responses }))
+}

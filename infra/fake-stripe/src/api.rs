@@ -90,11 +90,15 @@ fn idempotent(
         Ok(body) => (StatusCode::OK, body),
         Err(e) => (e.status, e.body()),
     };
+    let mut store = state.store();
     if let Some(key) = key {
-        state
-            .store()
+        store
             .idempotency
             .insert(key, (fingerprint, status.as_u16(), body.clone()));
+    }
+    if store.lose_responses > 0 {
+        store.lose_responses -= 1;
+        return StripeError::api_error().into_response();
     }
     (status, Json(body)).into_response()
 }

@@ -85,6 +85,15 @@ impl StripeError {
         .code("card_declined")
     }
 
+    /// 500 `api_error`: something went wrong on Stripe's end.
+    pub fn api_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "An unknown error occurred",
+        )
+    }
+
     pub fn idempotency_mismatch() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

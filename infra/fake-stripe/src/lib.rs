@@ -11,7 +11,8 @@
 //! - [`webhooks`]: events signed with `Stripe-Signature` and delivered to the configured
 //!   endpoint with retries on non-2xx;
 //! - [`admin`]: test controls (pause/flush in order or reversed, duplicate, replay, delay,
-//!   refund, dispute, settle a delayed payment; events and deliveries listed).
+//!   refund, dispute, settle a delayed payment; lose the answers of API calls; events,
+//!   deliveries and sessions listed).
 //!
 //! Events: `checkout.session.completed`, `checkout.session.async_payment_succeeded`,
 //! `checkout.session.async_payment_failed`, `charge.refunded`, `charge.dispute.created`.
@@ -75,6 +76,8 @@ fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/events", get(admin::events))
         .route("/admin/deliveries", get(admin::deliveries))
+        .route("/admin/sessions", get(admin::sessions))
+        .route("/admin/faults", post(admin::set_faults))
         .route(
             "/admin/webhook",
             get(admin::get_webhook).post(admin::set_webhook),

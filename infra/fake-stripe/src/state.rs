@@ -188,6 +188,9 @@ pub struct Store {
     pub held: Vec<String>,
     /// Idempotency-Key → (request fingerprint, status, body).
     pub idempotency: HashMap<String, (String, u16, Value)>,
+    /// Fault: this many API POSTs are carried out but answered 500, as when Stripe's answer
+    /// is lost on the way; a retry with the same Idempotency-Key gets the real answer.
+    pub lose_responses: u32,
 }
 
 #[derive(Clone)]
