@@ -162,16 +162,15 @@ fn session_event(kind: &str, s: SessionObject) -> Event {
         (Some(_), Some(_)) => return ignored("client_reference_id and metadata disagree"),
         _ => return ignored("not a Mimiry checkout session (no account in its metadata)"),
     };
-    let paid = match kind {
-        "checkout.session.completed" => match s.payment_status.as_str() {
-            "paid" => true,
-            "unpaid" => return Event::SessionAwaitingPayment { session: s.id },
-            other => return ignored(format!("payment_status {other}")),
-        },
-        "checkout.session.async_payment_succeeded" => true,
+    match (kind, s.payment_status.as_str()) {
+        ("checkout.session.async_payment_succeeded", _)
+        | ("checkout.session.completed", "paid") => {}
+        ("checkout.session.completed", "unpaid") => {
+            return Event::SessionAwaitingPayment { session: s.id }
+        }
+        ("checkout.session.completed", other) => return ignored(format!("payment_status {other}")),
         _ => return Event::SessionPaymentFailed { session: s.id },
-    };
-    debug_assert!(paid);
+    }
     let amount = match (s.amount_total, s.currency.as_deref()) {
         (Some(cents), Some(currency)) => usd_micros(cents, currency),
         _ => None,
