@@ -298,6 +298,8 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
 
     // Nothing is added before the payment, nor by the redirect itself.
     assert_eq!(balance(env, &account).await, "0.00");
+    let store = env.stack.store().await;
+    assert_eq!(store.purchase_of_session(&session).await.unwrap(), None);
     let back = env.pay(&session).await;
     assert_eq!(
         back,
@@ -305,6 +307,10 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
             .url(&format!("/dashboard?checkout=success&session_id={session}"))
     );
     assert_eq!(wait_balance(env, &account, "25.00").await, "25.00");
+    // What the success page asks: the session's credits have landed, for this account.
+    let landed = store.purchase_of_session(&session).await.unwrap().unwrap();
+    assert_eq!(landed.account_id, account.account_id);
+    assert_eq!(landed.credited_micros, 25_000_000);
     let completed = env.events_of(&session).await;
     assert_eq!(completed.len(), 1);
     let event = completed[0]["id"].as_str().unwrap().to_string();
@@ -344,7 +350,6 @@ async fn buying_credits_adds_them_once_whatever_stripe_resends() {
     let refunds = kinds(&ledger(env, &account).await, "refund");
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0]["amount"], "25.00");
-    let store = env.stack.store().await;
     let acc = store
         .get_account(&account.account_id)
         .await

@@ -214,6 +214,25 @@ impl Store {
         }
     }
 
+    /// The payment a Checkout Session was credited as, once its webhook landed: what the
+    /// dashboard's success page asks ("payment received, credits arriving" until then). The
+    /// caller must check `account_id` is the viewer's.
+    pub async fn purchase_of_session(
+        &self,
+        checkout_session: &str,
+    ) -> Result<Option<PaymentRecord>, ApiError> {
+        let Some(marker) = self
+            .get(format!("CHECKOUT#{checkout_session}"), "CHECKOUT".into())
+            .await?
+        else {
+            return Ok(None);
+        };
+        match marker.get("payment_key") {
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(key)) => self.payment(key).await,
+            _ => Ok(None),
+        }
+    }
+
     pub async fn payment(&self, payment_intent: &str) -> Result<Option<PaymentRecord>, ApiError> {
         self.get(payment_pk(payment_intent), "PAYMENT".into())
             .await?
