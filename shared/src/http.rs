@@ -86,7 +86,8 @@ impl RequestCtx {
             Err(e) => return Err(fail(e)),
         };
         let caller = match matched.route.access {
-            Access::JobToken => None,
+            // The dashboard checks its own session; a report proves itself with its token.
+            Access::JobToken | Access::Session | Access::Public => None,
             access => {
                 let header = request
                     .headers()
@@ -124,7 +125,8 @@ impl RequestCtx {
         self.matched.route.name
     }
 
-    /// The authenticated caller. Only routes with `Access::JobToken` have none.
+    /// The authenticated caller. Only routes with `Access::JobToken` (and the dashboard's) have
+    /// none.
     pub fn caller(&self) -> &Caller {
         self.caller
             .as_ref()
@@ -363,7 +365,7 @@ fn strip_position(msg: &str) -> String {
 }
 
 /// API Gateway's request id when there is one, else a fresh one (local server, tests).
-fn request_id_of(request: &Request) -> String {
+pub fn request_id_of(request: &Request) -> String {
     use lambda_http::request::RequestContext;
     match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx

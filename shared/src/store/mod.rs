@@ -9,6 +9,8 @@
 //! | job | `ACCOUNT#{id}` | `JOB#{uuidv7}` |
 //! | idempotency record | `ACCOUNT#{id}` | `IDEM#{key}` |
 //! | ledger entry | `ACCOUNT#{id}` | `LEDGER#{time}#{id}` |
+//! | person → account (Cognito `sub`) | `USER#{sub}` | `USER` |
+//! | operator's email link | `EMAIL#{email}` | `LINK` |
 
 pub mod accounts;
 pub mod cursor;
@@ -16,6 +18,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod ssh_keys;
+pub mod users;
 
 use crate::error::ApiError;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
