@@ -242,20 +242,47 @@ impl Browser {
 
     /// Waits until an element matching `css` is on the page.
     pub async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+        self.wait_for_within(css, WAIT).await
+    }
+
+    /// As `wait_for`, with another limit (a job's lifecycle, watched on a self-reloading page).
+    pub async fn wait_for_within(
+        &self,
+        css: &str,
+        limit: Duration,
+    ) -> fantoccini::elements::Element {
         match self
             .client
             .wait()
-            .at_most(WAIT)
+            .at_most(limit)
             .every(Duration::from_millis(100))
             .for_element(Locator::Css(css))
             .await
         {
             Ok(element) => element,
             Err(e) => panic!(
-                "no `{css}` within {WAIT:?} on {}: {e}\npage text:\n{}",
+                "no `{css}` within {limit:?} on {}: {e}\npage text:\n{}",
                 self.path().await,
                 self.body_text().await
             ),
+        }
+    }
+
+    /// Waits until the page shown is `path` (after a click that navigates); answers the full
+    /// path with its query.
+    pub async fn wait_for_path(&self, path: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.path().await;
+            if now.split('?').next() == Some(path) {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still on {now}, not {path}, after {WAIT:?}; page text:\n{}",
+                self.body_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
