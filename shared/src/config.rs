@@ -80,7 +80,8 @@ impl IdentityConfig {
                 .unwrap_or_else(|e| panic!("SIGNUP_CREDIT: {e}")),
             dashboard_url: var("DASHBOARD_URL", public_base_url),
         };
-        config.jwks_url = env::var("COGNITO_JWKS_URL").unwrap_or_else(|_| config.default_jwks_url(endpoint.as_deref()));
+        config.jwks_url = env::var("COGNITO_JWKS_URL")
+            .unwrap_or_else(|_| config.default_jwks_url(endpoint.as_deref()));
         config
     }
 

@@ -49,7 +49,10 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
     let chrome = |title, nav| v.chrome(title, nav, Some(&me.account));
     match name {
         DashHome => {
-            let jobs = app.store.list_jobs(me.id(), None, RECENT_JOBS, None).await?;
+            let jobs = app
+                .store
+                .list_jobs(me.id(), None, RECENT_JOBS, None)
+                .await?;
             let now = now_ms();
             Ok(page(
                 StatusCode::OK,
@@ -61,9 +64,24 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
                 },
             ))
         }
-        DashCredits => Ok(page(StatusCode::OK, &CreditsPage { c: chrome("Add Credits", "home") })),
-        DashSupport => Ok(page(StatusCode::OK, &SupportPage { c: chrome("Support", "support") })),
-        DashLogOutPage => Ok(page(StatusCode::OK, &LogOutPage { c: chrome("Log out", "") })),
+        DashCredits => Ok(page(
+            StatusCode::OK,
+            &CreditsPage {
+                c: chrome("Add Credits", "home"),
+            },
+        )),
+        DashSupport => Ok(page(
+            StatusCode::OK,
+            &SupportPage {
+                c: chrome("Support", "support"),
+            },
+        )),
+        DashLogOutPage => Ok(page(
+            StatusCode::OK,
+            &LogOutPage {
+                c: chrome("Log out", ""),
+            },
+        )),
         DashApiKeys => {
             let keys = app.store.list_keys(me.id()).await?;
             Ok(page(
@@ -74,11 +92,22 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
                 },
             ))
         }
-        DashNewApiKey => Ok(new_key_page(chrome("Create API Key", "api-keys"), "", &[], StatusCode::OK)),
+        DashNewApiKey => Ok(new_key_page(
+            chrome("Create API Key", "api-keys"),
+            "",
+            &[],
+            StatusCode::OK,
+        )),
         DashCreateApiKey => create_key(app, req, &me, chrome("Create API Key", "api-keys")).await,
         DashRevokeApiKeyPage => {
             let key = find_key(app, &me, req.param("id")).await?;
-            Ok(page(StatusCode::OK, &RevokeApiKeyPage { c: chrome("Revoke API key", "api-keys"), key }))
+            Ok(page(
+                StatusCode::OK,
+                &RevokeApiKeyPage {
+                    c: chrome("Revoke API key", "api-keys"),
+                    key,
+                },
+            ))
         }
         DashRevokeApiKey => {
             let id = uuid_param(req, "API key")?;
@@ -105,7 +134,11 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         }
         DashNewSshKey => Ok(page(
             StatusCode::OK,
-            &NewSshKeyPage { c: chrome("Add SSH Key", "ssh-keys"), name: String::new(), public_key: String::new() },
+            &NewSshKeyPage {
+                c: chrome("Add SSH Key", "ssh-keys"),
+                name: String::new(),
+                public_key: String::new(),
+            },
         )),
         DashAddSshKey => add_ssh_key(app, req, v, &me, chrome("Add SSH Key", "ssh-keys")).await,
         DashDeleteSshKeyPage => {
@@ -117,7 +150,10 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
                 .ok_or(ApiError::NotFound("SSH key"))?;
             Ok(page(
                 StatusCode::OK,
-                &DeleteSshKeyPage { c: chrome("Delete SSH key", "ssh-keys"), key: SshKeyRow::of(&key) },
+                &DeleteSshKeyPage {
+                    c: chrome("Delete SSH key", "ssh-keys"),
+                    key: SshKeyRow::of(&key),
+                },
             ))
         }
         DashDeleteSshKey => {
@@ -127,13 +163,19 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         DashJobs => jobs(app, req, &me, chrome("Jobs", "jobs")).await,
         DashJob => {
             let job = find_job(app, &me, req).await?;
-            Ok(page(StatusCode::OK, &JobPage::of(chrome("Job", "jobs"), &job, now_ms())))
+            Ok(page(
+                StatusCode::OK,
+                &JobPage::of(chrome("Job", "jobs"), &job, now_ms()),
+            ))
         }
         DashCancelJobPage => {
             let job = find_job(app, &me, req).await?;
             Ok(page(
                 StatusCode::OK,
-                &CancelJobPage { c: chrome("Cancel job", "jobs"), job: JobRow::of(&job, now_ms()) },
+                &CancelJobPage {
+                    c: chrome("Cancel job", "jobs"),
+                    job: JobRow::of(&job, now_ms()),
+                },
             ))
         }
         DashCancelJob => {
@@ -198,14 +240,22 @@ fn new_key_page(mut c: Chrome, name: &str, checked: &[Scope], status: StatusCode
             checked: checked.contains(&s),
         })
         .collect();
-    page(status, &NewApiKeyPage { c, name: name.to_string(), scopes })
+    page(
+        status,
+        &NewApiKeyPage {
+            c,
+            name: name.to_string(),
+            scopes,
+        },
+    )
 }
 
 /// Creates the key and shows it — in this answer only: it is never stored, logged, put in a
 /// cookie or a redirect, and the page is `no-store`.
 async fn create_key(app: &App, req: &Req, me: &Me, mut c: Chrome) -> Result<Out, DashError> {
     let raw_name = req.field("name");
-    let scopes: Result<Vec<Scope>, String> = req.fields("scopes").into_iter().map(str::parse).collect();
+    let scopes: Result<Vec<Scope>, String> =
+        req.fields("scopes").into_iter().map(str::parse).collect();
     let problem = match (DisplayName::parse("name", raw_name), &scopes) {
         (Err(e), _) => Some(e.to_string()),
         (_, Err(e)) => Some(e.clone()),
@@ -235,21 +285,44 @@ async fn create_key(app: &App, req: &Req, me: &Me, mut c: Chrome) -> Result<Out,
 }
 
 /// `POST /ssh-keys`'s checks and messages, through the same shared code.
-async fn add_ssh_key(app: &App, req: &Req, v: &Visitor, me: &Me, mut c: Chrome) -> Result<Out, DashError> {
+async fn add_ssh_key(
+    app: &App,
+    req: &Req,
+    v: &Visitor,
+    me: &Me,
+    mut c: Chrome,
+) -> Result<Out, DashError> {
     let (raw_name, raw_key) = (req.field("name"), req.raw_field("public_key"));
     let again = |mut c: Chrome, message: String, status: StatusCode| {
         c.error = Some(message);
-        page(status, &NewSshKeyPage { c, name: raw_name.to_string(), public_key: raw_key.to_string() })
+        page(
+            status,
+            &NewSshKeyPage {
+                c,
+                name: raw_name.to_string(),
+                public_key: raw_key.to_string(),
+            },
+        )
     };
-    let parsed = DisplayName::parse("name", raw_name)
-        .and_then(|name| SshPublicKey::parse(raw_key)
+    let parsed = DisplayName::parse("name", raw_name).and_then(|name| {
+        SshPublicKey::parse(raw_key)
             .map(|key| (name, key))
-            .map_err(ApiError::from));
+            .map_err(ApiError::from)
+    });
     let (name, public_key) = match parsed {
         Ok(p) => p,
         Err(e) => return Ok(again(c, e.to_string(), e.status())),
     };
-    match ssh_keys::add(&app.store, app.provider.as_ref(), me.id(), name, &public_key, |_| None).await {
+    match ssh_keys::add(
+        &app.store,
+        app.provider.as_ref(),
+        me.id(),
+        name,
+        &public_key,
+        |_| None,
+    )
+    .await
+    {
         Ok(_) => Ok(Out::redirect("/dashboard/ssh-keys").flash(Flash::SshKeyAdded, v.secure)),
         Err(e @ ApiError::Internal(_)) => Err(e.into()),
         Err(e) => {
@@ -262,9 +335,10 @@ async fn add_ssh_key(app: &App, req: &Req, v: &Visitor, me: &Me, mut c: Chrome) 
 async fn jobs(app: &App, req: &Req, me: &Me, c: Chrome) -> Result<Out, DashError> {
     let status = match req.query("status") {
         None => None,
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            DashError::BadRequest(format!("There is no job status `{s}`."))
-        })?),
+        Some(s) => Some(
+            JobStatus::parse(s)
+                .ok_or_else(|| DashError::BadRequest(format!("There is no job status `{s}`.")))?,
+        ),
     };
     let found = app
         .store
@@ -284,7 +358,10 @@ async fn jobs(app: &App, req: &Req, me: &Me, c: Chrome) -> Result<Out, DashError
         &JobsPage {
             c,
             jobs: found.jobs.iter().map(|j| JobRow::of(j, now)).collect(),
-            statuses: JobStatus::ALL.iter().map(|&s| (s.as_str(), Some(s) == status)).collect(),
+            statuses: JobStatus::ALL
+                .iter()
+                .map(|&s| (s.as_str(), Some(s) == status))
+                .collect(),
             next,
             filtered: status.is_some(),
         },

@@ -123,12 +123,19 @@ async fn dispatch(app: &App, req: &Req, account: &mut Option<String>) -> Result<
     use RouteName::*;
     match req.matched.route.name {
         DashRoot => return Ok(Out::redirect("/dashboard")),
-        DashStatic => return static_file(req.param("file")).ok_or((DashError::Api(ApiError::RouteNotFound), None)),
+        DashStatic => {
+            return static_file(req.param("file"))
+                .ok_or((DashError::Api(ApiError::RouteNotFound), None))
+        }
         _ => {}
     }
     let visitor = Visitor::of(app, req).await.map_err(|e| (e, None))?;
     *account = visitor.session.as_ref().map(|s| s.account_id.clone());
-    if req.method == "POST" && !visitor.signer.csrf_ok(&visitor.sid, Some(req.field("csrf"))) {
+    if req.method == "POST"
+        && !visitor
+            .signer
+            .csrf_ok(&visitor.sid, Some(req.field("csrf")))
+    {
         return Err((DashError::Csrf, Some(visitor)));
     }
     let name = req.matched.route.name;
@@ -146,8 +153,14 @@ async fn dispatch(app: &App, req: &Req, account: &mut Option<String>) -> Result<
 /// The stylesheet and the script, compiled in.
 fn static_file(name: &str) -> Option<Out> {
     let (body, content_type) = match name {
-        "style.css" => (include_str!("../static/style.css"), "text/css; charset=utf-8"),
-        "app.js" => (include_str!("../static/app.js"), "text/javascript; charset=utf-8"),
+        "style.css" => (
+            include_str!("../static/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        "app.js" => (
+            include_str!("../static/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return None,
     };
     let mut out = Out::html(StatusCode::OK, body.to_string());
@@ -184,7 +197,9 @@ impl Visitor {
                 None => None,
             };
             cookies.push(match &session {
-                Some(s) => session::set_cookie(session::SESSION_COOKIE, &signer.seal(s), None, app.secure),
+                Some(s) => {
+                    session::set_cookie(session::SESSION_COOKIE, &signer.seal(s), None, app.secure)
+                }
                 None => session::clear_cookie(session::SESSION_COOKIE, app.secure),
             });
         }
@@ -193,7 +208,12 @@ impl Visitor {
             (None, Some(sid)) if sid.len() >= 16 && sid.len() <= 64 => sid.to_string(),
             _ => {
                 let sid = session::new_sid();
-                cookies.push(session::set_cookie(session::SID_COOKIE, &sid, None, app.secure));
+                cookies.push(session::set_cookie(
+                    session::SID_COOKIE,
+                    &sid,
+                    None,
+                    app.secure,
+                ));
                 sid
             }
         };

@@ -48,7 +48,11 @@ fn missing(what: &str) -> Problem {
     Some((StatusCode::BAD_REQUEST, format!("Please enter {what}.")))
 }
 
-fn with_problem(v: &Visitor, title: &'static str, error: Problem) -> (crate::views::Chrome, StatusCode) {
+fn with_problem(
+    v: &Visitor,
+    title: &'static str,
+    error: Problem,
+) -> (crate::views::Chrome, StatusCode) {
     let mut c = v.chrome(title, "", None);
     let status = match error {
         Some((status, message)) => {
@@ -68,13 +72,24 @@ fn with_email(page: &str, email: &str) -> String {
 
 fn sign_up_page(v: &Visitor, email: &str, error: Problem) -> Out {
     let (c, status) = with_problem(v, "Sign up", error);
-    page(status, &SignUpPage { c, email: email.to_string(), rules: PASSWORD_RULES })
+    page(
+        status,
+        &SignUpPage {
+            c,
+            email: email.to_string(),
+            rules: PASSWORD_RULES,
+        },
+    )
 }
 
 async fn sign_up(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
     let (email, password) = (req.field("email"), req.raw_field("password"));
     if email.is_empty() || password.is_empty() {
-        return Ok(sign_up_page(v, email, missing("your email address and a password")));
+        return Ok(sign_up_page(
+            v,
+            email,
+            missing("your email address and a password"),
+        ));
     }
     match app.cognito.sign_up(email, password).await {
         Ok(()) => Ok(Out::redirect(with_email("verify", email))),
@@ -84,13 +99,23 @@ async fn sign_up(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
 
 fn verify_page(v: &Visitor, email: &str, error: Problem) -> Out {
     let (c, status) = with_problem(v, "Verify email", error);
-    page(status, &VerifyPage { c, email: email.to_string() })
+    page(
+        status,
+        &VerifyPage {
+            c,
+            email: email.to_string(),
+        },
+    )
 }
 
 async fn verify(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
     let (email, code) = (req.field("email"), req.field("code"));
     if email.is_empty() || code.is_empty() {
-        return Ok(verify_page(v, email, missing("your email address and the code")));
+        return Ok(verify_page(
+            v,
+            email,
+            missing("your email address and the code"),
+        ));
     }
     match app.cognito.confirm_sign_up(email, code).await {
         Ok(()) => Ok(Out::redirect("/dashboard/login").flash(Flash::Verified, v.secure)),
@@ -114,13 +139,23 @@ async fn resend(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
 
 fn log_in_page(v: &Visitor, email: &str, error: Problem) -> Out {
     let (c, status) = with_problem(v, "Log in", error);
-    page(status, &LogInPage { c, email: email.to_string() })
+    page(
+        status,
+        &LogInPage {
+            c,
+            email: email.to_string(),
+        },
+    )
 }
 
 async fn log_in(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
     let (email, password) = (req.field("email"), req.raw_field("password"));
     if email.is_empty() || password.is_empty() {
-        return Ok(log_in_page(v, email, missing("your email address and password")));
+        return Ok(log_in_page(
+            v,
+            email,
+            missing("your email address and password"),
+        ));
     }
     let tokens = match app.cognito.sign_in(email, password).await {
         Ok(tokens) => tokens,
@@ -155,8 +190,18 @@ async fn log_in(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
         access_token: tokens.access_token.clone(),
     };
     let mut out = Out::redirect("/dashboard")
-        .cookie(session::set_cookie(SESSION_COOKIE, &v.signer.seal(&session), None, v.secure))
-        .cookie(session::set_cookie(SID_COOKIE, &session.sid, None, v.secure));
+        .cookie(session::set_cookie(
+            SESSION_COOKIE,
+            &v.signer.seal(&session),
+            None,
+            v.secure,
+        ))
+        .cookie(session::set_cookie(
+            SID_COOKIE,
+            &session.sid,
+            None,
+            v.secure,
+        ));
     if let Some(refresh) = &tokens.refresh_token {
         out = out.cookie(session::set_cookie(
             REFRESH_COOKIE,
@@ -170,7 +215,13 @@ async fn log_in(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
 
 fn forgot_page(v: &Visitor, email: &str, error: Problem) -> Out {
     let (c, status) = with_problem(v, "Forgot password", error);
-    page(status, &ForgotPage { c, email: email.to_string() })
+    page(
+        status,
+        &ForgotPage {
+            c,
+            email: email.to_string(),
+        },
+    )
 }
 
 async fn forgot(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
@@ -186,15 +237,34 @@ async fn forgot(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
 
 fn reset_page(v: &Visitor, email: &str, error: Problem) -> Out {
     let (c, status) = with_problem(v, "Reset password", error);
-    page(status, &ResetPage { c, email: email.to_string(), rules: PASSWORD_RULES })
+    page(
+        status,
+        &ResetPage {
+            c,
+            email: email.to_string(),
+            rules: PASSWORD_RULES,
+        },
+    )
 }
 
 async fn reset(app: &App, req: &Req, v: &Visitor) -> Result<Out, DashError> {
-    let (email, code, password) = (req.field("email"), req.field("code"), req.raw_field("password"));
+    let (email, code, password) = (
+        req.field("email"),
+        req.field("code"),
+        req.raw_field("password"),
+    );
     if email.is_empty() || code.is_empty() || password.is_empty() {
-        return Ok(reset_page(v, email, missing("your email address, the code and a new password")));
+        return Ok(reset_page(
+            v,
+            email,
+            missing("your email address, the code and a new password"),
+        ));
     }
-    match app.cognito.confirm_forgot_password(email, code, password).await {
+    match app
+        .cognito
+        .confirm_forgot_password(email, code, password)
+        .await
+    {
         Ok(()) => Ok(Out::redirect("/dashboard/login").flash(Flash::PasswordReset, v.secure)),
         Err(e) => Ok(reset_page(v, email, problem(&e))),
     }
@@ -211,6 +281,11 @@ async fn log_out(app: &App, v: &Visitor) -> Result<Out, DashError> {
     Ok(Out::redirect("/dashboard/login")
         .cookie(session::clear_cookie(SESSION_COOKIE, v.secure))
         .cookie(session::clear_cookie(REFRESH_COOKIE, v.secure))
-        .cookie(session::set_cookie(SID_COOKIE, &session::new_sid(), None, v.secure))
+        .cookie(session::set_cookie(
+            SID_COOKIE,
+            &session::new_sid(),
+            None,
+            v.secure,
+        ))
         .flash(Flash::SignedOut, v.secure))
 }

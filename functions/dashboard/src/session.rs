@@ -62,7 +62,10 @@ impl Signer {
     /// `payload.signature`, both base64url.
     pub fn seal(&self, session: &Session) -> String {
         let payload = B64.encode(serde_json::to_vec(session).expect("a session serializes"));
-        let tag = self.mac("session", payload.as_bytes()).finalize().into_bytes();
+        let tag = self
+            .mac("session", payload.as_bytes())
+            .finalize()
+            .into_bytes();
         format!("{payload}.{}", B64.encode(tag))
     }
 

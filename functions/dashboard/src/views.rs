@@ -356,9 +356,12 @@ impl JobPage {
                 .map(|r| r.output_tail.clone())
                 .filter(|o| !o.is_empty()),
             error: job.error_message.clone(),
-            failure_reason: job
-                .failure_reason
-                .map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+            failure_reason: job.failure_reason.map(|r| {
+                serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }),
             cancel_requested: job.cancel_requested_at.is_some(),
         }
     }

@@ -136,7 +136,12 @@ impl Out {
     }
 
     pub fn flash(self, flash: Flash, secure: bool) -> Out {
-        self.cookie(session::set_cookie(FLASH_COOKIE, flash.code(), Some(60), secure))
+        self.cookie(session::set_cookie(
+            FLASH_COOKIE,
+            flash.code(),
+            Some(60),
+            secure,
+        ))
     }
 
     pub fn into_response(self, request_id: &str, head: bool) -> Response<Body> {
@@ -152,7 +157,10 @@ impl Out {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static(self.cache));
         headers.insert("content-security-policy", HeaderValue::from_static(CSP));
         headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
-        headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
         headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
         if head {
             headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -190,20 +198,59 @@ pub enum Flash {
 
 impl Flash {
     const ALL: [(Flash, &'static str, &'static str, bool); 10] = [
-        (Flash::Verified, "verified", "Your email is verified. You can log in now.", true),
-        (Flash::CodeSent, "code_sent", "We sent you a new code.", true),
-        (Flash::PasswordReset, "password_reset", "Your password is changed. Log in with the new one.", true),
+        (
+            Flash::Verified,
+            "verified",
+            "Your email is verified. You can log in now.",
+            true,
+        ),
+        (
+            Flash::CodeSent,
+            "code_sent",
+            "We sent you a new code.",
+            true,
+        ),
+        (
+            Flash::PasswordReset,
+            "password_reset",
+            "Your password is changed. Log in with the new one.",
+            true,
+        ),
         (Flash::SignedOut, "signed_out", "You are logged out.", true),
-        (Flash::KeyRevoked, "key_revoked", "The API key is revoked. Requests with it now get 401.", true),
+        (
+            Flash::KeyRevoked,
+            "key_revoked",
+            "The API key is revoked. Requests with it now get 401.",
+            true,
+        ),
         (Flash::SshKeyAdded, "ssh_key_added", "SSH key added.", true),
-        (Flash::SshKeyDeleted, "ssh_key_deleted", "SSH key deleted.", true),
-        (Flash::CancelRequested, "cancel_requested", "Cancellation requested: the instance is being deleted.", true),
+        (
+            Flash::SshKeyDeleted,
+            "ssh_key_deleted",
+            "SSH key deleted.",
+            true,
+        ),
+        (
+            Flash::CancelRequested,
+            "cancel_requested",
+            "Cancellation requested: the instance is being deleted.",
+            true,
+        ),
         (Flash::Cancelled, "cancelled", "The job is cancelled.", true),
-        (Flash::SessionExpired, "session_expired", "Your session has ended. Please log in again.", false),
+        (
+            Flash::SessionExpired,
+            "session_expired",
+            "Your session has ended. Please log in again.",
+            false,
+        ),
     ];
 
     pub fn code(self) -> &'static str {
-        Self::ALL.iter().find(|f| f.0 == self).map(|f| f.1).unwrap_or("")
+        Self::ALL
+            .iter()
+            .find(|f| f.0 == self)
+            .map(|f| f.1)
+            .unwrap_or("")
     }
 
     pub fn from_code(code: &str) -> Option<Flash> {
@@ -211,7 +258,11 @@ impl Flash {
     }
 
     pub fn message(self) -> &'static str {
-        Self::ALL.iter().find(|f| f.0 == self).map(|f| f.2).unwrap_or("")
+        Self::ALL
+            .iter()
+            .find(|f| f.0 == self)
+            .map(|f| f.2)
+            .unwrap_or("")
     }
 
     pub fn is_success(self) -> bool {

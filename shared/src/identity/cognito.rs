@@ -35,7 +35,9 @@ pub enum IdentityError {
     #[error("{0}")]
     InvalidInput(String),
     /// The pool asked for a step this dashboard does not offer (MFA, a forced new password).
-    #[error("This sign-in needs a step the dashboard does not support yet; please contact support.")]
+    #[error(
+        "This sign-in needs a step the dashboard does not support yet; please contact support."
+    )]
     Unsupported(String),
     #[error("Something went wrong on our side. Please try again.")]
     Internal(String),

@@ -155,7 +155,8 @@ impl TokenVerifier {
             .kid
             .ok_or_else(|| TokenError::Malformed("no kid".into()))?;
         let key = self.key(&kid).await?;
-        let data = decode::<T>(token, &key, validation).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let data =
+            decode::<T>(token, &key, validation).map_err(|e| TokenError::Invalid(e.to_string()))?;
         Ok(data.claims)
     }
 

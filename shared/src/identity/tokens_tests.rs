@@ -17,8 +17,12 @@ fn verifier() -> TokenVerifier {
         DecodingKey::from_rsa_pem(KEY_A_PUB).unwrap(),
     )]);
     // Nothing listens on port 9: an unknown kid cannot be fetched (and was just "fetched").
-    TokenVerifier::new(ISSUER.into(), CLIENT.into(), "http://127.0.0.1:9/jwks.json".into())
-        .with_keys(keys)
+    TokenVerifier::new(
+        ISSUER.into(),
+        CLIENT.into(),
+        "http://127.0.0.1:9/jwks.json".into(),
+    )
+    .with_keys(keys)
 }
 
 fn now() -> i64 {
@@ -66,7 +70,10 @@ fn with(mut claims: Value, field: &str, value: Value) -> Value {
 
 #[tokio::test]
 async fn a_good_id_token_names_the_person() {
-    let person = verifier().verify_id_token(&sign(&id_claims())).await.unwrap();
+    let person = verifier()
+        .verify_id_token(&sign(&id_claims()))
+        .await
+        .unwrap();
     assert_eq!(
         person,
         Person {
@@ -84,18 +91,35 @@ async fn a_good_id_token_names_the_person() {
 async fn id_tokens_with_a_wrong_claim_are_refused() {
     let v = verifier();
     let cases = [
-        ("another issuer", with(id_claims(), "iss", json!("https://cognito-idp.us-east-1.amazonaws.com/other"))),
-        ("another client", with(id_claims(), "aud", json!("their-client"))),
+        (
+            "another issuer",
+            with(
+                id_claims(),
+                "iss",
+                json!("https://cognito-idp.us-east-1.amazonaws.com/other"),
+            ),
+        ),
+        (
+            "another client",
+            with(id_claims(), "aud", json!("their-client")),
+        ),
         ("expired", with(id_claims(), "exp", json!(now() - 600))),
-        ("an access token's use", with(id_claims(), "token_use", json!("access"))),
-        ("an unverified email", with(id_claims(), "email_verified", json!(false))),
+        (
+            "an access token's use",
+            with(id_claims(), "token_use", json!("access")),
+        ),
+        (
+            "an unverified email",
+            with(id_claims(), "email_verified", json!(false)),
+        ),
     ];
     for (what, claims) in cases {
         let result = v.verify_id_token(&sign(&claims)).await;
         assert!(result.is_err(), "{what}: {result:?}");
     }
     assert!(matches!(
-        v.verify_id_token(&sign(&with(id_claims(), "token_use", json!("access")))).await,
+        v.verify_id_token(&sign(&with(id_claims(), "token_use", json!("access"))))
+            .await,
         Err(TokenError::WrongUse(_))
     ));
 }
@@ -105,12 +129,14 @@ async fn keys_outside_the_jwks_are_refused() {
     let v = verifier();
     // An unknown kid: not in the cache, and the JWKS cannot vouch for it.
     assert!(matches!(
-        v.verify_id_token(&sign_with(&id_claims(), "k2", KEY_B)).await,
+        v.verify_id_token(&sign_with(&id_claims(), "k2", KEY_B))
+            .await,
         Err(TokenError::UnknownKey(_))
     ));
     // A known kid, but signed by another key.
     assert!(matches!(
-        v.verify_id_token(&sign_with(&id_claims(), "k1", KEY_B)).await,
+        v.verify_id_token(&sign_with(&id_claims(), "k1", KEY_B))
+            .await,
         Err(TokenError::Invalid(_))
     ));
     // Not RS256 (HS256 with the public key as the secret: the classic confusion).
@@ -128,11 +154,14 @@ async fn keys_outside_the_jwks_are_refused() {
 async fn access_tokens_are_checked_for_client_and_use() {
     let v = verifier();
     assert_eq!(
-        v.verify_access_token(&sign(&access_claims())).await.unwrap(),
+        v.verify_access_token(&sign(&access_claims()))
+            .await
+            .unwrap(),
         "person-1"
     );
     assert!(matches!(
-        v.verify_access_token(&sign(&with(access_claims(), "client_id", json!("theirs")))).await,
+        v.verify_access_token(&sign(&with(access_claims(), "client_id", json!("theirs"))))
+            .await,
         Err(TokenError::WrongClient)
     ));
     assert!(matches!(
@@ -144,7 +173,11 @@ async fn access_tokens_are_checked_for_client_and_use() {
         .await
         .is_err());
     assert!(v
-        .verify_access_token(&sign(&with(access_claims(), "iss", json!("https://evil.example"))))
+        .verify_access_token(&sign(&with(
+            access_claims(),
+            "iss",
+            json!("https://evil.example")
+        )))
         .await
         .is_err());
 }

@@ -129,7 +129,9 @@ impl Store {
 
     async fn existing_account(&self, account_id: &str) -> Result<Account, ApiError> {
         self.get_account(account_id).await?.ok_or_else(|| {
-            ApiError::Internal(format!("a person is linked to account {account_id}, which is gone"))
+            ApiError::Internal(format!(
+                "a person is linked to account {account_id}, which is gone"
+            ))
         })
     }
 
@@ -140,12 +142,7 @@ impl Store {
             .transpose()
     }
 
-    async fn put_user(
-        &self,
-        sub: &str,
-        account_id: &str,
-        email: &str,
-    ) -> Result<(), ApiError> {
+    async fn put_user(&self, sub: &str, account_id: &str, email: &str) -> Result<(), ApiError> {
         let link = UserLink {
             account_id: account_id.to_string(),
             email: email.to_string(),
