@@ -5,6 +5,8 @@
 //! with the test binary even though statics are never dropped. Their logs go to
 //! `target/test-logs/`, which the log audit (`tests/tests/zz_log_audit.rs`) greps afterwards.
 
+pub mod web;
+
 use mimiry_shared::auth::Scope;
 use mimiry_shared::money::Micros;
 use mimiry_shared::store::Store;
