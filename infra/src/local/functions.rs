@@ -11,6 +11,7 @@ pub struct Functions {
     pub catalog: mimiry_catalog::App,
     pub ssh_keys: mimiry_ssh_keys::App,
     pub jobs: mimiry_jobs::App,
+    pub dashboard: mimiry_dashboard::App,
     pub worker: mimiry_worker::App,
     pub reconciler: mimiry_reconciler::App,
 }
@@ -22,6 +23,7 @@ impl Functions {
             catalog: <mimiry_catalog::App as HttpFunction>::new(clients, config),
             ssh_keys: <mimiry_ssh_keys::App as HttpFunction>::new(clients, config),
             jobs: <mimiry_jobs::App as HttpFunction>::new(clients, config),
+            dashboard: <mimiry_dashboard::App as HttpFunction>::new(clients, config),
             worker: mimiry_worker::App::new(clients, config),
             reconciler: mimiry_reconciler::App::new(clients, config),
         }
@@ -34,6 +36,7 @@ impl Functions {
             mimiry_catalog::FUNCTION => mimiry_catalog::handle(&self.catalog, request).await,
             mimiry_ssh_keys::FUNCTION => mimiry_ssh_keys::handle(&self.ssh_keys, request).await,
             mimiry_jobs::FUNCTION => mimiry_jobs::handle(&self.jobs, request).await,
+            mimiry_dashboard::FUNCTION => mimiry_dashboard::handle(&self.dashboard, request).await,
             _ => return None,
         })
     }
