@@ -30,7 +30,7 @@ AWS_DEFAULT_REGION=us-east-1 sam validate --lint
 # Every cargo test below selects with --workspace, as the build above did: `-p mimiry-tests`
 # would resolve a smaller feature set for the shared dependencies and recompile ~25 crates.
 step "cargo test"
-rm -rf target/test-logs target/test-instances
+rm -rf target/test-logs target/test-instances target/screenshots target/browser-logs
 # The chaos test runs in a step of its own, below, so that its verdict is shown.
 cargo test --workspace -- --exact --skip chaos
 

@@ -185,13 +185,19 @@ impl Browser {
             );
         }
         let port = crate::free_port();
-        let log = crate::log_dir().join(format!("chromedriver-{port}.log"));
+        // Not in the stacks' log directory: the browser's transcript holds what the page showed
+        // (a new API key, by design), and the log audit is about the system's logs. Warnings
+        // only: at INFO every command is logged, axe-core's 650 kB source included.
+        let logs = crate::target_dir().join("browser-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("chromedriver-{port}.log"));
         let mut command = Command::new(CHROMEDRIVER);
         command
             .args([
                 format!("--port={port}"),
                 "--allowed-ips=127.0.0.1".to_string(),
                 format!("--log-path={}", log.display()),
+                "--log-level=WARNING".to_string(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -552,6 +558,7 @@ impl Browser {
     /// What every page of a walk gets: both screenshots, then axe with no serious or critical
     /// violations. Prints one line per page for the test's output.
     pub async fn check_page(&self, name: &str) -> Vec<Violation> {
+        let started = Instant::now();
         self.screenshots(name).await;
         let violations = self.axe(name).await;
         let ids: Vec<String> = violations
@@ -559,8 +566,9 @@ impl Browser {
             .map(|v| format!("{} ({})", v.id, v.impact.as_deref().unwrap_or("?")))
             .collect();
         println!(
-            "page {name} ({}): axe {} violation(s){}{}",
+            "page {name} ({}, checked in {} ms): axe {} violation(s){}{}",
             self.path().await,
+            started.elapsed().as_millis(),
             violations.len(),
             if ids.is_empty() { "" } else { ": " },
             ids.join(", ")
