@@ -157,6 +157,8 @@ impl WebDriverCompatibleCommand for Cdp {
 pub struct Browser {
     client: Client,
     base_url: String,
+    /// When the session opened: page lines say how far into the walk they are.
+    opened: Instant,
     _driver: Driver,
 }
 
@@ -210,6 +212,7 @@ impl Browser {
         let browser = Browser {
             client: connect(port).await,
             base_url: base_url.trim_end_matches('/').to_string(),
+            opened: Instant::now(),
             _driver: driver,
         };
         browser.set_width(LAPTOP_WIDTH).await;
@@ -475,17 +478,25 @@ impl Browser {
     /// Saves the whole page (not just the window) at `width` as `target/screenshots/<file>.png`.
     pub async fn screenshot_at(&self, file: &str, width: u32) -> PathBuf {
         self.set_width(width).await;
-        let height = self
+        let size = self
             .client
             .execute(
-                "return Math.ceil(Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0));",
+                "const d = document.documentElement, b = document.body || d;\
+                 return [Math.max(d.scrollWidth, b.scrollWidth), Math.max(d.scrollHeight, b.scrollHeight)];",
                 vec![],
             )
             .await
-            .expect("page height")
+            .expect("page size");
+        let page_width = size[0].as_u64().unwrap_or(0);
+        let height = size[1]
             .as_u64()
             .unwrap_or(900)
             .clamp(1, u64::from(MAX_SHOT_HEIGHT));
+        // Not a failure (the layout is the dashboard's call), but worth a line: content wider
+        // than the screen is cut off on a phone.
+        if page_width > u64::from(width) {
+            println!("  {file}: the page is {page_width}px wide at a {width}px screen (horizontal overflow)");
+        }
         let shot = self
             .cdp(
                 "Page.captureScreenshot",
@@ -566,8 +577,9 @@ impl Browser {
             .map(|v| format!("{} ({})", v.id, v.impact.as_deref().unwrap_or("?")))
             .collect();
         println!(
-            "page {name} ({}, checked in {} ms): axe {} violation(s){}{}",
+            "page {name} ({}, at {:.1} s, checked in {} ms): axe {} violation(s){}{}",
             self.path().await,
+            self.opened.elapsed().as_secs_f64(),
             started.elapsed().as_millis(),
             violations.len(),
             if ids.is_empty() { "" } else { ": " },
