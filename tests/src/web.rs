@@ -126,7 +126,10 @@ impl Browser {
             .await;
         assert_eq!(signed_up.status, 303, "sign-up: {}", signed_up.html);
         let verify_path = signed_up.location().to_string();
-        assert!(verify_path.starts_with("/dashboard/verify?email="), "{verify_path}");
+        assert!(
+            verify_path.starts_with("/dashboard/verify?email="),
+            "{verify_path}"
+        );
         let verified = self
             .submit(
                 &verify_path,
@@ -159,7 +162,9 @@ impl Browser {
             .submit("/dashboard/api-keys/new", "/dashboard/api-keys", &fields)
             .await;
         assert_eq!(page.status, 200, "create key: {}", page.html);
-        let key = page.text_of("new-api-key").expect("the new key on the page");
+        let key = page
+            .text_of("new-api-key")
+            .expect("the new key on the page");
         record_secret(&key);
         (page, key)
     }

@@ -65,9 +65,15 @@ async fn a_newcomer_signs_up_and_creates_a_key_that_works_on_the_api() {
     let home = browser.get("/dashboard").await;
     assert_eq!(home.status, 200);
     assert_eq!(home.text_of("balance-amount").as_deref(), Some("0.00"));
-    assert_eq!(home.text_of("header-balance-amount").as_deref(), Some("0.00"));
+    assert_eq!(
+        home.text_of("header-balance-amount").as_deref(),
+        Some("0.00")
+    );
     assert_eq!(home.text_of("header-user").as_deref(), Some(email.as_str()));
-    assert!(home.contains("id=\"add-credits\""), "the Add Credits button");
+    assert!(
+        home.contains("id=\"add-credits\""),
+        "the Add Credits button"
+    );
     assert_eq!(browser.get("/dashboard/credits").await.status, 200);
 
     let (created, key) = browser
@@ -117,13 +123,19 @@ async fn a_newcomer_signs_up_and_creates_a_key_that_works_on_the_api() {
             &[],
         )
         .await;
-    assert_eq!((revoked.status, revoked.location()), (303, "/dashboard/api-keys"));
+    assert_eq!(
+        (revoked.status, revoked.location()),
+        (303, "/dashboard/api-keys")
+    );
     let answer = call("GET", &stack.url("/instances"), Some(&key), None).await;
     assert_eq!(answer.status, 401, "{answer:?}");
     assert_eq!(answer.error(), UNAUTHORIZED);
     let keys = browser.get("/dashboard/api-keys").await;
     assert!(keys.contains("revoked"), "{}", keys.html);
-    assert!(keys.text_of("flash").is_some(), "a flash after the redirect");
+    assert!(
+        keys.text_of("flash").is_some(),
+        "a flash after the redirect"
+    );
 
     // Log out: the session is gone, the pages send you to Log in again.
     let out = browser.submit("/dashboard", "/dashboard/logout", &[]).await;
@@ -171,7 +183,12 @@ async fn ssh_keys_are_added_and_deleted_with_the_apis_own_rules() {
             &[("name", "my-laptop-key"), ("public_key", &public_key)],
         )
         .await;
-    assert_eq!((added.status, added.location()), (303, "/dashboard/ssh-keys"), "{}", added.html);
+    assert_eq!(
+        (added.status, added.location()),
+        (303, "/dashboard/ssh-keys"),
+        "{}",
+        added.html
+    );
     let listed = call("GET", &stack.url("/ssh-keys"), Some(&key), None).await;
     let keys = listed.body["ssh_keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1, "{listed:?}");
@@ -201,7 +218,10 @@ async fn ssh_keys_are_added_and_deleted_with_the_apis_own_rules() {
             &[],
         )
         .await;
-    assert_eq!((deleted.status, deleted.location()), (303, "/dashboard/ssh-keys"));
+    assert_eq!(
+        (deleted.status, deleted.location()),
+        (303, "/dashboard/ssh-keys")
+    );
     let listed = call("GET", &stack.url("/ssh-keys"), Some(&key), None).await;
     assert_eq!(listed.body["ssh_keys"], json!([]), "{listed:?}");
 }
@@ -233,18 +253,35 @@ async fn jobs_are_followed_and_cancelled_on_the_pages() {
     stack
         .store()
         .await
-        .add_credits(&account, Micros::parse_decimal("50").unwrap(), "test credits")
+        .add_credits(
+            &account,
+            Micros::parse_decimal("50").unwrap(),
+            "test credits",
+        )
         .await
         .unwrap();
     let header = browser.get("/dashboard").await;
-    assert_eq!(header.text_of("header-balance-amount").as_deref(), Some("50.00"));
+    assert_eq!(
+        header.text_of("header-balance-amount").as_deref(),
+        Some("50.00")
+    );
 
-    let done = submit_job(stack, &key, "hello-job", "echo hello-from-the-dashboard-test").await;
+    let done = submit_job(
+        stack,
+        &key,
+        "hello-job",
+        "echo hello-from-the-dashboard-test",
+    )
+    .await;
     let long = submit_job(stack, &key, "long-job", "sleep 300").await;
 
     let list = browser.get("/dashboard/jobs").await;
     assert_eq!(list.status, 200);
-    assert!(list.contains(&done) && list.contains(&long), "{}", list.html);
+    assert!(
+        list.contains(&done) && list.contains(&long),
+        "{}",
+        list.html
+    );
 
     // Watch the first one complete on its page.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -255,21 +292,35 @@ async fn jobs_are_followed_and_cancelled_on_the_pages() {
         if status == "completed" || status == "failed" || Instant::now() > deadline {
             break page;
         }
-        assert!(page.contains("data-poll=\"1\""), "a running job's page polls");
+        assert!(
+            page.contains("data-poll=\"1\""),
+            "a running job's page polls"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_eq!(detail.text_of("job-status").as_deref(), Some("completed"), "{}", detail.html);
+    assert_eq!(
+        detail.text_of("job-status").as_deref(),
+        Some("completed"),
+        "{}",
+        detail.html
+    );
     assert_eq!(detail.text_of("job-exit-code").as_deref(), Some("0"));
     assert!(detail
         .text_of("job-output")
         .unwrap()
         .contains("hello-from-the-dashboard-test"));
-    assert!(!detail.contains("data-poll"), "a finished job's page stops polling");
+    assert!(
+        !detail.contains("data-poll"),
+        "a finished job's page stops polling"
+    );
     assert!(!detail.contains("id=\"cancel-job\""), "nothing to cancel");
 
     let completed = browser.get("/dashboard/jobs?status=completed").await;
     assert!(completed.contains(&done) && !completed.contains(&long));
-    assert_eq!(browser.get("/dashboard/jobs?status=nonsense").await.status, 400);
+    assert_eq!(
+        browser.get("/dashboard/jobs?status=nonsense").await.status,
+        400
+    );
 
     // Cancel the second from its page.
     let page = browser.get(&format!("/dashboard/jobs/{long}")).await;
@@ -283,7 +334,13 @@ async fn jobs_are_followed_and_cancelled_on_the_pages() {
         .await;
     assert_eq!(cancelled.status, 303, "{}", cancelled.html);
     assert_eq!(cancelled.location(), format!("/dashboard/jobs/{long}"));
-    let api = call("GET", &stack.url(&format!("/jobs/{long}")), Some(&key), None).await;
+    let api = call(
+        "GET",
+        &stack.url(&format!("/jobs/{long}")),
+        Some(&key),
+        None,
+    )
+    .await;
     assert_eq!(api.body["cancel_requested"], true, "{api:?}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -303,7 +360,10 @@ async fn jobs_are_followed_and_cancelled_on_the_pages() {
         )
         .await;
     assert_eq!(again.status, 409);
-    assert_eq!(again.text_of("error-message").as_deref(), Some("Job is already completed"));
+    assert_eq!(
+        again.text_of("error-message").as_deref(),
+        Some("Job is already completed")
+    );
 }
 
 /// Every page of one person's things is a 404 to another person, and their forms change
@@ -313,12 +373,21 @@ async fn another_persons_things_are_not_found() {
     let stack = Stack::shared();
     let alice = Browser::new(stack);
     alice.sign_up_and_log_in(&new_email("alice")).await;
-    let (_, alice_key) = alice.create_key("alice", &["ssh_keys:write", "ssh_keys:read", "jobs:write", "jobs:read"]).await;
+    let (_, alice_key) = alice
+        .create_key(
+            "alice",
+            &["ssh_keys:write", "ssh_keys:read", "jobs:write", "jobs:read"],
+        )
+        .await;
     let account = account_of(stack, &alice_key).await;
     stack
         .store()
         .await
-        .add_credits(&account, Micros::parse_decimal("20").unwrap(), "test credits")
+        .add_credits(
+            &account,
+            Micros::parse_decimal("20").unwrap(),
+            "test credits",
+        )
         .await
         .unwrap();
     let ssh_key = mimiry_tests::add_ssh_key(stack, &alice_key).await;
@@ -332,27 +401,64 @@ async fn another_persons_things_are_not_found() {
     mallory.sign_up_and_log_in(&new_email("mallory")).await;
     let token = mallory.get("/dashboard").await.csrf();
     for (get, post) in [
-        (format!("/dashboard/api-keys/{key_id}/revoke"), format!("/dashboard/api-keys/{key_id}/revoke")),
-        (format!("/dashboard/ssh-keys/{ssh_key}/delete"), format!("/dashboard/ssh-keys/{ssh_key}/delete")),
-        (format!("/dashboard/jobs/{job}"), format!("/dashboard/jobs/{job}/cancel")),
-        (format!("/dashboard/jobs/{job}/cancel"), format!("/dashboard/jobs/{job}/cancel")),
+        (
+            format!("/dashboard/api-keys/{key_id}/revoke"),
+            format!("/dashboard/api-keys/{key_id}/revoke"),
+        ),
+        (
+            format!("/dashboard/ssh-keys/{ssh_key}/delete"),
+            format!("/dashboard/ssh-keys/{ssh_key}/delete"),
+        ),
+        (
+            format!("/dashboard/jobs/{job}"),
+            format!("/dashboard/jobs/{job}/cancel"),
+        ),
+        (
+            format!("/dashboard/jobs/{job}/cancel"),
+            format!("/dashboard/jobs/{job}/cancel"),
+        ),
     ] {
         let page = mallory.get(&get).await;
         assert_eq!(page.status, 404, "GET {get}: {}", page.html);
         let page = mallory.post(&post, &[("csrf", &token)]).await;
         assert_eq!(page.status, 404, "POST {post}: {}", page.html);
     }
-    for path in ["/dashboard/jobs", "/dashboard", "/dashboard/ssh-keys", "/dashboard/api-keys"] {
+    for path in [
+        "/dashboard/jobs",
+        "/dashboard",
+        "/dashboard/ssh-keys",
+        "/dashboard/api-keys",
+    ] {
         let page = mallory.get(path).await;
-        assert!(!page.contains(&job) && !page.contains(&ssh_key) && !page.contains(&key_id), "{path}");
+        assert!(
+            !page.contains(&job) && !page.contains(&ssh_key) && !page.contains(&key_id),
+            "{path}"
+        );
     }
     // Nothing of Alice's changed.
-    assert_eq!(call("GET", &stack.url("/ssh-keys"), Some(&alice_key), None).await.status, 200);
+    assert_eq!(
+        call("GET", &stack.url("/ssh-keys"), Some(&alice_key), None)
+            .await
+            .status,
+        200
+    );
     let listed = call("GET", &stack.url("/ssh-keys"), Some(&alice_key), None).await;
     assert_eq!(listed.body["ssh_keys"].as_array().unwrap().len(), 1);
-    let api = call("GET", &stack.url(&format!("/jobs/{job}")), Some(&alice_key), None).await;
+    let api = call(
+        "GET",
+        &stack.url(&format!("/jobs/{job}")),
+        Some(&alice_key),
+        None,
+    )
+    .await;
     assert_eq!(api.body["cancel_requested"], false, "{api:?}");
-    let _ = call("DELETE", &stack.url(&format!("/jobs/{job}")), Some(&alice_key), None).await;
+    let _ = call(
+        "DELETE",
+        &stack.url(&format!("/jobs/{job}")),
+        Some(&alice_key),
+        None,
+    )
+    .await;
 }
 
 /// Every state-changing form needs the visitor's own CSRF token: without it, or with another
@@ -374,13 +480,27 @@ async fn forms_without_the_visitors_csrf_token_are_refused() {
     let id = uuid::Uuid::new_v4().to_string();
     let mut posts = 0;
     for route in ROUTES.iter().filter(|r| !r.is_api() && r.method == "POST") {
-        let path = route
-            .path
-            .replace("{id}", if route.path.contains("api-keys") { &key_id } else { &id });
+        let path = route.path.replace(
+            "{id}",
+            if route.path.contains("api-keys") {
+                &key_id
+            } else {
+                &id
+            },
+        );
         for (what, fields) in [
             ("no token", vec![("name", "x"), ("scopes", "jobs:read")]),
-            ("another visitor's token", vec![("csrf", foreign.as_str()), ("name", "x")]),
-            ("a forged token", vec![("csrf", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), ("name", "x")]),
+            (
+                "another visitor's token",
+                vec![("csrf", foreign.as_str()), ("name", "x")],
+            ),
+            (
+                "a forged token",
+                vec![
+                    ("csrf", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+                    ("name", "x"),
+                ],
+            ),
         ] {
             let page = browser.post(&path, &fields).await;
             assert_eq!(page.status, 403, "POST {path} with {what}: {}", page.html);
@@ -408,11 +528,18 @@ async fn every_page_carries_the_security_headers_and_needs_a_session() {
     let id = uuid::Uuid::new_v4().to_string();
     let mut gets = 0;
     for route in ROUTES.iter().filter(|r| !r.is_api() && r.method == "GET") {
-        let path = route.path.replace("{id}", &id).replace("{file}", "style.css");
+        let path = route
+            .path
+            .replace("{id}", &id)
+            .replace("{file}", "style.css");
         let page = anonymous.get(&path).await;
         assert_security_headers(&path, &page);
         if route.access == Access::Session {
-            assert_eq!((page.status, page.location()), (303, "/dashboard/login"), "{path}");
+            assert_eq!(
+                (page.status, page.location()),
+                (303, "/dashboard/login"),
+                "{path}"
+            );
             let with_key = mimiry_tests::send(
                 reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
@@ -431,7 +558,10 @@ async fn every_page_carries_the_security_headers_and_needs_a_session() {
     }
     assert!(gets >= 15, "{gets}");
     let css = anonymous.get("/dashboard/static/style.css").await;
-    assert_eq!(css.headers.get("content-type").unwrap(), "text/css; charset=utf-8");
+    assert_eq!(
+        css.headers.get("content-type").unwrap(),
+        "text/css; charset=utf-8"
+    );
     assert_eq!(anonymous.get("/dashboard/static/nope.js").await.status, 404);
 }
 
@@ -454,31 +584,60 @@ async fn sign_in_failures_say_one_generic_thing() {
         (email.as_str(), ""),
     ] {
         let page = fresh
-            .submit("/dashboard/login", "/dashboard/login", &[("email", who), ("password", password)])
+            .submit(
+                "/dashboard/login",
+                "/dashboard/login",
+                &[("email", who), ("password", password)],
+            )
             .await;
         answers.push((page.status, page.text_of("form-error").unwrap_or_default()));
     }
-    assert_eq!(answers[0], answers[1], "known and unknown emails look the same");
-    assert_eq!(answers[0], (401, "Incorrect email or password.".to_string()));
+    assert_eq!(
+        answers[0], answers[1],
+        "known and unknown emails look the same"
+    );
+    assert_eq!(
+        answers[0],
+        (401, "Incorrect email or password.".to_string())
+    );
     assert_eq!(answers[2].0, 400, "an empty password is a form problem");
 
     // Signed up, not verified: the right password leads to the verify page.
     let unverified = new_email("unverified");
     let signed_up = fresh
-        .submit("/dashboard/signup", "/dashboard/signup", &[("email", &unverified), ("password", PASSWORD)])
+        .submit(
+            "/dashboard/signup",
+            "/dashboard/signup",
+            &[("email", &unverified), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!(signed_up.status, 303);
     let page = fresh
-        .submit("/dashboard/login", "/dashboard/login", &[("email", &unverified), ("password", PASSWORD)])
+        .submit(
+            "/dashboard/login",
+            "/dashboard/login",
+            &[("email", &unverified), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!(page.status, 303);
-    assert!(page.location().starts_with("/dashboard/verify?email="), "{}", page.location());
+    assert!(
+        page.location().starts_with("/dashboard/verify?email="),
+        "{}",
+        page.location()
+    );
     // A weak password is refused with the policy.
     let weak = fresh
-        .submit("/dashboard/signup", "/dashboard/signup", &[("email", &new_email("weak")), ("password", "short")])
+        .submit(
+            "/dashboard/signup",
+            "/dashboard/signup",
+            &[("email", &new_email("weak")), ("password", "short")],
+        )
         .await;
     assert_eq!(weak.status, 400);
-    assert!(weak.text_of("form-error").unwrap().contains("at least 8 characters"));
+    assert!(weak
+        .text_of("form-error")
+        .unwrap()
+        .contains("at least 8 characters"));
 }
 
 /// Forgot password → reset with a code → log in with the new password, not the old one.
@@ -490,7 +649,11 @@ async fn a_forgotten_password_is_reset() {
     browser.sign_up_and_log_in(&email).await;
     browser.submit("/dashboard", "/dashboard/logout", &[]).await;
     let forgot = browser
-        .submit("/dashboard/forgot", "/dashboard/forgot", &[("email", &email)])
+        .submit(
+            "/dashboard/forgot",
+            "/dashboard/forgot",
+            &[("email", &email)],
+        )
         .await;
     assert_eq!(forgot.status, 303);
     let reset_path = forgot.location().to_string();
@@ -500,12 +663,25 @@ async fn a_forgotten_password_is_reset() {
         .submit(
             &reset_path,
             "/dashboard/reset",
-            &[("email", &email), ("code", "123456"), ("password", new_password)],
+            &[
+                ("email", &email),
+                ("code", "123456"),
+                ("password", new_password),
+            ],
         )
         .await;
-    assert_eq!((reset.status, reset.location()), (303, "/dashboard/login"), "{}", reset.html);
+    assert_eq!(
+        (reset.status, reset.location()),
+        (303, "/dashboard/login"),
+        "{}",
+        reset.html
+    );
     let old = browser
-        .submit("/dashboard/login", "/dashboard/login", &[("email", &email), ("password", PASSWORD)])
+        .submit(
+            "/dashboard/login",
+            "/dashboard/login",
+            &[("email", &email), ("password", PASSWORD)],
+        )
         .await;
     assert_eq!(old.status, 401);
     browser.log_in(&email, new_password).await;
@@ -519,7 +695,8 @@ async fn first_sign_ins_make_one_account_and_links_open_existing_ones() {
     let store = stack.store().await;
     let sub = uuid::Uuid::new_v4().to_string();
     let credit = Micros::parse_decimal("5").unwrap();
-    let accounts = join_all((0..8).map(|_| store.account_for_person(&sub, "race@example.com", credit))).await;
+    let accounts =
+        join_all((0..8).map(|_| store.account_for_person(&sub, "race@example.com", credit))).await;
     let ids: std::collections::BTreeSet<String> = accounts
         .into_iter()
         .map(|a| a.expect("sign-in").account_id)
@@ -527,16 +704,28 @@ async fn first_sign_ins_make_one_account_and_links_open_existing_ones() {
     assert_eq!(ids.len(), 1, "one account: {ids:?}");
     let id = ids.into_iter().next().unwrap();
     let account = store.get_account(&id).await.unwrap().unwrap();
-    assert_eq!((account.balance_micros, account.added_micros), (credit.0, credit.0));
+    assert_eq!(
+        (account.balance_micros, account.added_micros),
+        (credit.0, credit.0)
+    );
     let ledger = store.ledger(&id).await.unwrap();
     assert_eq!(ledger.len(), 1, "{ledger:?}");
-    assert_eq!((ledger[0].kind.as_str(), ledger[0].amount_micros), ("credit", credit.0));
+    assert_eq!(
+        (ledger[0].kind.as_str(), ledger[0].amount_micros),
+        ("credit", credit.0)
+    );
 
     // An admin-made account, linked to an email before its person ever signs in.
     let existing = stack.account("42").await;
     let email = new_email("linked");
     let out = std::process::Command::new(mimiry_tests::bin("mimiry-admin"))
-        .args(["link-user", "--account", &existing.account_id, "--email", &email])
+        .args([
+            "link-user",
+            "--account",
+            &existing.account_id,
+            "--email",
+            &email,
+        ])
         .env("AWS_ENDPOINT_URL", &stack.moto_url)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -544,12 +733,22 @@ async fn first_sign_ins_make_one_account_and_links_open_existing_ones() {
         .env("TABLE_NAME", &stack.table)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let browser = Browser::new(stack);
     browser.sign_up_and_log_in(&email).await;
     let home = browser.get("/dashboard").await;
-    assert_eq!(home.text_of("header-balance-amount").as_deref(), Some("42.00"));
+    assert_eq!(
+        home.text_of("header-balance-amount").as_deref(),
+        Some("42.00")
+    );
     // The admin's key keeps working, and the dashboard sees its account.
     assert_eq!(account_of(stack, &existing.key).await, existing.account_id);
-    assert!(browser.get("/dashboard/api-keys").await.contains("test key"));
+    assert!(browser
+        .get("/dashboard/api-keys")
+        .await
+        .contains("test key"));
 }
