@@ -69,6 +69,24 @@ impl Violation {
     }
 }
 
+/// What a page cost to load, from the browser's own Navigation/Resource Timing: bytes of the
+/// HTML document, of its stylesheets and of its scripts (as sent, from cache or not), and the
+/// server's time to first byte for the document (one sample).
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize)]
+pub struct PageWeight {
+    pub html: u64,
+    pub css: u64,
+    pub js: u64,
+    pub other: u64,
+    pub ttfb_ms: f64,
+}
+
+impl PageWeight {
+    pub fn total(&self) -> u64 {
+        self.html + self.css + self.js + self.other
+    }
+}
+
 /// Fails on `serious` or `critical` axe findings, naming each rule, its impact and the elements.
 pub fn assert_no_serious_violations(page: &str, violations: &[Violation]) {
     let serious: Vec<String> = violations
@@ -526,6 +544,27 @@ impl Browser {
         ]
     }
 
+    /// The page's weight; see `PageWeight`.
+    pub async fn weight(&self) -> PageWeight {
+        let answer = self
+            .client
+            .execute(
+                "const w = { html: 0, css: 0, js: 0, other: 0, ttfb_ms: 0 };\
+                 const nav = performance.getEntriesByType('navigation')[0];\
+                 if (nav) { w.html = nav.encodedBodySize; w.ttfb_ms = nav.responseStart - nav.requestStart; }\
+                 for (const r of performance.getEntriesByType('resource')) {\
+                   const path = new URL(r.name).pathname;\
+                   const kind = path.endsWith('.css') ? 'css' : path.endsWith('.js') ? 'js' : 'other';\
+                   w[kind] += r.encodedBodySize;\
+                 }\
+                 return w;",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("page weight: {e}"));
+        serde_json::from_value(answer).expect("page weight")
+    }
+
     /// Runs axe-core in the page and answers every violation (all impacts). The results are
     /// also kept in `target/screenshots/<name>.axe.json` beside the page's screenshots.
     pub async fn axe(&self, name: &str) -> Vec<Violation> {
@@ -570,6 +609,12 @@ impl Browser {
     /// violations. Prints one line per page for the test's output.
     pub async fn check_page(&self, name: &str) -> Vec<Violation> {
         let started = Instant::now();
+        let weight = self.weight().await;
+        std::fs::write(
+            screenshot_dir().join(format!("{name}.weight.json")),
+            serde_json::to_string_pretty(&weight).unwrap(),
+        )
+        .unwrap();
         self.screenshots(name).await;
         let violations = self.axe(name).await;
         let ids: Vec<String> = violations
@@ -577,10 +622,16 @@ impl Browser {
             .map(|v| format!("{} ({})", v.id, v.impact.as_deref().unwrap_or("?")))
             .collect();
         println!(
-            "page {name} ({}, at {:.1} s, checked in {} ms): axe {} violation(s){}{}",
+            "page {name} ({}, at {:.1} s, checked in {} ms): {:.1} kB (html {} B, css {} B, js {} B), \
+             server {:.0} ms; axe {} violation(s){}{}",
             self.path().await,
             self.opened.elapsed().as_secs_f64(),
             started.elapsed().as_millis(),
+            weight.total() as f64 / 1000.0,
+            weight.html,
+            weight.css,
+            weight.js,
+            weight.ttfb_ms,
             violations.len(),
             if ids.is_empty() { "" } else { ": " },
             ids.join(", ")
