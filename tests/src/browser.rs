@@ -335,24 +335,6 @@ impl Browser {
         }
     }
 
-    /// Reloads the page until its text contains `text`, for pages that do not update themselves.
-    pub async fn reload_until_text(&self, text: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let body = self.body_text().await;
-            if body.contains(text) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`{text}` did not appear within {limit:?} of reloading {}; page text:\n{body}",
-                self.path().await
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            self.client.refresh().await.expect("reload");
-        }
-    }
-
     /// The visible text of the whole page, as a person reads it.
     pub async fn body_text(&self) -> String {
         match self.client.find(Locator::Css("body")).await {
@@ -401,25 +383,6 @@ impl Browser {
             .click()
             .await
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
-    }
-
-    /// Clicks the button or link whose visible text is `label` (what a person looks for).
-    pub async fn click_labelled(&self, label: &str) {
-        let xpath = format!(
-            "//button[normalize-space()='{label}'] | //a[normalize-space()='{label}'] \
-             | //input[@type='submit' and @value='{label}']"
-        );
-        let element = self
-            .client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::XPath(&xpath))
-            .await
-            .unwrap_or_else(|e| panic!("no button or link `{label}`: {e}"));
-        element
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click `{label}`: {e}"));
     }
 
     /// Presses keys on whatever has the focus, as a keyboard does: `Key::Tab`, `Key::Enter`,
@@ -544,6 +507,28 @@ impl Browser {
         ]
     }
 
+    /// Stops the page's pending timers (a page that reloads itself while a job runs), so that
+    /// a check or a click is not cut short by a reload. Timer ids are consecutive integers, so
+    /// clearing every id up to a fresh one clears them all. `reload` starts them again.
+    pub async fn stop_timers(&self) {
+        self.client
+            .execute(
+                "const last = setTimeout(function () {}, 0);\
+                 for (let id = 0; id <= last; id++) { clearTimeout(id); clearInterval(id); }",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("stopping the page's timers: {e}"));
+    }
+
+    /// Reloads the page (as F5 does).
+    pub async fn reload(&self) {
+        self.client
+            .refresh()
+            .await
+            .unwrap_or_else(|e| panic!("reload: {e}"));
+    }
+
     /// The page's weight; see `PageWeight`.
     pub async fn weight(&self) -> PageWeight {
         let answer = self
@@ -606,9 +591,11 @@ impl Browser {
     }
 
     /// What every page of a walk gets: both screenshots, then axe with no serious or critical
-    /// violations. Prints one line per page for the test's output.
+    /// violations. Prints one line per page for the test's output. The page's timers are
+    /// stopped first (see `stop_timers`).
     pub async fn check_page(&self, name: &str) -> Vec<Violation> {
         let started = Instant::now();
+        self.stop_timers().await;
         let weight = self.weight().await;
         std::fs::write(
             screenshot_dir().join(format!("{name}.weight.json")),

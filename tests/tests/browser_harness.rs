@@ -59,12 +59,20 @@ fn tall_page() -> String {
     )
 }
 
+/// A page that reloads itself, as the dashboard's job page does while a job runs.
+const RELOADING: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Reloading</title></head>
+<body><main><h1>Reloading</h1>
+<script>setTimeout(function () { location.reload(); }, 400);</script>
+</main></body></html>"#;
+
 /// Serves the fixture pages on a free loopback port; answers its base URL.
 async fn serve() -> String {
     let app = axum::Router::new()
         .route("/accessible", get(|| async { Html(ACCESSIBLE) }))
         .route("/broken", get(|| async { Html(BROKEN) }))
         .route("/tall", get(|| async { Html(tall_page()) }))
+        .route("/reloading", get(|| async { Html(RELOADING) }))
         // Echoes the submitted form, so the test sees what the keyboard really entered.
         .route(
             "/echo",
@@ -177,5 +185,28 @@ async fn screenshots_are_full_page_pngs_at_both_widths() {
         phone_height >= height,
         "phone {phone_height}px shorter than laptop {height}px"
     );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn stop_timers_holds_a_self_reloading_page_still() {
+    let base = serve().await;
+    let browser = Browser::start(&base).await;
+    let origin = "return performance.timeOrigin;";
+    let loaded = |v: serde_json::Value| v.as_f64().expect("timeOrigin");
+
+    // Left alone, the page reloads (a new document, a new time origin)...
+    browser.goto("/reloading").await;
+    let first = loaded(browser.client().execute(origin, vec![]).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let later = loaded(browser.client().execute(origin, vec![]).await.unwrap());
+    assert_ne!(first, later, "the fixture did not reload itself");
+
+    // ...and held still, it does not.
+    browser.stop_timers().await;
+    let held = loaded(browser.client().execute(origin, vec![]).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let after = loaded(browser.client().execute(origin, vec![]).await.unwrap());
+    assert_eq!(held, after, "the page reloaded after stop_timers");
     browser.close().await;
 }

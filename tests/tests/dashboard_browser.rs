@@ -213,6 +213,8 @@ async fn a_new_person_walks_the_dashboard_from_sign_up_to_a_cancelled_job() {
     b.click(&link).await;
     b.wait_for_path(&format!("/dashboard/jobs/{first}")).await;
     b.check_page("16-job-in-progress").await;
+    // The check stopped the page's own reloading; a reload starts it again.
+    b.reload().await;
     b.wait_for_within("#job-status[data-status=\"completed\"]", SHORT)
         .await;
     assert!(
@@ -236,6 +238,8 @@ async fn a_new_person_walks_the_dashboard_from_sign_up_to_a_cancelled_job() {
     assert_eq!(status, "completed");
     b.check_page("18-jobs").await;
     b.goto(&format!("/dashboard/jobs/{second}")).await;
+    // This page reloads itself while the job runs: hold it still for the click.
+    b.stop_timers().await;
     b.click("#cancel-job").await;
     b.wait_for("#cancel-job-confirm").await;
     b.check_page("19-job-cancel").await;
