@@ -36,7 +36,7 @@ pub struct Route {
     pub function: &'static str,
     /// Stable name the handlers match on.
     pub name: RouteName,
-    /// The query parameters the route accepts; any other is a 400 naming it.
+    /// The query parameters an API route accepts; any other is a 400 naming it.
     pub query: &'static [&'static str],
 }
 
@@ -197,7 +197,8 @@ pub const ROUTES: &[Route] = &[
         CancelJob,
     ),
     route("POST", "/jobs/{id}/report", JobToken, "jobs", ReportJob),
-    // The dashboard. Literal paths come before `{id}` ones of the same shape.
+    // The dashboard. Literal paths come before `{id}` ones of the same shape. Pages read the
+    // query parameters they know and ignore the rest, as web pages do (links get `utm_…`).
     route("GET", "/", Public, DASHBOARD, DashRoot),
     route(
         "GET",
@@ -221,8 +222,7 @@ pub const ROUTES: &[Route] = &[
         Public,
         DASHBOARD,
         DashVerifyPage,
-    )
-    .with_query(&["email"]),
+    ),
     route("POST", "/dashboard/verify", Public, DASHBOARD, DashVerify),
     route(
         "POST",
@@ -241,7 +241,7 @@ pub const ROUTES: &[Route] = &[
         DashForgotPage,
     ),
     route("POST", "/dashboard/forgot", Public, DASHBOARD, DashForgot),
-    route("GET", "/dashboard/reset", Public, DASHBOARD, DashResetPage).with_query(&["email"]),
+    route("GET", "/dashboard/reset", Public, DASHBOARD, DashResetPage),
     route("POST", "/dashboard/reset", Public, DASHBOARD, DashReset),
     route(
         "GET",
@@ -322,7 +322,7 @@ pub const ROUTES: &[Route] = &[
         DASHBOARD,
         DashDeleteSshKey,
     ),
-    route("GET", "/dashboard/jobs", Session, DASHBOARD, DashJobs).with_query(&["status", "cursor"]),
+    route("GET", "/dashboard/jobs", Session, DASHBOARD, DashJobs),
     route("GET", "/dashboard/jobs/{id}", Session, DASHBOARD, DashJob),
     route(
         "GET",

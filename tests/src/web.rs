@@ -2,7 +2,9 @@
 //! every 303 is seen (and followed on purpose), plus the few look-ups into pages the tests make.
 
 use crate::{record_secret, Stack};
+use reqwest::cookie::{CookieStore, Jar};
 use reqwest::header::HeaderMap;
+use std::sync::Arc;
 
 /// A password that satisfies the pool's policy.
 pub const PASSWORD: &str = "Correct-horse-1";
@@ -67,19 +69,46 @@ fn unescape(s: &str) -> String {
 
 pub struct Browser {
     client: reqwest::Client,
+    jar: Arc<Jar>,
     base: String,
 }
 
 impl Browser {
     pub fn new(stack: &Stack) -> Browser {
+        let jar = Arc::new(Jar::default());
         Browser {
             client: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(jar.clone())
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            jar,
             base: stack.base_url.clone(),
         }
+    }
+
+    fn dashboard_url(&self) -> reqwest::Url {
+        format!("{}/dashboard", self.base).parse().unwrap()
+    }
+
+    /// The value of a cookie the browser would send to the dashboard.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let header = self.jar.cookies(&self.dashboard_url())?;
+        header
+            .to_str()
+            .ok()?
+            .split("; ")
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// Puts a cookie into the browser, as a tampering user (or a thief) could.
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.jar.add_cookie_str(
+            &format!("{name}={value}; Path=/dashboard; HttpOnly; SameSite=Lax"),
+            &self.dashboard_url(),
+        );
     }
 
     pub async fn get(&self, path: &str) -> Page {

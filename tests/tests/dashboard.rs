@@ -752,3 +752,84 @@ async fn first_sign_ins_make_one_account_and_links_open_existing_ones() {
         .await
         .contains("test key"));
 }
+
+/// A session lives as long as its access token; then the refresh token renews it — until Log
+/// out, whose global sign-out revokes the refresh token at Cognito, so even a copy kept from
+/// before is worthless. A session cookie changed by hand is no session.
+#[tokio::test]
+async fn sessions_are_renewed_until_log_out_revokes_them() {
+    use mimiry_dashboard::session::{Session, Signer};
+    let stack = Stack::shared();
+    let browser = Browser::new(stack);
+    browser.sign_up_and_log_in(&new_email("renew")).await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&stack.moto_url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await;
+    let key = aws_sdk_secretsmanager::Client::new(&config)
+        .get_secret_value()
+        .secret_id("mimiry/dashboard-session-key")
+        .send()
+        .await
+        .unwrap()
+        .secret_string()
+        .unwrap()
+        .to_string();
+    let signer = Signer::new(key.as_bytes());
+    let sealed = browser.cookie("mimiry_session").expect("a session cookie");
+    record_secret(&sealed);
+    let session: Session = signer.open(&sealed).expect("our own signature");
+    let refresh = browser.cookie("mimiry_refresh").expect("a refresh cookie");
+    record_secret(&refresh);
+    let expired = signer.seal(&Session {
+        exp: chrono::Utc::now().timestamp() - 10,
+        ..session.clone()
+    });
+
+    // Expired: renewed from the refresh token, same person, same account, a later expiry.
+    browser.set_cookie("mimiry_session", &expired);
+    let home = browser.get("/dashboard").await;
+    assert_eq!(home.status, 200, "renewed: {}", home.location());
+    let renewed = signer
+        .open(&browser.cookie("mimiry_session").unwrap())
+        .unwrap();
+    assert_eq!(
+        (renewed.sub.as_str(), renewed.account_id.as_str()),
+        (session.sub.as_str(), session.account_id.as_str())
+    );
+    assert!(renewed.exp > chrono::Utc::now().timestamp());
+
+    // Tampered: another account id under the old signature is no session at all.
+    let (_, tag) = sealed.split_once('.').unwrap();
+    let mut other = session.clone();
+    other.account_id = uuid::Uuid::new_v4().to_string();
+    let payload = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        serde_json::to_vec(&other).unwrap(),
+    );
+    browser.set_cookie("mimiry_session", &format!("{payload}.{tag}"));
+    let page = browser.get("/dashboard").await;
+    assert_eq!((page.status, page.location()), (303, "/dashboard/login"));
+
+    // Log out (signed in again first), then replay the old refresh token: revoked.
+    browser.set_cookie("mimiry_session", &signer.seal(&renewed));
+    assert_eq!(browser.get("/dashboard").await.status, 200);
+    let out = browser.submit("/dashboard", "/dashboard/logout", &[]).await;
+    assert_eq!(out.status, 303);
+    assert!(
+        browser.cookie("mimiry_refresh").is_none(),
+        "Log out clears it"
+    );
+    browser.set_cookie("mimiry_session", &expired);
+    browser.set_cookie("mimiry_refresh", &refresh);
+    let page = browser.get("/dashboard").await;
+    assert_eq!(
+        (page.status, page.location()),
+        (303, "/dashboard/login"),
+        "a refresh token from before Log out must not renew a session"
+    );
+}

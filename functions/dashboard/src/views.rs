@@ -320,7 +320,8 @@ impl JobPage {
             Step {
                 label: "provisioning",
                 at: when_opt(job.deployed_at),
-                done: job.deployed_at.is_some() || job.status != JobStatus::Queued,
+                // A deploy was attempted (a queued job cancelled at once never provisioned).
+                done: job.deployed_at.is_some() || job.attempts > 0,
             },
             Step {
                 label: "running",
@@ -356,12 +357,11 @@ impl JobPage {
                 .map(|r| r.output_tail.clone())
                 .filter(|o| !o.is_empty()),
             error: job.error_message.clone(),
-            failure_reason: job.failure_reason.map(|r| {
-                serde_json::to_value(r)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            }),
+            // The API's code for it (`script_failed`, …), as `GET /jobs/{id}` shows it.
+            failure_reason: job
+                .failure_reason
+                .and_then(|r| serde_json::to_value(r).ok())
+                .and_then(|v| v.as_str().map(str::to_string)),
             cancel_requested: job.cancel_requested_at.is_some(),
         }
     }

@@ -60,18 +60,23 @@ impl fmt::Debug for Tokens {
     }
 }
 
-/// Maps a Cognito error code to what the person is told.
+/// Maps a Cognito failure to what the person is told.
 fn classify<E, R>(e: SdkError<E, R>) -> IdentityError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
 {
-    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
-    let message = e
-        .as_service_error()
-        .and_then(|s| s.message())
-        .unwrap_or("")
-        .to_string();
+    let service = e.as_service_error();
+    match service.and_then(|s| s.code()) {
+        Some(code) => by_code(code, service.and_then(|s| s.message()).unwrap_or("")),
+        None => IdentityError::Internal(
+            aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e).to_string(),
+        ),
+    }
+}
+
+/// Cognito's error `code` (and `message`) in the person's terms.
+fn by_code(code: &str, message: &str) -> IdentityError {
     match code {
         // Cognito says "Password attempts exceeded" with this code when it locks a user out.
         "NotAuthorizedException" if message.contains("attempts exceeded") => {
@@ -80,16 +85,14 @@ where
         "NotAuthorizedException" | "UserNotFoundException" => IdentityError::NotAuthorized,
         "UserNotConfirmedException" => IdentityError::NotConfirmed,
         "UsernameExistsException" | "AliasExistsException" => IdentityError::AlreadyExists,
-        "InvalidPasswordException" => IdentityError::InvalidPassword(password_message(&message)),
+        "InvalidPasswordException" => IdentityError::InvalidPassword(password_message(message)),
         "CodeMismatchException" => IdentityError::CodeMismatch,
         "ExpiredCodeException" => IdentityError::CodeExpired,
         "TooManyRequestsException"
         | "LimitExceededException"
         | "TooManyFailedAttemptsException" => IdentityError::TooManyAttempts,
-        "InvalidParameterException" => IdentityError::InvalidInput(message),
-        _ => IdentityError::Internal(
-            aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e).to_string(),
-        ),
+        "InvalidParameterException" => IdentityError::InvalidInput(message.to_string()),
+        other => IdentityError::Internal(format!("{other}: {message}")),
     }
 }
 
@@ -272,6 +275,55 @@ fn tokens_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cognito_errors_become_what_the_person_can_act_on() {
+        // Wrong password and unknown user: one answer, so nobody learns who has an account.
+        assert_eq!(
+            by_code("NotAuthorizedException", "Incorrect username or password."),
+            IdentityError::NotAuthorized
+        );
+        assert_eq!(
+            by_code("UserNotFoundException", "User does not exist."),
+            IdentityError::NotAuthorized
+        );
+        // Lock-out and throttling: say so, plainly.
+        for (code, message) in [
+            ("NotAuthorizedException", "Password attempts exceeded"),
+            ("TooManyRequestsException", "Rate exceeded"),
+            (
+                "LimitExceededException",
+                "Attempt limit exceeded, please try after some time.",
+            ),
+            ("TooManyFailedAttemptsException", ""),
+        ] {
+            assert_eq!(
+                by_code(code, message),
+                IdentityError::TooManyAttempts,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            IdentityError::TooManyAttempts.to_string(),
+            "Too many attempts. Please wait a few minutes and try again."
+        );
+        assert_eq!(
+            by_code("CodeMismatchException", ""),
+            IdentityError::CodeMismatch
+        );
+        assert_eq!(
+            by_code("ExpiredCodeException", ""),
+            IdentityError::CodeExpired
+        );
+        assert_eq!(
+            by_code("UserNotConfirmedException", ""),
+            IdentityError::NotConfirmed
+        );
+        assert!(matches!(
+            by_code("InternalErrorException", "boom"),
+            IdentityError::Internal(_)
+        ));
+    }
 
     #[test]
     fn password_messages_keep_cognitos_reason() {
