@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the whole system on this machine: moto (DynamoDB, SQS, Secrets Manager) on 127.0.0.1,
+# Runs the whole system on this machine: moto (DynamoDB, SQS, Secrets Manager, Cognito) on 127.0.0.1,
 # the fake DataCrunch provider in execute mode (startup scripts really run, with bash, in
 # .local/instances), the fake Stripe (checkout page, signed webhooks to the local server), and
-# the local server on http://127.0.0.1:3000 serving template.yaml's
-# routes from the Lambda handlers, with the worker and the reconciler. Creates a demo account
-# and prints an API key (also written to .local/env for `source .local/env`). Ctrl-C stops
+# the local server on http://127.0.0.1:3000 serving template.yaml's routes from the Lambda
+# handlers (the dashboard included), with the worker and the reconciler. Creates a demo account
+# and prints an API key (also written to .local/env for `source .local/env`) and a dashboard
+# login for the same account. Ctrl-C stops
 # everything it started. All state lives in moto's memory: every run starts empty.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,6 +112,11 @@ wait_port "$API_PORT" mimiry-local
 account=$(target/debug/mimiry-admin create-account --name demo | tail -n 1)
 target/debug/mimiry-admin add-credits --account "$account" --amount 100 --note "demo credits" >/dev/null
 key=$(target/debug/mimiry-admin create-key --account "$account" --name demo-key --scopes all | tail -n 1)
+# The demo login opens the same account in the dashboard (a verified Cognito user in moto).
+demo_email=demo@mimiry.local
+demo_password=Demo-password-1
+MIMIRY_USER_PASSWORD=$demo_password target/debug/mimiry-admin create-user --email "$demo_email" \
+  --account "$account" >/dev/null
 
 base="http://127.0.0.1:$API_PORT"
 # For `source .local/env` in another terminal: the README's and docs/' curl lines use these.
@@ -121,6 +127,7 @@ cat <<MSG
 
 Mimiry is running locally.
   API:            $base
+  Dashboard:      $base/dashboard
   moto (AWS):     http://127.0.0.1:$MOTO_PORT
   fake provider:  http://127.0.0.1:$PROVIDER_PORT/v1   (startup scripts run in .local/instances/)
   fake Stripe:    http://127.0.0.1:$STRIPE_PORT   (checkout pages; events: /admin/events)
@@ -129,6 +136,10 @@ Mimiry is running locally.
 
 Demo API key (all scopes):
   $key
+
+Dashboard demo login (the same account; or sign up as someone new — the local Cognito sends no
+email and accepts any 6-digit verification code):
+  $demo_email / $demo_password
 
 Everything lives in moto's memory: this key, the account and its jobs are gone when make run
 stops, and the next make run starts empty with a new key (an old key is then a 401).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the project needs on a fresh machine: ssh-keygen (the tests make keys with it)
-# and the Python tools (moto, SAM CLI, cargo-lambda, zig, schemathesis) into ./.venv. The
+# Installs what the project needs on a fresh machine: ssh-keygen (the tests make keys with it),
+# the Python tools (moto, SAM CLI, cargo-lambda, zig, schemathesis) into ./.venv, and for the
+# browser tests Debian's Chromium + ChromeDriver and axe-core (npm, infra/browser). The
 # sam-local scripts install Docker themselves. Safe to run again: it does nothing when all is there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -8,6 +9,21 @@ venv="$root/.venv"
 # shellcheck source=apt.sh
 source "$root/infra/apt.sh"
 command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
+# The browser tests (tests/src/browser.rs): Debian's chromedriver is built for Debian's chromium,
+# so the two always match; no browser is downloaded from anywhere else.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+apt_install "${missing[@]}"
+browser="$root/infra/browser"
+stamp="$browser/node_modules/.package-lock.sha256"
+want=$(sha256sum "$browser/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: npm ci in infra/browser (axe-core)" >&2
+  (cd "$browser" && npm ci --no-audit --no-fund --ignore-scripts >&2)
+  echo "$want" > "$stamp"
+fi
 req="$root/infra/requirements.txt"
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum "$req" | cut -d' ' -f1)

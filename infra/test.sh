@@ -30,8 +30,10 @@ AWS_DEFAULT_REGION=us-east-1 sam validate --lint
 # Every cargo test below selects with --workspace, as the build above did: `-p mimiry-tests`
 # would resolve a smaller feature set for the shared dependencies and recompile ~25 crates.
 step "cargo test"
-rm -rf target/test-logs target/test-instances
-# The chaos test runs in a step of its own, below, so that its verdict is shown.
+rm -rf target/test-logs target/test-instances target/screenshots target/browser-logs
+# The chaos test runs in a step of its own, below, so that its verdict is shown. The browser
+# tests run here too (headless Chromium): every dashboard page's screenshots at 1280 and 390 px,
+# its axe-core findings and its weight end up in target/screenshots/.
 cargo test --workspace -- --exact --skip chaos
 
 step "chaos test (CHAOS_JOBS=${CHAOS_JOBS:-60})"

@@ -13,13 +13,15 @@
 #    function only links its binary; and mimiry-admin + fake-datacrunch for the host;
 # 5. starts moto and the fake DataCrunch provider on the Docker bridge address (what SAM's
 #    containers reach them through), each on a free port;
-# 6. `mimiry-admin bootstrap` (table, queues, secrets incl. the fake provider's credentials),
+# 6. `mimiry-admin bootstrap` (table, queues, secrets incl. the fake provider's credentials, the
+#    Cognito user pool and app client),
 #    create-account, create-key, add-credits against moto;
 # 7. `sam local start-api --skip-pull-image` on a free loopback port, with generated --env-vars;
 # 8. checks one route of every HTTP function: GET /account (200 with the key; 401 with a bogus key
-#    and with none), GET /instances (the fake's catalog), POST /ssh-keys then GET /ssh-keys,
-#    POST /jobs then GET /jobs/{id} (queued), GET /account/ledger (the credits added) and
-#    POST /billing/stripe-webhook unsigned (400 invalid_signature, after reading the Stripe secret);
+#    and with none), GET /dashboard/login (the sign-in page, its CSP and its cookie), GET /instances
+#    (the fake's catalog), POST /ssh-keys then GET /ssh-keys, POST /jobs then GET /jobs/{id}
+#    (queued), GET /account/ledger (the credits added) and POST /billing/stripe-webhook unsigned
+#    (400 invalid_signature, after reading the Stripe secret);
 # 9. takes the message POST /jobs sent from moto's queue, `sam local invoke WorkerFunction` with it
 #    as an SQS event (sqs_event.py), and checks that the job moved on (GET /jobs/{id}: provisioning,
 #    with the provider's instance id);
@@ -50,7 +52,7 @@ BUILD_TIMEOUT="${SMOKE_BUILD_TIMEOUT:-3600}"
 TARGET_DIR="${MIMIRY_SAM_TARGET_DIR:-$REPO_ROOT/target/sam-local}"
 WARM="${SMOKE_WARM_CONTAINERS-LAZY}"
 # template.yaml's logical ids of the functions, in build order.
-FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction BillingFunction WorkerFunction ReconcilerFunction)
+FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction BillingFunction DashboardFunction WorkerFunction ReconcilerFunction)
 declare -a TIMINGS=()
 
 pass() { PASSED=$((PASSED + 1)); log "PASS: $*"; }
@@ -204,6 +206,10 @@ API_KEY="$(admin create-key --account "$ACCOUNT_ID" --name sam-local-smoke --sco
     [[ "$API_KEY" == mky_* ]] || abort "mimiry-admin create-key"
 admin add-credits --account "$ACCOUNT_ID" --amount 100 >/dev/null || abort "mimiry-admin add-credits"
 log "account $ACCOUNT_ID, key ${API_KEY:0:8}…"
+# The Cognito pool and app client bootstrap made in moto (their ids are random).
+USER_POOL_ID="$(sed -n 's/^user pool: //p' "$WORK/admin.log" | tail -1)"
+USER_POOL_CLIENT_ID="$(sed -n 's/^app client: //p' "$WORK/admin.log" | tail -1)"
+[[ -n "$USER_POOL_ID" && -n "$USER_POOL_CLIENT_ID" ]] || abort "bootstrap made no user pool"
 # Well-formed (mky_ + 43 base62) but unknown, so that the function looks it up and finds nothing.
 BOGUS_KEY="$(python3 -c 'import secrets,string; a=string.digits+string.ascii_letters; print("mky_"+"".join(secrets.choice(a) for _ in range(43)))')"
 timing "moto, fake-datacrunch, bootstrap" $((SECONDS - t))
@@ -213,6 +219,8 @@ SAM_PORT="$(free_port 127.0.0.1)"
 # Substitute ${VAR}s in the template; a missing variable is an error. The provider is the fake, on
 # the bridge address: nothing here may ever call the real one.
 AWS_ENDPOINT_URL="$MOTO_URL" JOBS_QUEUE_URL="$QUEUE_URL" RUST_LOG=info PRICE_MARKUP=1.10 \
+    COGNITO_USER_POOL_ID="$USER_POOL_ID" COGNITO_CLIENT_ID="$USER_POOL_CLIENT_ID" \
+    SESSION_SECRET_ID=mimiry/dashboard-session-key SIGNUP_CREDIT=0 \
     PROVIDER_BASE_URL="$FAKE_URL/v1" PUBLIC_BASE_URL="http://127.0.0.1:$SAM_PORT" \
     python3 -c 'import os,string,sys; sys.stdout.write(string.Template(open(sys.argv[1]).read()).substitute(os.environ))' \
     "$SAM_LOCAL_DIR/env-vars.template.json" >"$WORK/env-vars.json" || abort "writing env-vars.json"
@@ -240,6 +248,16 @@ request() {
     BODY="${out%$'\n'*}"
 }
 
+# --- DashboardFunction: the sign-in page, its headers and its cookie ---------------------------------
+# (before the API checks' helpers: plain curl with the headers)
+dashboard_check() {
+    local out
+    out="$(curl -s --max-time 180 -D - "$BASE/dashboard/login")" || out=""
+    [[ "$out" == "HTTP/1.1 200"* && "$out" == *'id="login-form"'* ]] &&
+        grep -qi '^content-security-policy: .*frame-ancestors' <<<"$out" &&
+        grep -qi '^set-cookie: mimiry_sid=.*HttpOnly; SameSite=Lax' <<<"$out"
+}
+
 # field PYTHON-EXPR: evaluates EXPR with `d` = BODY parsed as JSON; prints it, or nothing (status
 # 1) when BODY is not JSON or EXPR fails.
 field() {
@@ -261,6 +279,11 @@ check $? "GET /account with a bogus key: 401 Invalid or missing API key (got $CO
 request GET /account ""
 [[ "$CODE" == 401 && "$BODY" == *"Invalid or missing API key"* ]]
 check $? "GET /account with no key: 401 Invalid or missing API key (got $CODE: $BODY)"
+
+t=$SECONDS
+dashboard_check
+check $? "GET /dashboard/login (DashboardFunction): 200, the sign-in form, a CSP with frame-ancestors, an HttpOnly SameSite=Lax mimiry_sid cookie"
+timing "first GET /dashboard/login answered (cold container)" $((SECONDS - t))
 
 t=$SECONDS
 request GET /instances "$API_KEY"

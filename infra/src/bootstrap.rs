@@ -1,6 +1,7 @@
 //! Creates the emulated AWS resources (moto locally) exactly as template.yaml declares them:
-//! the table's keys and index, the jobs queue's visibility timeout and redrive policy, and the
-//! secrets. Safe to run again: what exists is left as it is.
+//! the table's keys and index, the jobs queue's visibility timeout and redrive policy, the
+//! secrets, and the Cognito user pool with its app client. Safe to run again: what exists is
+//! left as it is.
 
 use crate::template::Template;
 use anyhow::{anyhow, Context, Result};
@@ -21,11 +22,13 @@ pub struct Names {
     pub provider_secret: String,
     pub report_secret: String,
     pub stripe_secret: String,
+    pub session_secret: String,
 }
 
 pub struct Created {
     pub queue_url: String,
     pub dead_letter_queue_url: String,
+    pub identity: Identity,
 }
 
 fn key_schema(v: &Value) -> Result<Vec<KeySchemaElement>> {
@@ -245,8 +248,207 @@ pub async fn bootstrap(
     ensure_secret(clients, &names.provider_secret, provider_credentials).await?;
     ensure_secret(clients, &names.report_secret, report_signing_key).await?;
     ensure_secret(clients, &names.stripe_secret, stripe_keys).await?;
+    // A fresh key per run: the local stack forgets its sessions with everything else.
+    let session_key = mimiry_shared::auth::ApiKey::generate().hash();
+    ensure_secret(clients, &names.session_secret, &session_key).await?;
+    let identity = ensure_identity(clients, template).await?;
     Ok(Created {
         queue_url,
         dead_letter_queue_url,
+        identity,
     })
+}
+
+// --- Identity (Cognito user pool and app client) ---------------------------------------------
+
+/// The user pool and app client the dashboard uses.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_pool_id: String,
+    pub client_id: String,
+}
+
+fn cognito(clients: &AwsClients) -> aws_sdk_cognitoidentityprovider::Client {
+    aws_sdk_cognitoidentityprovider::Client::new(&clients.sdk)
+}
+
+fn cognito_err<E, R>(e: aws_sdk_cognitoidentityprovider::error::SdkError<E, R>) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    anyhow!(aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(
+        e
+    ))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Finds the template's pool and client by name (`UserPoolName`, `ClientName`).
+pub async fn find_identity(clients: &AwsClients, template: &Template) -> Result<Option<Identity>> {
+    let pool_name = template.properties("UserPool")?["UserPoolName"]
+        .as_str()
+        .unwrap_or("mimiry-users")
+        .to_string();
+    let client_name = template.properties("UserPoolClient")?["ClientName"]
+        .as_str()
+        .unwrap_or("mimiry-dashboard")
+        .to_string();
+    let cognito = cognito(clients);
+    let pools = cognito
+        .list_user_pools()
+        .max_results(60)
+        .send()
+        .await
+        .map_err(cognito_err)?;
+    let Some(pool_id) = pools
+        .user_pools()
+        .iter()
+        .find(|p| p.name() == Some(pool_name.as_str()))
+        .and_then(|p| p.id().map(str::to_string))
+    else {
+        return Ok(None);
+    };
+    let apps = cognito
+        .list_user_pool_clients()
+        .user_pool_id(&pool_id)
+        .max_results(60)
+        .send()
+        .await
+        .map_err(cognito_err)?;
+    Ok(apps
+        .user_pool_clients()
+        .iter()
+        .find(|c| c.client_name() == Some(client_name.as_str()))
+        .and_then(|c| c.client_id().map(str::to_string))
+        .map(|client_id| Identity {
+            user_pool_id: pool_id,
+            client_id,
+        }))
+}
+
+/// Creates the user pool and its app client as template.yaml declares them (the settings the
+/// emulator honours: email as user name, verification, password policy, auth flows).
+pub async fn ensure_identity(clients: &AwsClients, template: &Template) -> Result<Identity> {
+    if let Some(found) = find_identity(clients, template).await? {
+        return Ok(found);
+    }
+    use aws_sdk_cognitoidentityprovider::types::{
+        ExplicitAuthFlowsType, PasswordPolicyType, UserPoolPolicyType, UsernameAttributeType,
+        VerifiedAttributeType,
+    };
+    let pool = template.properties("UserPool")?;
+    let policy = &pool["Policies"]["PasswordPolicy"];
+    let flag = |name: &str| policy[name].as_bool().unwrap_or(false);
+    let cognito = cognito(clients);
+    let created = cognito
+        .create_user_pool()
+        .pool_name(pool["UserPoolName"].as_str().unwrap_or("mimiry-users"))
+        .set_username_attributes(Some(
+            strings(&pool["UsernameAttributes"])
+                .iter()
+                .map(|a| UsernameAttributeType::from(a.as_str()))
+                .collect(),
+        ))
+        .set_auto_verified_attributes(Some(
+            strings(&pool["AutoVerifiedAttributes"])
+                .iter()
+                .map(|a| VerifiedAttributeType::from(a.as_str()))
+                .collect(),
+        ))
+        .policies(
+            UserPoolPolicyType::builder()
+                .password_policy(
+                    PasswordPolicyType::builder()
+                        .minimum_length(policy["MinimumLength"].as_i64().unwrap_or(8) as i32)
+                        .require_uppercase(flag("RequireUppercase"))
+                        .require_lowercase(flag("RequireLowercase"))
+                        .require_numbers(flag("RequireNumbers"))
+                        .require_symbols(flag("RequireSymbols"))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(cognito_err)
+        .context("creating the user pool")?;
+    let user_pool_id = created
+        .user_pool()
+        .and_then(|p| p.id())
+        .ok_or_else(|| anyhow!("the new user pool has no id"))?
+        .to_string();
+    let app = template.properties("UserPoolClient")?;
+    let client = cognito
+        .create_user_pool_client()
+        .user_pool_id(&user_pool_id)
+        .client_name(app["ClientName"].as_str().unwrap_or("mimiry-dashboard"))
+        .generate_secret(app["GenerateSecret"].as_bool().unwrap_or(false))
+        .set_explicit_auth_flows(Some(
+            strings(&app["ExplicitAuthFlows"])
+                .iter()
+                .map(|f| ExplicitAuthFlowsType::from(f.as_str()))
+                .collect(),
+        ))
+        .send()
+        .await
+        .map_err(cognito_err)
+        .context("creating the user pool client")?;
+    let client_id = client
+        .user_pool_client()
+        .and_then(|c| c.client_id())
+        .ok_or_else(|| anyhow!("the new app client has no id"))?
+        .to_string();
+    Ok(Identity {
+        user_pool_id,
+        client_id,
+    })
+}
+
+/// A person who can sign in at once (the local demo login): created by the operator with a
+/// permanent password and a verified email, as an invited user who finished sign-up would be.
+pub async fn create_verified_user(
+    clients: &AwsClients,
+    identity: &Identity,
+    email: &str,
+    password: &str,
+) -> Result<()> {
+    use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType};
+    let cognito = cognito(clients);
+    let attribute = |name: &str, value: &str| {
+        AttributeType::builder()
+            .name(name)
+            .value(value)
+            .build()
+            .map_err(|e| anyhow!(e))
+    };
+    cognito
+        .admin_create_user()
+        .user_pool_id(&identity.user_pool_id)
+        .username(email)
+        .user_attributes(attribute("email", email)?)
+        .user_attributes(attribute("email_verified", "true")?)
+        .message_action(MessageActionType::Suppress)
+        .send()
+        .await
+        .map_err(cognito_err)
+        .context("creating the user")?;
+    cognito
+        .admin_set_user_password()
+        .user_pool_id(&identity.user_pool_id)
+        .username(email)
+        .password(password)
+        .permanent(true)
+        .send()
+        .await
+        .map_err(cognito_err)
+        .context("setting the user's password")?;
+    Ok(())
 }

@@ -8,6 +8,8 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// The loaded configuration, for a function's own clients (the dashboard's Cognito).
+    pub sdk: aws_config::SdkConfig,
 }
 
 /// The roots AWS service endpoints chain to (Amazon Trust Services: Amazon Root CA 1–4 and the
@@ -36,6 +38,7 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            sdk,
         }
     }
 }

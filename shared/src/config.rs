@@ -26,6 +26,76 @@ pub struct Config {
     /// How long catalog answers are reused within one container (`CATALOG_TTL_SECONDS`).
     pub catalog_ttl: Duration,
     pub timers: Timers,
+    pub identity: IdentityConfig,
+}
+
+/// The Cognito user pool the dashboard signs people in with, and what a new account gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    /// `COGNITO_USER_POOL_ID` (`us-east-1_AbC…`).
+    pub user_pool_id: String,
+    /// `COGNITO_CLIENT_ID`: the app client without a secret.
+    pub client_id: String,
+    /// The pool's region (`AWS_REGION`): part of the token issuer.
+    pub region: String,
+    /// Where the pool's signing keys are (`COGNITO_JWKS_URL`); by default the issuer's
+    /// `/.well-known/jwks.json`, or the emulator's when `AWS_ENDPOINT_URL` points at one.
+    pub jwks_url: String,
+    /// True when Cognito is emulated (`AWS_ENDPOINT_URL` set): the emulator sends no email and
+    /// accepts any code, and the pages say so.
+    pub emulated: bool,
+    /// Secrets Manager id of the key that signs session cookies and CSRF tokens
+    /// (`SESSION_SECRET_ID`).
+    pub session_secret_id: String,
+    /// Credits a self-service account starts with (`SIGNUP_CREDIT`, a decimal; default 0).
+    pub signup_credit: Micros,
+    /// The dashboard's own origin (`DASHBOARD_URL`, default `PUBLIC_BASE_URL`): cookies are
+    /// `Secure` unless it is plain http on loopback.
+    pub dashboard_url: String,
+}
+
+impl IdentityConfig {
+    /// The `iss` of the pool's tokens.
+    pub fn issuer(&self) -> String {
+        format!(
+            "https://cognito-idp.{}.amazonaws.com/{}",
+            self.region, self.user_pool_id
+        )
+    }
+
+    fn from_env(public_base_url: &str) -> IdentityConfig {
+        let user_pool_id = var("COGNITO_USER_POOL_ID", "");
+        let region = env::var("AWS_REGION")
+            .or_else(|_| env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| "us-east-1".into());
+        let endpoint = env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty());
+        let mut config = IdentityConfig {
+            user_pool_id,
+            client_id: var("COGNITO_CLIENT_ID", ""),
+            region,
+            jwks_url: String::new(),
+            emulated: endpoint.is_some(),
+            session_secret_id: var("SESSION_SECRET_ID", "mimiry/dashboard-session-key"),
+            signup_credit: Micros::parse_decimal(&var("SIGNUP_CREDIT", "0"))
+                .unwrap_or_else(|e| panic!("SIGNUP_CREDIT: {e}")),
+            dashboard_url: var("DASHBOARD_URL", public_base_url),
+        };
+        config.jwks_url = env::var("COGNITO_JWKS_URL")
+            .unwrap_or_else(|_| config.default_jwks_url(endpoint.as_deref()));
+        config
+    }
+
+    /// The JWKS location for the pool: moto serves it at `{endpoint}/{pool}/.well-known/…`.
+    pub fn default_jwks_url(&self, emulator: Option<&str>) -> String {
+        match emulator {
+            Some(endpoint) => format!(
+                "{}/{}/.well-known/jwks.json",
+                endpoint.trim_end_matches('/'),
+                self.user_pool_id
+            ),
+            None => format!("{}/.well-known/jwks.json", self.issuer()),
+        }
+    }
 }
 
 /// The job lifecycle's clocks.
@@ -96,14 +166,16 @@ impl Config {
     pub fn from_env() -> Config {
         let d = Timers::default();
         let markup = var("PRICE_MARKUP", "1.10");
+        let public_base_url = var("PUBLIC_BASE_URL", "http://127.0.0.1:3000");
         Config {
+            identity: IdentityConfig::from_env(&public_base_url),
             table_name: var("TABLE_NAME", "mimiry"),
             jobs_queue_url: var("JOBS_QUEUE_URL", ""),
             provider_secret_id: var("PROVIDER_SECRET_ID", "mimiry/provider/datacrunch"),
             report_secret_id: var("REPORT_SECRET_ID", "mimiry/report-signing-key"),
             provider_base_url: var("PROVIDER_BASE_URL", "https://api.verda.com/v1"),
             provider_timeout: Duration::from_millis(num("PROVIDER_TIMEOUT_MS", 10_000)),
-            public_base_url: var("PUBLIC_BASE_URL", "http://127.0.0.1:3000"),
+            public_base_url,
             price_markup: Micros::parse_decimal(&markup)
                 .unwrap_or_else(|e| panic!("PRICE_MARKUP: {e}")),
             catalog_ttl: Duration::from_secs(num("CATALOG_TTL_SECONDS", 30)),

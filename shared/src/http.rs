@@ -86,6 +86,8 @@ impl RequestCtx {
             Err(e) => return Err(fail(e)),
         };
         let caller = match matched.route.access {
+            // The dashboard checks its own session; a report proves itself with its token; Stripe
+            // with its signature.
             access if !access.needs_api_key() => None,
             access => {
                 let header = request
@@ -364,7 +366,7 @@ fn strip_position(msg: &str) -> String {
 }
 
 /// API Gateway's request id when there is one, else a fresh one (local server, tests).
-fn request_id_of(request: &Request) -> String {
+pub fn request_id_of(request: &Request) -> String {
     use lambda_http::request::RequestContext;
     match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx

@@ -1,7 +1,9 @@
-//! The one table of public routes: which function serves them and which scope they need.
+//! The one table of public routes: which function serves them and who may call them.
 //!
 //! The router in every function, the local server, the OpenAPI check and the security tests all
-//! read this table, so a route cannot be added in one place and forgotten in another.
+//! read this table, so a route cannot be added in one place and forgotten in another. It holds
+//! the JSON API (API keys, the job token) and the dashboard's HTML pages (a browser session, or
+//! nobody); [`Route::is_api`] tells them apart, and only the API is in the OpenAPI document.
 
 use crate::auth::Scope;
 use crate::error::ApiError;
@@ -18,6 +20,11 @@ pub enum Access {
     JobToken,
     /// No API key: Stripe, proving itself with `Stripe-Signature` (the billing webhook).
     StripeSignature,
+    /// A dashboard page for a signed-in person: the dashboard's session cookie (no API key;
+    /// without a session the page redirects to sign-in).
+    Session,
+    /// A dashboard page anyone may open (sign-up, sign-in, reset, static files).
+    Public,
 }
 
 impl Access {
@@ -38,7 +45,7 @@ pub struct Route {
     pub function: &'static str,
     /// Stable name the handlers match on.
     pub name: RouteName,
-    /// The query parameters the route accepts; any other is a 400 naming it.
+    /// The query parameters an API route accepts; any other is a 400 naming it.
     pub query: &'static [&'static str],
 }
 
@@ -60,6 +67,39 @@ pub enum RouteName {
     ReportJob,
     GetLedger,
     StripeWebhook,
+    // The dashboard (functions/dashboard): HTML pages under /dashboard.
+    DashRoot,
+    DashStatic,
+    DashHome,
+    DashSignUpPage,
+    DashSignUp,
+    DashVerifyPage,
+    DashVerify,
+    DashResendCode,
+    DashLogInPage,
+    DashLogIn,
+    DashForgotPage,
+    DashForgot,
+    DashResetPage,
+    DashReset,
+    DashLogOutPage,
+    DashLogOut,
+    DashCredits,
+    DashApiKeys,
+    DashNewApiKey,
+    DashCreateApiKey,
+    DashRevokeApiKeyPage,
+    DashRevokeApiKey,
+    DashSshKeys,
+    DashNewSshKey,
+    DashAddSshKey,
+    DashDeleteSshKeyPage,
+    DashDeleteSshKey,
+    DashJobs,
+    DashJob,
+    DashCancelJobPage,
+    DashCancelJob,
+    DashSupport,
 }
 
 const fn route(
@@ -80,13 +120,18 @@ const fn route(
 }
 
 impl Route {
+    /// A route of the JSON API (in the OpenAPI document), not a dashboard page.
+    pub const fn is_api(&self) -> bool {
+        !matches!(self.access, Access::Session | Access::Public)
+    }
+
     const fn with_query(mut self, query: &'static [&'static str]) -> Route {
         self.query = query;
         self
     }
 }
 
-use Access::{AnyKey, JobToken, StripeSignature};
+use Access::{AnyKey, JobToken, Public, Session, StripeSignature};
 use RouteName::*;
 use Scope::*;
 
@@ -171,7 +216,157 @@ pub const ROUTES: &[Route] = &[
         "billing",
         StripeWebhook,
     ),
+    // The dashboard. Literal paths come before `{id}` ones of the same shape. Pages read the
+    // query parameters they know and ignore the rest, as web pages do (links get `utm_…`).
+    route("GET", "/", Public, DASHBOARD, DashRoot),
+    route(
+        "GET",
+        "/dashboard/static/{file}",
+        Public,
+        DASHBOARD,
+        DashStatic,
+    ),
+    route("GET", "/dashboard", Session, DASHBOARD, DashHome),
+    route(
+        "GET",
+        "/dashboard/signup",
+        Public,
+        DASHBOARD,
+        DashSignUpPage,
+    ),
+    route("POST", "/dashboard/signup", Public, DASHBOARD, DashSignUp),
+    route(
+        "GET",
+        "/dashboard/verify",
+        Public,
+        DASHBOARD,
+        DashVerifyPage,
+    ),
+    route("POST", "/dashboard/verify", Public, DASHBOARD, DashVerify),
+    route(
+        "POST",
+        "/dashboard/verify/resend",
+        Public,
+        DASHBOARD,
+        DashResendCode,
+    ),
+    route("GET", "/dashboard/login", Public, DASHBOARD, DashLogInPage),
+    route("POST", "/dashboard/login", Public, DASHBOARD, DashLogIn),
+    route(
+        "GET",
+        "/dashboard/forgot",
+        Public,
+        DASHBOARD,
+        DashForgotPage,
+    ),
+    route("POST", "/dashboard/forgot", Public, DASHBOARD, DashForgot),
+    route("GET", "/dashboard/reset", Public, DASHBOARD, DashResetPage),
+    route("POST", "/dashboard/reset", Public, DASHBOARD, DashReset),
+    route(
+        "GET",
+        "/dashboard/logout",
+        Session,
+        DASHBOARD,
+        DashLogOutPage,
+    ),
+    route("POST", "/dashboard/logout", Public, DASHBOARD, DashLogOut),
+    route("GET", "/dashboard/credits", Session, DASHBOARD, DashCredits),
+    route(
+        "GET",
+        "/dashboard/api-keys",
+        Session,
+        DASHBOARD,
+        DashApiKeys,
+    ),
+    route(
+        "GET",
+        "/dashboard/api-keys/new",
+        Session,
+        DASHBOARD,
+        DashNewApiKey,
+    ),
+    route(
+        "POST",
+        "/dashboard/api-keys",
+        Session,
+        DASHBOARD,
+        DashCreateApiKey,
+    ),
+    route(
+        "GET",
+        "/dashboard/api-keys/{id}/revoke",
+        Session,
+        DASHBOARD,
+        DashRevokeApiKeyPage,
+    ),
+    route(
+        "POST",
+        "/dashboard/api-keys/{id}/revoke",
+        Session,
+        DASHBOARD,
+        DashRevokeApiKey,
+    ),
+    route(
+        "GET",
+        "/dashboard/ssh-keys",
+        Session,
+        DASHBOARD,
+        DashSshKeys,
+    ),
+    route(
+        "GET",
+        "/dashboard/ssh-keys/new",
+        Session,
+        DASHBOARD,
+        DashNewSshKey,
+    ),
+    route(
+        "POST",
+        "/dashboard/ssh-keys",
+        Session,
+        DASHBOARD,
+        DashAddSshKey,
+    ),
+    route(
+        "GET",
+        "/dashboard/ssh-keys/{id}/delete",
+        Session,
+        DASHBOARD,
+        DashDeleteSshKeyPage,
+    ),
+    route(
+        "POST",
+        "/dashboard/ssh-keys/{id}/delete",
+        Session,
+        DASHBOARD,
+        DashDeleteSshKey,
+    ),
+    route("GET", "/dashboard/jobs", Session, DASHBOARD, DashJobs),
+    route("GET", "/dashboard/jobs/{id}", Session, DASHBOARD, DashJob),
+    route(
+        "GET",
+        "/dashboard/jobs/{id}/cancel",
+        Session,
+        DASHBOARD,
+        DashCancelJobPage,
+    ),
+    route(
+        "POST",
+        "/dashboard/jobs/{id}/cancel",
+        Session,
+        DASHBOARD,
+        DashCancelJob,
+    ),
+    route("GET", "/dashboard/support", Session, DASHBOARD, DashSupport),
 ];
+
+/// The function serving the dashboard's pages.
+pub const DASHBOARD: &str = "dashboard";
+
+/// The routes of the JSON API (what the OpenAPI document describes).
+pub fn api_routes() -> impl Iterator<Item = &'static Route> {
+    ROUTES.iter().filter(|r| r.is_api())
+}
 
 /// A request matched to its route, with the path parameters filled in.
 #[derive(Debug, Clone)]

@@ -5,6 +5,9 @@
 //! with the test binary even though statics are never dropped. Their logs go to
 //! `target/test-logs/`, which the log audit (`tests/tests/zz_log_audit.rs`) greps afterwards.
 
+pub mod browser;
+pub mod web;
+
 use mimiry_shared::auth::Scope;
 use mimiry_shared::money::Micros;
 use mimiry_shared::store::Store;
@@ -59,7 +62,7 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns children from a thread that lives as long as the process, so that
 /// `PR_SET_PDEATHSIG` (which fires when the spawning *thread* exits) only fires at exit.
-fn spawn(mut command: Command) -> Child {
+pub(crate) fn spawn(mut command: Command) -> Child {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
@@ -112,7 +115,7 @@ fn read_listen_url(child: &mut Child, what: &str) -> String {
     url
 }
 
-fn wait_for_tcp(port: u16, what: &str) {
+pub(crate) fn wait_for_tcp(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

@@ -180,10 +180,10 @@ async fn last_use_is_recorded_but_not_on_every_request() {
 /// route table lists what each accepts), after authentication.
 #[tokio::test]
 async fn every_route_refuses_unknown_query_parameters() {
-    use mimiry_shared::routes::ROUTES;
+    use mimiry_shared::routes::api_routes;
     let stack = Stack::shared();
     let account = stack.account("0").await;
-    for route in ROUTES.iter().filter(|r| r.access.needs_api_key()) {
+    for route in api_routes().filter(|r| r.access.needs_api_key()) {
         let path = route
             .path
             .replace("{id}", &uuid::Uuid::new_v4().to_string());

@@ -1,5 +1,6 @@
 //! Run after the whole suite (`infra/test.sh` does): no log line of any process the tests
-//! started may contain an API key, a provider secret or token, or a report token.
+//! started may contain an API key, a provider secret or token, or a report token — nor, from
+//! the dashboard, a password typed into it, a Cognito token (JWT) or a session cookie.
 
 use mimiry_tests::log_dir;
 
@@ -47,6 +48,23 @@ fn no_log_line_holds_key_material() {
                     path.display()
                 );
             }
+            // A JWT (Cognito's ID/access tokens) starts with the base64url of `{"`: `eyJ`.
+            if let Some(i) = line.find("eyJ") {
+                let tail: String = line[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                assert!(
+                    tail.len() < 40,
+                    "{} holds something token-shaped: {line}",
+                    path.display()
+                );
+            }
+            assert!(
+                !line.contains("mimiry_session=") && !line.contains("mimiry_refresh="),
+                "{} holds a dashboard cookie: {line}",
+                path.display()
+            );
             assert!(
                 !line.contains("local-secret"),
                 "{} leaks the provider client secret",

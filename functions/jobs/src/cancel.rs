@@ -1,75 +1,19 @@
-//! `DELETE /jobs/{id}`: cancel. A job that never started deploying is cancelled at once and its
-//! hold released; otherwise the cancellation is recorded and the worker deletes the instance
-//! before the job becomes `cancelled`. Idempotent; a finished job is a 409 naming its status.
+//! `DELETE /jobs/{id}`: cancel (`mimiry_shared::jobs::cancel`, which the dashboard calls too).
+//! 200 with the job `cancelled` when nothing was ever sent to the provider, else 202.
 
 use crate::{job_id, App};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
-use mimiry_shared::jobs::{Job, JobStatus};
-use mimiry_shared::queue::JobRef;
-use mimiry_shared::store::jobs::SaveError;
+use mimiry_shared::jobs::cancel::{cancel as cancel_job, Cancelled};
 use mimiry_shared::time::now_ms;
 
-/// Concurrent writers (the worker) can make a conditional write fail; re-read and try again.
-const ATTEMPTS: usize = 5;
-
 pub async fn cancel(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let account_id = &ctx.caller().account_id;
     let id = job_id(ctx)?;
-    for _ in 0..ATTEMPTS {
-        let job = app
-            .store
-            .get_job(account_id, &id)
-            .await?
-            .ok_or(ApiError::NotFound("Job"))?;
-        if job.status.is_terminal() {
-            return Err(ApiError::Conflict {
-                code: "job_finished",
-                message: format!("Job is already {}", job.status.as_str()),
-            });
-        }
-        if job.cancel_requested_at.is_some() {
-            return Ok(Reply::accepted(job.view(now_ms())));
-        }
-        let now = now_ms();
-        let (new, done_now) = cancelled(&job, now);
-        match app.store.save_job(&job, &new).await {
-            Ok(saved) => {
-                if !done_now {
-                    let job_ref = JobRef::new(saved.account_id.clone(), saved.job_id.clone());
-                    if let Err(e) = app.queue.send(&job_ref, 0).await {
-                        // The reconciler re-drives it: next_check_at is now.
-                        tracing::warn!(job_id = %saved.job_id, error = %e, "could not enqueue a cancellation");
-                    }
-                    return Ok(Reply::accepted(saved.view(now)));
-                }
-                return Ok(Reply::ok(saved.view(now)));
-            }
-            Err(SaveError::Conflict) => continue,
-            Err(SaveError::Other(e)) => return Err(e),
-        }
-    }
-    Err(ApiError::Conflict {
-        code: "busy",
-        message: "The job is changing right now; please retry".into(),
-    })
-}
-
-/// The job after a cancel request, and whether it is finished already.
-fn cancelled(job: &Job, now: i64) -> (Job, bool) {
-    let mut new = job.clone();
-    new.cancel_requested_at = Some(now);
-    new.look_now(now);
-    // Nothing was ever announced to the provider: no instance can exist, finish here.
-    let untouched = job.status == JobStatus::Queued
-        && job.attempts == 0
-        && job.location.is_none()
-        && job.script_id.is_none();
-    if untouched {
-        new.status = JobStatus::Cancelled;
-        new.hold_micros = 0;
-        new.error_message = Some("Cancelled at the user's request".into());
-        new.finished_at = Some(now);
-    }
-    (new, untouched)
+    let now = now_ms();
+    Ok(
+        match cancel_job(&app.store, &app.queue, &ctx.caller().account_id, &id).await? {
+            Cancelled::Now(job) => Reply::ok(job.view(now)),
+            Cancelled::Requested(job) => Reply::accepted(job.view(now)),
+        },
+    )
 }

@@ -1,9 +1,9 @@
-//! Operator CLI: accounts, keys and credits, until there is a dashboard. Works against the local
-//! stack (`AWS_ENDPOINT_URL` → moto) and against real DynamoDB with ordinary AWS credentials.
+//! Operator CLI: accounts, keys, credits and links between people and accounts. Works against
+//! the local stack (`AWS_ENDPOINT_URL` → moto) and against real AWS with ordinary credentials.
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
-use mimiry_infra::bootstrap::{bootstrap, Names};
+use mimiry_infra::bootstrap::{bootstrap, create_verified_user, find_identity, Identity, Names};
 use mimiry_infra::template::Template;
 use mimiry_shared::auth::Scope;
 use mimiry_shared::aws::{secret_string, AwsClients};
@@ -44,6 +44,12 @@ enum Command {
             default_value = "mimiry/report-signing-key"
         )]
         report_secret: String,
+        #[arg(
+            long,
+            env = "SESSION_SECRET_ID",
+            default_value = "mimiry/dashboard-session-key"
+        )]
+        session_secret: String,
         #[arg(long, default_value = "mimiry-local")]
         provider_client_id: String,
         #[arg(long, default_value = "local-secret")]
@@ -97,6 +103,25 @@ enum Command {
     ShowAccount {
         #[arg(long)]
         account: String,
+    },
+    /// Link an existing account to a person's email: whoever signs in to the dashboard with
+    /// that (verified) email opens this account, also if they had an account of their own.
+    LinkUser {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Create a dashboard login with a verified email and a permanent password in the user
+    /// pool (`COGNITO_USER_POOL_ID`, else the template's pool found by name), optionally
+    /// linked to `--account` (the local demo login).
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "MIMIRY_USER_PASSWORD")]
+        password: String,
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Print the report token of a job (what its instance presents to POST /jobs/{id}/report),
     /// alone on the last line: for reporting by hand for a job whose instance cannot, and for
@@ -152,6 +177,7 @@ async fn main() -> Result<()> {
             queue,
             provider_secret,
             report_secret,
+            session_secret,
             provider_client_id,
             provider_client_secret,
             stripe_secret,
@@ -166,6 +192,7 @@ async fn main() -> Result<()> {
                 provider_secret,
                 report_secret,
                 stripe_secret,
+                session_secret,
             };
             let credentials = serde_json::json!({
                 "client_id": provider_client_id,
@@ -189,6 +216,8 @@ async fn main() -> Result<()> {
             .await?;
             println!("table: {}", names.table);
             println!("dead-letter queue: {}", created.dead_letter_queue_url);
+            println!("user pool: {}", created.identity.user_pool_id);
+            println!("app client: {}", created.identity.client_id);
             println!("{}", created.queue_url);
         }
         Command::CreateAccount { name } => {
@@ -268,6 +297,31 @@ async fn main() -> Result<()> {
                     e.note
                 );
             }
+        }
+        Command::LinkUser { account, email } => {
+            let link = store.link_email(&account, &email).await?;
+            println!("{} now opens account {}", link.email, link.account_id);
+        }
+        Command::CreateUser {
+            email,
+            password,
+            account,
+        } => {
+            let template = Template::find()?;
+            let identity = match std::env::var("COGNITO_USER_POOL_ID") {
+                Ok(pool) if !pool.is_empty() => Identity {
+                    user_pool_id: pool,
+                    client_id: String::new(),
+                },
+                _ => find_identity(&clients, &template)
+                    .await?
+                    .ok_or_else(|| anyhow!("no user pool: run bootstrap first"))?,
+            };
+            create_verified_user(&clients, &identity, &email, &password).await?;
+            if let Some(account) = account {
+                store.link_email(&account, &email).await?;
+            }
+            println!("{email} can log in to the dashboard");
         }
         Command::ReportToken {
             account,

@@ -5,6 +5,7 @@
 use anyhow::{anyhow, Context, Result};
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
+use mimiry_infra::bootstrap::find_identity;
 use mimiry_infra::local::{event_source, functions::Functions, server};
 use mimiry_infra::template::{check_routes, Template};
 use mimiry_shared::{aws::AwsClients, config::Config, logging};
@@ -41,6 +42,17 @@ async fn main() -> Result<()> {
         return Err(anyhow!("JOBS_QUEUE_URL is not set"));
     }
     let clients = AwsClients::from_env().await;
+    if config.identity.user_pool_id.is_empty() {
+        // The emulator's pool ids are random: find the template's pool by name.
+        if let Some(found) = find_identity(&clients, &Template::find()?).await? {
+            config.identity.user_pool_id = found.user_pool_id;
+            config.identity.client_id = found.client_id;
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+            config.identity.jwks_url = config.identity.default_jwks_url(endpoint.as_deref());
+        } else {
+            tracing::warn!("no Cognito user pool found: the dashboard cannot sign anyone in (run mimiry-admin bootstrap)");
+        }
+    }
     let functions = Arc::new(Functions::new(&clients, &config));
 
     if !cli.no_worker {

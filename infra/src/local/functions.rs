@@ -12,6 +12,7 @@ pub struct Functions {
     pub ssh_keys: mimiry_ssh_keys::App,
     pub jobs: mimiry_jobs::App,
     pub billing: mimiry_billing::App,
+    pub dashboard: mimiry_dashboard::App,
     pub worker: mimiry_worker::App,
     pub reconciler: mimiry_reconciler::App,
 }
@@ -24,6 +25,7 @@ impl Functions {
             ssh_keys: <mimiry_ssh_keys::App as HttpFunction>::new(clients, config),
             jobs: <mimiry_jobs::App as HttpFunction>::new(clients, config),
             billing: <mimiry_billing::App as HttpFunction>::new(clients, config),
+            dashboard: <mimiry_dashboard::App as HttpFunction>::new(clients, config),
             worker: mimiry_worker::App::new(clients, config),
             reconciler: mimiry_reconciler::App::new(clients, config),
         }
@@ -37,6 +39,7 @@ impl Functions {
             mimiry_ssh_keys::FUNCTION => mimiry_ssh_keys::handle(&self.ssh_keys, request).await,
             mimiry_jobs::FUNCTION => mimiry_jobs::handle(&self.jobs, request).await,
             mimiry_billing::FUNCTION => mimiry_billing::handle(&self.billing, request).await,
+            mimiry_dashboard::FUNCTION => mimiry_dashboard::handle(&self.dashboard, request).await,
             _ => return None,
         })
     }

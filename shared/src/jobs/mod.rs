@@ -1,6 +1,7 @@
 //! Batch jobs: the stored model, the pure lifecycle, the per-job report token and the wrapper
 //! around the user's startup script.
 
+pub mod cancel;
 pub mod lifecycle;
 pub mod model;
 pub mod report_token;

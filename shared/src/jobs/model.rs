@@ -195,13 +195,18 @@ impl Job {
         !self.status.is_terminal()
     }
 
-    /// The public view: every field of design.md §5.
-    pub fn view(&self, now: Millis) -> Value {
-        let cost = if self.status.is_terminal() {
+    /// What the job costs: charged once it ended, so far while it runs.
+    pub fn cost(&self, now: Millis) -> Micros {
+        if self.status.is_terminal() {
             Micros(self.charged_micros)
         } else {
             self.cost_at(now)
-        };
+        }
+    }
+
+    /// The public view: every field of design.md §5.
+    pub fn view(&self, now: Millis) -> Value {
+        let cost = self.cost(now);
         json!({
             "id": self.job_id,
             "name": self.name,

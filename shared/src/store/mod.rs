@@ -12,6 +12,8 @@
 //! | Stripe payment (by payment intent) | `PAYMENT#{pi}` | `PAYMENT` |
 //! | Stripe Checkout Session credited | `CHECKOUT#{cs}` | `CHECKOUT` |
 //! | Stripe event processed | `STRIPE_EVENT#{evt}` | `EVENT` |
+//! | person → account (Cognito `sub`) | `USER#{sub}` | `USER` |
+//! | operator's email link | `EMAIL#{email}` | `LINK` |
 
 pub mod accounts;
 pub mod cursor;
@@ -21,6 +23,7 @@ pub mod keys;
 pub mod ledger;
 pub mod payments;
 pub mod ssh_keys;
+pub mod users;
 
 use crate::error::ApiError;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};

@@ -1,0 +1,381 @@
+//! One askama template per page (`templates/*.html`, auto-escaped), all extending
+//! `layout.html`. Each struct is what its page shows; [`Chrome`] is what every page shares.
+
+use askama::Template;
+use mimiry_shared::jobs::{Job, JobStatus};
+use mimiry_shared::money::Micros;
+use mimiry_shared::store::accounts::Account;
+use mimiry_shared::store::keys::KeyRecord;
+use mimiry_shared::store::ssh_keys::SshKeyRecord;
+use mimiry_shared::time::{rfc3339, Millis};
+
+/// The frame of every page: title, header (balance when signed in), flash, CSRF token.
+pub struct Chrome {
+    pub title: &'static str,
+    /// The sidebar entry to highlight.
+    pub nav: &'static str,
+    pub user: Option<HeaderUser>,
+    pub csrf: String,
+    pub flash: Option<FlashView>,
+    pub error: Option<String>,
+    /// Cognito is emulated (moto): no email is sent and any code is accepted.
+    pub emulated: bool,
+}
+
+pub struct HeaderUser {
+    pub email: String,
+    pub balance: String,
+    pub held: String,
+}
+
+impl HeaderUser {
+    pub fn of(account: &Account, email: &str) -> HeaderUser {
+        HeaderUser {
+            email: email.to_string(),
+            balance: Micros(account.balance_micros).to_string(),
+            held: Micros(account.held_micros).to_string(),
+        }
+    }
+}
+
+pub struct FlashView {
+    pub message: &'static str,
+    pub success: bool,
+}
+
+/// A time for people: `2026-02-01 12:34:56 UTC`.
+pub fn when(ms: Millis) -> String {
+    rfc3339(ms).replace('T', " ").replace('Z', " UTC")
+}
+
+fn when_opt(ms: Option<Millis>) -> String {
+    ms.map(when).unwrap_or_else(|| "—".into())
+}
+
+// ---- signed out ----
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+pub struct SignUpPage {
+    pub c: Chrome,
+    pub email: String,
+    pub rules: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "verify.html")]
+pub struct VerifyPage {
+    pub c: Chrome,
+    pub email: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LogInPage {
+    pub c: Chrome,
+    pub email: String,
+}
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+pub struct ForgotPage {
+    pub c: Chrome,
+    pub email: String,
+}
+
+#[derive(Template)]
+#[template(path = "reset.html")]
+pub struct ResetPage {
+    pub c: Chrome,
+    pub email: String,
+    pub rules: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub c: Chrome,
+    pub message: String,
+}
+
+// ---- signed in ----
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogOutPage {
+    pub c: Chrome,
+}
+
+/// A job as the tables show it.
+pub struct JobRow {
+    pub id: String,
+    pub name: String,
+    pub status: &'static str,
+    pub instance_type: String,
+    pub location: String,
+    pub created: String,
+    pub cost: String,
+}
+
+impl JobRow {
+    pub fn of(job: &Job, now: Millis) -> JobRow {
+        JobRow {
+            id: job.job_id.clone(),
+            name: job.name.clone(),
+            status: job.status.as_str(),
+            instance_type: job.instance_type.clone(),
+            location: job
+                .location
+                .clone()
+                .or_else(|| job.requested_location.clone())
+                .unwrap_or_else(|| "any".into()),
+            created: when(job.created_at),
+            cost: job.cost(now).to_string(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    pub c: Chrome,
+    pub balance: String,
+    pub held: String,
+    pub jobs: Vec<JobRow>,
+}
+
+#[derive(Template)]
+#[template(path = "credits.html")]
+pub struct CreditsPage {
+    pub c: Chrome,
+}
+
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: String,
+    pub created: String,
+    pub last_used: String,
+    pub revoked: Option<String>,
+}
+
+impl KeyRow {
+    pub fn of(key: &KeyRecord) -> KeyRow {
+        KeyRow {
+            id: key.key_id.clone(),
+            name: key.name.clone(),
+            prefix: format!("{}…", key.prefix),
+            scopes: key
+                .scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            created: when(key.created_at),
+            last_used: key.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+            revoked: key.revoked_at.map(when),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "api_keys.html")]
+pub struct ApiKeysPage {
+    pub c: Chrome,
+    pub keys: Vec<KeyRow>,
+}
+
+/// A scope checkbox: value, element id, what it allows, whether it is ticked.
+pub struct ScopeBox {
+    pub value: &'static str,
+    pub id: String,
+    pub help: &'static str,
+    pub checked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "api_key_new.html")]
+pub struct NewApiKeyPage {
+    pub c: Chrome,
+    pub name: String,
+    pub scopes: Vec<ScopeBox>,
+}
+
+#[derive(Template)]
+#[template(path = "api_key_created.html")]
+pub struct CreatedApiKeyPage {
+    pub c: Chrome,
+    pub name: String,
+    /// The only time the key is ever rendered.
+    pub key: String,
+    pub scopes: String,
+}
+
+#[derive(Template)]
+#[template(path = "api_key_revoke.html")]
+pub struct RevokeApiKeyPage {
+    pub c: Chrome,
+    pub key: KeyRow,
+}
+
+pub struct SshKeyRow {
+    pub id: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub algorithm: String,
+    pub created: String,
+}
+
+impl SshKeyRow {
+    pub fn of(key: &SshKeyRecord) -> SshKeyRow {
+        SshKeyRow {
+            id: key.ssh_key_id.clone(),
+            name: key.name.clone(),
+            fingerprint: key.fingerprint.clone(),
+            algorithm: key.algorithm.clone(),
+            created: when(key.created_at),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ssh_keys.html")]
+pub struct SshKeysPage {
+    pub c: Chrome,
+    pub keys: Vec<SshKeyRow>,
+    /// `cursor=…` of the next page, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "ssh_key_new.html")]
+pub struct NewSshKeyPage {
+    pub c: Chrome,
+    pub name: String,
+    pub public_key: String,
+}
+
+#[derive(Template)]
+#[template(path = "ssh_key_delete.html")]
+pub struct DeleteSshKeyPage {
+    pub c: Chrome,
+    pub key: SshKeyRow,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+pub struct JobsPage {
+    pub c: Chrome,
+    pub jobs: Vec<JobRow>,
+    pub statuses: Vec<(&'static str, bool)>,
+    /// `?status=…&cursor=…` of the next page, when there is one.
+    pub next: Option<String>,
+    pub filtered: bool,
+}
+
+/// One step of a job's timeline.
+pub struct Step {
+    pub label: &'static str,
+    pub at: String,
+    pub done: bool,
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+pub struct JobPage {
+    pub c: Chrome,
+    pub job: JobRow,
+    pub active: bool,
+    pub timeline: Vec<Step>,
+    pub image: String,
+    pub instance_id: String,
+    pub ip: String,
+    pub started: String,
+    pub finished: String,
+    pub held: String,
+    pub price: String,
+    pub exit_code: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub failure_reason: Option<String>,
+    pub cancel_requested: bool,
+}
+
+impl JobPage {
+    pub fn of(c: Chrome, job: &Job, now: Millis) -> JobPage {
+        let ended = job.status.is_terminal();
+        let ran = job.started_at.is_some();
+        let final_label = match job.status {
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            _ => "completed",
+        };
+        let timeline = vec![
+            Step {
+                label: "queued",
+                at: when(job.created_at),
+                done: true,
+            },
+            Step {
+                label: "provisioning",
+                at: when_opt(job.deployed_at),
+                // A deploy was attempted (a queued job cancelled at once never provisioned).
+                done: job.deployed_at.is_some() || job.attempts > 0,
+            },
+            Step {
+                label: "running",
+                at: when_opt(job.started_at),
+                done: ran,
+            },
+            Step {
+                label: final_label,
+                at: when_opt(job.finished_at),
+                done: ended,
+            },
+        ];
+        JobPage {
+            c,
+            job: JobRow::of(job, now),
+            active: !ended,
+            timeline,
+            image: job.image.clone(),
+            instance_id: job.instance_id.clone().unwrap_or_else(|| "—".into()),
+            ip: job.ip.clone().unwrap_or_else(|| "—".into()),
+            started: when_opt(job.started_at),
+            finished: when_opt(job.finished_at),
+            held: Micros(job.hold_micros).to_string(),
+            price: job.price_per_hour().to_string(),
+            exit_code: job
+                .report
+                .as_ref()
+                .map(|r| r.exit_code.to_string())
+                .unwrap_or_else(|| "—".into()),
+            output: job
+                .report
+                .as_ref()
+                .map(|r| r.output_tail.clone())
+                .filter(|o| !o.is_empty()),
+            error: job.error_message.clone(),
+            // The API's code for it (`script_failed`, …), as `GET /jobs/{id}` shows it.
+            failure_reason: job
+                .failure_reason
+                .and_then(|r| serde_json::to_value(r).ok())
+                .and_then(|v| v.as_str().map(str::to_string)),
+            cancel_requested: job.cancel_requested_at.is_some(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "job_cancel.html")]
+pub struct CancelJobPage {
+    pub c: Chrome,
+    pub job: JobRow,
+}
+
+#[derive(Template)]
+#[template(path = "support.html")]
+pub struct SupportPage {
+    pub c: Chrome,
+}

@@ -1,0 +1,138 @@
+//! What adding and deleting an SSH key means, for every front door (the `ssh-keys` API function
+//! and the dashboard): a key is registered at the provider first and stored only if that
+//! worked; if storing fails, the provider's copy is deleted again.
+
+use crate::error::ApiError;
+use crate::names::DisplayName;
+use crate::provider::GpuProvider;
+use crate::ssh_key::SshPublicKey;
+use crate::store::idempotency::{in_progress, IdempotencyRecord};
+use crate::store::ssh_keys::{AddKeyError, SshKeyRecord, MAX_SSH_KEYS_PER_ACCOUNT};
+use crate::store::Store;
+use crate::time::now_ms;
+
+/// Registers the key at the provider, then stores it (with `idempotency(record)`, the API's
+/// idempotency record, in the same transaction); if storing fails, the provider's copy is
+/// taken back.
+pub async fn add(
+    store: &Store,
+    provider: &dyn GpuProvider,
+    account_id: &str,
+    name: DisplayName,
+    public_key: &SshPublicKey,
+    idempotency: impl FnOnce(&SshKeyRecord) -> Option<IdempotencyRecord>,
+) -> Result<SshKeyRecord, ApiError> {
+    let duplicate = || ApiError::Conflict {
+        code: "ssh_key_exists",
+        message: format!(
+            "This SSH key is already in your account (fingerprint {})",
+            public_key.fingerprint()
+        ),
+    };
+    // Cheap refusals before anything is registered at the provider; the transaction below
+    // enforces both again against racing requests.
+    if store
+        .ssh_key_with_fingerprint(account_id, &public_key.fingerprint())
+        .await?
+    {
+        return Err(duplicate());
+    }
+    if store.ssh_key_count(account_id).await? >= MAX_SSH_KEYS_PER_ACCOUNT {
+        return Err(limit_reached());
+    }
+
+    let ssh_key_id = uuid::Uuid::new_v4().to_string();
+    // Our id in the provider-side name lets us find the key if the provider's answer is lost.
+    let provider_name = format!("{} (mimiry-{ssh_key_id})", name.as_str());
+    let provider_key_id = match provider
+        .create_ssh_key(&provider_name, &public_key.canonical())
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            if e.is_transient() {
+                // Timeout or 5xx: it may exist at the provider all the same. Nothing half-done.
+                remove_lost_provider_key(provider, &provider_name).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let record = SshKeyRecord {
+        ssh_key_id,
+        account_id: account_id.to_string(),
+        name: name.into_string(),
+        public_key: public_key.canonical(),
+        fingerprint: public_key.fingerprint(),
+        algorithm: public_key.algorithm().to_string(),
+        bits: public_key.bits(),
+        provider: provider.id().to_string(),
+        provider_key_id,
+        created_at: now_ms(),
+    };
+    let idem_record = idempotency(&record);
+    let stored = store
+        .add_ssh_key(&record, idem_record.as_ref(), MAX_SSH_KEYS_PER_ACCOUNT)
+        .await;
+    if let Err(e) = stored {
+        // Nothing half-written: take the provider's copy back.
+        if let Err(undo) = provider.delete_ssh_key(&record.provider_key_id).await {
+            tracing::error!(provider_key_id = %record.provider_key_id, error = %undo, "could not remove an SSH key registered at the provider for a failed request");
+        }
+        return Err(match e {
+            AddKeyError::Duplicate => duplicate(),
+            AddKeyError::LimitReached => limit_reached(),
+            AddKeyError::IdempotencyKeyTaken => in_progress(),
+            AddKeyError::Other(e) => e,
+        });
+    }
+    Ok(record)
+}
+
+fn limit_reached() -> ApiError {
+    ApiError::Conflict {
+        code: "ssh_key_limit_reached",
+        message: format!(
+            "An account can hold at most {MAX_SSH_KEYS_PER_ACCOUNT} SSH keys; delete one you no longer use first"
+        ),
+    }
+}
+
+/// Best effort: deletes the key created under `provider_name` whose creation answer was lost.
+async fn remove_lost_provider_key(provider: &dyn GpuProvider, provider_name: &str) {
+    match provider.list_ssh_keys().await {
+        Ok(keys) => {
+            for key in keys.into_iter().filter(|k| k.name == provider_name) {
+                if let Err(e) = provider.delete_ssh_key(&key.id).await {
+                    tracing::error!(provider_key_id = %key.id, error = %e, "could not remove an SSH key left at the provider by a failed request");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not look for an SSH key left at the provider by a failed request")
+        }
+    }
+}
+
+/// Deletes one of the account's keys: at the provider first, so that if that fails the key
+/// stays listed and the user can retry. Another account's key is `SSH key not found`.
+pub async fn delete(
+    store: &Store,
+    provider: &dyn GpuProvider,
+    account_id: &str,
+    id: &str,
+) -> Result<SshKeyRecord, ApiError> {
+    let not_found = || ApiError::SshKeyNotFound {
+        id: id.to_string(),
+        as_resource: true,
+    };
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(not_found());
+    }
+    let key = store
+        .get_ssh_key(account_id, id)
+        .await?
+        .ok_or_else(not_found)?;
+    provider.delete_ssh_key(&key.provider_key_id).await?;
+    store.delete_ssh_key(&key).await?;
+    Ok(key)
+}
