@@ -247,8 +247,9 @@ async fn odd_paths_queries_and_bodies_are_4xx_with_the_error_body() {
     let long_id = "a".repeat(5000);
     let gets = [
         ("/jobs/%00".to_string(), 404, "not_found"),
-        // The client resolves `%2e%2e` to `..`: the path becomes `/`, which is no route.
-        ("/jobs/%2e%2e".to_string(), 404, "route_not_found"),
+        // The client resolves `%2e%2e` to `..`: the path becomes `/nope`, which is no route.
+        // (`/` itself is a route now: it redirects to the dashboard.)
+        ("/jobs/%2e%2e/nope".to_string(), 404, "route_not_found"),
         (format!("/jobs/{long_id}"), 404, "not_found"),
         ("/jobs?limit=%FF".to_string(), 400, "validation_error"),
         ("/jobs?limit=0".to_string(), 400, "validation_error"),

@@ -58,8 +58,8 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
                 StatusCode::OK,
                 &HomePage {
                     c: chrome("Dashboard", "home"),
-                    balance: mimiry_shared::money::Micros(me.account.balance_micros).to_string(),
-                    held: mimiry_shared::money::Micros(me.account.held_micros).to_string(),
+                    balance: Amount::of(me.account.balance_micros),
+                    held: Amount::of(me.account.held_micros),
                     jobs: jobs.jobs.iter().map(|j| JobRow::of(j, now)).collect(),
                 },
             ))

@@ -24,16 +24,34 @@ pub struct Chrome {
 
 pub struct HeaderUser {
     pub email: String,
-    pub balance: String,
-    pub held: String,
+    pub balance: Amount,
+    pub held: Amount,
 }
 
 impl HeaderUser {
     pub fn of(account: &Account, email: &str) -> HeaderUser {
         HeaderUser {
             email: email.to_string(),
-            balance: Micros(account.balance_micros).to_string(),
-            held: Micros(account.held_micros).to_string(),
+            balance: Amount::of(account.balance_micros),
+            held: Amount::of(account.held_micros),
+        }
+    }
+}
+
+/// A balance as people read it: whole cents, rounded down (never more than there is), with
+/// the exact figure the API gives (`99.021`, down to the micro-credit) for a tooltip. Job costs
+/// stay exact: they are often fractions of a cent.
+pub struct Amount {
+    pub cents: String,
+    pub exact: String,
+}
+
+impl Amount {
+    pub fn of(micros: i64) -> Amount {
+        const MICROS_PER_CENT: i64 = 10_000;
+        Amount {
+            cents: Micros(micros.div_euclid(MICROS_PER_CENT) * MICROS_PER_CENT).to_string(),
+            exact: Micros(micros).to_string(),
         }
     }
 }
@@ -139,8 +157,8 @@ impl JobRow {
 #[template(path = "home.html")]
 pub struct HomePage {
     pub c: Chrome,
-    pub balance: String,
-    pub held: String,
+    pub balance: Amount,
+    pub held: Amount,
     pub jobs: Vec<JobRow>,
 }
 
