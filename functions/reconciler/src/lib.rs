@@ -13,15 +13,22 @@
 //!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
 //!    billing. Each candidate's job is read with a consistent read before anything is deleted.
 //!    An instance is deleted with its OS volume named, so the volume does not sit in the
-//!    provider's trash. A provider rate limit (429) ends the sweep for this run: the next run,
-//!    a minute later, carries on.
+//!    provider's trash;
+//! 5. deletes, permanently, Mimiry's OS volumes (`mimiry-{job}-{attempt}-os`) that outlived
+//!    their instance — one the provider lost, or one deleted before its volume was known —
+//!    and any of ours in the trash (it counts against the storage quota for 96 hours).
+//!
+//! A provider rate limit (429) ends a sweep for this run: the next run, a minute later,
+//! carries on.
 
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::InstanceState;
 use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
-use mimiry_shared::provider::{DeleteOutcome, GpuProvider, InstanceInfo, ProviderError};
+use mimiry_shared::provider::{
+    DeleteOutcome, GpuProvider, InstanceInfo, ProviderError, VolumeInfo,
+};
 use mimiry_shared::queue::{JobQueue, JobRef, MAX_DELAY_SECS};
 use mimiry_shared::store::jobs::{ActiveJob, Watch};
 use mimiry_shared::store::Store;
@@ -95,6 +102,7 @@ pub struct Summary {
     pub orphan_instances_deleted: usize,
     pub orphan_instances_waiting: usize,
     pub orphan_scripts_deleted: usize,
+    pub orphan_volumes_deleted: usize,
     /// Sweeps cut short by the provider's rate limit.
     pub rate_limited: usize,
     pub errors: usize,
@@ -118,9 +126,28 @@ pub async fn reconcile(app: &App) -> Summary {
         tracing::error!(error = %e, "sending due jobs to the worker failed");
     }
     let active: HashMap<&str, &ActiveJob> = active.iter().map(|j| (j.job_id.as_str(), j)).collect();
-    if let Err(e) = sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
-        summary.errors += 1;
-        tracing::warn!(error = %e, "sweeping instances failed");
+    // Volumes are listed before instances: an instance that owns a listed volume existed
+    // before the instance list was asked for, so it is in that list unless it is gone.
+    let volumes = match app.provider.list_volumes().await {
+        Ok(volumes) => Some(volumes),
+        Err(e) => {
+            if !stop_for_rate_limit(&e, &mut summary) {
+                summary.errors += 1;
+                tracing::warn!(error = %e, "listing volumes failed");
+            }
+            None
+        }
+    };
+    let instances = match sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
+        Ok(instances) => Some(instances),
+        Err(e) => {
+            summary.errors += 1;
+            tracing::warn!(error = %e, "sweeping instances failed");
+            None
+        }
+    };
+    if let (Some(volumes), Some(instances)) = (volumes, instances) {
+        sweep_volumes(app, &active, &volumes, &instances, &mut summary).await;
     }
     if let Err(e) = sweep_scripts(app, &active, &mut summary).await {
         summary.errors += 1;
@@ -135,6 +162,7 @@ pub async fn reconcile(app: &App) -> Summary {
             orphan_instances_deleted = summary.orphan_instances_deleted,
             orphan_instances_waiting = summary.orphan_instances_waiting,
             orphan_scripts_deleted = summary.orphan_scripts_deleted,
+            orphan_volumes_deleted = summary.orphan_volumes_deleted,
             rate_limited = summary.rate_limited,
             errors = summary.errors,
             "reconciled"
@@ -266,7 +294,7 @@ async fn sweep_instances(
     now: Millis,
     wanted: &mut HashSet<String>,
     summary: &mut Summary,
-) -> Result<(), ApiError> {
+) -> Result<Vec<InstanceInfo>, ApiError> {
     let instances = app.provider.list_instances().await?;
     let mut listed: HashMap<String, Vec<InstanceState>> = HashMap::new();
     for instance in &instances {
@@ -288,7 +316,56 @@ async fn sweep_instances(
             break;
         }
     }
-    Ok(())
+    Ok(instances)
+}
+
+/// Whether `volume` is one of Mimiry's OS volumes left without its instance: in the trash, or
+/// attached to none of `instances` (listed after the volumes) while its job is not active.
+/// The job check keeps a volume whose instance the list did not show yet (a provider's list
+/// may lag a deploy) — and the provider refuses to delete a volume under a live instance.
+fn volume_is_orphan(
+    volume: &VolumeInfo,
+    instances: &[InstanceInfo],
+    active: &HashMap<&str, &ActiveJob>,
+) -> bool {
+    let Some(job_id) = job_id_of_name(&volume.name) else {
+        return false;
+    };
+    if volume.in_trash {
+        return true;
+    }
+    let attached_to_listed = volume.instance_id.as_deref().is_some_and(|owner| {
+        instances
+            .iter()
+            .any(|i| i.id == owner && !i.status.is_gone())
+    });
+    !attached_to_listed && !active.contains_key(job_id)
+}
+
+async fn sweep_volumes(
+    app: &App,
+    active: &HashMap<&str, &ActiveJob>,
+    volumes: &[VolumeInfo],
+    instances: &[InstanceInfo],
+    summary: &mut Summary,
+) {
+    for volume in volumes
+        .iter()
+        .filter(|v| volume_is_orphan(v, instances, active))
+    {
+        match app.provider.delete_volume(&volume.id).await {
+            Ok(()) => {
+                tracing::info!(volume_id = %volume.id, name = %volume.name,
+                    in_trash = volume.in_trash, "deleted an orphan volume");
+                summary.orphan_volumes_deleted += 1;
+            }
+            Err(e) if stop_for_rate_limit(&e, summary) => return,
+            Err(e) => {
+                summary.errors += 1;
+                tracing::warn!(volume_id = %volume.id, error = %e, "could not delete an orphan volume");
+            }
+        }
+    }
 }
 
 /// Whether a failed provider call was the rate limit: the sweep stops for this run (the

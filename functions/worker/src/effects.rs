@@ -6,6 +6,7 @@
 //! is looked at again after `Retry-After` plus jitter; an effect whose calls are known to be
 //! paused is not started at all ([`deferral`]).
 
+use crate::observe::OsVolume;
 use crate::App;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::{DeployOutcome, Effect, EffectResult};
@@ -63,7 +64,13 @@ fn rate_limited(e: &ProviderError) -> Option<Millis> {
     e.retry_after().map(jittered)
 }
 
-pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResult, ApiError> {
+/// Performs `effect`; `os_volume` is the job's instance's OS volume as observed this round.
+pub async fn perform(
+    app: &App,
+    job: &Job,
+    effect: &Effect,
+    os_volume: Option<OsVolume>,
+) -> Result<EffectResult, ApiError> {
     Ok(match effect {
         Effect::None => unreachable!("no effect to perform"),
         Effect::Deploy {
@@ -80,8 +87,16 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
         },
         Effect::DeleteInstance { instance_id } => {
             let requested_at = now_ms();
-            // The job does not keep the OS volume's id: the client reads it before deleting.
-            match app.provider.delete_instance(instance_id, None).await {
+            // Named so it is deleted for good. Seen this round, or else (a retired instance,
+            // no look this round) the client reads the instance first.
+            let volume = os_volume
+                .filter(|v| v.instance_id == *instance_id)
+                .map(|v| v.volume_id);
+            match app
+                .provider
+                .delete_instance(instance_id, volume.as_deref())
+                .await
+            {
                 Ok(DeleteOutcome::Accepted) => EffectResult::Deleted {
                     instance_id: instance_id.clone(),
                     already_gone: false,

@@ -77,6 +77,12 @@ pub trait GpuProvider: Send + Sync {
         id: &str,
         os_volume_id: Option<&str>,
     ) -> Result<DeleteOutcome, ProviderError>;
+    /// Every volume of the project whose name carries Mimiry's prefix (`mimiry-`), those in
+    /// the provider's trash included (they count against the storage quota).
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, ProviderError>;
+    /// Deletes a volume permanently (not into the trash); a volume that is already missing is
+    /// `Ok`.
+    async fn delete_volume(&self, id: &str) -> Result<(), ProviderError>;
     /// How long `call` is known to be rate limited from now (a 429 seen earlier), if it is.
     /// Lets a caller defer a step that would be refused before spending requests on it.
     fn rate_limit_wait(&self, _call: ProviderCall) -> Option<Duration> {
@@ -215,6 +221,19 @@ pub struct ImageInfo {
 pub struct ScriptInfo {
     pub id: String,
     pub name: String,
+}
+
+/// A block volume as the reconciler needs it: enough to tell one of ours that outlived its
+/// instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub id: String,
+    /// Mimiry names an OS volume `{hostname}-os`, so `mimiry-{job}-{attempt}-os`.
+    pub name: String,
+    /// The instance it is (or was last) attached to.
+    pub instance_id: Option<String>,
+    /// In the provider's trash (deleted, not permanently).
+    pub in_trash: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 
 use super::{
     ImageInfo, InstanceInfo, InstanceStatus, InstanceTypeInfo, LocationAvailability, LocationInfo,
-    ProviderError, ScriptInfo,
+    ProviderError, ScriptInfo, VolumeInfo,
 };
 use crate::money::Micros;
 use serde_json::Value;
@@ -289,6 +289,25 @@ pub(crate) fn scripts(v: Value) -> Vec<ScriptInfo> {
             Some(ScriptInfo {
                 id,
                 name: string_or_default(i, &["name"]),
+            })
+        })
+        .collect()
+}
+
+/// Volumes of `GET /volumes` or `GET /volumes/trash` (`in_trash` says which).
+pub(crate) fn volumes(v: Value, in_trash: bool) -> Vec<VolumeInfo> {
+    items(v)
+        .iter()
+        .filter_map(|i| {
+            let Some(id) = lenient_string(first(i, &["id"])) else {
+                skip("volume", i);
+                return None;
+            };
+            Some(VolumeInfo {
+                id,
+                name: string_or_default(i, &["name"]),
+                instance_id: lenient_string(first(i, &["instance_id"])),
+                in_trash,
             })
         })
         .collect()
