@@ -520,6 +520,76 @@ mod tests {
     }
 
     #[test]
+    fn only_our_volumes_without_their_instance_are_orphans() {
+        use mimiry_shared::jobs::model::hostname;
+        use mimiry_shared::provider::InstanceStatus;
+        let job = uuid::Uuid::now_v7().to_string();
+        let other_job = uuid::Uuid::now_v7().to_string();
+        let volume = |job: &str, instance: &str, in_trash| VolumeInfo {
+            id: format!("v-{instance}"),
+            name: format!("{}-os", hostname(job, 1)),
+            instance_id: Some(instance.into()),
+            in_trash,
+        };
+        let instance = |id: &str, status| InstanceInfo {
+            id: id.into(),
+            instance_type: "1V100.6V".into(),
+            status,
+            hostname: String::new(),
+            description: String::new(),
+            location: "FIN-01".into(),
+            ip: None,
+            created_at: None,
+            startup_script_id: None,
+            price_per_hour: None,
+            os_volume_id: None,
+        };
+        let listed = [
+            instance("live", InstanceStatus::Running),
+            instance("ended", InstanceStatus::Discontinued),
+        ];
+        let active_job = ActiveJob {
+            due_at: 0,
+            account_id: uuid::Uuid::new_v4().to_string(),
+            job_id: job.clone(),
+            watch: Watch::Queue,
+        };
+        let none = HashMap::new();
+        let active: HashMap<&str, &ActiveJob> = [(job.as_str(), &active_job)].into();
+
+        // Under a listed instance that is up: never, whatever the job.
+        assert!(!volume_is_orphan(
+            &volume(&other_job, "live", false),
+            &listed,
+            &none
+        ));
+        // Its instance lost (not listed) or ended: an orphan once its job is over.
+        for owner in ["lost", "ended"] {
+            assert!(volume_is_orphan(
+                &volume(&other_job, owner, false),
+                &listed,
+                &none
+            ));
+            assert!(
+                !volume_is_orphan(&volume(&job, owner, false), &listed, &active),
+                "the job is active: its instance may just not be listed yet"
+            );
+        }
+        // In the trash: always (it will never be used again, and it fills the quota).
+        assert!(volume_is_orphan(
+            &volume(&job, "live", true),
+            &listed,
+            &active
+        ));
+        // Not named by Mimiry: never.
+        let theirs = VolumeInfo {
+            name: "OS-NVMe-1234".into(),
+            ..volume(&other_job, "lost", true)
+        };
+        assert!(!volume_is_orphan(&theirs, &listed, &none));
+    }
+
+    #[test]
     fn queue_driven_and_timer_jobs_are_not_watched() {
         for w in [Watch::Queue, Watch::Timer] {
             assert!(!instance_changed(w, &[]));
