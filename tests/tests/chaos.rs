@@ -17,7 +17,8 @@
 //! running.
 //!
 //! `CHAOS_JOBS` (default 60, the CI size), `CHAOS_SEED` (default: from the clock; printed),
-//! `CHAOS_CRASH_PERCENT` (default 10). `make chaos` runs 500 jobs.
+//! `CHAOS_CRASH_PERCENT` (default 10), `CHAOS_RATE_LIMITS` (`real`, the default, or `low`: a
+//! third of each limit, so that 60 jobs meet them too). `make chaos` runs 500 jobs.
 
 use mimiry_shared::jobs::model::{cost_of, owner_tag};
 use mimiry_shared::jobs::{Job, JobStatus};
@@ -641,9 +642,15 @@ async fn run() {
         execute: true,
     }));
     let store = stack.store().await;
-    // The provider's real rate limits (the fake's defaults, which the stack turned off).
+    // The provider's real rate limits (the fake's defaults, which the stack turned off), or a
+    // third of them (`CHAOS_RATE_LIMITS=low`): 60 jobs stay under the real ones.
+    let limits = match std::env::var("CHAOS_RATE_LIMITS").as_deref() {
+        Ok("low") => json!({"enabled": true, "project": 166, "endpoint": 20, "list": 40}),
+        Ok("real") | Err(_) => json!({"enabled": true}),
+        Ok(other) => panic!("CHAOS_RATE_LIMITS={other}: `real` (default) or `low`"),
+    };
     let limits = stack
-        .fake_admin(Method::POST, "/rate-limits", Some(json!({"enabled": true})))
+        .fake_admin(Method::POST, "/rate-limits", Some(limits))
         .await;
     assert_eq!(limits["enabled"], true, "rate limits on: {limits}");
     println!("chaos: provider rate limits {limits}");
