@@ -36,9 +36,14 @@ use mimiry_shared::time::{now_ms, Millis};
 use mimiry_shared::wiring;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Messages sent per run (re-drives and wake-ups together).
 const MAX_SENDS: usize = 500;
+/// The volume sweep (two list calls) runs at most this often per container: every run in
+/// production (once a minute), one run in 15 when a test stack reconciles every 2 s — there
+/// its lists would otherwise take a quarter of the provider's 500 requests a minute.
+const VOLUME_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub struct App {
     pub store: Store,
@@ -48,6 +53,8 @@ pub struct App {
     /// What was sent recently, so that a run does not repeat the previous one's messages.
     /// Kept per container: a cold start at worst sends once more.
     sent: Mutex<Backoff>,
+    /// When this container last swept volumes through to the end.
+    volumes_swept_at: Mutex<Option<Instant>>,
 }
 
 /// Keys acted on → (next action allowed at, actions so far).
@@ -86,6 +93,7 @@ impl App {
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             timers: config.timers,
             sent: Mutex::new(Backoff::default()),
+            volumes_swept_at: Mutex::new(None),
         }
     }
 }
@@ -128,14 +136,20 @@ pub async fn reconcile(app: &App) -> Summary {
     let active: HashMap<&str, &ActiveJob> = active.iter().map(|j| (j.job_id.as_str(), j)).collect();
     // Volumes are listed before instances: an instance that owns a listed volume existed
     // before the instance list was asked for, so it is in that list unless it is gone.
-    let volumes = match app.provider.list_volumes().await {
-        Ok(volumes) => Some(volumes),
-        Err(e) => {
-            if !stop_for_rate_limit(&e, &mut summary) {
-                summary.errors += 1;
-                tracing::warn!(error = %e, "listing volumes failed");
+    let volume_sweep_due =
+        lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
+    let volumes = if !volume_sweep_due {
+        None
+    } else {
+        match app.provider.list_volumes().await {
+            Ok(volumes) => Some(volumes),
+            Err(e) => {
+                if !stop_for_rate_limit(&e, &mut summary) {
+                    summary.errors += 1;
+                    tracing::warn!(error = %e, "listing volumes failed");
+                }
+                None
             }
-            None
         }
     };
     let instances = match sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
@@ -147,7 +161,9 @@ pub async fn reconcile(app: &App) -> Summary {
         }
     };
     if let (Some(volumes), Some(instances)) = (volumes, instances) {
-        sweep_volumes(app, &active, &volumes, &instances, &mut summary).await;
+        if sweep_volumes(app, &active, &volumes, &instances, &mut summary).await {
+            *lock(&app.volumes_swept_at) = Some(Instant::now());
+        }
     }
     if let Err(e) = sweep_scripts(app, &active, &mut summary).await {
         summary.errors += 1;
@@ -171,8 +187,8 @@ pub async fn reconcile(app: &App) -> Summary {
     summary
 }
 
-fn lock(sent: &Mutex<Backoff>) -> std::sync::MutexGuard<'_, Backoff> {
-    sent.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Parked jobs due before the run after next get a message delayed until they are due; a
@@ -342,13 +358,14 @@ fn volume_is_orphan(
     !attached_to_listed && !active.contains_key(job_id)
 }
 
+/// Deletes the orphans among `volumes`; `false` if a rate limit cut the sweep short.
 async fn sweep_volumes(
     app: &App,
     active: &HashMap<&str, &ActiveJob>,
     volumes: &[VolumeInfo],
     instances: &[InstanceInfo],
     summary: &mut Summary,
-) {
+) -> bool {
     for volume in volumes
         .iter()
         .filter(|v| volume_is_orphan(v, instances, active))
@@ -359,13 +376,14 @@ async fn sweep_volumes(
                     in_trash = volume.in_trash, "deleted an orphan volume");
                 summary.orphan_volumes_deleted += 1;
             }
-            Err(e) if stop_for_rate_limit(&e, summary) => return,
+            Err(e) if stop_for_rate_limit(&e, summary) => return false,
             Err(e) => {
                 summary.errors += 1;
                 tracing::warn!(volume_id = %volume.id, error = %e, "could not delete an orphan volume");
             }
         }
     }
+    true
 }
 
 /// Whether a failed provider call was the rate limit: the sweep stops for this run (the
