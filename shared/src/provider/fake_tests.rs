@@ -894,3 +894,34 @@ async fn issue16_rate_limited_deploys_wait_for_retry_after() {
         .unwrap();
     assert_eq!(fake.state().await["instances"].as_array().unwrap().len(), 3);
 }
+
+/// A full project quota (100 scripts by default, here 2; the storage quota) is its own error:
+/// the worker waits for room instead of failing the job as a refused deploy.
+#[tokio::test]
+async fn full_quotas_are_quota_exceeded() {
+    let fake = Fake::start(FakeConfig {
+        script_quota: 2,
+        storage_quota_gb: 50,
+        ..FakeConfig::default()
+    })
+    .await;
+    let c = fake.client();
+    for i in 0..2 {
+        c.create_script(&format!("mimiry-q-{i}"), "#!/bin/bash\ntrue\n")
+            .await
+            .unwrap();
+    }
+    let err = c
+        .create_script("mimiry-q-2", "#!/bin/bash\ntrue\n")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::QuotaExceeded(_)), "{err:?}");
+    c.deploy(&deploy_req("mimiry-q-a", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    let err = c
+        .deploy(&deploy_req("mimiry-q-b", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::QuotaExceeded(_)), "{err:?}");
+}

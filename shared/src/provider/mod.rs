@@ -122,6 +122,10 @@ pub enum ProviderError {
     /// 5xx (other than capacity on deploy), 408, or an unreadable success response.
     #[error("provider server error {status}: {message}")]
     Server { status: u16, message: String },
+    /// A project quota is full (`forbidden_action` "…quota exceeded": 100 startup scripts, the
+    /// storage quota): nothing was created; room comes back as other jobs end.
+    #[error("provider quota full: {0}")]
+    QuotaExceeded(String),
     /// 429 `rate_limit_exceeded` (or a path known to be paused): nothing was done; ask again
     /// after `retry_after`. Never a failure of the job.
     #[error("provider rate limit: retry after {}s", retry_after.as_secs_f64().ceil())]
@@ -162,6 +166,7 @@ impl ProviderError {
             ProviderError::InvalidRequest(_) => "invalid_request",
             ProviderError::Auth(_) => "auth",
             ProviderError::InsufficientFunds(_) => "insufficient_funds",
+            ProviderError::QuotaExceeded(_) => "quota_exceeded",
             ProviderError::Server { .. } => "server_error",
             ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Timeout => "timeout",
@@ -458,6 +463,11 @@ mod tests {
         .is_transient());
         assert!(!ProviderError::NoCapacity("x".into()).is_transient());
         assert!(!ProviderError::Auth("x".into()).is_transient());
+        assert!(!ProviderError::QuotaExceeded("x".into()).is_transient());
+        assert_eq!(
+            ProviderError::QuotaExceeded("x".into()).code(),
+            "quota_exceeded"
+        );
         assert_eq!(ProviderError::NoCapacity("x".into()).code(), "no_capacity");
         assert_eq!(ProviderError::Timeout.code(), "timeout");
         let limited = ProviderError::RateLimited {

@@ -403,6 +403,9 @@ pub(crate) fn classify(status: u16, body: &str, kind: CallKind) -> ProviderError
     {
         return ProviderError::NoCapacity(message);
     }
+    if (status == 403 || code == "forbidden_action") && lower.contains("quota") {
+        return ProviderError::QuotaExceeded(message);
+    }
     if status == 404 || code == "not_found" || lower.contains("invalid instance id") {
         return ProviderError::NotFound(message);
     }
