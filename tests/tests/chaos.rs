@@ -1051,8 +1051,10 @@ async fn run() {
         }
     }
     println!(
-        "chaos: provider rate_limited={} (429s answered by the fake) deprecated_calls={}",
-        state["rate_limited"], state["conformance"]["deprecated_calls"]
+        "chaos: provider requests={} rate_limited={} (429s answered by the fake) deprecated_calls={}",
+        state["requests"]["total"],
+        state["rate_limited"],
+        state["conformance"]["deprecated_calls"]
     );
     println!(
         "chaos: jobs={n} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={}",
