@@ -89,8 +89,11 @@ moto_port=$(free_port)
 pids+=($!)
 wait_port "$moto_port" moto
 
-# Rate limits off: the fuzzer sends far more than Verda's 60 requests a minute per path, and
-# the API would rightly answer 502 to the throttled ones; what is fuzzed here is our API.
+# Rate limits off: the fuzzer sends far more than Verda's 60 requests a minute per path (POST
+# /ssh-keys alone is called hundreds of times a minute, each a POST /v1/ssh-keys), and the API
+# would rightly answer the throttled ones 503 `provider_busy` — a documented answer, but a 5xx,
+# which the "no server error" check counts as a failure. What is fuzzed here is our API; the
+# limits are exercised by the chaos test and the client's tests against the fake.
 target/debug/fake-datacrunch --addr 127.0.0.1:0 --provision-ms 500 --no-rate-limits \
   >"$out/fake-datacrunch.out" 2>"$logs/fake-datacrunch-$tag.log" &
 pids+=($!)

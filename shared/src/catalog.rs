@@ -85,9 +85,7 @@ impl<T: Clone> Cache<T> {
                         stale: true,
                         fetched_at: slot.fetched_at,
                     }),
-                    None => Err(ApiError::ProviderUnavailable {
-                        detail: e.to_string(),
-                    }),
+                    None => Err(ApiError::provider_unavailable(&e)),
                 }
             }
         }

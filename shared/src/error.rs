@@ -49,6 +49,10 @@ pub enum ApiError {
     /// The payment provider (Stripe) could not be reached or refused us; nothing was charged.
     #[error("Payments are unavailable right now; please retry shortly")]
     PaymentsUnavailable { detail: String },
+    /// The GPU provider's rate limit (its 429): nothing failed, the same request works after
+    /// `retry_after_secs` (sent as `Retry-After`).
+    #[error("The GPU provider is busy right now; please retry after {retry_after_secs} seconds")]
+    ProviderBusy { retry_after_secs: u32 },
     #[error("Internal error")]
     Internal(String),
 }
@@ -87,6 +91,7 @@ impl ApiError {
             Conflict { .. } => StatusCode::CONFLICT,
             ProviderUnavailable { .. } | PaymentsUnavailable { .. } => StatusCode::BAD_GATEWAY,
             InvalidSignature(_) => StatusCode::BAD_REQUEST,
+            ProviderBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +115,7 @@ impl ApiError {
             ProviderUnavailable { .. } => "provider_unavailable",
             InvalidSignature(_) => "invalid_signature",
             PaymentsUnavailable { .. } => "payments_unavailable",
+            ProviderBusy { .. } => "provider_busy",
             Internal(_) => "internal_error",
         }
     }
@@ -121,6 +127,7 @@ impl ApiError {
                 code: "idempotency_in_progress" | "busy",
                 ..
             } => Some(1),
+            ApiError::ProviderBusy { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -158,8 +165,27 @@ impl ApiError {
     }
 }
 
-/// A provider failure as the API shows it: the provider's refusals are the caller's 400, the
-/// rest is a 502 that says to retry. Capacity is answered by the callers that know the context.
+impl ApiError {
+    /// A provider that could not serve a request: 503 `provider_busy` with its `Retry-After`
+    /// when it was its rate limit, else 502 `provider_unavailable`.
+    pub fn provider_unavailable(e: &crate::provider::ProviderError) -> Self {
+        match e.retry_after() {
+            Some(wait) => ApiError::ProviderBusy {
+                // Whole seconds, at least one: retrying sooner is refused again.
+                retry_after_secs: u32::try_from(wait.as_secs_f64().ceil() as u64)
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+            },
+            None => ApiError::ProviderUnavailable {
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A provider failure as the API shows it: the provider's refusals are the caller's 409, its
+/// rate limit a 503 with `Retry-After`, the rest a 502 that says to retry. Capacity is answered
+/// by the callers that know the context.
 impl From<crate::provider::ProviderError> for ApiError {
     fn from(e: crate::provider::ProviderError) -> Self {
         use crate::provider::ProviderError;
@@ -168,9 +194,40 @@ impl From<crate::provider::ProviderError> for ApiError {
                 code: "provider_rejected",
                 message: format!("The GPU provider refused the request: {message}"),
             },
-            other => ApiError::ProviderUnavailable {
-                detail: other.to_string(),
-            },
+            other => ApiError::provider_unavailable(&other),
         }
+    }
+}
+
+#[cfg(test)]
+mod provider_error_tests {
+    use super::*;
+    use crate::provider::ProviderError;
+    use std::time::Duration;
+
+    #[test]
+    fn a_provider_rate_limit_is_a_503_with_its_retry_after() {
+        let e = ApiError::from(ProviderError::RateLimited {
+            retry_after: Duration::from_millis(41_200),
+        });
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "provider_busy");
+        assert_eq!(e.retry_after_secs(), Some(42), "rounded up");
+        let body = e.body("req-1");
+        assert_eq!(body["code"], "provider_busy");
+        assert!(body["error"].as_str().unwrap().contains("42 seconds"));
+
+        let short = ApiError::from(ProviderError::RateLimited {
+            retry_after: Duration::from_millis(10),
+        });
+        assert_eq!(short.retry_after_secs(), Some(1), "never Retry-After: 0");
+
+        // Other outages stay 502 without Retry-After; refusals stay 409.
+        let down = ApiError::from(ProviderError::Timeout);
+        assert_eq!(down.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(down.code(), "provider_unavailable");
+        assert_eq!(down.retry_after_secs(), None);
+        let refused = ApiError::from(ProviderError::InvalidRequest("bad key".into()));
+        assert_eq!(refused.code(), "provider_rejected");
     }
 }

@@ -269,6 +269,20 @@ fn assert_provider_unavailable(answer: &Answer, what: &str) {
     assert_eq!(answer.body["request_id"], request_id, "{what}");
 }
 
+fn assert_provider_busy(answer: &Answer, what: &str, retry_after: std::ops::RangeInclusive<u64>) {
+    assert_eq!(answer.status, 503, "{what}: {answer:?}");
+    assert_eq!(answer.body["code"], "provider_busy", "{what}: {answer:?}");
+    let secs: u64 = answer
+        .headers
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("{what}: no Retry-After: {answer:?}"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after.contains(&secs), "{what}: Retry-After {secs}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Healthy provider, shared stack.
 
@@ -874,11 +888,38 @@ async fn cold_cache_with_the_provider_failing_is_a_clear_502() {
     );
 
     // Other failure statuses are 502 too, never a 500.
-    for status in [500, 502, 504, 429] {
+    for status in [500, 502, 504] {
         faults(&stack, catalog_errors(status)).await;
         let answer = get(&stack, key, "/locations").await;
         assert_provider_unavailable(&answer, &format!("provider answering {status}"));
     }
+
+    // The provider's rate limit is not an outage: 503 `provider_busy` with a Retry-After —
+    // a bare 429 (the client waits 10 s for one that does not say how long), then the real
+    // limiter's (every path refused for a 4 s window: longer than the client waits inline).
+    faults(&stack, catalog_errors(429)).await;
+    let answer = get(&stack, key, "/locations").await;
+    assert_provider_busy(&answer, "provider answering a bare 429", 10..=10);
+    faults(&stack, json!({ "server_errors": { "count": 0 } })).await;
+    let limits = stack
+        .fake_admin(
+            reqwest::Method::POST,
+            "/rate-limits",
+            Some(json!({ "enabled": true, "endpoint": 0, "list": 0, "window_ms": 4_000 })),
+        )
+        .await;
+    assert_eq!(limits["endpoint"], 0, "{limits}");
+    let answer = get(&stack, key, "/images").await;
+    assert_provider_busy(&answer, "provider rate limited (429)", 1..=4);
+    stack
+        .fake_admin(
+            reqwest::Method::POST,
+            "/rate-limits",
+            Some(json!({ "enabled": false })),
+        )
+        .await;
+    // The client remembers the pause: let it pass before the next case.
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
     // Slower than the client timeout.
     faults(

@@ -3,16 +3,22 @@
 //! deletes), every SQS message is handed to the worker twice at once, and the worker "dies"
 //! at random points between its steps (`MIMIRY_TEST_CRASH_PERCENT`).
 //!
-//! Afterwards every job must be terminal, nothing may be left at the provider, every
-//! account's money must add up with nothing held, and no job may be charged for time its
-//! instance did not live. The last line printed is
-//! `chaos: jobs=N faults=F duplicates=D crashes=C parked_wakeups=W instance_alerts=A stuck=S
-//! leaked_instances=L leaked_scripts=P ledger_error_micros=E overcharged_jobs=O` (one line), and
-//! S, L, P, E, O must be 0. Running jobs park between looks, so W counts the reconciler's
-//! wake-ups and A its alerts about instances no longer running.
+//! The fake's rate limits are on, at Verda's real numbers (500 requests a minute per project,
+//! 60 per method and path, 120 for `GET /v1/instances`): the stack starts the fake without
+//! them (see `mimiry_tests::Stack`), and this test turns them on before the first job.
+//!
+//! Afterwards every job must be terminal, nothing may be left at the provider (instances,
+//! scripts, volumes — the trash included), every account's money must add up with nothing
+//! held, and no job may be charged for time its instance did not live. The last line printed
+//! is `chaos: jobs=N faults=F duplicates=D crashes=C parked_wakeups=W instance_alerts=A stuck=S
+//! leaked_instances=L leaked_scripts=P leaked_volumes=V ledger_error_micros=E
+//! overcharged_jobs=O` (one line), and S, L, P, V, E, O must be 0. Running jobs park between
+//! looks, so W counts the reconciler's wake-ups and A its alerts about instances no longer
+//! running.
 //!
 //! `CHAOS_JOBS` (default 60, the CI size), `CHAOS_SEED` (default: from the clock; printed),
-//! `CHAOS_CRASH_PERCENT` (default 10). `make chaos` runs 500 jobs.
+//! `CHAOS_CRASH_PERCENT` (default 10), `CHAOS_RATE_LIMITS` (`real`, the default, or `low`: a
+//! third of each limit, so that 60 jobs meet them too). `make chaos` runs 500 jobs.
 
 use mimiry_shared::jobs::model::{cost_of, owner_tag};
 use mimiry_shared::jobs::{Job, JobStatus};
@@ -503,8 +509,9 @@ async fn jobs_by_id(store: &Store, accounts: &[TestAccount]) -> HashMap<String, 
     out
 }
 
-/// Instances not deleted and not lost (a vanished instance bills no one), and scripts left.
-fn leftovers(state: &Value) -> (Vec<String>, Vec<String>) {
+/// Instances not deleted and not lost (a vanished instance bills no one), scripts left, and
+/// volumes left (attached, detached or in the trash: each counts against the storage quota).
+fn leftovers(state: &Value) -> (Vec<String>, Vec<String>, Vec<String>) {
     let instances = state["instances"]
         .as_array()
         .unwrap()
@@ -525,7 +532,21 @@ fn leftovers(state: &Value) -> (Vec<String>, Vec<String>) {
         .iter()
         .map(|s| s["name"].as_str().unwrap_or("?").to_string())
         .collect();
-    (instances, scripts)
+    let volumes = state["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            format!(
+                "{} ({}, in trash: {}, instance {})",
+                v["name"].as_str().unwrap_or("?"),
+                v["status"].as_str().unwrap_or("?"),
+                v["in_trash"],
+                v["instance_id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    (instances, scripts, volumes)
 }
 
 /// The most a job may be charged: its price for the whole seconds each of its instances lived
@@ -621,6 +642,18 @@ async fn run() {
         execute: true,
     }));
     let store = stack.store().await;
+    // The provider's real rate limits (the fake's defaults, which the stack turned off), or a
+    // third of them (`CHAOS_RATE_LIMITS=low`): 60 jobs stay under the real ones.
+    let limits = match std::env::var("CHAOS_RATE_LIMITS").as_deref() {
+        Ok("low") => json!({"enabled": true, "project": 166, "endpoint": 20, "list": 40}),
+        Ok("real") | Err(_) => json!({"enabled": true}),
+        Ok(other) => panic!("CHAOS_RATE_LIMITS={other}: `real` (default) or `low`"),
+    };
+    let limits = stack
+        .fake_admin(Method::POST, "/rate-limits", Some(limits))
+        .await;
+    assert_eq!(limits["enabled"], true, "rate limits on: {limits}");
+    println!("chaos: provider rate limits {limits}");
 
     // Accounts: about one in six poor, one in five tight, the rest rich.
     let n_accounts = (n / 8).clamp(5, 40);
@@ -787,18 +820,18 @@ async fn run() {
     }
 
     // Give the reconciler a few cycles to sweep what finished jobs left behind (a crash
-    // between create and persist, a cancel racing a deploy), then look: at least 3 cycles,
-    // at most 30 s.
+    // between create and persist, a cancel racing a deploy, the volume of an instance the
+    // provider lost), then look: at least 3 cycles, at most 60 s (its sweeps stop for a run
+    // when the provider's rate limit says so).
     let settle_start = Instant::now();
     let mut state;
     loop {
         tokio::time::sleep(RECONCILE_EVERY).await;
         state = stack.fake_admin(Method::GET, "/state", None).await;
-        let (instances, scripts) = leftovers(&state);
+        let (instances, scripts, volumes) = leftovers(&state);
         let waited = settle_start.elapsed();
-        if (instances.is_empty() && scripts.is_empty() && waited >= RECONCILE_EVERY * 3)
-            || waited >= Duration::from_secs(30)
-        {
+        let clean = instances.is_empty() && scripts.is_empty() && volumes.is_empty();
+        if (clean && waited >= RECONCILE_EVERY * 3) || waited >= Duration::from_secs(60) {
             break;
         }
     }
@@ -859,7 +892,7 @@ async fn run() {
     }
 
     // Leaks at the provider.
-    let (leaked_instances, leaked_scripts) = leftovers(&state);
+    let (leaked_instances, leaked_scripts, leaked_volumes) = leftovers(&state);
 
     // Money: per account, added = balance + held + charged with nothing held; the account's
     // totals agree with its jobs and with its ledger.
@@ -1006,6 +1039,7 @@ async fn run() {
         ("stuck job", &stuck),
         ("leaked instance", &leaked_instances),
         ("leaked script", &leaked_scripts),
+        ("leaked volume", &leaked_volumes),
         ("ledger", &ledger_problems),
         ("overcharged job", &overcharged),
         ("double deploy", &double_deploys),
@@ -1017,13 +1051,18 @@ async fn run() {
         }
     }
     println!(
+        "chaos: provider requests={} rate_limited={} (429s answered by the fake) deprecated_calls={}",
+        state["requests"]["total"],
+        state["rate_limited"],
+        state["conformance"]["deprecated_calls"]
+    );
+    println!(
         "chaos: jobs={n} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={}",
         stuck.len(),
         leaked_instances.len(),
         leaked_scripts.len(),
-        // Every volume the fake still holds, trash included (reported, not yet asserted: a
-        // vanished instance's volume is not ours to find yet — issue 16).
-        state["leaked_volumes"].as_u64().unwrap_or(0),
+        // Every volume the fake still holds, trash included.
+        leaked_volumes.len(),
         overcharged.len()
     );
 
@@ -1037,6 +1076,16 @@ async fn run() {
         leaked_scripts.is_empty(),
         "{} scripts left at the provider",
         leaked_scripts.len()
+    );
+    assert!(
+        leaked_volumes.is_empty(),
+        "{} volumes left at the provider",
+        leaked_volumes.len()
+    );
+    assert_eq!(
+        state["leaked_volumes"].as_u64(),
+        Some(0),
+        "the fake's own count agrees"
     );
     assert_eq!(ledger_error, 0, "the money does not add up");
     assert!(

@@ -13,15 +13,22 @@
 //!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
 //!    billing. Each candidate's job is read with a consistent read before anything is deleted.
 //!    An instance is deleted with its OS volume named, so the volume does not sit in the
-//!    provider's trash. A provider rate limit (429) ends the sweep for this run: the next run,
-//!    a minute later, carries on.
+//!    provider's trash;
+//! 5. deletes, permanently, Mimiry's OS volumes (`mimiry-{job}-{attempt}-os`) that outlived
+//!    their instance — one the provider lost, or one deleted before its volume was known —
+//!    and any of ours in the trash (it counts against the storage quota for 96 hours).
+//!
+//! A provider rate limit (429) ends a sweep for this run: the next run, a minute later,
+//! carries on.
 
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::InstanceState;
 use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
-use mimiry_shared::provider::{DeleteOutcome, GpuProvider, InstanceInfo, ProviderError};
+use mimiry_shared::provider::{
+    DeleteOutcome, GpuProvider, InstanceInfo, ProviderError, VolumeInfo,
+};
 use mimiry_shared::queue::{JobQueue, JobRef, MAX_DELAY_SECS};
 use mimiry_shared::store::jobs::{ActiveJob, Watch};
 use mimiry_shared::store::Store;
@@ -29,9 +36,14 @@ use mimiry_shared::time::{now_ms, Millis};
 use mimiry_shared::wiring;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Messages sent per run (re-drives and wake-ups together).
 const MAX_SENDS: usize = 500;
+/// The volume sweep (two list calls) runs at most this often per container: every run in
+/// production (once a minute), one run in 15 when a test stack reconciles every 2 s — there
+/// its lists would otherwise take a quarter of the provider's 500 requests a minute.
+const VOLUME_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub struct App {
     pub store: Store,
@@ -41,6 +53,8 @@ pub struct App {
     /// What was sent recently, so that a run does not repeat the previous one's messages.
     /// Kept per container: a cold start at worst sends once more.
     sent: Mutex<Backoff>,
+    /// When this container last swept volumes through to the end.
+    volumes_swept_at: Mutex<Option<Instant>>,
 }
 
 /// Keys acted on → (next action allowed at, actions so far).
@@ -79,6 +93,7 @@ impl App {
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             timers: config.timers,
             sent: Mutex::new(Backoff::default()),
+            volumes_swept_at: Mutex::new(None),
         }
     }
 }
@@ -95,6 +110,7 @@ pub struct Summary {
     pub orphan_instances_deleted: usize,
     pub orphan_instances_waiting: usize,
     pub orphan_scripts_deleted: usize,
+    pub orphan_volumes_deleted: usize,
     /// Sweeps cut short by the provider's rate limit.
     pub rate_limited: usize,
     pub errors: usize,
@@ -118,9 +134,36 @@ pub async fn reconcile(app: &App) -> Summary {
         tracing::error!(error = %e, "sending due jobs to the worker failed");
     }
     let active: HashMap<&str, &ActiveJob> = active.iter().map(|j| (j.job_id.as_str(), j)).collect();
-    if let Err(e) = sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
-        summary.errors += 1;
-        tracing::warn!(error = %e, "sweeping instances failed");
+    // Volumes are listed before instances: an instance that owns a listed volume existed
+    // before the instance list was asked for, so it is in that list unless it is gone.
+    let volume_sweep_due =
+        lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
+    let volumes = if !volume_sweep_due {
+        None
+    } else {
+        match app.provider.list_volumes().await {
+            Ok(volumes) => Some(volumes),
+            Err(e) => {
+                if !stop_for_rate_limit(&e, &mut summary) {
+                    summary.errors += 1;
+                    tracing::warn!(error = %e, "listing volumes failed");
+                }
+                None
+            }
+        }
+    };
+    let instances = match sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
+        Ok(instances) => Some(instances),
+        Err(e) => {
+            summary.errors += 1;
+            tracing::warn!(error = %e, "sweeping instances failed");
+            None
+        }
+    };
+    if let (Some(volumes), Some(instances)) = (volumes, instances) {
+        if sweep_volumes(app, &active, &volumes, &instances, &mut summary).await {
+            *lock(&app.volumes_swept_at) = Some(Instant::now());
+        }
     }
     if let Err(e) = sweep_scripts(app, &active, &mut summary).await {
         summary.errors += 1;
@@ -135,6 +178,7 @@ pub async fn reconcile(app: &App) -> Summary {
             orphan_instances_deleted = summary.orphan_instances_deleted,
             orphan_instances_waiting = summary.orphan_instances_waiting,
             orphan_scripts_deleted = summary.orphan_scripts_deleted,
+            orphan_volumes_deleted = summary.orphan_volumes_deleted,
             rate_limited = summary.rate_limited,
             errors = summary.errors,
             "reconciled"
@@ -143,8 +187,8 @@ pub async fn reconcile(app: &App) -> Summary {
     summary
 }
 
-fn lock(sent: &Mutex<Backoff>) -> std::sync::MutexGuard<'_, Backoff> {
-    sent.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Parked jobs due before the run after next get a message delayed until they are due; a
@@ -266,7 +310,7 @@ async fn sweep_instances(
     now: Millis,
     wanted: &mut HashSet<String>,
     summary: &mut Summary,
-) -> Result<(), ApiError> {
+) -> Result<Vec<InstanceInfo>, ApiError> {
     let instances = app.provider.list_instances().await?;
     let mut listed: HashMap<String, Vec<InstanceState>> = HashMap::new();
     for instance in &instances {
@@ -288,7 +332,58 @@ async fn sweep_instances(
             break;
         }
     }
-    Ok(())
+    Ok(instances)
+}
+
+/// Whether `volume` is one of Mimiry's OS volumes left without its instance: in the trash, or
+/// attached to none of `instances` (listed after the volumes) while its job is not active.
+/// The job check keeps a volume whose instance the list did not show yet (a provider's list
+/// may lag a deploy) — and the provider refuses to delete a volume under a live instance.
+fn volume_is_orphan(
+    volume: &VolumeInfo,
+    instances: &[InstanceInfo],
+    active: &HashMap<&str, &ActiveJob>,
+) -> bool {
+    let Some(job_id) = job_id_of_name(&volume.name) else {
+        return false;
+    };
+    if volume.in_trash {
+        return true;
+    }
+    let attached_to_listed = volume.instance_id.as_deref().is_some_and(|owner| {
+        instances
+            .iter()
+            .any(|i| i.id == owner && !i.status.is_gone())
+    });
+    !attached_to_listed && !active.contains_key(job_id)
+}
+
+/// Deletes the orphans among `volumes`; `false` if a rate limit cut the sweep short.
+async fn sweep_volumes(
+    app: &App,
+    active: &HashMap<&str, &ActiveJob>,
+    volumes: &[VolumeInfo],
+    instances: &[InstanceInfo],
+    summary: &mut Summary,
+) -> bool {
+    for volume in volumes
+        .iter()
+        .filter(|v| volume_is_orphan(v, instances, active))
+    {
+        match app.provider.delete_volume(&volume.id).await {
+            Ok(()) => {
+                tracing::info!(volume_id = %volume.id, name = %volume.name,
+                    in_trash = volume.in_trash, "deleted an orphan volume");
+                summary.orphan_volumes_deleted += 1;
+            }
+            Err(e) if stop_for_rate_limit(&e, summary) => return false,
+            Err(e) => {
+                summary.errors += 1;
+                tracing::warn!(volume_id = %volume.id, error = %e, "could not delete an orphan volume");
+            }
+        }
+    }
+    true
 }
 
 /// Whether a failed provider call was the rate limit: the sweep stops for this run (the
@@ -440,6 +535,76 @@ mod tests {
             assert!(!stop_for_rate_limit(&other, &mut summary), "{other:?}");
         }
         assert_eq!(summary.rate_limited, 1);
+    }
+
+    #[test]
+    fn only_our_volumes_without_their_instance_are_orphans() {
+        use mimiry_shared::jobs::model::hostname;
+        use mimiry_shared::provider::InstanceStatus;
+        let job = uuid::Uuid::now_v7().to_string();
+        let other_job = uuid::Uuid::now_v7().to_string();
+        let volume = |job: &str, instance: &str, in_trash| VolumeInfo {
+            id: format!("v-{instance}"),
+            name: format!("{}-os", hostname(job, 1)),
+            instance_id: Some(instance.into()),
+            in_trash,
+        };
+        let instance = |id: &str, status| InstanceInfo {
+            id: id.into(),
+            instance_type: "1V100.6V".into(),
+            status,
+            hostname: String::new(),
+            description: String::new(),
+            location: "FIN-01".into(),
+            ip: None,
+            created_at: None,
+            startup_script_id: None,
+            price_per_hour: None,
+            os_volume_id: None,
+        };
+        let listed = [
+            instance("live", InstanceStatus::Running),
+            instance("ended", InstanceStatus::Discontinued),
+        ];
+        let active_job = ActiveJob {
+            due_at: 0,
+            account_id: uuid::Uuid::new_v4().to_string(),
+            job_id: job.clone(),
+            watch: Watch::Queue,
+        };
+        let none = HashMap::new();
+        let active: HashMap<&str, &ActiveJob> = [(job.as_str(), &active_job)].into();
+
+        // Under a listed instance that is up: never, whatever the job.
+        assert!(!volume_is_orphan(
+            &volume(&other_job, "live", false),
+            &listed,
+            &none
+        ));
+        // Its instance lost (not listed) or ended: an orphan once its job is over.
+        for owner in ["lost", "ended"] {
+            assert!(volume_is_orphan(
+                &volume(&other_job, owner, false),
+                &listed,
+                &none
+            ));
+            assert!(
+                !volume_is_orphan(&volume(&job, owner, false), &listed, &active),
+                "the job is active: its instance may just not be listed yet"
+            );
+        }
+        // In the trash: always (it will never be used again, and it fills the quota).
+        assert!(volume_is_orphan(
+            &volume(&job, "live", true),
+            &listed,
+            &active
+        ));
+        // Not named by Mimiry: never.
+        let theirs = VolumeInfo {
+            name: "OS-NVMe-1234".into(),
+            ..volume(&other_job, "lost", true)
+        };
+        assert!(!volume_is_orphan(&theirs, &listed, &none));
     }
 
     #[test]

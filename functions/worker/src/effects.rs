@@ -6,6 +6,7 @@
 //! is looked at again after `Retry-After` plus jitter; an effect whose calls are known to be
 //! paused is not started at all ([`deferral`]).
 
+use crate::observe::OsVolume;
 use crate::App;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::{DeployOutcome, Effect, EffectResult};
@@ -23,6 +24,10 @@ const OS_VOLUME_GB: u32 = 50;
 /// Jitter added to a rate-limit wait: one provider window, so that jobs deferred together
 /// come back spread over it instead of all at the moment the limit resets.
 const RATE_LIMIT_SPREAD_MS: Millis = 60_000;
+
+/// How long a job waits when a project quota (startup scripts, storage) is full, plus the
+/// spread: other jobs' teardowns free the room.
+const QUOTA_WAIT: Duration = Duration::from_secs(20);
 
 /// `wait` plus a random part of the spread, in milliseconds.
 pub fn jittered(wait: Duration) -> Millis {
@@ -63,7 +68,13 @@ fn rate_limited(e: &ProviderError) -> Option<Millis> {
     e.retry_after().map(jittered)
 }
 
-pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResult, ApiError> {
+/// Performs `effect`; `os_volume` is the job's instance's OS volume as observed this round.
+pub async fn perform(
+    app: &App,
+    job: &Job,
+    effect: &Effect,
+    os_volume: Option<OsVolume>,
+) -> Result<EffectResult, ApiError> {
     Ok(match effect {
         Effect::None => unreachable!("no effect to perform"),
         Effect::Deploy {
@@ -80,8 +91,16 @@ pub async fn perform(app: &App, job: &Job, effect: &Effect) -> Result<EffectResu
         },
         Effect::DeleteInstance { instance_id } => {
             let requested_at = now_ms();
-            // The job does not keep the OS volume's id: the client reads it before deleting.
-            match app.provider.delete_instance(instance_id, None).await {
+            // Named so it is deleted for good. Seen this round, or else (a retired instance,
+            // no look this round) the client reads the instance first.
+            let volume = os_volume
+                .filter(|v| v.instance_id == *instance_id)
+                .map(|v| v.volume_id);
+            match app
+                .provider
+                .delete_instance(instance_id, volume.as_deref())
+                .await
+            {
                 Ok(DeleteOutcome::Accepted) => EffectResult::Deleted {
                     instance_id: instance_id.clone(),
                     already_gone: false,
@@ -126,6 +145,28 @@ async fn find_by_hostname(app: &App, hostname: &str) -> Result<Option<String>, P
         .map(|i| i.id))
 }
 
+/// What a failed script creation or deploy means for the job.
+fn deploy_failure(job: &Job, e: ProviderError) -> DeployOutcome {
+    match e {
+        ProviderError::NoCapacity(message) => DeployOutcome::NoCapacity { message },
+        ProviderError::RateLimited { retry_after } => DeployOutcome::RateLimited {
+            retry_after_ms: jittered(retry_after),
+        },
+        // Not this job's failure: 100 jobs between script and teardown fill the script quota
+        // in a burst. Nothing was created; wait like a rate limit (no error counted).
+        ProviderError::QuotaExceeded(message) => {
+            tracing::warn!(job_id = %job.job_id, %message, "provider quota full; job deferred");
+            DeployOutcome::RateLimited {
+                retry_after_ms: jittered(QUOTA_WAIT),
+            }
+        }
+        e => DeployOutcome::Failed {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        },
+    }
+}
+
 async fn deploy(
     app: &App,
     job: &Job,
@@ -135,16 +176,7 @@ async fn deploy(
 ) -> Result<EffectResult, ApiError> {
     let failed = |script_id: Option<String>, e: ProviderError| EffectResult::Deploy {
         script_id,
-        outcome: match e {
-            ProviderError::NoCapacity(message) => DeployOutcome::NoCapacity { message },
-            ProviderError::RateLimited { retry_after } => DeployOutcome::RateLimited {
-                retry_after_ms: jittered(retry_after),
-            },
-            e => DeployOutcome::Failed {
-                transient: e.is_transient(),
-                message: e.to_string(),
-            },
-        },
+        outcome: deploy_failure(job, e),
     };
     // Adopt what an earlier, interrupted try created.
     let found = if adopt {
@@ -235,10 +267,8 @@ mod tests {
         assert!(seen.len() >= 4, "spread, not one moment: {seen:?}");
     }
 
-    #[test]
-    fn every_call_an_effect_makes_is_checked_before_it_starts() {
-        use ProviderCall::*;
-        let job: Job = serde_json::from_value(serde_json::json!({
+    fn a_job() -> Job {
+        serde_json::from_value(serde_json::json!({
             "job_id": "j", "account_id": "a", "name": "n", "status": "queued",
             "instance_type": "1V100.6V", "image": "ubuntu", "requested_location": null,
             "location": null, "ssh_key_ids": [], "provider_ssh_key_ids": [],
@@ -252,7 +282,36 @@ mod tests {
             "report": null, "outcome": null, "failure_reason": null, "error_message": null,
             "next_check_at": 0, "lease_until": null, "parked": false, "version": 0
         }))
-        .expect("a job");
+        .expect("a job")
+    }
+
+    #[test]
+    fn a_full_quota_waits_like_a_rate_limit_and_a_refusal_fails() {
+        let job = a_job();
+        let quota = deploy_failure(
+            &job,
+            ProviderError::QuotaExceeded("Startup scripts quota exceeded".into()),
+        );
+        match quota {
+            DeployOutcome::RateLimited { retry_after_ms } => assert!(
+                (20_000..=20_000 + RATE_LIMIT_SPREAD_MS).contains(&retry_after_ms),
+                "{retry_after_ms}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            deploy_failure(&job, ProviderError::InvalidRequest("bad image".into())),
+            DeployOutcome::Failed {
+                transient: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_call_an_effect_makes_is_checked_before_it_starts() {
+        use ProviderCall::*;
+        let job = a_job();
         let deploy = |adopt| Effect::Deploy {
             location: "FIN-01".into(),
             hostname: "h".into(),

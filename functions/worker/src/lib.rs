@@ -134,8 +134,8 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         }
 
         chaos::point("worker: before observing")?;
-        let observation = observe::observe(app, &job, now).await?;
-        let decision = decide(&job, &observation, now, &app.timers);
+        let looked = observe::observe(app, &job, now).await?;
+        let decision = decide(&job, &looked.observation, now, &app.timers);
         // The step would call a provider path paused by its rate limit: leave the job as it
         // is and look again when the pause is over (spread by jitter), instead of calling.
         if let Some(wait) = effects::deferral(app, &job, &decision.effect) {
@@ -174,7 +174,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
             continue;
         }
         chaos::point("worker: decision saved, effect not performed")?;
-        let result = effects::perform(app, &saved, &decision.effect).await?;
+        let result = effects::perform(app, &saved, &decision.effect, looked.os_volume).await?;
         chaos::point("worker: effect performed, result not saved")?;
         let applied = apply(&saved, &result, now_ms(), &app.timers);
         match app.store.save_job(&saved, &applied).await {

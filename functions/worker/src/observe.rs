@@ -12,10 +12,30 @@ use mimiry_shared::jobs::Job;
 use mimiry_shared::money::Micros;
 use mimiry_shared::time::Millis;
 
-pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, ApiError> {
+/// An observation, and the OS volume of the job's instance as just read (the delete that may
+/// follow names it, without reading the instance again).
+pub struct Looked {
+    pub observation: Observation,
+    pub os_volume: Option<OsVolume>,
+}
+
+/// The OS volume of an instance.
+pub struct OsVolume {
+    pub instance_id: String,
+    pub volume_id: String,
+}
+
+pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Looked, ApiError> {
+    let mut os_volume = None;
     let instance = match &job.instance_id {
         Some(id) if needs_instance_look(job) => match app.provider.get_instance(id).await {
-            Ok(Some(info)) => InstanceObservation::Seen(InstanceState::of(&info)),
+            Ok(Some(info)) => {
+                os_volume = info.os_volume_id.clone().map(|volume_id| OsVolume {
+                    instance_id: id.clone(),
+                    volume_id,
+                });
+                InstanceObservation::Seen(InstanceState::of(&info))
+            }
             Ok(None) => InstanceObservation::Seen(InstanceState::Gone),
             Err(e) => InstanceObservation::Unreachable(e.to_string()),
         },
@@ -38,9 +58,12 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Observation, A
     } else {
         Micros::ZERO
     };
-    Ok(Observation {
-        instance,
-        available_locations,
-        balance,
+    Ok(Looked {
+        observation: Observation {
+            instance,
+            available_locations,
+            balance,
+        },
+        os_volume,
     })
 }

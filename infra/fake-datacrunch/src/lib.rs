@@ -129,7 +129,10 @@ fn router(state: AppState) -> Router {
         .route("/v1/instances/{id}", get(instances::get_instance))
         .route("/v1/volumes", get(volumes::list))
         .route("/v1/volumes/trash", get(volumes::trash))
-        .route("/v1/volumes/{id}", get(volumes::get));
+        .route(
+            "/v1/volumes/{id}",
+            get(volumes::get).delete(volumes::delete),
+        );
     // SSH keys live at `/ssh-keys`; `/sshkeys` is the deprecated alias, still served.
     let v1 = ["/v1/ssh-keys", "/v1/sshkeys"]
         .into_iter()

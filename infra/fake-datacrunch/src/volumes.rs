@@ -8,20 +8,27 @@
 //! - `volume_ids` not naming it (`[]` included): detached and kept.
 //!
 //! Routes: `GET /v1/volumes[?status=]` (not in trash), `GET /v1/volumes/trash`,
-//! `GET /v1/volumes/{id}` (either).
+//! `GET /v1/volumes/{id}` (either), `DELETE /v1/volumes/{id}` `{"is_permanent": bool}` (into
+//! trash, or for good; a volume already in trash can be deleted for good too — an assumption:
+//! Verda's console offers it, its OpenAPI does not say). Deleting a volume attached to an
+//! instance that is up (booting or running) is refused, as the SDK documents ("they need to be
+//! shut-down"); one whose instance is gone — deleted, or lost by the provider — is not.
 
 use std::collections::HashMap;
 
 use axum::{
+    body::Bytes,
     extract::{Path, Query, State},
+    http::StatusCode,
     Json,
 };
 use chrono::Utc;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    error::ApiError,
-    state::{AppState, Inner, Volume, VolumeState},
+    error::{parse_json_or_default, ApiError},
+    state::{AppState, Inner, Status, Volume, VolumeState},
 };
 
 /// Size of an OS volume when the deploy does not give one (GB).
@@ -103,4 +110,51 @@ pub async fn get(
         .find(|v| v.id == id)
         .map(|v| Json(v.to_json()))
         .ok_or_else(|| ApiError::not_found("Volume not found"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeleteRequest {
+    #[serde(default)]
+    is_permanent: bool,
+}
+
+/// `DELETE /v1/volumes/{id}` `{"is_permanent": bool}`: 202, 404 if unknown, 400
+/// `forbidden_action` while its instance is up.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let req: DeleteRequest = parse_json_or_default(&body)?;
+    let mut g = state.lock();
+    g.purge_trash(state.config.trash_ttl_secs);
+    let volume = g
+        .volumes
+        .iter()
+        .find(|v| v.id == id)
+        .ok_or_else(|| ApiError::not_found("Volume not found"))?;
+    if volume.state == VolumeState::Attached {
+        let up = g
+            .visible_instance(&volume.instance_id)
+            .filter(|i| !i.deleted())
+            .map(|i| i.status)
+            .filter(|s| *s == Status::Running || s.is_booting());
+        if let Some(status) = up {
+            return Err(ApiError::forbidden(format!(
+                "Can't delete a volume attached to a {} instance",
+                status.as_str()
+            )));
+        }
+    }
+    if req.is_permanent {
+        g.volumes.retain(|v| v.id != id);
+        tracing::info!(volume_id = %id, "volume deleted permanently");
+    } else if let Some(v) = g.volumes.iter_mut().find(|v| v.id == id) {
+        if v.state != VolumeState::Trash {
+            v.state = VolumeState::Trash;
+            v.deleted_at = Some(Utc::now());
+            tracing::info!(volume_id = %id, "volume moved to trash");
+        }
+    }
+    Ok(StatusCode::ACCEPTED)
 }

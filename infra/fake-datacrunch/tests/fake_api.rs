@@ -1484,6 +1484,58 @@ async fn os_volumes_go_to_trash_unless_named_and_deleted_permanently() {
 }
 
 #[tokio::test]
+async fn a_volume_is_deleted_into_trash_or_for_good_but_not_under_a_live_instance() {
+    let fake = Fake::start(config()).await;
+    let (a, vol_a) = running_instance(&fake).await;
+    let (_b, vol_b) = running_instance(&fake).await;
+    // Under a running instance: refused (it must be shut down first).
+    let r = fake
+        .delete(
+            &format!("/v1/volumes/{vol_a}"),
+            Some(json!({"is_permanent": true})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "forbidden_action"),
+        "{}",
+        r.text
+    );
+    // Its instance lost by the provider: deletable. Without `is_permanent`: into trash.
+    fake.admin(&format!("/admin/instances/{a}/vanish"), json!({}))
+        .await;
+    let r = fake.delete(&format!("/v1/volumes/{vol_a}"), None).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let trash = fake.get("/v1/volumes/trash").await.json();
+    assert_eq!(trash[0]["id"], vol_a.as_str(), "{trash}");
+    // From the trash, for good.
+    let r = fake
+        .delete(
+            &format!("/v1/volumes/{vol_a}"),
+            Some(json!({"is_permanent": true})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(fake.get(&format!("/v1/volumes/{vol_a}")).await.status, 404);
+    let r = fake
+        .delete(
+            &format!("/v1/volumes/{vol_a}"),
+            Some(json!({"is_permanent": true})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (404, "not_found"),
+        "{}",
+        r.text
+    );
+    let state = fake.state().await;
+    assert_eq!(state["leaked_volumes"], 1, "{:#}", state["volumes"]);
+    assert_eq!(state["volumes"][0]["id"], vol_b.as_str());
+    assert_eq!(state["volumes_in_trash"], 0);
+}
+
+#[tokio::test]
 async fn trash_counts_against_the_storage_quota_until_it_expires() {
     let fake = Fake::start(FakeConfig {
         storage_quota_gb: 100,

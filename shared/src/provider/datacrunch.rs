@@ -21,7 +21,7 @@ use super::retry::RetryPolicy;
 use super::token::TokenManager;
 use super::{
     DeleteOutcome, DeployRequest, GpuProvider, ImageInfo, InstanceInfo, InstanceTypeInfo,
-    LocationAvailability, LocationInfo, ProviderError, ScriptInfo,
+    LocationAvailability, LocationInfo, ProviderError, ScriptInfo, VolumeInfo,
 };
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
@@ -72,8 +72,9 @@ pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
 const SCRIPTS_PAGE_SIZE: usize = 100;
 /// Pages read at most: the provider's hard script quota (10 000) over the page size.
 const MAX_SCRIPT_PAGES: usize = 100;
-/// The name prefix of every script Mimiry creates (`owner_tag`), used as the list filter.
-const SCRIPT_NAME_PREFIX: &str = "mimiry-";
+/// The name prefix of every script (`owner_tag`) and OS volume (`{hostname}-os`) Mimiry
+/// creates, used as the list filter.
+const NAME_PREFIX: &str = "mimiry-";
 
 /// The DataCrunch API client. Build once per process and clone freely.
 #[derive(Clone)]
@@ -361,9 +362,9 @@ impl DataCrunchClient {
     }
 
     /// A delete of a key or script: sent with retries; a missing object is success.
-    async fn delete_simple(&self, path: &str) -> Result<(), ProviderError> {
+    async fn delete_simple(&self, path: &str, body: Option<&Value>) -> Result<(), ProviderError> {
         match self
-            .call(Method::DELETE, path, &[], None, true, CallKind::Other)
+            .call(Method::DELETE, path, &[], body, true, CallKind::Other)
             .await
         {
             Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
@@ -584,7 +585,7 @@ impl GpuProvider for DataCrunchClient {
     }
 
     async fn delete_ssh_key(&self, id: &str) -> Result<(), ProviderError> {
-        self.delete_simple(&format!("/ssh-keys/{}", segment(id)))
+        self.delete_simple(&format!("/ssh-keys/{}", segment(id)), None)
             .await
     }
 
@@ -598,7 +599,7 @@ impl GpuProvider for DataCrunchClient {
     }
 
     async fn delete_script(&self, id: &str) -> Result<(), ProviderError> {
-        self.delete_simple(&format!("/scripts/{}", segment(id)))
+        self.delete_simple(&format!("/scripts/{}", segment(id)), None)
             .await
     }
 
@@ -614,7 +615,7 @@ impl GpuProvider for DataCrunchClient {
             let query = [
                 ("page", page_no.as_str()),
                 ("pageSize", size.as_str()),
-                ("name", SCRIPT_NAME_PREFIX),
+                ("name", NAME_PREFIX),
             ];
             let reply = self
                 .call_reply(Method::GET, "/scripts", &query, None, true, CallKind::Other)
@@ -731,6 +732,29 @@ impl GpuProvider for DataCrunchClient {
         }?;
         tracing::info!(instance_id = %id, os_volume_id, outcome = ?outcome, "provider instance delete");
         Ok(outcome)
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, ProviderError> {
+        // Not paginated (Verda's OpenAPI); the trash is its own list.
+        let live = self.get_json("volumes", "/volumes", &[]).await?;
+        let trash = self
+            .get_json("volumes in trash", "/volumes/trash", &[])
+            .await?;
+        let mut all = parse::volumes(live, false);
+        all.extend(parse::volumes(trash, true));
+        all.retain(|v| v.name.starts_with(NAME_PREFIX));
+        Ok(all)
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<(), ProviderError> {
+        // `is_permanent`: past the trash (the official SDK's `delete_by_id`).
+        self.delete_simple(
+            &format!("/volumes/{}", segment(id)),
+            Some(&json!({"is_permanent": true})),
+        )
+        .await?;
+        tracing::info!(volume_id = %id, "provider volume deleted permanently");
+        Ok(())
     }
 
     fn rate_limit_wait(&self, call: ProviderCall) -> Option<Duration> {

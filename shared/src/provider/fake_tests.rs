@@ -660,3 +660,268 @@ async fn provider_unreachable_is_transport_and_usable_as_trait_object() {
     );
     assert!(err.is_transient());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16: the four differences from the real API, each against the corrected fake. Each test
+// fails on the client as it was before (one unpaged script list, `volume_ids: null`,
+// `installation_failed` unknown, 429 a deploy error after ~1.4 s of retries).
+
+/// Bug 1: `GET /scripts` answers 10 a page by default; the client reads every page.
+#[tokio::test]
+async fn issue16_scripts_beyond_the_first_page_are_listed() {
+    let fake = Fake::default().await;
+    let c = fake.client();
+    let mut created = std::collections::BTreeSet::new();
+    for i in 0..25 {
+        created.insert(
+            c.create_script(&format!("mimiry-page-{i:02}"), "#!/bin/bash\ntrue\n")
+                .await
+                .unwrap(),
+        );
+    }
+    // Someone else's script is not ours to list.
+    c.create_script("theirs", "#!/bin/bash\ntrue\n")
+        .await
+        .unwrap();
+    let listed: std::collections::BTreeSet<String> = c
+        .list_scripts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, created, "all 25, not the newest 10");
+}
+
+/// Bug 2: a deleted instance's OS volume is deleted for good, not left in the trash — whether
+/// the caller knows the volume's id or the client reads it.
+#[tokio::test]
+async fn issue16_a_deleted_instance_leaves_no_volume_in_the_trash() {
+    let fake = Fake::start(FakeConfig {
+        provision_ms: 200,
+        ..FakeConfig::default()
+    })
+    .await;
+    let c = fake.client();
+    let a = c
+        .deploy(&deploy_req("mimiry-vol-a", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    let b = c
+        .deploy(&deploy_req("mimiry-vol-b", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    let (seen_a, _) = wait_status(&c, &a, |s| *s == InstanceStatus::Running).await;
+    wait_status(&c, &b, |s| *s == InstanceStatus::Running).await;
+    let volume_a = seen_a
+        .os_volume_id
+        .expect("a running instance has its OS volume");
+    assert_eq!(fake.state().await["leaked_volumes"], 2);
+
+    assert_eq!(
+        c.delete_instance(&a, Some(&volume_a)).await.unwrap(),
+        DeleteOutcome::Accepted
+    );
+    assert_eq!(
+        c.delete_instance(&b, None).await.unwrap(),
+        DeleteOutcome::Accepted
+    );
+    let state = fake.state().await;
+    assert_eq!(state["volumes_in_trash"], 0, "{}", state["volumes"]);
+    assert_eq!(state["leaked_volumes"], 0, "{}", state["volumes"]);
+    assert_eq!(state["storage_used_gb"], 0);
+}
+
+/// The reconciler's half of bug 2: the OS volume of an instance the provider lost is listed
+/// (named for Mimiry) and deleted for good; one under a live instance cannot be deleted.
+#[tokio::test]
+async fn issue16_volumes_of_lost_instances_are_listed_and_deleted_for_good() {
+    let fake = Fake::start(FakeConfig {
+        provision_ms: 200,
+        ..FakeConfig::default()
+    })
+    .await;
+    let c = fake.client();
+    let lost = c
+        .deploy(&deploy_req("mimiry-lost-1", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    let live = c
+        .deploy(&deploy_req("mimiry-live-1", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    wait_status(&c, &lost, |s| *s == InstanceStatus::Running).await;
+    wait_status(&c, &live, |s| *s == InstanceStatus::Running).await;
+    fake.admin_post(&format!("/instances/{lost}/vanish"), json!({}))
+        .await;
+    assert_eq!(c.get_instance(&lost).await.unwrap(), None);
+
+    let volumes = c.list_volumes().await.unwrap();
+    assert_eq!(volumes.len(), 2, "{volumes:?}");
+    let of = |id: &str| {
+        volumes
+            .iter()
+            .find(|v| v.instance_id.as_deref() == Some(id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no volume of {id}: {volumes:?}"))
+    };
+    let (lost_volume, live_volume) = (of(&lost), of(&live));
+    assert_eq!(lost_volume.name, "mimiry-lost-1-os");
+    assert!(!lost_volume.in_trash);
+
+    c.delete_volume(&lost_volume.id).await.unwrap();
+    c.delete_volume(&lost_volume.id).await.unwrap(); // missing is Ok
+    let err = c.delete_volume(&live_volume.id).await.unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidRequest(_)), "{err:?}");
+    let state = fake.state().await;
+    assert_eq!(
+        state["leaked_volumes"], 1,
+        "only the live one: {}",
+        state["volumes"]
+    );
+    assert_eq!(state["volumes_in_trash"], 0);
+
+    // A volume in the trash (a delete that did not name it) is listed as such, and purged.
+    let resp = fake
+        .http
+        .put(format!("{}/instances", fake.base))
+        .bearer_auth(fake_token(&fake).await)
+        .json(&json!({"id": [live], "action": "delete"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let volumes = c.list_volumes().await.unwrap();
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert!(volumes[0].in_trash, "{volumes:?}");
+    c.delete_volume(&volumes[0].id).await.unwrap();
+    assert!(c.list_volumes().await.unwrap().is_empty());
+    assert_eq!(fake.state().await["leaked_volumes"], 0);
+}
+
+/// A bearer token straight from the fake, for a request the client would never send.
+async fn fake_token(fake: &Fake) -> String {
+    let v: Value = fake
+        .http
+        .post(format!("{}/oauth2/token", fake.base))
+        .json(
+            &json!({"grant_type": "client_credentials", "client_id": "mimiry-local",
+            "client_secret": "local-secret"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().expect("a token").to_string()
+}
+
+/// Bug 3: `installation_failed` is a failed boot (fail over now), not a slow one.
+#[tokio::test]
+async fn issue16_installation_failed_is_a_failed_boot() {
+    let fake = Fake::start(FakeConfig {
+        provision_ms: 200,
+        ..FakeConfig::default()
+    })
+    .await;
+    fake.faults(json!({"installation_failed_next_instances": 1}))
+        .await;
+    let c = fake.client();
+    let id = c
+        .deploy(&deploy_req("mimiry-inst-1", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    let (info, seen) = wait_status(&c, &id, |s| !s.is_booting()).await;
+    assert_eq!(info.status, InstanceStatus::InstallationFailed, "{seen:?}");
+    assert!(info.status.is_failed());
+    assert_eq!(
+        crate::jobs::lifecycle::InstanceState::of(&info),
+        crate::jobs::lifecycle::InstanceState::Failed {
+            status: "installation_failed".into()
+        }
+    );
+}
+
+/// Bug 4: a deploy refused by the rate limit is `RateLimited` with the provider's
+/// `Retry-After` (never a deploy error), later deploys are not even sent while the path is
+/// paused, and once the window passes a deploy goes through.
+#[tokio::test]
+async fn issue16_rate_limited_deploys_wait_for_retry_after() {
+    let fake = Fake::start(FakeConfig {
+        rate_limits: fake_datacrunch::RateLimits {
+            endpoint: 2,
+            window_ms: 3_000,
+            ..fake_datacrunch::RateLimits::default()
+        },
+        ..FakeConfig::default()
+    })
+    .await;
+    let c = fake.client();
+    for i in 0..2 {
+        c.deploy(&deploy_req(&format!("mimiry-rl-{i}"), "1V100.6V", "FIN-01"))
+            .await
+            .unwrap();
+    }
+    let err = c
+        .deploy(&deploy_req("mimiry-rl-2", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap_err();
+    let wait = err.retry_after().unwrap_or_else(|| panic!("{err:?}"));
+    assert!(
+        wait > Duration::from_secs(2) && wait <= Duration::from_secs(3),
+        "the provider's Retry-After: {wait:?}"
+    );
+    assert!(err.is_transient(), "not a failed deploy");
+    let sent = fake.count("POST /v1/instances").await;
+    let again = c
+        .deploy(&deploy_req("mimiry-rl-2", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap_err();
+    assert!(again.retry_after().is_some(), "{again:?}");
+    assert_eq!(
+        fake.count("POST /v1/instances").await,
+        sent,
+        "a paused path is not called"
+    );
+    assert_eq!(
+        c.rate_limit_wait(ProviderCall::Deploy).map(|w| w <= wait),
+        Some(true)
+    );
+    tokio::time::sleep(wait + Duration::from_millis(100)).await;
+    c.deploy(&deploy_req("mimiry-rl-2", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    assert_eq!(fake.state().await["instances"].as_array().unwrap().len(), 3);
+}
+
+/// A full project quota (100 scripts by default, here 2; the storage quota) is its own error:
+/// the worker waits for room instead of failing the job as a refused deploy.
+#[tokio::test]
+async fn full_quotas_are_quota_exceeded() {
+    let fake = Fake::start(FakeConfig {
+        script_quota: 2,
+        storage_quota_gb: 50,
+        ..FakeConfig::default()
+    })
+    .await;
+    let c = fake.client();
+    for i in 0..2 {
+        c.create_script(&format!("mimiry-q-{i}"), "#!/bin/bash\ntrue\n")
+            .await
+            .unwrap();
+    }
+    let err = c
+        .create_script("mimiry-q-2", "#!/bin/bash\ntrue\n")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::QuotaExceeded(_)), "{err:?}");
+    c.deploy(&deploy_req("mimiry-q-a", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap();
+    let err = c
+        .deploy(&deploy_req("mimiry-q-b", "1V100.6V", "FIN-01"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::QuotaExceeded(_)), "{err:?}");
+}

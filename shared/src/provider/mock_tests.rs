@@ -476,3 +476,61 @@ async fn mock_ssh_keys_use_the_current_path_and_an_unknown_key_is_gone() {
         "not retried"
     );
 }
+
+#[tokio::test]
+async fn mock_volumes_are_ours_from_both_lists_and_deleted_past_the_trash() {
+    let server = Server::start().await;
+    server.answer(
+        "GET /v1/volumes",
+        vec![canned(
+            200,
+            json!([
+                {"id": "v1", "name": "mimiry-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b-1-os",
+                 "instance_id": "i1", "status": "attached", "is_os_volume": true},
+                {"id": "v2", "name": "OS-NVMe-abcd", "instance_id": "i2", "status": "attached"}
+            ]),
+        )],
+    );
+    server.answer(
+        "GET /v1/volumes/trash",
+        vec![canned(
+            200,
+            json!([{"id": "v3", "name": "mimiry-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b-2-os",
+                    "instance_id": null, "status": "deleted", "is_permanently_deleted": false}]),
+        )],
+    );
+    server.answer("DELETE /v1/volumes/v1", vec![canned(202, json!(null))]);
+    server.answer(
+        "DELETE /v1/volumes/v9",
+        vec![canned(
+            404,
+            json!({"code": "not_found", "message": "Volume not found"}),
+        )],
+    );
+    let c = server.client();
+    let volumes = c.list_volumes().await.unwrap();
+    assert_eq!(
+        volumes,
+        vec![
+            VolumeInfo {
+                id: "v1".into(),
+                name: "mimiry-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b-1-os".into(),
+                instance_id: Some("i1".into()),
+                in_trash: false,
+            },
+            VolumeInfo {
+                id: "v3".into(),
+                name: "mimiry-0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b-2-os".into(),
+                instance_id: None,
+                in_trash: true,
+            },
+        ],
+        "not someone else's"
+    );
+    c.delete_volume("v1").await.unwrap();
+    c.delete_volume("v9").await.unwrap(); // already gone
+    let deletes = server.requests("DELETE /v1/volumes/v1");
+    assert_eq!(deletes.len(), 1);
+    let body: Value = serde_json::from_str(&deletes[0].1).unwrap();
+    assert_eq!(body, json!({"is_permanent": true}), "past the trash");
+}

@@ -77,6 +77,12 @@ pub trait GpuProvider: Send + Sync {
         id: &str,
         os_volume_id: Option<&str>,
     ) -> Result<DeleteOutcome, ProviderError>;
+    /// Every volume of the project whose name carries Mimiry's prefix (`mimiry-`), those in
+    /// the provider's trash included (they count against the storage quota).
+    async fn list_volumes(&self) -> Result<Vec<VolumeInfo>, ProviderError>;
+    /// Deletes a volume permanently (not into the trash); a volume that is already missing is
+    /// `Ok`.
+    async fn delete_volume(&self, id: &str) -> Result<(), ProviderError>;
     /// How long `call` is known to be rate limited from now (a 429 seen earlier), if it is.
     /// Lets a caller defer a step that would be refused before spending requests on it.
     fn rate_limit_wait(&self, _call: ProviderCall) -> Option<Duration> {
@@ -116,6 +122,10 @@ pub enum ProviderError {
     /// 5xx (other than capacity on deploy), 408, or an unreadable success response.
     #[error("provider server error {status}: {message}")]
     Server { status: u16, message: String },
+    /// A project quota is full (`forbidden_action` "…quota exceeded": 100 startup scripts, the
+    /// storage quota): nothing was created; room comes back as other jobs end.
+    #[error("provider quota full: {0}")]
+    QuotaExceeded(String),
     /// 429 `rate_limit_exceeded` (or a path known to be paused): nothing was done; ask again
     /// after `retry_after`. Never a failure of the job.
     #[error("provider rate limit: retry after {}s", retry_after.as_secs_f64().ceil())]
@@ -156,6 +166,7 @@ impl ProviderError {
             ProviderError::InvalidRequest(_) => "invalid_request",
             ProviderError::Auth(_) => "auth",
             ProviderError::InsufficientFunds(_) => "insufficient_funds",
+            ProviderError::QuotaExceeded(_) => "quota_exceeded",
             ProviderError::Server { .. } => "server_error",
             ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Timeout => "timeout",
@@ -215,6 +226,19 @@ pub struct ImageInfo {
 pub struct ScriptInfo {
     pub id: String,
     pub name: String,
+}
+
+/// A block volume as the reconciler needs it: enough to tell one of ours that outlived its
+/// instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub id: String,
+    /// Mimiry names an OS volume `{hostname}-os`, so `mimiry-{job}-{attempt}-os`.
+    pub name: String,
+    /// The instance it is (or was last) attached to.
+    pub instance_id: Option<String>,
+    /// In the provider's trash (deleted, not permanently).
+    pub in_trash: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -439,6 +463,11 @@ mod tests {
         .is_transient());
         assert!(!ProviderError::NoCapacity("x".into()).is_transient());
         assert!(!ProviderError::Auth("x".into()).is_transient());
+        assert!(!ProviderError::QuotaExceeded("x".into()).is_transient());
+        assert_eq!(
+            ProviderError::QuotaExceeded("x".into()).code(),
+            "quota_exceeded"
+        );
         assert_eq!(ProviderError::NoCapacity("x".into()).code(), "no_capacity");
         assert_eq!(ProviderError::Timeout.code(), "timeout");
         let limited = ProviderError::RateLimited {

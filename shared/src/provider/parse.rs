@@ -8,7 +8,7 @@
 
 use super::{
     ImageInfo, InstanceInfo, InstanceStatus, InstanceTypeInfo, LocationAvailability, LocationInfo,
-    ProviderError, ScriptInfo,
+    ProviderError, ScriptInfo, VolumeInfo,
 };
 use crate::money::Micros;
 use serde_json::Value;
@@ -294,6 +294,25 @@ pub(crate) fn scripts(v: Value) -> Vec<ScriptInfo> {
         .collect()
 }
 
+/// Volumes of `GET /volumes` or `GET /volumes/trash` (`in_trash` says which).
+pub(crate) fn volumes(v: Value, in_trash: bool) -> Vec<VolumeInfo> {
+    items(v)
+        .iter()
+        .filter_map(|i| {
+            let Some(id) = lenient_string(first(i, &["id"])) else {
+                skip("volume", i);
+                return None;
+            };
+            Some(VolumeInfo {
+                id,
+                name: string_or_default(i, &["name"]),
+                instance_id: lenient_string(first(i, &["instance_id"])),
+                in_trash,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn instance(v: &Value) -> Option<InstanceInfo> {
     let id = lenient_string(first(v, &["id", "instance_id", "instanceId"]))?;
     let status = match lenient_string(first(v, &["status"])) {
@@ -383,6 +402,9 @@ pub(crate) fn classify(status: u16, body: &str, kind: CallKind) -> ProviderError
             || (status == 503 && code == "service_unavailable"))
     {
         return ProviderError::NoCapacity(message);
+    }
+    if (status == 403 || code == "forbidden_action") && lower.contains("quota") {
+        return ProviderError::QuotaExceeded(message);
     }
     if status == 404 || code == "not_found" || lower.contains("invalid instance id") {
         return ProviderError::NotFound(message);
