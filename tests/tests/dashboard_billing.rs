@@ -85,7 +85,11 @@ async fn wait_balance(b: &Browser, want: &str) -> String {
 /// Starts a checkout on the page; answers the session id and the hosted page's URL.
 async fn start_checkout(env: &Env, b: &Browser, amount: &str) -> (String, String) {
     let answer = b
-        .submit("/dashboard/credits", "/dashboard/credits", &[("amount", amount)])
+        .submit(
+            "/dashboard/credits",
+            "/dashboard/credits",
+            &[("amount", amount)],
+        )
         .await;
     assert_eq!(answer.status, 303, "{}", answer.html);
     let url = answer.location().to_string();
@@ -115,7 +119,10 @@ async fn buying_credits_adds_them_once_and_a_refund_takes_them_back() {
     let credits = b.get("/dashboard/credits").await;
     assert_eq!(credits.status, 200);
     for preset in ["10", "25", "50", "100"] {
-        assert!(credits.contains(&format!("id=\"buy-{preset}\"")), "{preset}");
+        assert!(
+            credits.contains(&format!("id=\"buy-{preset}\"")),
+            "{preset}"
+        );
     }
     assert!(credits.contains("id=\"custom-amount\""));
     let csp = credits.headers["content-security-policy"].to_str().unwrap();
@@ -166,7 +173,10 @@ async fn buying_credits_adds_them_once_and_a_refund_takes_them_back() {
         .unwrap()
         .to_string();
     env.stripe
-        .admin(&format!("/events/{event}/duplicate"), json!({ "copies": 3 }))
+        .admin(
+            &format!("/events/{event}/duplicate"),
+            json!({ "copies": 3 }),
+        )
         .await;
     env.stripe
         .admin(&format!("/events/{event}/replay"), json!({}))
@@ -228,11 +238,18 @@ async fn buying_credits_adds_them_once_and_a_refund_takes_them_back() {
     assert_eq!(theirs.status, 200);
     assert!(!theirs.contains(&payment_intent));
     assert!(theirs.contains("id=\"no-ledger\""));
-    assert_eq!(csv_rows(&other.get("/dashboard/billing.csv").await.html).len(), 0);
+    assert_eq!(
+        csv_rows(&other.get("/dashboard/billing.csv").await.html).len(),
+        0
+    );
     assert_eq!(other.get(&success_path).await.status, 404);
     // And a stranger without a session is sent to log in.
     let anonymous = Browser::new(&env.stack);
-    for path in ["/dashboard/billing", "/dashboard/billing.csv", &success_path] {
+    for path in [
+        "/dashboard/billing",
+        "/dashboard/billing.csv",
+        &success_path,
+    ] {
         let page = anonymous.get(path).await;
         assert_eq!(page.status, 303, "{path}");
         assert_eq!(page.location(), "/dashboard/login", "{path}");
@@ -246,7 +263,11 @@ async fn amounts_out_of_range_are_refused_before_any_checkout() {
     let before = env.stripe.session_count().await;
     for bad in ["4.99", "1000.01", "0", "-5", "12.345", "abc", ""] {
         let page = b
-            .submit("/dashboard/credits", "/dashboard/credits", &[("amount", bad)])
+            .submit(
+                "/dashboard/credits",
+                "/dashboard/credits",
+                &[("amount", bad)],
+            )
             .await;
         assert_eq!(page.status, 400, "{bad}: {}", page.html);
         let error = page.text_of("form-error").expect("an error message");
@@ -255,7 +276,11 @@ async fn amounts_out_of_range_are_refused_before_any_checkout() {
             "{bad}: {error}"
         );
     }
-    assert_eq!(env.stripe.session_count().await, before, "no session created");
+    assert_eq!(
+        env.stripe.session_count().await,
+        before,
+        "no session created"
+    );
     // A custom amount in range goes to checkout.
     let (session, _) = start_checkout(env, &b, "12.50").await;
     assert_eq!(env.stripe.session_count().await, before + 1);

@@ -271,7 +271,7 @@ async fn a_new_person_walks_the_dashboard_from_sign_up_to_a_cancelled_job() {
     .await;
     b.check_page("22-home-with-jobs").await;
     b.click("a#add-credits").await;
-    b.wait_for("#credits-coming-soon").await;
+    b.wait_for("#buy-credits").await;
     b.check_page("23-credits").await;
     b.click("#nav-support").await;
     b.wait_for_path("/dashboard/support").await;

@@ -101,7 +101,7 @@ fn amount_problem(e: ApiError) -> String {
 /// `GET /dashboard/credits/success?session_id=…`: Stripe's redirect after paying. It adds
 /// nothing: it shows the purchase once the webhook has recorded it, and until then says the
 /// credits are on their way (app.js reloads the page, as on a running job's page).
-pub async fn success(app: &App, req: &Req, me: &Me, c: Chrome) -> Result<Out, DashError> {
+pub async fn success(app: &App, req: &Req, me: &Me, mut c: Chrome) -> Result<Out, DashError> {
     let session = req
         .query("session_id")
         .filter(|s| {
@@ -116,6 +116,9 @@ pub async fn success(app: &App, req: &Req, me: &Me, c: Chrome) -> Result<Out, Da
         Some(p) => Some(Micros(p.credited_micros).to_string()),
         None => None,
     };
+    if credited.is_some() {
+        c.title = "Credits added";
+    }
     Ok(page(
         StatusCode::OK,
         &CreditsSuccessPage {

@@ -428,15 +428,34 @@ pub struct CostPart {
 /// is (whole seconds down, micro-credits up), so the parts can differ from the charge by a
 /// micro-credit or two; the charge itself is what the ledger says.
 pub fn cost_parts(job: &Job) -> Vec<CostPart> {
-    let (Some(start), Some(end)) = (job.deployed_at, job.instance_ended_at) else {
-        return Vec::new();
-    };
-    if !job.status.is_terminal() || end <= start {
+    match (
+        job.status.is_terminal(),
+        job.deployed_at,
+        job.instance_ended_at,
+    ) {
+        (true, Some(start), Some(end)) => split_cost(
+            (start, end),
+            job.started_at,
+            job.finished_at,
+            job.price_per_hour(),
+        ),
+        _ => Vec::new(),
+    }
+}
+
+/// [`cost_parts`] on the times alone: `life` is (deploy returned, delete accepted).
+fn split_cost(
+    (start, end): (Millis, Millis),
+    started: Option<Millis>,
+    finished: Option<Millis>,
+    price: Micros,
+) -> Vec<CostPart> {
+    if end <= start {
         return Vec::new();
     }
     let clamp = |t: Option<Millis>| t.map(|t| t.clamp(start, end));
-    let ran = clamp(job.started_at);
-    let done = clamp(job.finished_at).filter(|_| ran.is_some());
+    let ran = clamp(started);
+    let done = clamp(finished).filter(|_| ran.is_some());
     let mut cuts = vec![("boot", start)];
     if let Some(r) = ran {
         cuts.push(("run", r));
@@ -444,7 +463,6 @@ pub fn cost_parts(job: &Job) -> Vec<CostPart> {
     if let Some(d) = done {
         cuts.push(("teardown", d));
     }
-    let price = job.price_per_hour();
     cuts.iter()
         .enumerate()
         .map(|(i, &(label, from))| {
@@ -457,6 +475,56 @@ pub fn cost_parts(job: &Job) -> Vec<CostPart> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(v: Vec<CostPart>) -> Vec<(&'static str, i64, String)> {
+        v.into_iter()
+            .map(|p| (p.label, p.seconds, p.cost))
+            .collect()
+    }
+
+    #[test]
+    fn a_finished_jobs_time_splits_into_boot_run_and_teardown() {
+        let price = Micros(3_600_000); // 3.60 an hour: 0.001 a second
+        let s = 1_000_000;
+        assert_eq!(
+            parts(split_cost(
+                (s, s + 100_000),
+                Some(s + 30_000),
+                Some(s + 90_000),
+                price
+            )),
+            [
+                ("boot", 30, "0.03".to_string()),
+                ("run", 60, "0.06".to_string()),
+                ("teardown", 10, "0.01".to_string())
+            ]
+        );
+        // Never ran (cancelled while booting): all of it is boot.
+        assert_eq!(
+            parts(split_cost((s, s + 5_000), None, Some(s + 4_000), price)),
+            [("boot", 5, "0.005".to_string())]
+        );
+        // Times outside the instance's life are cut to it; no life, no parts.
+        assert_eq!(
+            parts(split_cost(
+                (s, s + 10_000),
+                Some(s - 5_000),
+                Some(s + 50_000),
+                price
+            )),
+            [
+                ("boot", 0, "0.00".to_string()),
+                ("run", 10, "0.01".to_string()),
+                ("teardown", 0, "0.00".to_string())
+            ]
+        );
+        assert!(split_cost((s, s), Some(s), Some(s), price).is_empty());
+    }
 }
 
 impl JobPage {
