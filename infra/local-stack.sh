@@ -93,6 +93,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 export TABLE_NAME=mimiry
 export PROVIDER_BASE_URL="http://127.0.0.1:$PROVIDER_PORT/v1"
+# Also the base of Stripe Checkout's return URLs: /dashboard/credits/success and …?checkout=cancelled.
 export PUBLIC_BASE_URL="http://127.0.0.1:$API_PORT"
 export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
 # Local timers: look at jobs every few seconds instead of every few minutes.

@@ -6,6 +6,7 @@
 //! `target/test-logs/`, which the log audit (`tests/tests/zz_log_audit.rs`) greps afterwards.
 
 pub mod browser;
+pub mod stripe;
 pub mod web;
 
 use mimiry_shared::auth::Scope;

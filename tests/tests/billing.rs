@@ -19,30 +19,10 @@ struct Env {
     stripe: String,
 }
 
-/// Starts the fake Stripe in a runtime of its own (it outlives every test's runtime), with the
-/// key and secret `mimiry-admin bootstrap` puts into the Stripe secret by default, and a short
-/// retry schedule so a refused delivery comes back within seconds.
-fn start_fake_stripe() -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async move {
-            let config = fake_stripe::FakeConfig {
-                retry_delays_ms: vec![300, 600, 1200, 2400],
-                ..fake_stripe::FakeConfig::default()
-            };
-            let (addr, handle) = fake_stripe::spawn(config).await;
-            tx.send(format!("http://{addr}")).unwrap();
-            let _ = handle.await;
-        });
-    });
-    rx.recv().unwrap()
-}
-
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
-        let stripe = start_fake_stripe();
+        let stripe = mimiry_tests::stripe::FakeStripe::start().url;
         let mut options = StackOptions {
             name: "billing".into(),
             execute: false,

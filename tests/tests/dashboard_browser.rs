@@ -222,6 +222,25 @@ async fn a_new_person_walks_the_dashboard_from_sign_up_to_a_cancelled_job() {
         "the output tail"
     );
     assert_eq!(b.text("#job-exit-code").await, "0");
+    // Its cost, split into boot / run / teardown once the instance's deletion is accepted.
+    let split_deadline = Instant::now() + SHORT;
+    while b
+        .client()
+        .find(fantoccini::Locator::Css("#job-cost-breakdown"))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < split_deadline,
+            "no cost breakdown on the finished job"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.reload().await;
+    }
+    assert!(b
+        .text("tr.cost-part[data-part=run]")
+        .await
+        .starts_with("run"));
     b.check_page("17-job-completed").await;
     assert_eq!(
         get_job(&stack, &jobs_key, &first).await.body["status"],
@@ -271,7 +290,7 @@ async fn a_new_person_walks_the_dashboard_from_sign_up_to_a_cancelled_job() {
     .await;
     b.check_page("22-home-with-jobs").await;
     b.click("a#add-credits").await;
-    b.wait_for("#credits-coming-soon").await;
+    b.wait_for("#buy-credits").await;
     b.check_page("23-credits").await;
     b.click("#nav-support").await;
     b.wait_for_path("/dashboard/support").await;

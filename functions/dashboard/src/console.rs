@@ -1,6 +1,7 @@
-//! Signed-in pages: Home, Add Credits (placeholder), API keys, SSH keys, jobs, Support, Log
-//! out. Each is parse → the signed-in account → the shared domain → a page; every query is
-//! keyed by the session's account, so another account's id is simply not found.
+//! Signed-in pages: Home, API keys, SSH keys, jobs, Support, Log out (buying credits and
+//! billing: `credits.rs`). Each is parse → the signed-in account → the shared domain → a
+//! page; every query is keyed by the session's account, so another account's id is simply
+//! not found.
 
 use crate::views::*;
 use crate::web::{DashError, Flash, Out, Req};
@@ -23,17 +24,17 @@ const RECENT_JOBS: usize = 5;
 const SSH_KEYS_PER_PAGE: usize = 50;
 
 /// The signed-in person's account (for every query and the header's balance).
-struct Me {
-    account: Account,
+pub(crate) struct Me {
+    pub account: Account,
 }
 
 impl Me {
-    fn id(&self) -> &str {
+    pub fn id(&self) -> &str {
         &self.account.account_id
     }
 }
 
-async fn me(app: &App, v: &Visitor) -> Result<Me, DashError> {
+pub(crate) async fn me(app: &App, v: &Visitor) -> Result<Me, DashError> {
     let session = v.session.as_ref().ok_or(DashError::SignInRequired)?;
     let account = app
         .store
@@ -64,12 +65,21 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
                 },
             ))
         }
-        DashCredits => Ok(page(
+        DashCredits => Ok(crate::credits::page_of(
+            app,
+            chrome("Add Credits", "billing"),
+            req,
+            "",
             StatusCode::OK,
-            &CreditsPage {
-                c: chrome("Add Credits", "home"),
-            },
         )),
+        DashBuyCredits => {
+            crate::credits::buy(app, req, &me, chrome("Add Credits", "billing")).await
+        }
+        DashCreditsSuccess => {
+            crate::credits::success(app, req, &me, chrome("Payment received", "billing")).await
+        }
+        DashBilling => crate::credits::billing(app, req, &me, chrome("Billing", "billing")).await,
+        DashBillingCsv => crate::credits::billing_csv(app, &me).await,
         DashSupport => Ok(page(
             StatusCode::OK,
             &SupportPage {

@@ -8,6 +8,7 @@
 //! shared domain code as the API → render. One error type, [`web::DashError`], rendered once.
 
 mod console;
+mod credits;
 mod public;
 pub mod session;
 pub mod views;
@@ -17,6 +18,7 @@ use askama::Template;
 use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use mimiry_shared::aws::AwsClients;
+use mimiry_shared::billing::{Billing, BillingConfig};
 use mimiry_shared::config::{Config, IdentityConfig};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::identity::{Cognito, TokenVerifier, Tokens};
@@ -41,6 +43,8 @@ pub struct App {
     pub store: Store,
     pub provider: Arc<dyn GpuProvider>,
     pub queue: JobQueue,
+    /// Stripe Checkout: Add Credits starts a session; the webhook (another function) credits.
+    pub billing: Billing,
     pub cognito: Cognito,
     pub tokens: TokenVerifier,
     /// Signs session cookies and CSRF tokens; read from Secrets Manager on first use.
@@ -57,6 +61,7 @@ impl HttpFunction for App {
             store: wiring::store(clients, config),
             provider: wiring::provider(clients, config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
+            billing: Billing::new(clients, BillingConfig::from_env()),
             cognito: Cognito::from_sdk(&clients.sdk, identity.client_id.clone()),
             tokens: TokenVerifier::new(
                 identity.issuer(),

@@ -2,9 +2,10 @@
 //! `layout.html`. Each struct is what its page shows; [`Chrome`] is what every page shares.
 
 use askama::Template;
+use mimiry_shared::jobs::model::cost_of;
 use mimiry_shared::jobs::{Job, JobStatus};
 use mimiry_shared::money::Micros;
-use mimiry_shared::store::accounts::Account;
+use mimiry_shared::store::accounts::{Account, LedgerEntry};
 use mimiry_shared::store::keys::KeyRecord;
 use mimiry_shared::store::ssh_keys::SshKeyRecord;
 use mimiry_shared::time::{rfc3339, Millis};
@@ -166,6 +167,98 @@ pub struct HomePage {
 #[template(path = "credits.html")]
 pub struct CreditsPage {
     pub c: Chrome,
+    /// The preset amounts, in whole credits.
+    pub presets: Vec<String>,
+    pub min: String,
+    pub max: String,
+    /// The custom amount as typed (when it was refused).
+    pub amount: String,
+}
+
+#[derive(Template)]
+#[template(path = "credits_success.html")]
+pub struct CreditsSuccessPage {
+    pub c: Chrome,
+    pub balance: Amount,
+    /// The credits the webhook added, once it has.
+    pub credited: Option<String>,
+}
+
+/// What an entry does to the credits the account owns (balance + held), as people read it:
+/// `+25.00` bought, `-0.42` charged, and no sign for holds and releases, which only move
+/// credits between available and held.
+pub fn effect(kind: &str, micros: i64) -> String {
+    let amount = Micros(micros.abs());
+    match kind {
+        "purchase" | "credit" => format!("+{amount}"),
+        "charge" | "refund" | "dispute" => format!("-{amount}"),
+        _ => "0.00".into(),
+    }
+}
+
+/// One ledger entry on the Billing page.
+pub struct LedgerRow {
+    pub id: String,
+    pub at: String,
+    pub kind: String,
+    pub label: &'static str,
+    pub amount: String,
+    pub effect: String,
+    pub job_id: Option<String>,
+    pub note: String,
+    /// Stripe's ids behind a purchase, refund or dispute: (what, id).
+    pub payment_ids: Vec<(&'static str, String)>,
+}
+
+impl LedgerRow {
+    pub fn of(e: &LedgerEntry) -> LedgerRow {
+        let mut payment_ids = Vec::new();
+        if let Some(p) = &e.payment {
+            let ids = [
+                ("Payment", &p.payment_intent),
+                ("Checkout", &p.checkout_session),
+                ("Charge", &p.charge),
+                ("Dispute", &p.dispute),
+            ];
+            for (what, id) in ids {
+                if let Some(id) = id {
+                    payment_ids.push((what, id.clone()));
+                }
+            }
+        }
+        LedgerRow {
+            id: e.entry_id.clone(),
+            at: when(e.at),
+            kind: e.kind.clone(),
+            label: match e.kind.as_str() {
+                "purchase" => "Purchase",
+                "credit" => "Credit",
+                "hold" => "Hold",
+                "charge" => "Charge",
+                "release" => "Release",
+                "refund" => "Refund",
+                "dispute" => "Dispute",
+                _ => "Other",
+            },
+            amount: Micros(e.amount_micros).to_string(),
+            effect: effect(&e.kind, e.amount_micros),
+            job_id: e.job_id.clone(),
+            note: e.note.clone(),
+            payment_ids,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "billing.html")]
+pub struct BillingPage {
+    pub c: Chrome,
+    pub balance: Amount,
+    pub held: Amount,
+    pub entries: Vec<LedgerRow>,
+    /// `cursor=…` of the next page, when there is one.
+    pub next_cursor: Option<String>,
+    pub first_page: bool,
 }
 
 pub struct KeyRow {
@@ -318,6 +411,120 @@ pub struct JobPage {
     pub error: Option<String>,
     pub failure_reason: Option<String>,
     pub cancel_requested: bool,
+    /// A finished job's cost, part by part (empty while it runs or if it never had an
+    /// instance).
+    pub cost_parts: Vec<CostPart>,
+}
+
+/// One part of a finished job's instance time: its seconds at the job's price.
+pub struct CostPart {
+    pub label: &'static str,
+    pub seconds: i64,
+    pub cost: String,
+}
+
+/// The instance's billable life (deploy returned → delete accepted) cut at the moments the
+/// job started and finished running: boot, run, teardown. Each part is rounded as a charge
+/// is (whole seconds down, micro-credits up), so the parts can differ from the charge by a
+/// micro-credit or two; the charge itself is what the ledger says.
+pub fn cost_parts(job: &Job) -> Vec<CostPart> {
+    match (
+        job.status.is_terminal(),
+        job.deployed_at,
+        job.instance_ended_at,
+    ) {
+        (true, Some(start), Some(end)) => split_cost(
+            (start, end),
+            job.started_at,
+            job.finished_at,
+            job.price_per_hour(),
+        ),
+        _ => Vec::new(),
+    }
+}
+
+/// [`cost_parts`] on the times alone: `life` is (deploy returned, delete accepted).
+fn split_cost(
+    (start, end): (Millis, Millis),
+    started: Option<Millis>,
+    finished: Option<Millis>,
+    price: Micros,
+) -> Vec<CostPart> {
+    if end <= start {
+        return Vec::new();
+    }
+    let clamp = |t: Option<Millis>| t.map(|t| t.clamp(start, end));
+    let ran = clamp(started);
+    let done = clamp(finished).filter(|_| ran.is_some());
+    let mut cuts = vec![("boot", start)];
+    if let Some(r) = ran {
+        cuts.push(("run", r));
+    }
+    if let Some(d) = done {
+        cuts.push(("teardown", d));
+    }
+    cuts.iter()
+        .enumerate()
+        .map(|(i, &(label, from))| {
+            let to = cuts.get(i + 1).map(|c| c.1).unwrap_or(end);
+            let seconds = (to - from) / 1000;
+            CostPart {
+                label,
+                seconds,
+                cost: cost_of(price, seconds).to_string(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(v: Vec<CostPart>) -> Vec<(&'static str, i64, String)> {
+        v.into_iter()
+            .map(|p| (p.label, p.seconds, p.cost))
+            .collect()
+    }
+
+    #[test]
+    fn a_finished_jobs_time_splits_into_boot_run_and_teardown() {
+        let price = Micros(3_600_000); // 3.60 an hour: 0.001 a second
+        let s = 1_000_000;
+        assert_eq!(
+            parts(split_cost(
+                (s, s + 100_000),
+                Some(s + 30_000),
+                Some(s + 90_000),
+                price
+            )),
+            [
+                ("boot", 30, "0.03".to_string()),
+                ("run", 60, "0.06".to_string()),
+                ("teardown", 10, "0.01".to_string())
+            ]
+        );
+        // Never ran (cancelled while booting): all of it is boot.
+        assert_eq!(
+            parts(split_cost((s, s + 5_000), None, Some(s + 4_000), price)),
+            [("boot", 5, "0.005".to_string())]
+        );
+        // Times outside the instance's life are cut to it; no life, no parts.
+        assert_eq!(
+            parts(split_cost(
+                (s, s + 10_000),
+                Some(s - 5_000),
+                Some(s + 50_000),
+                price
+            )),
+            [
+                ("boot", 0, "0.00".to_string()),
+                ("run", 10, "0.01".to_string()),
+                ("teardown", 0, "0.00".to_string())
+            ]
+        );
+        assert!(split_cost((s, s), Some(s), Some(s), price).is_empty());
+    }
 }
 
 impl JobPage {
@@ -381,6 +588,7 @@ impl JobPage {
                 .and_then(|r| serde_json::to_value(r).ok())
                 .and_then(|v| v.as_str().map(str::to_string)),
             cancel_requested: job.cancel_requested_at.is_some(),
+            cost_parts: cost_parts(job),
         }
     }
 }

@@ -107,6 +107,9 @@ pub struct Out {
     pub location: Option<String>,
     pub cookies: Vec<String>,
     pub cache: &'static str,
+    /// Headers of this answer only (a download's `Content-Disposition`, a wider CSP); they
+    /// replace the common ones of the same name.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Out {
@@ -119,11 +122,12 @@ impl Out {
             cookies: Vec::new(),
             // Every page shows someone's account (or a form with a CSRF token): never cached.
             cache: "no-store",
+            headers: Vec::new(),
         }
     }
 
-    /// `303 See Other`: after a POST the browser GETs `to` (post-redirect-get). `to` is always
-    /// one of our own paths.
+    /// `303 See Other`: after a POST the browser GETs `to` (post-redirect-get). `to` is one of
+    /// our own paths, or Stripe's checkout page (whose URL Stripe gave us).
     pub fn redirect(to: impl Into<String>) -> Out {
         let mut out = Out::html(StatusCode::SEE_OTHER, String::new());
         out.location = Some(to.into());
@@ -171,6 +175,11 @@ impl Out {
         if let Some(to) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             headers.insert(LOCATION, to);
         }
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
         for cookie in self.cookies {
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 headers.append(SET_COOKIE, v);
@@ -194,10 +203,11 @@ pub enum Flash {
     CancelRequested,
     Cancelled,
     SessionExpired,
+    CheckoutCancelled,
 }
 
 impl Flash {
-    const ALL: [(Flash, &'static str, &'static str, bool); 10] = [
+    const ALL: [(Flash, &'static str, &'static str, bool); 11] = [
         (
             Flash::Verified,
             "verified",
@@ -241,6 +251,12 @@ impl Flash {
             Flash::SessionExpired,
             "session_expired",
             "Your session has ended. Please log in again.",
+            false,
+        ),
+        (
+            Flash::CheckoutCancelled,
+            "checkout_cancelled",
+            "Payment cancelled: nothing was charged and no credits were added.",
             false,
         ),
     ];

@@ -39,7 +39,10 @@ pub struct BillingConfig {
 impl BillingConfig {
     pub fn from_env() -> BillingConfig {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let public = var("PUBLIC_BASE_URL").unwrap_or_else(|| "http://127.0.0.1:3000".into());
+        // The dashboard's origin (where the person is signed in), else the API's.
+        let public = var("DASHBOARD_URL")
+            .or_else(|| var("PUBLIC_BASE_URL"))
+            .unwrap_or_else(|| "http://127.0.0.1:3000".into());
         let public = public.trim_end_matches('/');
         BillingConfig {
             stripe_secret_id: var("STRIPE_SECRET_ID").unwrap_or_else(|| "mimiry/stripe".into()),
@@ -51,10 +54,10 @@ impl BillingConfig {
                     .unwrap_or(10_000),
             ),
             success_url: var("CHECKOUT_SUCCESS_URL").unwrap_or_else(|| {
-                format!("{public}/dashboard?checkout=success&session_id={{CHECKOUT_SESSION_ID}}")
+                format!("{public}/dashboard/credits/success?session_id={{CHECKOUT_SESSION_ID}}")
             }),
             cancel_url: var("CHECKOUT_CANCEL_URL")
-                .unwrap_or_else(|| format!("{public}/dashboard?checkout=cancelled")),
+                .unwrap_or_else(|| format!("{public}/dashboard/credits?checkout=cancelled")),
         }
     }
 }
