@@ -25,6 +25,10 @@ pub struct Config {
     pub price_markup: Micros,
     /// How long catalog answers are reused within one container (`CATALOG_TTL_SECONDS`).
     pub catalog_ttl: Duration,
+    /// How long a container reuses a verified API key without reading it again
+    /// (`API_KEY_CACHE_SECONDS`, default 30, at most 60): also how long a revoked key may keep
+    /// working in a warm container.
+    pub api_key_cache_ttl: Duration,
     pub timers: Timers,
     pub identity: IdentityConfig,
 }
@@ -179,6 +183,8 @@ impl Config {
             price_markup: Micros::parse_decimal(&markup)
                 .unwrap_or_else(|e| panic!("PRICE_MARKUP: {e}")),
             catalog_ttl: Duration::from_secs(num("CATALOG_TTL_SECONDS", 30)),
+            api_key_cache_ttl: Duration::from_secs(num("API_KEY_CACHE_SECONDS", 30))
+                .min(crate::store::keys::MAX_KEY_CACHE_TTL),
             timers: Timers {
                 provisioning_timeout_secs: num(
                     "PROVISIONING_TIMEOUT_SECONDS",

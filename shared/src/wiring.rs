@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 pub fn store(clients: &AwsClients, config: &Config) -> Store {
     Store::new(clients.dynamodb.clone(), config.table_name.clone())
+        .with_key_cache(config.api_key_cache_ttl)
 }
 
 /// The DataCrunch client; credentials are read from Secrets Manager on first use.

@@ -136,6 +136,9 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     ("RECONCILE_GRACE_SECONDS", "3"),
     ("EFFECT_LEASE_SECONDS", "20"),
     ("CATALOG_TTL_SECONDS", "2"),
+    // Verified keys are reused this long (production: 30 s); a revoked key stops working
+    // within it — see `call_until_refused`.
+    ("API_KEY_CACHE_SECONDS", "2"),
     ("PROVIDER_TIMEOUT_MS", "3000"),
 ];
 
@@ -388,6 +391,23 @@ impl Answer {
 }
 
 /// `curl -X METHOD URL -H "Authorization: Bearer KEY" [-H "Content-Type: application/json" -d BODY]`
+/// The stack's API key cache (`API_KEY_CACHE_SECONDS` above).
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// `GET url` with a key that was just revoked, repeated until it is refused: a warm function
+/// may reuse the verified key for `KEY_CACHE_TTL`, never longer. Returns the last answer, which
+/// the caller checks is the 401 — after one more second, a 200 is a failure.
+pub async fn call_until_refused(url: &str, key: &str) -> Answer {
+    let deadline = Instant::now() + KEY_CACHE_TTL + Duration::from_secs(1);
+    loop {
+        let answer = call("GET", url, Some(key), None).await;
+        if answer.status != 200 || Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn call(method: &str, url: &str, key: Option<&str>, body: Option<&Value>) -> Answer {
     let mut request = reqwest::Client::new().request(method.parse().unwrap(), url);
     if let Some(key) = key {

@@ -2,7 +2,7 @@
 //! HTTP against the local stack.
 
 use mimiry_shared::auth::{ApiKey, Scope};
-use mimiry_tests::{call, send, Stack};
+use mimiry_tests::{call, call_until_refused, send, Stack};
 
 const UNAUTHORIZED: &str = "Invalid or missing API key";
 
@@ -80,8 +80,11 @@ async fn revoked_key_is_refused() {
         .revoke_key(&account.account_id, &key_id)
         .await
         .unwrap();
-    let answer = call("GET", &url, Some(&account.key), None).await;
-    assert_eq!(answer.status, 401);
+    let answer = call_until_refused(&url, &account.key).await;
+    assert_eq!(
+        answer.status, 401,
+        "still accepted after the key cache's TTL"
+    );
     assert_eq!(answer.error(), UNAUTHORIZED);
 }
 

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use mimiry_shared::money::Micros;
 use mimiry_shared::routes::{Access, ROUTES};
 use mimiry_tests::web::{new_email, Browser, Page, PASSWORD};
-use mimiry_tests::{call, record_secret, ssh_public_key, Stack};
+use mimiry_tests::{call, call_until_refused, record_secret, ssh_public_key, Stack};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -127,7 +127,7 @@ async fn a_newcomer_signs_up_and_creates_a_key_that_works_on_the_api() {
         (revoked.status, revoked.location()),
         (303, "/dashboard/api-keys")
     );
-    let answer = call("GET", &stack.url("/instances"), Some(&key), None).await;
+    let answer = call_until_refused(&stack.url("/instances"), &key).await;
     assert_eq!(answer.status, 401, "{answer:?}");
     assert_eq!(answer.error(), UNAUTHORIZED);
     let keys = browser.get("/dashboard/api-keys").await;

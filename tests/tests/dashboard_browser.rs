@@ -15,7 +15,9 @@ mod jobs_support;
 use fantoccini::key::Key;
 use jobs_support::{cheap_job, get_job, submit_ok, wait_terminal, SHORT};
 use mimiry_tests::browser::Browser;
-use mimiry_tests::{call, record_secret, ssh_public_key, Stack, StackOptions, TEST_ENV};
+use mimiry_tests::{
+    call, call_until_refused, record_secret, ssh_public_key, Stack, StackOptions, TEST_ENV,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -156,7 +158,7 @@ async fn a_new_person_walks_the_dashboard_from_sign_up_to_a_cancelled_job() {
         "status after revoking: {status}"
     );
     b.check_page("11-api-keys-revoked").await;
-    let answer = call("GET", &stack.url("/jobs"), Some(&key), None).await;
+    let answer = call_until_refused(&stack.url("/jobs"), &key).await;
     assert_eq!(answer.status, 401, "a revoked key: {answer:?}");
 
     // Compute → SSH Keys: a bad key gets the API's message, then a real one is added.

@@ -7,6 +7,70 @@ use crate::error::ApiError;
 use crate::time::{now_ms, Millis};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The longest a verified key may be reused without reading it: the revocation delay users
+/// are promised (docs/decisions.md).
+pub const MAX_KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Entries one container keeps; beyond it, expired ones go, and if none has, all of them
+/// (a flood of distinct valid keys is not a case worth a smarter eviction).
+const KEY_CACHE_MAX_ENTRIES: usize = 10_000;
+
+/// Verified, unrevoked key records by key hash, each reused for `ttl` after it was read.
+/// Unknown and revoked keys are never kept: only a key that worked can skip the read.
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, KeyRecord)>>,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> KeyCache {
+        KeyCache {
+            ttl: ttl.min(MAX_KEY_CACHE_TTL),
+            entries: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, KeyRecord)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record read for `hash` less than `ttl` before `now`.
+    fn fresh(&self, hash: &str, now: Instant) -> Option<KeyRecord> {
+        let entries = self.lock();
+        let (read_at, record) = entries.get(hash)?;
+        (now.duration_since(*read_at) < self.ttl).then(|| record.clone())
+    }
+
+    fn keep(&self, hash: &str, record: &KeyRecord, now: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= KEY_CACHE_MAX_ENTRIES {
+            entries.retain(|_, (read_at, _)| now.duration_since(*read_at) < self.ttl);
+            if entries.len() >= KEY_CACHE_MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(hash.to_string(), (now, record.clone()));
+    }
+
+    /// Remembers a `last_used_at` just written, so the next request does not write it again.
+    fn used(&self, hash: &str, at: Millis) {
+        if let Some((_, record)) = self.lock().get_mut(hash) {
+            record.last_used_at = Some(at);
+        }
+    }
+
+    /// Drops a key this container revoked, so that it stops working here at once.
+    fn forget(&self, hash: &str) {
+        self.lock().remove(hash);
+    }
+}
 
 /// `last_used_at` is refreshed at most this often per key, never on every request.
 pub const LAST_USED_RESOLUTION_MS: Millis = 60_000;
@@ -80,23 +144,32 @@ impl Store {
         Ok((key, record))
     }
 
-    /// One `GetItem`; a stale `last_used_at` costs one conditional update at most once a minute.
+    /// One `GetItem`, none while the container's cache holds the key; a stale `last_used_at`
+    /// costs one conditional update at most once a minute.
     pub async fn authenticate(&self, key: &ApiKey) -> Result<Caller, ApiError> {
         let hash = key.hash();
-        let item = self
-            .get(key_pk(&hash), "KEY".into())
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        let record: KeyRecord = from_item(item)?;
-        if record.revoked_at.is_some() {
-            return Err(ApiError::Unauthorized);
-        }
+        let record = match self.keys.fresh(&hash, Instant::now()) {
+            Some(record) => record,
+            None => {
+                let item = self
+                    .get(key_pk(&hash), "KEY".into())
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                let record: KeyRecord = from_item(item)?;
+                if record.revoked_at.is_some() {
+                    return Err(ApiError::Unauthorized);
+                }
+                self.keys.keep(&hash, &record, Instant::now());
+                record
+            }
+        };
         let now = now_ms();
         if record
             .last_used_at
             .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS)
         {
             self.touch_key(&hash, now).await;
+            self.keys.used(&hash, now);
         }
         Ok(Caller {
             account_id: record.account_id,
@@ -182,7 +255,84 @@ impl Store {
         ])
         .await
         .map_err(aws_err)?;
+        self.keys.forget(&record.key_hash);
         record.revoked_at = Some(now);
         Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn record(name: &str) -> KeyRecord {
+        KeyRecord {
+            key_id: format!("id-{name}"),
+            account_id: "acct".into(),
+            name: name.into(),
+            prefix: "mky_AbCd".into(),
+            scopes: vec![Scope::JobsRead],
+            key_hash: format!("hash-{name}"),
+            created_at: 0,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn a_key_is_reused_only_within_the_ttl() {
+        let cache = KeyCache::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        cache.keep("h", &record("a"), t0);
+        assert_eq!(
+            cache.fresh("h", t0 + Duration::from_secs(29)),
+            Some(record("a"))
+        );
+        assert_eq!(
+            cache.fresh("h", t0 + Duration::from_secs(30)),
+            None,
+            "expired"
+        );
+        assert_eq!(cache.fresh("other", t0), None);
+    }
+
+    #[test]
+    fn a_zero_ttl_keeps_nothing_and_the_ttl_is_capped() {
+        let off = KeyCache::new(Duration::ZERO);
+        let t0 = Instant::now();
+        off.keep("h", &record("a"), t0);
+        assert_eq!(off.fresh("h", t0), None);
+        let long = KeyCache::new(Duration::from_secs(3600));
+        long.keep("h", &record("a"), t0);
+        assert!(long.fresh("h", t0 + Duration::from_secs(59)).is_some());
+        assert_eq!(
+            long.fresh("h", t0 + MAX_KEY_CACHE_TTL),
+            None,
+            "never past 60 s"
+        );
+    }
+
+    #[test]
+    fn forgetting_and_recording_use_change_the_entry() {
+        let cache = KeyCache::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        cache.keep("h", &record("a"), t0);
+        cache.used("h", 1234);
+        assert_eq!(cache.fresh("h", t0).unwrap().last_used_at, Some(1234));
+        cache.forget("h");
+        assert_eq!(cache.fresh("h", t0), None);
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_first() {
+        let cache = KeyCache::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        for i in 0..KEY_CACHE_MAX_ENTRIES {
+            cache.keep(&format!("old{i}"), &record("a"), t0);
+        }
+        let later = t0 + Duration::from_secs(31);
+        cache.keep("new", &record("b"), later);
+        assert_eq!(cache.lock().len(), 1, "only the new entry is left");
+        assert!(cache.fresh("new", later).is_some());
     }
 }

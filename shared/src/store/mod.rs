@@ -34,11 +34,14 @@ use std::collections::HashMap;
 
 pub type Item = HashMap<String, AttributeValue>;
 
-/// The table and the client to reach it; cheap to clone.
+/// The table and the client to reach it; cheap to clone (clones share the key cache).
 #[derive(Clone, Debug)]
 pub struct Store {
     pub db: aws_sdk_dynamodb::Client,
     pub table: String,
+    /// Verified API keys, kept for a short time in the container (off unless
+    /// [`Store::with_key_cache`] turned it on).
+    keys: std::sync::Arc<keys::KeyCache>,
 }
 
 pub fn account_pk(account_id: &str) -> String {
@@ -156,7 +159,16 @@ impl Store {
         Store {
             db,
             table: table.into(),
+            keys: std::sync::Arc::new(keys::KeyCache::new(std::time::Duration::ZERO)),
         }
+    }
+
+    /// Keeps verified API keys for `ttl` (at most [`keys::MAX_KEY_CACHE_TTL`]): a warm
+    /// container then answers a request without reading its key. A revoked key keeps working
+    /// in a warm container until its entry expires.
+    pub fn with_key_cache(mut self, ttl: std::time::Duration) -> Store {
+        self.keys = std::sync::Arc::new(keys::KeyCache::new(ttl));
+        self
     }
 
     /// Strongly consistent read of one item.
