@@ -41,6 +41,64 @@ impl JobQueue {
         }
     }
 
+    /// Messages ready to be received now (neither delayed nor in flight), as SQS estimates it.
+    pub async fn backlog(&self) -> Result<u64, ApiError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::Internal(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+            })?;
+        Ok(out
+            .attributes
+            .and_then(|a| {
+                a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0))
+    }
+
+    /// Sends many messages, ten per `SendMessageBatch` call (SQS's maximum). Returns how many
+    /// were accepted; an entry SQS refused is logged and left to the next reconciler run.
+    pub async fn send_many(&self, messages: &[(JobRef, i64)]) -> Result<usize, ApiError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let mut sent = 0;
+        for chunk in messages.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, (job, delay_secs)) in chunk.iter().enumerate() {
+                let body = serde_json::to_string(job).map_err(ApiError::internal)?;
+                entries.push(
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .delay_seconds((*delay_secs).clamp(0, MAX_DELAY_SECS) as i32)
+                        .build()
+                        .map_err(ApiError::internal)?,
+                );
+            }
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+                })?;
+            for failed in &out.failed {
+                tracing::warn!(code = %failed.code, message = ?failed.message, "a batched job message was refused");
+            }
+            sent += chunk.len() - out.failed.len();
+        }
+        Ok(sent)
+    }
+
     /// Asks the worker to look at the job after `delay_secs` (clamped to what SQS allows).
     pub async fn send(&self, job: &JobRef, delay_secs: i64) -> Result<(), ApiError> {
         let body = serde_json::to_string(job).map_err(ApiError::internal)?;

@@ -113,6 +113,8 @@ pub struct Summary {
     pub orphan_volumes_deleted: usize,
     /// Sweeps cut short by the provider's rate limit.
     pub rate_limited: usize,
+    /// Overdue jobs not re-driven because the queue's backlog holds their messages.
+    pub redrives_held_back: usize,
     pub errors: usize,
 }
 
@@ -180,6 +182,7 @@ pub async fn reconcile(app: &App) -> Summary {
             orphan_scripts_deleted = summary.orphan_scripts_deleted,
             orphan_volumes_deleted = summary.orphan_volumes_deleted,
             rate_limited = summary.rate_limited,
+            redrives_held_back = summary.redrives_held_back,
             errors = summary.errors,
             "reconciled"
         );
@@ -191,9 +194,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether this run's re-drives would only lengthen a backlog: when the queue already holds at
+/// least as many ready messages as there are overdue jobs, each of them most likely has its
+/// message waiting there. Re-driving anyway is how a slow worker met a growing queue (a
+/// 500-job chaos run: 1,917 re-drives in 13 runs, 2,417 messages waiting, looks 20 min late).
+/// A job whose message was really lost is re-driven once the backlog drains below that.
+fn redrives_held_back(backlog: Option<u64>, overdue: usize) -> bool {
+    overdue > 0 && backlog.is_some_and(|ready| ready >= overdue as u64)
+}
+
 /// Parked jobs due before the run after next get a message delayed until they are due; a
 /// queue-driven job overdue by the grace is re-driven (then again only after a backoff while it
-/// stays overdue). Keys of what is still wanted go into `wanted`.
+/// stays overdue), unless the queue's backlog says its message is waiting anyway. Messages go
+/// out ten per call. Keys of what is still wanted go into `wanted`.
 async fn send_due(
     app: &App,
     active: &[ActiveJob],
@@ -205,7 +218,24 @@ async fn send_due(
     // Two periods: a run that comes late still finds the job ahead of it. A message's delay is
     // at most SQS's 900 s, so never further.
     let horizon = now + (2 * app.timers.reconcile_every_secs).min(MAX_DELAY_SECS) * 1000;
-    let mut sends = 0;
+    let is_overdue = |job: &ActiveJob| !job.watch.is_parked() && job.due_at < now - grace_ms;
+    let overdue = active.iter().filter(|job| is_overdue(job)).count();
+    let backlog = if overdue == 0 {
+        None
+    } else {
+        match app.queue.backlog().await {
+            Ok(ready) => Some(ready),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the queue's backlog failed; re-driving anyway");
+                None
+            }
+        }
+    };
+    let hold_back = redrives_held_back(backlog, overdue);
+    if hold_back {
+        summary.redrives_held_back = overdue;
+    }
+    let mut messages = Vec::new();
     for job in active {
         let parked = job.watch.is_parked();
         let (key, delay_ms, base_ms) = if parked && job.due_at < horizon {
@@ -217,26 +247,24 @@ async fn send_due(
                 delay_ms,
                 delay_ms + grace_ms,
             )
-        } else if !parked && job.due_at < now - grace_ms {
+        } else if is_overdue(job) && !hold_back {
             (format!("redrive {}", job.job_id), 0, grace_ms)
         } else {
             continue;
         };
         wanted.insert(key.clone());
-        if sends >= MAX_SENDS || !lock(&app.sent).try_act(key, now, base_ms) {
+        if messages.len() >= MAX_SENDS || !lock(&app.sent).try_act(key, now, base_ms) {
             continue;
         }
         let delay_secs = ((delay_ms + 999) / 1000).min(MAX_DELAY_SECS);
-        app.queue
-            .send(&JobRef::new(&job.account_id, &job.job_id), delay_secs)
-            .await?;
-        sends += 1;
+        messages.push((JobRef::new(&job.account_id, &job.job_id), delay_secs));
         if parked {
             summary.woken += 1;
         } else {
             summary.redriven += 1;
         }
     }
+    app.queue.send_many(&messages).await?;
     Ok(())
 }
 
@@ -514,6 +542,18 @@ mod tests {
         ] {
             assert!(instance_changed(w, &listed), "{listed:?}");
         }
+    }
+
+    #[test]
+    fn redrives_wait_only_behind_a_backlog_that_can_hold_their_messages() {
+        assert!(!redrives_held_back(Some(500), 0), "nothing overdue");
+        assert!(!redrives_held_back(None, 10), "backlog unknown: re-drive");
+        assert!(
+            !redrives_held_back(Some(9), 10),
+            "too few waiting to hold them all"
+        );
+        assert!(redrives_held_back(Some(10), 10));
+        assert!(redrives_held_back(Some(2417), 150));
     }
 
     #[test]

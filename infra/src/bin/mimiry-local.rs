@@ -27,6 +27,11 @@ struct Cli {
     /// Do not consume the jobs queue (for tests that drive the worker themselves).
     #[arg(long)]
     no_worker: bool,
+    /// Batches the worker handles at once. In AWS the event-source mapping runs up to
+    /// `MaximumConcurrency` (template.yaml: 20) invocations; one local poller made a backlog
+    /// of thousands of messages in a 500-job chaos run, so that a job's look came 20 min late.
+    #[arg(long, env = "LOCAL_WORKER_CONCURRENCY", default_value_t = 4)]
+    worker_concurrency: usize,
 }
 
 #[tokio::main]
@@ -67,12 +72,14 @@ async fn main() -> Result<()> {
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_default();
-        tokio::spawn(event_source::run_worker(
-            functions.clone(),
-            clients.sqs.clone(),
-            config.jobs_queue_url.clone(),
-            arn,
-        ));
+        for _ in 0..cli.worker_concurrency.max(1) {
+            tokio::spawn(event_source::run_worker(
+                functions.clone(),
+                clients.sqs.clone(),
+                config.jobs_queue_url.clone(),
+                arn.clone(),
+            ));
+        }
         tokio::spawn(event_source::run_reconciler(
             functions.clone(),
             Duration::from_secs(config.timers.reconcile_every_secs as u64),
