@@ -278,6 +278,9 @@ async fn create_job(
         .submit_job(&job, record.as_ref())
         .await
         .map_err(|e| refusal(e, hold))?;
+    app.notices
+        .after_balance_change(&app.store, &account_id)
+        .await;
     let job_ref = JobRef::new(account_id, job.job_id.clone());
     if let Err(e) = app.queue.send(&job_ref, 0).await {
         // Not lost: the job is in the active index with next_check_at = now, and the

@@ -42,7 +42,7 @@ pub struct Account {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LedgerEntry {
     pub entry_id: String,
-    /// `credit`, `purchase`, `hold`, `charge`, `release`, `refund` or `dispute`.
+    /// `credit`, `purchase`, `hold`, `charge`, `release`, `refund`, `dispute` or `dispute_won`.
     pub kind: String,
     pub amount_micros: i64,
     pub job_id: Option<String>,

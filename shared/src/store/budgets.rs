@@ -149,6 +149,76 @@ impl Store {
     }
 }
 
+/// Whether the low-balance notice may be sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeClaim {
+    /// This caller marked the crossing as notified: it sends the email.
+    Send,
+    /// Not below the threshold, or someone else already claimed this crossing.
+    Nothing,
+}
+
+impl Store {
+    /// Marks the current crossing of the threshold as notified, only if the balance is below
+    /// it and no notice went out since the last re-arm: of concurrent callers, one wins.
+    pub async fn claim_low_balance_notice(
+        &self,
+        account_id: &str,
+        at: Millis,
+    ) -> Result<NoticeClaim, ApiError> {
+        let result = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(account_pk(account_id)))
+            .key("SK", s(ACCOUNT_SK))
+            .update_expression("SET low_balance_notified_at = :at")
+            .condition_expression(
+                "attribute_not_exists(low_balance_notified_at) \
+                 AND balance_micros < low_balance_threshold_micros",
+            )
+            .expression_attribute_values(":at", n(at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(NoticeClaim::Send),
+            Err(e) if super::is_condition_failure(&e) => Ok(NoticeClaim::Nothing),
+            Err(e) => Err(aws_err(e)),
+        }
+    }
+
+    /// Re-arms the notice: clears the mark once the balance is back at or above the threshold
+    /// (or when `always`, after a notice that could not be sent, so a later debit tries again).
+    pub async fn rearm_low_balance_notice(
+        &self,
+        account_id: &str,
+        always: bool,
+    ) -> Result<(), ApiError> {
+        let condition = if always {
+            "attribute_exists(low_balance_notified_at)"
+        } else {
+            "attribute_exists(low_balance_notified_at) \
+             AND (attribute_not_exists(low_balance_threshold_micros) \
+                  OR balance_micros >= low_balance_threshold_micros)"
+        };
+        let result = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(account_pk(account_id)))
+            .key("SK", s(ACCOUNT_SK))
+            .update_expression("REMOVE low_balance_notified_at")
+            .condition_expression(condition)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if super::is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(aws_err(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
