@@ -33,8 +33,10 @@ async fn a_person_sets_a_monthly_limit_and_a_low_balance_email() {
             "POST",
             &stack.url("/jobs"),
             Some(&account.key),
-            Some(&json!({ "instance_type": "CPU.4V.16G", "image": "ubuntu-22.04",
-                          "location": "FIN-01" })),
+            Some(
+                &json!({ "instance_type": "CPU.4V.16G", "image": "ubuntu-22.04",
+                          "location": "FIN-01" }),
+            ),
         )
         .await;
         assert_eq!(job.status, 201, "{job:?}");
@@ -59,7 +61,10 @@ async fn a_person_sets_a_monthly_limit_and_a_low_balance_email() {
     b.click("#nav-budgets").await;
     b.wait_for_path("/dashboard/budgets").await;
     assert_eq!(b.text("#spent-this-month").await, "0.26");
-    assert!(b.body_text().await.contains("sent to the address you are logged in with"));
+    assert!(b
+        .body_text()
+        .await
+        .contains("sent to the address you are logged in with"));
     b.check_page("g01-budgets").await;
 
     // Not an amount: the form again, saying why, the field marked.

@@ -25,7 +25,7 @@ fn optional_credits(label: &str, raw: &str) -> Result<Option<Micros>, String> {
     }
     let problem = || {
         format!(
-            "{label}: enter an amount from 0 to {MAX_CREDITS} credits in whole cents (for example 50 or 12.50), or leave it empty for none."
+            "{label}: enter an amount from 0 to 1,000,000 credits in whole cents (for example 50 or 12.50), or leave it empty for none."
         )
     };
     let micros = Micros::parse_decimal(raw).map_err(|_| problem())?;
@@ -40,12 +40,19 @@ fn field(micros: Option<i64>) -> String {
     micros.map(|m| Micros(m).to_string()).unwrap_or_default()
 }
 
+/// What was typed into a refused form, and which field was wrong (its `name`).
+pub struct Typed<'a> {
+    limit: &'a str,
+    threshold: &'a str,
+    invalid: &'static str,
+}
+
 /// `GET /dashboard/budgets` (or the form again, with what was typed and why it was refused).
 pub async fn show(
     app: &App,
     me: &Me,
     c: Chrome,
-    typed: Option<(&str, &str)>,
+    typed: Option<Typed<'_>>,
     status: StatusCode,
 ) -> Result<Out, DashError> {
     let spent = app
@@ -55,11 +62,12 @@ pub async fn show(
         .map(|(_, spent)| spent)
         .unwrap_or(Micros::ZERO);
     let a = &me.account;
-    let (limit, threshold) = match typed {
-        Some((l, t)) => (l.to_string(), t.to_string()),
+    let (limit, threshold, invalid) = match typed {
+        Some(t) => (t.limit.to_string(), t.threshold.to_string(), t.invalid),
         None => (
             field(a.monthly_spend_limit_micros),
             field(a.low_balance_threshold_micros),
+            "",
         ),
     };
     Ok(page(
@@ -70,6 +78,7 @@ pub async fn show(
             limit_set: a.monthly_spend_limit_micros.is_some(),
             limit,
             threshold,
+            invalid,
             notice_email: a.notice_email.clone(),
             notified: a.low_balance_notified_at.is_some(),
             mail_enabled: app.notices.is_enabled(),
@@ -89,21 +98,23 @@ pub async fn save(
         req.field("monthly_limit"),
         req.field("low_balance_threshold"),
     );
-    let parsed = optional_credits("Monthly spend limit", limit_raw).and_then(|limit| {
-        optional_credits("Low-balance threshold", threshold_raw).map(|t| (limit, t))
-    });
+    let parsed = optional_credits("Monthly spend limit", limit_raw)
+        .map_err(|e| ("monthly_limit", e))
+        .and_then(|limit| {
+            optional_credits("Low-balance threshold", threshold_raw)
+                .map(|t| (limit, t))
+                .map_err(|e| ("low_balance_threshold", e))
+        });
     let (monthly_spend_limit, low_balance_threshold) = match parsed {
         Ok(p) => p,
-        Err(message) => {
+        Err((invalid, message)) => {
             c.error = Some(message);
-            return show(
-                app,
-                me,
-                c,
-                Some((limit_raw, threshold_raw)),
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
+            let typed = Typed {
+                limit: limit_raw,
+                threshold: threshold_raw,
+                invalid,
+            };
+            return show(app, me, c, Some(typed), StatusCode::BAD_REQUEST).await;
         }
     };
     let email = v.session.as_ref().map(|s| s.email.clone());

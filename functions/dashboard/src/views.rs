@@ -271,6 +271,8 @@ pub struct BudgetsPage {
     /// The form's fields: what is stored, or what was typed when refused.
     pub limit: String,
     pub threshold: String,
+    /// The `name` of the field a refused form got wrong ("" when none).
+    pub invalid: &'static str,
     pub notice_email: Option<String>,
     /// The notice for the current low balance went out (re-armed above the threshold).
     pub notified: bool,
