@@ -166,7 +166,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         };
         wrote_last = true;
         log_transition(&job, &saved);
-        after_debit(app, &job, &saved).await;
+        after_balance_move(app, &job, &saved).await;
         if saved.status.is_terminal() {
             return Ok(());
         }
@@ -186,7 +186,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
             Ok(after) => {
                 wrote_last = true;
                 log_transition(&saved, &after);
-                after_debit(app, &saved, &after).await;
+                after_balance_move(app, &saved, &after).await;
                 latest = Some(after);
             }
             // Someone else moved the job on; the next round re-reads it. A result lost this way
@@ -215,12 +215,12 @@ async fn schedule(app: &App, job: &Job) {
     }
 }
 
-/// A save that took credits from the balance (a longer hold; a charge beyond the hold) may
-/// have crossed the account's low-balance threshold.
-async fn after_debit(app: &App, before: &Job, after: &Job) {
+/// A save that moved the balance may have crossed the account's low-balance threshold: down
+/// (a longer hold, a charge beyond the hold) sends the notice, up (a released hold) re-arms it.
+async fn after_balance_move(app: &App, before: &Job, after: &Job) {
     let taken =
         (after.hold_micros + after.charged_micros) - (before.hold_micros + before.charged_micros);
-    if taken > 0 {
+    if taken != 0 {
         app.notices
             .after_balance_change(&app.store, &after.account_id)
             .await;

@@ -244,16 +244,13 @@ impl Store {
         job: &Job,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), SubmitError> {
-        let read_limit = |account: Option<super::accounts::Account>| {
-            account
-                .and_then(|a| a.monthly_spend_limit_micros)
-                .map(Micros)
-        };
-        let mut limit = read_limit(
-            self.get_account(&job.account_id)
-                .await
-                .map_err(SubmitError::Other)?,
-        );
+        // The limit as read now; the transaction's condition insists it is still the limit.
+        let mut limit = self
+            .get_account(&job.account_id)
+            .await
+            .map_err(SubmitError::Other)?
+            .and_then(|a| a.monthly_spend_limit_micros)
+            .map(Micros);
         // A new attempt only when the limit changed between our read and the write.
         for _ in 0..SUBMIT_ATTEMPTS {
             let put = Put::builder()
