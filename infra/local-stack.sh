@@ -96,6 +96,9 @@ export PROVIDER_BASE_URL="http://127.0.0.1:$PROVIDER_PORT/v1"
 # Also the base of Stripe Checkout's return URLs: /dashboard/credits/success and …?checkout=cancelled.
 export PUBLIC_BASE_URL="http://127.0.0.1:$API_PORT"
 export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
+# Email notices go through moto's SES, which keeps them (GET /moto-api/data.json) and sends
+# nothing; bootstrap verifies this sender there.
+export NOTICE_FROM_EMAIL=${NOTICE_FROM_EMAIL:-notices@mimiry.local}
 # Local timers: look at jobs every few seconds instead of every few minutes.
 export PROVISIONING_POLL_SECONDS=${PROVISIONING_POLL_SECONDS:-2}
 export RUNNING_POLL_SECONDS=${RUNNING_POLL_SECONDS:-5}

@@ -23,6 +23,8 @@ pub struct Names {
     pub report_secret: String,
     pub stripe_secret: String,
     pub session_secret: String,
+    /// The sender of email notices (`NOTICE_FROM_EMAIL`), verified in SES.
+    pub notice_from: Option<String>,
 }
 
 pub struct Created {
@@ -252,6 +254,16 @@ pub async fn bootstrap(
     let session_key = mimiry_shared::auth::ApiKey::generate().hash();
     ensure_secret(clients, &names.session_secret, &session_key).await?;
     let identity = ensure_identity(clients, template).await?;
+    if let Some(from) = &names.notice_from {
+        // SES refuses to send from an unverified address (moto too); moto verifies at once.
+        clients
+            .ses
+            .verify_email_identity()
+            .email_address(from)
+            .send()
+            .await
+            .map_err(|e| anyhow!(aws_sdk_ses::error::DisplayErrorContext(e)))?;
+    }
     Ok(Created {
         queue_url,
         dead_letter_queue_url,

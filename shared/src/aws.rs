@@ -8,6 +8,8 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Email notices (the low-balance notice).
+    pub ses: aws_sdk_ses::Client,
     /// The loaded configuration, for a function's own clients (the dashboard's Cognito).
     pub sdk: aws_config::SdkConfig,
 }
@@ -38,6 +40,7 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            ses: aws_sdk_ses::Client::new(&sdk),
             sdk,
         }
     }

@@ -31,6 +31,9 @@ pub struct Config {
     pub api_key_cache_ttl: Duration,
     pub timers: Timers,
     pub identity: IdentityConfig,
+    /// The sender of notices by email (`NOTICE_FROM_EMAIL`, an SES-verified identity); none =
+    /// no email is sent.
+    pub notice_from_email: Option<String>,
 }
 
 /// The Cognito user pool the dashboard signs people in with, and what a new account gets.
@@ -173,6 +176,9 @@ impl Config {
         let public_base_url = var("PUBLIC_BASE_URL", "http://127.0.0.1:3000");
         Config {
             identity: IdentityConfig::from_env(&public_base_url),
+            notice_from_email: env::var("NOTICE_FROM_EMAIL")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
             table_name: var("TABLE_NAME", "mimiry"),
             jobs_queue_url: var("JOBS_QUEUE_URL", ""),
             provider_secret_id: var("PROVIDER_SECRET_ID", "mimiry/provider/datacrunch"),

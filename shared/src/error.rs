@@ -14,6 +14,13 @@ pub enum ApiError {
     InsufficientScope { required: &'static str },
     #[error("Insufficient credits")]
     InsufficientCredits { required: String, available: String },
+    /// A submit whose hold would take the month's spend past the account's limit (issue 11).
+    #[error("Monthly spend limit reached: this month's spend is {spent} of your {limit} credit limit and this job needs {required} more. Raise the limit under Budgets in the dashboard, or wait for next month.")]
+    MonthlySpendLimitReached {
+        limit: String,
+        spent: String,
+        required: String,
+    },
     /// `SSH key not found`: 400 when a job names it, 404 when it is the resource itself.
     #[error("SSH key not found")]
     SshKeyNotFound { id: String, as_resource: bool },
@@ -74,7 +81,9 @@ impl ApiError {
         match self {
             Unauthorized => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            InsufficientCredits { .. } | MonthlySpendLimitReached { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             SshKeyNotFound { as_resource, .. } => {
                 if *as_resource {
                     StatusCode::NOT_FOUND
@@ -102,6 +111,7 @@ impl ApiError {
             Unauthorized => "unauthorized",
             InsufficientScope { .. } => "insufficient_scope",
             InsufficientCredits { .. } => "insufficient_credits",
+            MonthlySpendLimitReached { .. } => "monthly_spend_limit_reached",
             SshKeyNotFound { .. } => "ssh_key_not_found",
             NoAvailableInstances { .. } => "no_available_instances",
             UnsupportedMediaType => "unsupported_media_type",
@@ -140,6 +150,11 @@ impl ApiError {
                 required,
                 available,
             } => Some(json!({ "required": required, "available": available })),
+            MonthlySpendLimitReached {
+                limit,
+                spent,
+                required,
+            } => Some(json!({ "limit": limit, "spent": spent, "required": required })),
             SshKeyNotFound { id, .. } => Some(json!({ "ssh_key_id": id })),
             NoAvailableInstances {
                 instance_type,

@@ -20,6 +20,7 @@ pub mod lambda;
 pub mod logging;
 pub mod money;
 pub mod names;
+pub mod notices;
 pub mod provider;
 pub mod queue;
 pub mod routes;

@@ -89,6 +89,8 @@ pub enum RouteName {
     DashCreditsSuccess,
     DashBilling,
     DashBillingCsv,
+    DashBudgets,
+    DashSaveBudgets,
     DashApiKeys,
     DashNewApiKey,
     DashCreateApiKey,
@@ -290,6 +292,14 @@ pub const ROUTES: &[Route] = &[
         DashCreditsSuccess,
     ),
     route("GET", "/dashboard/billing", Session, DASHBOARD, DashBilling),
+    route("GET", "/dashboard/budgets", Session, DASHBOARD, DashBudgets),
+    route(
+        "POST",
+        "/dashboard/budgets",
+        Session,
+        DASHBOARD,
+        DashSaveBudgets,
+    ),
     route(
         "GET",
         "/dashboard/billing.csv",

@@ -3,6 +3,7 @@
 use crate::aws::AwsClients;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::notices::Notices;
 use crate::provider::{Credentials, DataCrunchClient, GpuProvider};
 use crate::store::Store;
 use std::sync::Arc;
@@ -22,6 +23,15 @@ pub fn provider(clients: &AwsClients, config: &Config) -> Arc<dyn GpuProvider> {
         },
         config.provider_timeout,
     ))
+}
+
+/// Email notices, from the configured sender (none configured: nothing is sent).
+pub fn notices(clients: &AwsClients, config: &Config) -> Notices {
+    Notices::new(
+        clients.ses.clone(),
+        config.notice_from_email.clone(),
+        &config.identity.dashboard_url,
+    )
 }
 
 pub fn catalog(provider: Arc<dyn GpuProvider>, config: &Config) -> Catalog {

@@ -127,6 +127,9 @@ pub(crate) fn wait_for_tcp(port: u16, what: &str) {
     }
 }
 
+/// The sender of the stacks' email notices.
+pub const NOTICE_FROM: &str = "notices@mimiry.test";
+
 /// Timers short enough for tests to watch whole job lifecycles in seconds.
 pub const TEST_ENV: &[(&str, &str)] = &[
     ("PROVISIONING_POLL_SECONDS", "1"),
@@ -235,6 +238,8 @@ impl Stack {
             ("AWS_REGION", "us-east-1".into()),
             ("TABLE_NAME", table.clone()),
             ("PROVIDER_BASE_URL", format!("{fake_url}/v1")),
+            // Verified in moto's SES by bootstrap; moto keeps what is sent (`sent_emails`).
+            ("NOTICE_FROM_EMAIL", NOTICE_FROM.into()),
         ];
         let out = Command::new(bin("mimiry-admin"))
             .arg("bootstrap")
@@ -296,6 +301,21 @@ impl Stack {
             .load()
             .await;
         Store::new(aws_sdk_dynamodb::Client::new(&config), self.table.clone())
+    }
+
+    /// The emails sent through this stack's SES, oldest first: moto keeps them and lists them
+    /// (`source`, `destinations.ToAddresses`, `subject`, `body`) in its `/moto-api/data.json`.
+    pub async fn sent_emails(&self) -> Vec<serde_json::Value> {
+        let data: serde_json::Value = reqwest::get(format!("{}/moto-api/data.json", self.moto_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        data["ses"]["Message"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// A new account with `credits` and a key holding every scope.

@@ -9,6 +9,7 @@ use mimiry_shared::lambda::HttpFunction;
 use mimiry_shared::money::Micros;
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::store::Store;
+use mimiry_shared::time::now_ms;
 use serde_json::json;
 
 pub const FUNCTION: &str = "account";
@@ -44,9 +45,9 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 async fn get_account(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let caller = ctx.caller();
     // A key whose account is gone is as good as no key.
-    let account = app
+    let (account, spent) = app
         .store
-        .get_account(&caller.account_id)
+        .account_and_spend(&caller.account_id, now_ms())
         .await?
         .ok_or(ApiError::Unauthorized)?;
     Ok(Reply::ok(json!({
@@ -55,6 +56,9 @@ async fn get_account(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         "balance": Micros(account.balance_micros).to_string(),
         "held_credits": Micros(account.held_micros).to_string(),
         "currency": "USD",
+        // Set in the dashboard (Budgets); read-only here.
+        "monthly_spend_limit": account.monthly_spend_limit_micros.map(|l| Micros(l).to_string()),
+        "spent_this_month": spent.to_string(),
         "key": {
             "id": caller.key_id,
             "name": caller.key_name,

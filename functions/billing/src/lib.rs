@@ -11,6 +11,7 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::lambda::HttpFunction;
 use mimiry_shared::money::Micros;
+use mimiry_shared::notices::Notices;
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::store::accounts::LedgerEntry;
 use mimiry_shared::store::payments::{PurchaseOutcome, TakeBackOutcome};
@@ -24,6 +25,8 @@ pub const FUNCTION: &str = "billing";
 pub struct App {
     pub store: Store,
     pub billing: Billing,
+    /// Purchases re-arm the low-balance notice; take-backs may cross it.
+    pub notices: Notices,
 }
 
 impl HttpFunction for App {
@@ -31,6 +34,7 @@ impl HttpFunction for App {
         App {
             store: wiring::store(clients, config),
             billing: Billing::new(clients, BillingConfig::from_env()),
+            notices: wiring::notices(clients, config),
         }
     }
 
@@ -95,6 +99,9 @@ async fn stripe_webhook(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> 
         Event::SessionPaid(p) => match app.store.credit_purchase(&parsed.purchase(p)).await? {
             PurchaseOutcome::Credited => {
                 tracing::info!(event = %parsed.id, session = %p.checkout_session, account = %p.account_id, amount = %p.amount, "credits bought");
+                app.notices
+                    .after_balance_change(&app.store, &p.account_id)
+                    .await;
                 "credited"
             }
             PurchaseOutcome::AlreadyProcessed => "already_processed",
@@ -118,7 +125,13 @@ async fn stripe_webhook(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> 
         {
             TakeBackOutcome::Taken(amount) => {
                 tracing::info!(event = %parsed.id, kind = %parsed.kind, %payment_intent, %amount, "credits taken back");
+                after_take_back(app, payment_intent).await;
                 "taken_back"
+            }
+            TakeBackOutcome::Returned(amount) => {
+                tracing::info!(event = %parsed.id, kind = %parsed.kind, %payment_intent, %amount, "dispute won: credits given back");
+                after_take_back(app, payment_intent).await;
+                "given_back"
             }
             TakeBackOutcome::NothingToTake => "nothing_to_take",
             TakeBackOutcome::UnknownPayment => {
@@ -140,4 +153,17 @@ async fn stripe_webhook(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> 
         "event": parsed.id,
         "result": result,
     })))
+}
+
+/// The balance moved: the account's low-balance notice may be due (or re-armed).
+async fn after_take_back(app: &App, payment_intent: &str) {
+    match app.store.payment(payment_intent).await {
+        Ok(Some(p)) => {
+            app.notices
+                .after_balance_change(&app.store, &p.account_id)
+                .await
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(%payment_intent, error = %e, "reading a payment for its notice"),
+    }
 }

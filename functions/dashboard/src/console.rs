@@ -80,6 +80,12 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         }
         DashBilling => crate::credits::billing(app, req, &me, chrome("Billing", "billing")).await,
         DashBillingCsv => crate::credits::billing_csv(app, &me).await,
+        DashBudgets => {
+            crate::budgets::show(app, &me, chrome("Budgets", "budgets"), None, StatusCode::OK).await
+        }
+        DashSaveBudgets => {
+            crate::budgets::save(app, req, v, &me, chrome("Budgets", "budgets")).await
+        }
         DashSupport => Ok(page(
             StatusCode::OK,
             &SupportPage {

@@ -7,6 +7,7 @@
 //! signed session cookie) → CSRF on every POST → the page's handler, which calls the same
 //! shared domain code as the API → render. One error type, [`web::DashError`], rendered once.
 
+mod budgets;
 mod console;
 mod credits;
 mod public;
@@ -24,6 +25,7 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::identity::{Cognito, TokenVerifier, Tokens};
 use mimiry_shared::jobs::report_token::SigningKey;
 use mimiry_shared::lambda::HttpFunction;
+use mimiry_shared::notices::Notices;
 use mimiry_shared::provider::GpuProvider;
 use mimiry_shared::queue::JobQueue;
 use mimiry_shared::routes::{match_route, RouteName, DASHBOARD};
@@ -45,6 +47,8 @@ pub struct App {
     pub queue: JobQueue,
     /// Stripe Checkout: Add Credits starts a session; the webhook (another function) credits.
     pub billing: Billing,
+    /// The low-balance notice (Budgets): checked when its threshold is saved.
+    pub notices: Notices,
     pub cognito: Cognito,
     pub tokens: TokenVerifier,
     /// Signs session cookies and CSRF tokens; read from Secrets Manager on first use.
@@ -62,6 +66,7 @@ impl HttpFunction for App {
             provider: wiring::provider(clients, config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             billing: Billing::new(clients, BillingConfig::from_env()),
+            notices: wiring::notices(clients, config),
             cognito: Cognito::from_sdk(&clients.sdk, identity.client_id.clone()),
             tokens: TokenVerifier::new(
                 identity.issuer(),

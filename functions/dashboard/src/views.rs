@@ -190,7 +190,7 @@ pub struct CreditsSuccessPage {
 pub fn effect(kind: &str, micros: i64) -> String {
     let amount = Micros(micros.abs());
     match kind {
-        "purchase" | "credit" => format!("+{amount}"),
+        "purchase" | "credit" | "dispute_won" => format!("+{amount}"),
         "charge" | "refund" | "dispute" => format!("-{amount}"),
         _ => "0.00".into(),
     }
@@ -238,6 +238,7 @@ impl LedgerRow {
                 "release" => "Release",
                 "refund" => "Refund",
                 "dispute" => "Dispute",
+                "dispute_won" => "Dispute won",
                 _ => "Other",
             },
             amount: Micros(e.amount_micros).to_string(),
@@ -259,6 +260,30 @@ pub struct BillingPage {
     /// `cursor=…` of the next page, when there is one.
     pub next_cursor: Option<String>,
     pub first_page: bool,
+}
+
+#[derive(Template)]
+#[template(path = "budgets.html")]
+pub struct BudgetsPage {
+    pub c: Chrome,
+    pub spent: Amount,
+    pub limit_set: bool,
+    /// The form's fields: what is stored, or what was typed when refused.
+    pub limit: String,
+    pub threshold: String,
+    /// The `name` of the field a refused form got wrong ("" when none).
+    pub invalid: &'static str,
+    pub notice_email: Option<String>,
+    /// The notice for the current low balance went out (re-armed above the threshold).
+    pub notified: bool,
+    pub mail_enabled: bool,
+}
+
+impl BudgetsPage {
+    /// The current month as people say it: `November 2026`.
+    pub fn month(&self) -> String {
+        chrono::Utc::now().format("%B %Y").to_string()
+    }
 }
 
 pub struct KeyRow {

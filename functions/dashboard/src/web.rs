@@ -204,10 +204,11 @@ pub enum Flash {
     Cancelled,
     SessionExpired,
     CheckoutCancelled,
+    BudgetsSaved,
 }
 
 impl Flash {
-    const ALL: [(Flash, &'static str, &'static str, bool); 11] = [
+    const ALL: [(Flash, &'static str, &'static str, bool); 12] = [
         (
             Flash::Verified,
             "verified",
@@ -259,6 +260,7 @@ impl Flash {
             "Payment cancelled: nothing was charged and no credits were added.",
             false,
         ),
+        (Flash::BudgetsSaved, "budgets_saved", "Budgets saved.", true),
     ];
 
     pub fn code(self) -> &'static str {

@@ -14,6 +14,7 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::http::RequestCtx;
 use mimiry_shared::jobs::report_token::SigningKey;
 use mimiry_shared::lambda::HttpFunction;
+use mimiry_shared::notices::Notices;
 use mimiry_shared::queue::JobQueue;
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::store::Store;
@@ -27,6 +28,8 @@ pub struct App {
     pub queue: JobQueue,
     pub signing_key: SigningKey,
     pub timers: Timers,
+    /// The low-balance notice, checked after a submit's hold.
+    pub notices: Notices,
 }
 
 impl HttpFunction for App {
@@ -37,6 +40,7 @@ impl HttpFunction for App {
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             signing_key: SigningKey::new(clients.secrets.clone(), config.report_secret_id.clone()),
             timers: config.timers,
+            notices: wiring::notices(clients, config),
         }
     }
 

@@ -8,6 +8,7 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::jobs::model::cost_of;
 use mimiry_shared::jobs::{Job, JobStatus};
+use mimiry_shared::money::Micros;
 use mimiry_shared::names::{is_invisible, DisplayName};
 use mimiry_shared::queue::JobRef;
 use mimiry_shared::store::idempotency::{in_progress, Idempotency};
@@ -123,6 +124,23 @@ pub async fn submit(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     }
     let result = create_job(app, ctx.caller().account_id.clone(), spec, &idempotency).await;
     idempotency.settle(&app.store, result).await
+}
+
+/// Why the store refused the job and its hold, as the API says it.
+fn refusal(e: SubmitError, hold: Micros) -> ApiError {
+    match e {
+        SubmitError::InsufficientCredits { available } => ApiError::InsufficientCredits {
+            required: hold.to_string(),
+            available: available.to_string(),
+        },
+        SubmitError::SpendLimitReached { limit, spent } => ApiError::MonthlySpendLimitReached {
+            limit: limit.to_string(),
+            spent: spent.to_string(),
+            required: hold.to_string(),
+        },
+        SubmitError::IdempotencyKeyTaken => in_progress(),
+        SubmitError::Other(e) => e,
+    }
 }
 
 /// Checks the spec against the catalog, keys, capacity and credits, then writes the job with
@@ -256,17 +274,13 @@ async fn create_job(
     };
     let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());
     let record = idempotency.record(&reply);
-    match app.store.submit_job(&job, record.as_ref()).await {
-        Ok(()) => {}
-        Err(SubmitError::InsufficientCredits { available }) => {
-            return Err(ApiError::InsufficientCredits {
-                required: hold.to_string(),
-                available: available.to_string(),
-            })
-        }
-        Err(SubmitError::IdempotencyKeyTaken) => return Err(in_progress()),
-        Err(SubmitError::Other(e)) => return Err(e),
-    }
+    app.store
+        .submit_job(&job, record.as_ref())
+        .await
+        .map_err(|e| refusal(e, hold))?;
+    app.notices
+        .after_balance_change(&app.store, &account_id)
+        .await;
     let job_ref = JobRef::new(account_id, job.job_id.clone());
     if let Err(e) = app.queue.send(&job_ref, 0).await {
         // Not lost: the job is in the active index with next_check_at = now, and the

@@ -19,6 +19,7 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::{apply, decide, defer, Effect};
 use mimiry_shared::jobs::report_token::SigningKey;
 use mimiry_shared::jobs::Job;
+use mimiry_shared::notices::Notices;
 use mimiry_shared::provider::GpuProvider;
 use mimiry_shared::queue::{JobQueue, JobRef};
 use mimiry_shared::store::jobs::SaveError;
@@ -40,6 +41,8 @@ pub struct App {
     pub signing_key: SigningKey,
     pub timers: Timers,
     pub public_base_url: String,
+    /// The low-balance notice, checked after a save that took credits.
+    pub notices: Notices,
 }
 
 impl App {
@@ -53,6 +56,7 @@ impl App {
             signing_key: SigningKey::new(clients.secrets.clone(), config.report_secret_id.clone()),
             timers: config.timers,
             public_base_url: config.public_base_url.trim_end_matches('/').to_string(),
+            notices: wiring::notices(clients, config),
         }
     }
 }
@@ -162,6 +166,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         };
         wrote_last = true;
         log_transition(&job, &saved);
+        after_balance_move(app, &job, &saved).await;
         if saved.status.is_terminal() {
             return Ok(());
         }
@@ -181,6 +186,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
             Ok(after) => {
                 wrote_last = true;
                 log_transition(&saved, &after);
+                after_balance_move(app, &saved, &after).await;
                 latest = Some(after);
             }
             // Someone else moved the job on; the next round re-reads it. A result lost this way
@@ -206,6 +212,18 @@ async fn schedule(app: &App, job: &Job) {
     let job_ref = JobRef::new(job.account_id.clone(), job.job_id.clone());
     if let Err(e) = app.queue.send(&job_ref, delay_secs).await {
         tracing::warn!(job_id = %job.job_id, error = %e, "could not schedule the next check; the reconciler will");
+    }
+}
+
+/// A save that moved the balance may have crossed the account's low-balance threshold: down
+/// (a longer hold, a charge beyond the hold) sends the notice, up (a released hold) re-arms it.
+async fn after_balance_move(app: &App, before: &Job, after: &Job) {
+    let taken =
+        (after.hold_micros + after.charged_micros) - (before.hold_micros + before.charged_micros);
+    if taken != 0 {
+        app.notices
+            .after_balance_change(&app.store, &after.account_id)
+            .await;
     }
 }
 

@@ -222,6 +222,45 @@ pub async fn dispute(
     Ok(Json(dispute))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputeOutcome {
+    /// `won`, `lost` or `warning_closed`, as Stripe's `dispute.status` says at the end.
+    status: String,
+}
+
+/// The bank decides: `charge.dispute.closed` with the dispute's final `status`. Closing a
+/// closed dispute is Stripe's 400.
+pub async fn close_dispute(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(o): Json<DisputeOutcome>,
+) -> Result<Json<Value>, StripeError> {
+    if !matches!(o.status.as_str(), "won" | "lost" | "warning_closed") {
+        return Err(StripeError::bad_value(
+            "status",
+            "must be won, lost or warning_closed",
+        ));
+    }
+    let dispute = {
+        let mut store = state.store();
+        let dispute = store
+            .disputes
+            .get_mut(&id)
+            .ok_or_else(|| StripeError::no_such("dispute", &id, "id"))?;
+        if matches!(
+            dispute["status"].as_str(),
+            Some("won" | "lost" | "warning_closed")
+        ) {
+            return Err(StripeError::invalid("This dispute is already closed."));
+        }
+        dispute["status"] = json!(o.status);
+        dispute.clone()
+    };
+    emit(&state, event("charge.dispute.closed", dispute.clone()));
+    Ok(Json(dispute))
+}
+
 pub async fn sessions(State(state): State<AppState>) -> Json<Value> {
     let store = state.store();
     let mut sessions: Vec<Value> = store.sessions.values().map(|s| s.to_json()).collect();

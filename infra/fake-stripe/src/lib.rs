@@ -88,7 +88,8 @@ fn router(state: AppState) -> Router {
         .route("/admin/sessions/{id}/pay", post(admin::pay))
         .route("/admin/sessions/{id}/settle", post(admin::settle))
         .route("/admin/refunds", post(admin::refund))
-        .route("/admin/disputes", post(admin::dispute));
+        .route("/admin/disputes", post(admin::dispute))
+        .route("/admin/disputes/{id}/close", post(admin::close_dispute));
     v1.merge(page)
         .merge(admin)
         .fallback(error::route_not_found)

@@ -62,6 +62,9 @@ enum Command {
         /// The webhook signing secret the local fake Stripe signs with.
         #[arg(long, default_value = "whsec_mimiry_local")]
         stripe_webhook_secret: String,
+        /// The sender of email notices, verified in SES (moto) so that it may send.
+        #[arg(long, env = "NOTICE_FROM_EMAIL")]
+        notice_from: Option<String>,
     },
     /// Create an account; prints its id alone on the last line.
     CreateAccount {
@@ -183,9 +186,11 @@ async fn main() -> Result<()> {
             stripe_secret,
             stripe_api_key,
             stripe_webhook_secret,
+            notice_from,
         } => {
             let template = Template::find()?;
             let names = Names {
+                notice_from: notice_from.filter(|f| !f.trim().is_empty()),
                 table: cli.table.clone(),
                 dead_letter_queue: format!("{queue}-dlq"),
                 queue,

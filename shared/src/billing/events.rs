@@ -50,6 +50,14 @@ pub enum TakeBackEvent {
         dispute: String,
         amount: Micros,
     },
+    /// `charge.dispute.closed`: `won` (or an inquiry closed without a dispute) gives the
+    /// credits back; `lost` keeps them taken.
+    DisputeClosed {
+        charge: String,
+        dispute: String,
+        amount: Micros,
+        won: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +97,17 @@ impl TakeBackEvent {
                 charge,
                 dispute,
                 amount,
+            },
+            TakeBackEvent::DisputeClosed {
+                charge,
+                dispute,
+                amount,
+                won,
+            } => TakeBack::DisputeClosed {
+                charge,
+                dispute,
+                amount,
+                won,
             },
         }
     }
@@ -134,6 +153,10 @@ struct DisputeObject {
     payment_intent: Option<String>,
     amount: i64,
     currency: String,
+    /// On `charge.dispute.closed`: `won`, `lost` or `warning_closed` (an inquiry that never
+    /// became a dispute).
+    #[serde(default)]
+    status: Option<String>,
 }
 
 fn object<T: serde::de::DeserializeOwned>(kind: &str, v: serde_json::Value) -> Result<T, ApiError> {
@@ -209,15 +232,36 @@ pub fn parse(body: &[u8]) -> Result<Parsed, ApiError> {
                 _ => ignored("a charge without a payment intent, or not in USD"),
             }
         }
-        "charge.dispute.created" => {
+        "charge.dispute.created" | "charge.dispute.closed" => {
             let d: DisputeObject = object(&raw.kind, raw.data.object)?;
+            let closed = raw.kind == "charge.dispute.closed";
+            let won = match d.status.as_deref() {
+                _ if !closed => None,
+                Some("won" | "warning_closed") => Some(true),
+                Some("lost") => Some(false),
+                _ => {
+                    return Ok(Parsed {
+                        event: ignored(format!("a closed dispute with status {:?}", d.status)),
+                        id: raw.id,
+                        kind: raw.kind,
+                    })
+                }
+            };
             match (d.payment_intent, usd_micros(d.amount, &d.currency)) {
                 (Some(pi), Some(amount)) => Event::TakeBack {
                     payment_intent: pi,
-                    what: TakeBackEvent::Dispute {
-                        charge: d.charge,
-                        dispute: d.id,
-                        amount,
+                    what: match won {
+                        None => TakeBackEvent::Dispute {
+                            charge: d.charge,
+                            dispute: d.id,
+                            amount,
+                        },
+                        Some(won) => TakeBackEvent::DisputeClosed {
+                            charge: d.charge,
+                            dispute: d.id,
+                            amount,
+                            won,
+                        },
                     },
                 },
                 _ => ignored("a dispute without a payment intent, or not in USD"),
@@ -296,6 +340,31 @@ mod tests {
                 }
             }
         );
+        let closed = |status: &str| {
+            json!({"id": "evt_3", "type": "charge.dispute.closed", "data": {"object": {
+                "id": "dp_1", "object": "dispute", "charge": "ch_1", "payment_intent": "pi_1",
+                "amount": 2500, "currency": "usd", "status": status}}})
+            .to_string()
+        };
+        for (status, won) in [("won", true), ("warning_closed", true), ("lost", false)] {
+            assert_eq!(
+                parse(closed(status).as_bytes()).unwrap().event,
+                Event::TakeBack {
+                    payment_intent: "pi_1".into(),
+                    what: TakeBackEvent::DisputeClosed {
+                        charge: "ch_1".into(),
+                        dispute: "dp_1".into(),
+                        amount: Micros(25_000_000),
+                        won,
+                    }
+                },
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            parse(closed("under_review").as_bytes()).unwrap().event,
+            Event::Ignored { .. }
+        ));
         assert!(parse(b"{}").is_err());
         assert!(parse(b"not json").is_err());
     }

@@ -8,7 +8,7 @@ use crate::time::{now_ms, Millis};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Account {
     pub account_id: String,
     pub name: String,
@@ -22,13 +22,27 @@ pub struct Account {
     /// Credits added (operator grants and purchases), net of what refunds and disputes took
     /// back: `added = balance + held + charged` holds with refunds too.
     pub added_micros: i64,
+    /// The most the account may spend in a calendar month (UTC); none = no limit. See
+    /// [`super::budgets`], which also keeps the month's spend beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_spend_limit_micros: Option<i64>,
+    /// Below this balance the account's owner is emailed once; none = no notice (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_balance_threshold_micros: Option<i64>,
+    /// Where the low-balance notice goes: the person who set the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_email: Option<String>,
+    /// Set when the notice for the current crossing was sent; cleared when the balance is back
+    /// at or above the threshold (which re-arms it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_balance_notified_at: Option<Millis>,
 }
 
 /// One line of an account's ledger.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LedgerEntry {
     pub entry_id: String,
-    /// `credit`, `purchase`, `hold`, `charge`, `release`, `refund` or `dispute`.
+    /// `credit`, `purchase`, `hold`, `charge`, `release`, `refund`, `dispute` or `dispute_won`.
     pub kind: String,
     pub amount_micros: i64,
     pub job_id: Option<String>,
@@ -51,6 +65,7 @@ impl Store {
             held_micros: 0,
             charged_micros: 0,
             added_micros: 0,
+            ..Account::default()
         };
         self.db
             .put_item()

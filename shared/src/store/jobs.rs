@@ -3,6 +3,7 @@
 //! `TransactWriteItems`, so job state and money change together or not at all.
 
 use super::accounts::ACCOUNT_SK;
+use super::budgets;
 use super::cursor;
 use super::idempotency::IdempotencyRecord;
 use super::{account_pk, aws_err, cancelled_conditions, from_item, n, s, to_item, Item, Store};
@@ -13,6 +14,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 pub const ACTIVE_INDEX: &str = "GSI1";
 pub const ACTIVE_PK: &str = "ACTIVE";
+/// Attempts of a submit whose account's spend limit changed while it was being written.
+const SUBMIT_ATTEMPTS: u32 = 3;
 
 pub fn job_sk(job_id: &str) -> String {
     format!("JOB#{job_id}")
@@ -125,6 +128,11 @@ pub enum SubmitError {
     InsufficientCredits {
         available: Micros,
     },
+    /// The hold would take the month's spend past the account's monthly spend limit.
+    SpendLimitReached {
+        limit: Micros,
+        spent: Micros,
+    },
     /// The idempotency key was used by a concurrent request first.
     IdempotencyKeyTaken,
     Other(ApiError),
@@ -157,11 +165,13 @@ fn cursor_decode(c: &str) -> Result<String, ApiError> {
 
 impl Store {
     /// The account update and ledger entries for moving a job's hold/charge from `old` to `new`.
+    /// `limit`: a submit's check of the monthly spend limit it read (see [`super::budgets`]).
     fn money_items(
         &self,
         old_hold: i64,
         old_charged: i64,
         new: &Job,
+        limit: Option<Option<Micros>>,
     ) -> Result<Vec<TransactWriteItem>, ApiError> {
         let d_hold = new.hold_micros - old_hold;
         let d_charged = new.charged_micros - old_charged;
@@ -173,17 +183,26 @@ impl Store {
             .table_name(&self.table)
             .key("PK", s(account_pk(&new.account_id)))
             .key("SK", s(ACCOUNT_SK))
-            .update_expression("ADD balance_micros :db, held_micros :dh, charged_micros :dc")
+            .update_expression(format!(
+                "ADD balance_micros :db, held_micros :dh, charged_micros :dc SET {}",
+                budgets::SPEND_SET
+            ))
             .expression_attribute_values(":db", n(d_balance))
             .expression_attribute_values(":dh", n(d_hold))
             .expression_attribute_values(":dc", n(d_charged));
-        update = if d_balance < 0 {
-            update
-                .condition_expression("attribute_exists(PK) AND balance_micros >= :need")
-                .expression_attribute_values(":need", n(-d_balance))
-        } else {
-            update.condition_expression("attribute_exists(PK)")
-        };
+        // The month's spend moves by what the balance gives up (holds and charges).
+        update = budgets::spend_values(update, -d_balance, crate::time::now_ms());
+        let mut condition = String::from("attribute_exists(PK)");
+        if d_balance < 0 {
+            condition.push_str(" AND balance_micros >= :need");
+            update = update.expression_attribute_values(":need", n(-d_balance));
+        }
+        if let Some(limit) = limit {
+            let (with_values, clause) = budgets::limit_condition(update, limit, Micros(-d_balance));
+            update = with_values;
+            condition = format!("{condition} AND {clause}");
+        }
+        update = update.condition_expression(condition);
         let mut items = vec![TransactWriteItem::builder()
             .update(update.build().map_err(ApiError::internal)?)
             .build()];
@@ -218,50 +237,80 @@ impl Store {
         Ok(items)
     }
 
-    /// Writes a new job and its credit hold in one transaction (plus the idempotency record).
+    /// Writes a new job and its credit hold in one transaction (plus the idempotency record),
+    /// if the balance covers the hold and the hold fits in the monthly spend limit.
     pub async fn submit_job(
         &self,
         job: &Job,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<(), SubmitError> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(job_item(job).map_err(SubmitError::Other)?))
-            .condition_expression("attribute_not_exists(PK)")
-            .build()
-            .map_err(|e| SubmitError::Other(ApiError::internal(e)))?;
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
-        let money = self.money_items(0, 0, job).map_err(SubmitError::Other)?;
-        let account_index = if money.is_empty() { usize::MAX } else { 1 };
-        items.extend(money);
-        let idem_index = items.len();
-        if let Some(record) = idempotency {
-            items.push(
-                self.idempotency_put(&job.account_id, record)
-                    .map_err(SubmitError::Other)?,
-            );
-        }
-        let result = self.transact(items).await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let failed = cancelled_conditions(&e).unwrap_or_default();
-                if failed.get(idem_index) == Some(&true) {
-                    Err(SubmitError::IdempotencyKeyTaken)
-                } else if failed.get(account_index) == Some(&true) {
-                    let available = self
-                        .get_account(&job.account_id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|a| Micros(a.balance_micros))
-                        .unwrap_or(Micros::ZERO);
-                    Err(SubmitError::InsufficientCredits { available })
-                } else {
-                    Err(SubmitError::Other(aws_err(e)))
+        // The limit as read now; the transaction's condition insists it is still the limit.
+        let mut limit = self
+            .get_account(&job.account_id)
+            .await
+            .map_err(SubmitError::Other)?
+            .and_then(|a| a.monthly_spend_limit_micros)
+            .map(Micros);
+        // A new attempt only when the limit changed between our read and the write.
+        for _ in 0..SUBMIT_ATTEMPTS {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(job_item(job).map_err(SubmitError::Other)?))
+                .condition_expression("attribute_not_exists(PK)")
+                .build()
+                .map_err(|e| SubmitError::Other(ApiError::internal(e)))?;
+            let mut items = vec![TransactWriteItem::builder().put(put).build()];
+            let money = self
+                .money_items(0, 0, job, Some(limit))
+                .map_err(SubmitError::Other)?;
+            let account_index = if money.is_empty() { usize::MAX } else { 1 };
+            items.extend(money);
+            let idem_index = items.len();
+            if let Some(record) = idempotency {
+                items.push(
+                    self.idempotency_put(&job.account_id, record)
+                        .map_err(SubmitError::Other)?,
+                );
+            }
+            let e = match self.transact(items).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let failed = cancelled_conditions(&e).unwrap_or_default();
+            if failed.get(idem_index) == Some(&true) {
+                return Err(SubmitError::IdempotencyKeyTaken);
+            }
+            if failed.get(account_index) != Some(&true) {
+                return Err(SubmitError::Other(aws_err(e)));
+            }
+            // Which of the account's conditions failed: read what it holds now.
+            let now = crate::time::now_ms();
+            let Some((account, spent)) = self
+                .account_and_spend(&job.account_id, now)
+                .await
+                .map_err(SubmitError::Other)?
+            else {
+                return Err(SubmitError::InsufficientCredits {
+                    available: Micros::ZERO,
+                });
+            };
+            if account.balance_micros < job.hold_micros {
+                return Err(SubmitError::InsufficientCredits {
+                    available: Micros(account.balance_micros),
+                });
+            }
+            let now_limit = account.monthly_spend_limit_micros.map(Micros);
+            if let Some(l) = now_limit {
+                if spent.0 + job.hold_micros > l.0 {
+                    return Err(SubmitError::SpendLimitReached { limit: l, spent });
                 }
             }
+            limit = now_limit;
         }
+        Err(SubmitError::Other(ApiError::Conflict {
+            code: "busy",
+            message: "The account's settings changed during the request; retry".into(),
+        }))
     }
 
     pub async fn get_job(&self, account_id: &str, job_id: &str) -> Result<Option<Job>, ApiError> {
@@ -283,7 +332,7 @@ impl Store {
             .expression_attribute_values(":v", n(old.version))
             .build()
             .map_err(ApiError::internal)?;
-        let money = self.money_items(old.hold_micros, old.charged_micros, &saved)?;
+        let money = self.money_items(old.hold_micros, old.charged_micros, &saved, None)?;
         let result = if money.is_empty() {
             self.db
                 .put_item()

@@ -16,6 +16,7 @@
 //! | operator's email link | `EMAIL#{email}` | `LINK` |
 
 pub mod accounts;
+pub mod budgets;
 pub mod cursor;
 pub mod idempotency;
 pub mod jobs;

@@ -55,6 +55,13 @@ pub struct PaymentRecord {
     pub refunded_micros: i64,
     pub disputed_micros: i64,
     pub disputes: Vec<String>,
+    /// What each dispute took (`disputed_micros` is their sum): what a won dispute gives back.
+    #[serde(default)]
+    pub dispute_taken: std::collections::BTreeMap<String, i64>,
+    /// Disputes closed in the account's favour (their credits were given back), or closed
+    /// before their `created` event arrived: either way nothing more happens for them.
+    #[serde(default)]
+    pub disputes_closed: Vec<String>,
     pub created_at: Millis,
     pub version: i64,
 }
@@ -92,11 +99,21 @@ pub enum TakeBack {
         dispute: String,
         amount: Micros,
     },
+    /// `charge.dispute.closed`: `won` gives back what the dispute took; lost, it stays taken
+    /// (and is taken now if its `created` event has not arrived).
+    DisputeClosed {
+        charge: String,
+        dispute: String,
+        amount: Micros,
+        won: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TakeBackOutcome {
     Taken(Micros),
+    /// A won dispute gave these credits back.
+    Returned(Micros),
     /// Already applied (this event, an earlier one with the same figure, or the same dispute).
     NothingToTake,
     /// No credited payment has this payment intent (yet): the purchase's event may still be on
@@ -153,6 +170,8 @@ impl Store {
             refunded_micros: 0,
             disputed_micros: 0,
             disputes: Vec::new(),
+            dispute_taken: Default::default(),
+            disputes_closed: Vec::new(),
             created_at: now_ms(),
             version: 0,
         };
@@ -270,17 +289,58 @@ impl Store {
                     charge,
                     dispute,
                     amount,
+                }
+                | TakeBack::DisputeClosed {
+                    charge,
+                    dispute,
+                    amount,
+                    won: false,
                 } => {
                     if record.disputes.contains(dispute) {
                         return Ok(TakeBackOutcome::NothingToTake);
                     }
-                    let delta = amount.0.min(left);
-                    new.disputed_micros += delta.max(0);
+                    let delta = amount.0.min(left).max(0);
+                    new.disputed_micros += delta;
                     new.disputes.push(dispute.clone());
+                    new.dispute_taken.insert(dispute.clone(), delta);
                     (delta, "dispute", charge, Some(dispute.clone()))
                 }
+                TakeBack::DisputeClosed {
+                    charge,
+                    dispute,
+                    amount,
+                    won: true,
+                } => {
+                    if record.disputes_closed.contains(dispute) {
+                        return Ok(TakeBackOutcome::NothingToTake);
+                    }
+                    new.disputes_closed.push(dispute.clone());
+                    // Won before its `created` arrived: mark it, so that event takes nothing.
+                    if !record.disputes.contains(dispute) {
+                        new.disputes.push(dispute.clone());
+                        new.dispute_taken.insert(dispute.clone(), 0);
+                    }
+                    // Records from before `dispute_taken` existed: the dispute's amount, never
+                    // more than all disputes took.
+                    let taken = record
+                        .dispute_taken
+                        .get(dispute)
+                        .copied()
+                        .unwrap_or(amount.0)
+                        .min(record.disputed_micros)
+                        .max(0);
+                    new.disputed_micros -= taken;
+                    (-taken, "dispute_won", charge, Some(dispute.clone()))
+                }
             };
-            if delta <= 0 {
+            if delta == 0 {
+                // Still worth recording (a won dispute seen before its `created`).
+                if new.disputes != record.disputes {
+                    self.put_payment(payment_intent, &record, &new).await?;
+                }
+                return Ok(TakeBackOutcome::NothingToTake);
+            }
+            if delta < 0 && kind != "dispute_won" {
                 return Ok(TakeBackOutcome::NothingToTake);
             }
             let put = Put::builder()
@@ -297,12 +357,13 @@ impl Store {
             let entry = LedgerEntry {
                 entry_id: uuid::Uuid::new_v4().to_string(),
                 kind: kind.into(),
-                amount_micros: delta,
                 job_id: None,
                 note: match kind {
                     "refund" => "payment refunded: credits taken back".into(),
+                    "dispute_won" => "dispute won: credits given back".into(),
                     _ => "payment disputed: credits taken back".into(),
                 },
+                amount_micros: delta.abs(),
                 at: now_ms(),
                 payment: Some(PaymentRef {
                     event_id: event_id.to_string(),
@@ -319,6 +380,7 @@ impl Store {
                 self.ledger_entry_put(&record.account_id, entry)?,
             ];
             match self.transact(items).await {
+                Ok(()) if delta < 0 => return Ok(TakeBackOutcome::Returned(Micros(-delta))),
                 Ok(()) => return Ok(TakeBackOutcome::Taken(Micros(delta))),
                 Err(e) => match cancelled_conditions(&e) {
                     Some(failed) if failed.first() == Some(&true) => {
@@ -334,5 +396,38 @@ impl Store {
             code: "busy",
             message: "The payment is being changed by other events; retry".into(),
         })
+    }
+
+    /// Saves a payment record under its version, moving no money (a busy payment makes Stripe
+    /// retry the event).
+    async fn put_payment(
+        &self,
+        payment_intent: &str,
+        old: &PaymentRecord,
+        new: &PaymentRecord,
+    ) -> Result<(), ApiError> {
+        self.db
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(
+                new,
+                payment_pk(payment_intent),
+                "PAYMENT".into(),
+            )?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(old.version))
+            .send()
+            .await
+            .map_err(|e| {
+                if super::is_condition_failure(&e) {
+                    ApiError::Conflict {
+                        code: "busy",
+                        message: "The payment is being changed by other events; retry".into(),
+                    }
+                } else {
+                    aws_err(e)
+                }
+            })?;
+        Ok(())
     }
 }

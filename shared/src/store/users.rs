@@ -83,6 +83,7 @@ impl Store {
             held_micros: 0,
             charged_micros: 0,
             added_micros: credit.0,
+            ..Account::default()
         };
         let put = |item| -> Result<TransactWriteItem, ApiError> {
             Ok(TransactWriteItem::builder()
