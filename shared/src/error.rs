@@ -14,6 +14,9 @@ pub enum ApiError {
     InsufficientScope { required: &'static str },
     #[error("Insufficient credits")]
     InsufficientCredits { required: String, available: String },
+    /// A job's `max_cost` cannot pay for the least a job costs (see `jobs::model::MaxCost`).
+    #[error("max_cost is below the minimum a job of this type can cost")]
+    InsufficientBudget { max_cost: String, minimum: String },
     /// `SSH key not found`: 400 when a job names it, 404 when it is the resource itself.
     #[error("SSH key not found")]
     SshKeyNotFound { id: String, as_resource: bool },
@@ -74,7 +77,7 @@ impl ApiError {
         match self {
             Unauthorized => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            InsufficientCredits { .. } | InsufficientBudget { .. } => StatusCode::PAYMENT_REQUIRED,
             SshKeyNotFound { as_resource, .. } => {
                 if *as_resource {
                     StatusCode::NOT_FOUND
@@ -102,6 +105,7 @@ impl ApiError {
             Unauthorized => "unauthorized",
             InsufficientScope { .. } => "insufficient_scope",
             InsufficientCredits { .. } => "insufficient_credits",
+            InsufficientBudget { .. } => "insufficient_budget",
             SshKeyNotFound { .. } => "ssh_key_not_found",
             NoAvailableInstances { .. } => "no_available_instances",
             UnsupportedMediaType => "unsupported_media_type",
@@ -140,6 +144,9 @@ impl ApiError {
                 required,
                 available,
             } => Some(json!({ "required": required, "available": available })),
+            InsufficientBudget { max_cost, minimum } => Some(
+                json!({ "field": "max_cost", "max_cost": max_cost, "minimum": minimum }),
+            ),
             SshKeyNotFound { id, .. } => Some(json!({ "ssh_key_id": id })),
             NoAvailableInstances {
                 instance_type,

@@ -107,12 +107,17 @@ fn job(status: JobStatus) -> Job {
         instance_seen_at: None,
         instance_ended_at: None,
         retired_instances: vec![],
+        deploy_requested_at: None,
+        instance_gone_by: None,
+        retired_lives: vec![],
         started_at: None,
         offline_seen_at: None,
         finished_at: None,
         provider_errors: 0,
         hold_micros: hold0(),
         charged_micros: 0,
+        max_cost_micros: None,
+        absorbed_micros: 0,
         cancel_requested_at: None,
         report: None,
         outcome: None,
@@ -1124,6 +1129,7 @@ fn observation(
         } else {
             0
         }),
+        answered_at: None,
     }
 }
 
@@ -1294,6 +1300,7 @@ fn terminal_jobs_never_change_whatever_is_seen() {
                     instance: instance.clone(),
                     available_locations: Some(locs()),
                     balance: Micros(1_000_000_000),
+                    answered_at: None,
                 };
                 let d = decide(&j, &obs, at, &t);
                 assert_eq!(d.job, j, "{status:?} {instance:?}");
@@ -1350,9 +1357,21 @@ fn needs_balance_only_when_the_hold_falls_short() {
     assert!(!due(&running, hold0()));
     assert!(!due(&running, 100_000 + 125_000));
     assert!(due(&running, 100_000 + 125_000 - 1));
+    // An ending job keeps its hold ahead of the teardown: cost so far + two delete retries
+    // (10 s) while the instance lives, then exactly what is owed.
     let mut ending = running.clone();
     ending.outcome = Some(failed_outcome(FailureReason::InstanceLost, deployed));
-    assert!(!due(&ending, 0), "an ending job does not extend its hold");
+    assert!(!due(&ending, 100_000 + 10_000));
+    assert!(due(&ending, 100_000 + 10_000 - 1), "a teardown is covered");
+    let mut deleted = ending.clone();
+    deleted.instance_ended_at = Some(deployed + secs(90));
+    assert!(!due(&deleted, 90_000));
+    assert!(due(&deleted, 90_000 - 1), "what is owed at settling is covered");
+    // A budget that the hold has reached stops the extensions.
+    let mut capped = running.clone();
+    capped.max_cost_micros = Some(150_000);
+    assert!(!due(&capped, 150_000));
+    assert!(due(&capped, 149_999));
     for status in [JobStatus::Queued, JobStatus::Completed] {
         assert!(!due(&job(status), 0), "{status:?} holds nothing more");
     }
@@ -1898,6 +1917,7 @@ impl Sim {
                 instance,
                 available_locations: Some(locs()),
                 balance: Micros(1_000_000_000),
+                answered_at: None,
             };
             let d = decide(j, &obs, self.now + secs(1000), &self.t);
             assert_eq!(&d.job, j, "{name}: a late observation moved a settled job");
@@ -2659,6 +2679,7 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
                 instance: instance.clone(),
                 available_locations: Some(locs()),
                 balance: Micros(1),
+                answered_at: None,
             };
             let d = decide(&settled, &obs, sim.now + later, &t);
             assert_eq!(
@@ -2677,6 +2698,7 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
         instance: InstanceObservation::Seen(InstanceState::Offline { ip: None }),
         available_locations: None,
         balance: Micros(0),
+        answered_at: None,
     };
     assert_eq!(
         decide(&running, &obs, T0 + secs(120), &t),
@@ -2819,6 +2841,7 @@ fn a_report_while_provisioning_records_the_running_step_from_the_wrappers_clock(
                 instance: instance.clone(),
                 available_locations: None,
                 balance: Micros(0),
+                answered_at: None,
             };
             let d = decide(&j, &obs, T0 + secs(41), &t);
             assert_eq!(d.job.status, JobStatus::Running, "{instance:?}");
@@ -2863,6 +2886,7 @@ fn an_offline_instance_still_tells_its_ip() {
         }),
         available_locations: None,
         balance: Micros(hold0()),
+        answered_at: None,
     };
     let d = decide(&j, &obs, T0 + secs(61), &timers());
     assert_eq!(d.job.ip.as_deref(), Some("198.51.100.9"));
