@@ -222,4 +222,16 @@ fn log_transition(before: &Job, after: &Job) {
             "job moved"
         );
     }
+    if after.absorbed_micros != before.absorbed_micros {
+        // Mimiry's absorbed cost (docs/decisions.md, "Exact billing"): provider time the rule
+        // does not bill, one line per change so it can be summed from the logs.
+        tracing::info!(
+            job_id = %after.job_id,
+            account = %after.account_id,
+            absorbed_micros = after.absorbed_micros - before.absorbed_micros,
+            job_absorbed_micros = after.absorbed_micros,
+            charged_micros = after.charged_micros,
+            "absorbed cost"
+        );
+    }
 }
