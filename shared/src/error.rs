@@ -144,9 +144,9 @@ impl ApiError {
                 required,
                 available,
             } => Some(json!({ "required": required, "available": available })),
-            InsufficientBudget { max_cost, minimum } => Some(
-                json!({ "field": "max_cost", "max_cost": max_cost, "minimum": minimum }),
-            ),
+            InsufficientBudget { max_cost, minimum } => {
+                Some(json!({ "field": "max_cost", "max_cost": max_cost, "minimum": minimum }))
+            }
             SshKeyNotFound { id, .. } => Some(json!({ "ssh_key_id": id })),
             NoAvailableInstances {
                 instance_type,

@@ -93,7 +93,13 @@ async fn a_budget_below_the_minimum_is_a_402_and_a_malformed_one_a_400() {
     let acc = account_of(stack, &account.account_id).await;
     assert_eq!(acc.held_micros, 0, "nothing held for a refused job");
 
-    for bad in [json!(12.5), json!("-1"), json!("0"), json!("12,50"), json!("1e3")] {
+    for bad in [
+        json!(12.5),
+        json!("-1"),
+        json!("0"),
+        json!("12,50"),
+        json!("1e3"),
+    ] {
         body["max_cost"] = bad.clone();
         let answer = submit(stack, &account.key, &body).await;
         assert_eq!(answer.status, 400, "{bad}: {answer:?}");

@@ -16,7 +16,7 @@ use mimiry_shared::catalog::Catalog;
 use mimiry_shared::chaos;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
-use mimiry_shared::jobs::lifecycle::{apply, decide, defer, Effect};
+use mimiry_shared::jobs::lifecycle::{apply, decide, defer, note_seen_alive, Effect};
 use mimiry_shared::jobs::report_token::SigningKey;
 use mimiry_shared::jobs::Job;
 use mimiry_shared::provider::GpuProvider;
@@ -111,6 +111,11 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
                 }
             },
         };
+        // The reconciler's sighting rides on the decision's write (same version condition).
+        let seen = match &job_ref.seen_alive {
+            Some(s) => note_seen_alive(&job, &s.instance_id, s.at),
+            None => job.clone(),
+        };
         if job.status.is_terminal() {
             return Ok(());
         }
@@ -135,7 +140,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
 
         chaos::point("worker: before observing")?;
         let looked = observe::observe(app, &job, now).await?;
-        let decision = decide(&job, &looked.observation, now, &app.timers);
+        let decision = decide(&seen, &looked.observation, now, &app.timers);
         // The step would call a provider path paused by its rate limit: leave the job as it
         // is and look again when the pause is over (spread by jitter), instead of calling.
         if let Some(wait) = effects::deferral(app, &job, &decision.effect) {

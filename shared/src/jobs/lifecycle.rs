@@ -169,6 +169,20 @@ pub enum EffectResult {
     },
 }
 
+/// The job, knowing that its instance `instance_id` was seen alive (in the reconciler's list)
+/// at `at`: an instance found gone later is billed until then. Nothing changes for another
+/// instance, or one whose end is already known.
+pub fn note_seen_alive(job: &Job, instance_id: &str, at: Millis) -> Job {
+    let mut j = job.clone();
+    if j.instance_id.as_deref() == Some(instance_id)
+        && j.instance_ended_at.is_none()
+        && j.deployed_at.is_some_and(|d| d <= at)
+    {
+        j.instance_seen_at = Some(j.instance_seen_at.map_or(at, |s| s.max(at)));
+    }
+    j
+}
+
 /// Whether the worker must fetch availability before deciding.
 pub fn needs_availability(job: &Job) -> bool {
     job.status == JobStatus::Queued

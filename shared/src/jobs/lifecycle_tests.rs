@@ -12,8 +12,9 @@
 //!    added = balance + held + charged and held = 0.
 
 use super::lifecycle::{
-    apply, decide, needs_availability, needs_balance, needs_instance_look, Decision, DeployOutcome,
-    Effect, EffectResult, InstanceObservation, InstanceState, Observation, MAX_DEPLOY_ERRORS,
+    apply, decide, needs_availability, needs_balance, needs_instance_look, note_seen_alive,
+    Decision, DeployOutcome, Effect, EffectResult, InstanceObservation, InstanceState, Observation,
+    MAX_DEPLOY_ERRORS,
 };
 use super::model::{cost_of, hostname, FailureReason, Job, JobStatus, Outcome, Report};
 use crate::config::Timers;
@@ -1366,7 +1367,10 @@ fn needs_balance_only_when_the_hold_falls_short() {
     let mut deleted = ending.clone();
     deleted.instance_ended_at = Some(deployed + secs(90));
     assert!(!due(&deleted, 90_000));
-    assert!(due(&deleted, 90_000 - 1), "what is owed at settling is covered");
+    assert!(
+        due(&deleted, 90_000 - 1),
+        "what is owed at settling is covered"
+    );
     // A budget that the hold has reached stops the extensions.
     let mut capped = running.clone();
     capped.max_cost_micros = Some(150_000);
@@ -2949,7 +2953,10 @@ fn budget_reached_while_running_stops_the_job_before_its_cost_passes_max_cost() 
         "stopped too early: {}",
         j.charged_micros
     );
-    assert_eq!(sim.max_hold, 200_000, "the hold grew to the budget, not past it");
+    assert_eq!(
+        sim.max_hold, 200_000,
+        "the hold grew to the budget, not past it"
+    );
     // The rich balance was never touched beyond the budget.
     assert_eq!(sim.balance, sim.added - j.charged_micros);
 }
@@ -2991,7 +2998,10 @@ fn budget_reached_during_a_failing_teardown_never_charges_past_max_cost() {
     );
     let j = &sim.job;
     assert_eq!(j.charged_micros, 150_000);
-    assert!(billable_cost(j, sim.now) > 150_000, "the teardown ran past the budget");
+    assert!(
+        billable_cost(j, sim.now) > 150_000,
+        "the teardown ran past the budget"
+    );
     assert_eq!(
         j.charged_micros + j.absorbed_micros,
         sim.job.possible_value(sim.now).0
@@ -3019,7 +3029,11 @@ fn a_slow_teardown_extends_the_hold_and_is_charged_in_full() {
     assert!(sim.max_hold > cost_of(price(), 20).0, "the hold never grew");
     // Absorbed: only the second between the deploy request and its return, and the one
     // between the delete call and its return.
-    assert!(j.absorbed_micros <= cost_of(price(), 3).0, "{}", j.absorbed_micros);
+    assert!(
+        j.absorbed_micros <= cost_of(price(), 3).0,
+        "{}",
+        j.absorbed_micros
+    );
 }
 
 #[test]
@@ -3050,8 +3064,15 @@ fn an_abandoned_fail_over_attempt_is_absorbed_not_billed() {
     assert_ne!(j.instance_id.as_deref(), Some("inst-1"));
     let first_life = cost_of(price(), (first.gone_at.unwrap() - first.created_at) / 1000).0;
     assert!(first_life > 0);
-    assert_eq!(j.charged_micros, sim.charge_for(j.instance_id.as_deref().unwrap()));
-    assert!(j.absorbed_micros >= first_life, "{} < {first_life}", j.absorbed_micros);
+    assert_eq!(
+        j.charged_micros,
+        sim.charge_for(j.instance_id.as_deref().unwrap())
+    );
+    assert!(
+        j.absorbed_micros >= first_life,
+        "{} < {first_life}",
+        j.absorbed_micros
+    );
     assert!(j.retired_lives.is_empty());
 }
 
@@ -3075,4 +3096,41 @@ fn absorbing_a_retired_attempt_happens_once_under_a_duplicate_result() {
     assert_eq!(once.absorbed_micros, 31_000);
     let twice = apply(&once, &deleted, T0 + secs(32), &t);
     assert_eq!(twice.absorbed_micros, 31_000);
+}
+
+#[test]
+fn an_instance_found_gone_is_billed_until_the_reconciler_last_listed_it_alive() {
+    let t = timers();
+    let running = job(JobStatus::Running);
+    let deployed = running.deployed_at.unwrap();
+    let listed = deployed + secs(50);
+    let seen = note_seen_alive(&running, "inst-1", listed);
+    assert_eq!(seen.instance_seen_at, Some(listed));
+    // An older sighting, another instance's, or an instance whose end is known: no change.
+    assert_eq!(note_seen_alive(&seen, "inst-1", deployed + secs(10)), seen);
+    assert_eq!(note_seen_alive(&running, "inst-9", listed), running);
+    let mut ended = running.clone();
+    ended.instance_ended_at = Some(deployed + secs(5));
+    assert_eq!(note_seen_alive(&ended, "inst-1", listed), ended);
+
+    let gone = Observation {
+        instance: InstanceObservation::Seen(InstanceState::Gone),
+        available_locations: None,
+        balance: Micros::ZERO,
+        answered_at: Some(deployed + secs(71)),
+    };
+    let d = decide(&seen, &gone, deployed + secs(70), &t);
+    assert_eq!(
+        d.job.instance_ended_at,
+        Some(listed),
+        "billed until last listed alive"
+    );
+    assert_eq!(d.job.instance_gone_by, Some(deployed + secs(71)));
+    assert_eq!(
+        d.job.outcome.as_ref().and_then(|o| o.failure_reason),
+        Some(FailureReason::InstanceLost)
+    );
+    // Without the sighting, only until the worker's own last look.
+    let d = decide(&running, &gone, deployed + secs(70), &t);
+    assert_eq!(d.job.instance_ended_at, running.instance_seen_at);
 }
