@@ -82,6 +82,8 @@ pub struct Observation {
     /// When the provider's answer about the instance arrived (after `now`): a look that found
     /// the instance gone proves it gone by then. `None`: at `now`.
     pub answered_at: Option<Millis>,
+    /// The instance's `created_at` as the provider reports it, if the look returned it.
+    pub instance_created_at: Option<Millis>,
 }
 
 /// The one side effect a decision asks for.
@@ -392,6 +394,15 @@ fn note_observation(j: &mut Job, obs: &Observation, now: Millis) {
                 }
             }
             alive => {
+                // The provider's own creation time, when it lies between our deploy request
+                // and the deploy's return, is the start of what it can bill us: a tighter
+                // bound of the absorbed part than the request (which a retried deploy keeps
+                // from its first try).
+                if let (Some(created), Some(deployed)) = (obs.instance_created_at, j.deployed_at) {
+                    if created <= deployed && j.deploy_requested_at.is_none_or(|r| created >= r) {
+                        j.deploy_requested_at = Some(created);
+                    }
+                }
                 j.instance_seen_at = Some(now);
                 j.provider_errors = 0;
                 match alive {

@@ -1131,6 +1131,7 @@ fn observation(
             0
         }),
         answered_at: None,
+        instance_created_at: None,
     }
 }
 
@@ -1302,6 +1303,7 @@ fn terminal_jobs_never_change_whatever_is_seen() {
                     available_locations: Some(locs()),
                     balance: Micros(1_000_000_000),
                     answered_at: None,
+                    instance_created_at: None,
                 };
                 let d = decide(&j, &obs, at, &t);
                 assert_eq!(d.job, j, "{status:?} {instance:?}");
@@ -1949,6 +1951,7 @@ impl Sim {
                 available_locations: Some(locs()),
                 balance: Micros(1_000_000_000),
                 answered_at: None,
+                instance_created_at: None,
             };
             let d = decide(j, &obs, self.now + secs(1000), &self.t);
             assert_eq!(&d.job, j, "{name}: a late observation moved a settled job");
@@ -2711,6 +2714,7 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
                 available_locations: Some(locs()),
                 balance: Micros(1),
                 answered_at: None,
+                instance_created_at: None,
             };
             let d = decide(&settled, &obs, sim.now + later, &t);
             assert_eq!(
@@ -2730,6 +2734,7 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
         available_locations: None,
         balance: Micros(0),
         answered_at: None,
+        instance_created_at: None,
     };
     assert_eq!(
         decide(&running, &obs, T0 + secs(120), &t),
@@ -2873,6 +2878,7 @@ fn a_report_while_provisioning_records_the_running_step_from_the_wrappers_clock(
                 available_locations: None,
                 balance: Micros(0),
                 answered_at: None,
+                instance_created_at: None,
             };
             let d = decide(&j, &obs, T0 + secs(41), &t);
             assert_eq!(d.job.status, JobStatus::Running, "{instance:?}");
@@ -2918,6 +2924,7 @@ fn an_offline_instance_still_tells_its_ip() {
         available_locations: None,
         balance: Micros(hold0()),
         answered_at: None,
+        instance_created_at: None,
     };
     let d = decide(&j, &obs, T0 + secs(61), &timers());
     assert_eq!(d.job.ip.as_deref(), Some("198.51.100.9"));
@@ -3118,6 +3125,7 @@ fn an_instance_found_gone_is_billed_until_the_reconciler_last_listed_it_alive() 
         available_locations: None,
         balance: Micros::ZERO,
         answered_at: Some(deployed + secs(71)),
+        instance_created_at: None,
     };
     let d = decide(&seen, &gone, deployed + secs(70), &t);
     assert_eq!(
@@ -3133,4 +3141,32 @@ fn an_instance_found_gone_is_billed_until_the_reconciler_last_listed_it_alive() 
     // Without the sighting, only until the worker's own last look.
     let d = decide(&running, &gone, deployed + secs(70), &t);
     assert_eq!(d.job.instance_ended_at, running.instance_seen_at);
+}
+
+#[test]
+fn the_providers_creation_time_tightens_the_absorbed_bound_but_never_the_charge() {
+    let t = timers();
+    let mut booting = job(JobStatus::Provisioning);
+    booting.deploy_requested_at = Some(T0);
+    let deployed = booting.deployed_at.unwrap(); // T0 + 2 s
+    let look = |created: Millis| Observation {
+        instance: InstanceObservation::Seen(InstanceState::Booting),
+        available_locations: None,
+        balance: Micros::ZERO,
+        answered_at: None,
+        instance_created_at: Some(created),
+    };
+    let now = deployed + secs(10);
+    let d = decide(&booting, &look(T0 + 1500), now, &t);
+    assert_eq!(d.job.deploy_requested_at, Some(T0 + 1500));
+    assert_eq!(
+        d.job.deployed_at,
+        Some(deployed),
+        "the charge still starts at the return"
+    );
+    // A creation time outside [request, return] (another clock) is not believed.
+    for odd in [T0 - 1, deployed + 1] {
+        let d = decide(&booting, &look(odd), now, &t);
+        assert_eq!(d.job.deploy_requested_at, Some(T0), "{odd}");
+    }
 }
