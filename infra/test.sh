@@ -43,7 +43,7 @@ cargo test --workspace --test chaos -- --nocapture
 
 step "chaos test (production hold, CHAOS_JOBS=${CHAOS_PROD_HOLD_JOBS:-20})"
 # The same verdict with production's 1-hour hold, smaller: 60 jobs again would add over 3
-# minutes (~195 s measured); 20 add about 90 s.
+# minutes (~195 s measured); 20 add about 100 s.
 CHAOS_HOLD_SECONDS=3600 CHAOS_JOBS="${CHAOS_PROD_HOLD_JOBS:-20}" \
   cargo test --workspace --test chaos -- --nocapture
 
