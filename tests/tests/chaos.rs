@@ -587,14 +587,19 @@ fn owed_by_rule(job: &Job, instances: &[&Value], now_ms: i64) -> Micros {
         .map_or(Micros::ZERO, |i| life_value(job, i, now_ms))
 }
 
-/// How one job's charge compares with the rule: (overbilled by, billed short and not absorbed
-/// by), each ≥ 0. The rule charges the inner bounds of what Mimiry can know of the provider's
-/// times and records the rest as absorbed, so the second is 0 when every unbilled second is
-/// on the books; a job stopped by its balance or budget absorbs its unpaid teardown the same
-/// way.
-fn billing_error(job: &Job, owed: Micros) -> (i64, i64) {
+/// How one job's charge compares with the rule: (overbilled by, billed short by), each ≥ 0.
+/// The rule charges the inner bounds of what Mimiry can know of the provider's times and
+/// records the rest as absorbed, so nothing the provider's record shows may be neither
+/// charged nor absorbed. A job of an account that can pay (`can_pay`: a rich one, never near
+/// its balance) must moreover be charged exactly the rule's seconds between the bounds it
+/// recorded: only a job stopped by its balance (or budget) may leave its teardown unpaid.
+fn billing_error(job: &Job, owed: Micros, can_pay: bool) -> (i64, i64) {
     let over = (job.charged_micros - owed.0).max(0);
-    let short = (owed.0 - job.charged_micros - job.absorbed_micros).max(0);
+    let mut short = (owed.0 - job.charged_micros - job.absorbed_micros).max(0);
+    if can_pay {
+        let by_rule = cost_of(job.price_per_hour(), job.billable_seconds(0)).0;
+        short += (by_rule - job.charged_micros).max(0);
+    }
     (over, short)
 }
 
@@ -1005,7 +1010,11 @@ async fn run() {
         charged_total = charged_total + Micros(j.charged_micros);
         absorbed_total += j.absorbed_micros;
         let owed = owed_by_rule(j, &instances, now_ms);
-        let (over, short) = billing_error(j, owed);
+        let rich = accounts
+            .iter()
+            .position(|a| a.account_id == j.account_id)
+            .is_some_and(|i| purses[i] == Purse::Rich);
+        let (over, short) = billing_error(j, owed, rich);
         billing_error_micros += over + short;
         if over > 0 || short > 0 {
             let line = format!(
