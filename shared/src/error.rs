@@ -21,6 +21,9 @@ pub enum ApiError {
         spent: String,
         required: String,
     },
+    /// A job's `max_cost` cannot pay for the least a job costs (see `jobs::model::MaxCost`).
+    #[error("max_cost is below the minimum a job of this type can cost")]
+    InsufficientBudget { max_cost: String, minimum: String },
     /// `SSH key not found`: 400 when a job names it, 404 when it is the resource itself.
     #[error("SSH key not found")]
     SshKeyNotFound { id: String, as_resource: bool },
@@ -81,9 +84,9 @@ impl ApiError {
         match self {
             Unauthorized => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            InsufficientCredits { .. } | MonthlySpendLimitReached { .. } => {
-                StatusCode::PAYMENT_REQUIRED
-            }
+            InsufficientCredits { .. }
+            | MonthlySpendLimitReached { .. }
+            | InsufficientBudget { .. } => StatusCode::PAYMENT_REQUIRED,
             SshKeyNotFound { as_resource, .. } => {
                 if *as_resource {
                     StatusCode::NOT_FOUND
@@ -112,6 +115,7 @@ impl ApiError {
             InsufficientScope { .. } => "insufficient_scope",
             InsufficientCredits { .. } => "insufficient_credits",
             MonthlySpendLimitReached { .. } => "monthly_spend_limit_reached",
+            InsufficientBudget { .. } => "insufficient_budget",
             SshKeyNotFound { .. } => "ssh_key_not_found",
             NoAvailableInstances { .. } => "no_available_instances",
             UnsupportedMediaType => "unsupported_media_type",
@@ -155,6 +159,9 @@ impl ApiError {
                 spent,
                 required,
             } => Some(json!({ "limit": limit, "spent": spent, "required": required })),
+            InsufficientBudget { max_cost, minimum } => {
+                Some(json!({ "field": "max_cost", "max_cost": max_cost, "minimum": minimum }))
+            }
             SshKeyNotFound { id, .. } => Some(json!({ "ssh_key_id": id })),
             NoAvailableInstances {
                 instance_type,

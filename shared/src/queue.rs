@@ -15,6 +15,20 @@ pub struct JobRef {
     /// in trouble). Otherwise a message for a job that is not due is a duplicate, dropped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub look_now: bool,
+    /// With an alert: when the reconciler's instance list last showed the job's instance
+    /// alive — what an instance found gone is billed until (docs/decisions.md, "Exact
+    /// billing"), instead of the worker's own last look, up to a running poll back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_alive: Option<SeenAlive>,
+}
+
+/// An instance the provider listed alive, and when the list was asked for (the list shows it
+/// as it was at some moment after that: billing to then never passes its life).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenAlive {
+    pub instance_id: String,
+    pub at: crate::time::Millis,
 }
 
 impl JobRef {
@@ -23,6 +37,7 @@ impl JobRef {
             account_id: account_id.into(),
             job_id: job_id.into(),
             look_now: false,
+            seen_alive: None,
         }
     }
 }

@@ -15,6 +15,13 @@ pub fn rfc3339(ms: Millis) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// An RFC 3339 time (any offset) as epoch milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 pub fn rfc3339_opt(ms: Option<Millis>) -> Option<String> {
     ms.map(rfc3339)
 }

@@ -12,13 +12,17 @@
 //! held, and no job may be charged for time its instance did not live. The last line printed
 //! is `chaos: jobs=N faults=F duplicates=D crashes=C parked_wakeups=W instance_alerts=A stuck=S
 //! leaked_instances=L leaked_scripts=P leaked_volumes=V ledger_error_micros=E
-//! overcharged_jobs=O` (one line), and S, L, P, V, E, O must be 0. Running jobs park between
+//! overcharged_jobs=O billing_error_micros=B overbilled_jobs=R absorbed_micros=M` (one line),
+//! and S, L, P, V, E, O, B, R must be 0: B and R compare each job's charge with what the
+//! billing rule says it owes by the fake's own records (`owed_by_rule`), M is Mimiry's
+//! absorbed cost (docs/decisions.md, "Exact billing"). Running jobs park between
 //! looks, so W counts the reconciler's wake-ups and A its alerts about instances no longer
 //! running.
 //!
 //! `CHAOS_JOBS` (default 60, the CI size), `CHAOS_SEED` (default: from the clock; printed),
 //! `CHAOS_CRASH_PERCENT` (default 10), `CHAOS_RATE_LIMITS` (`real`, the default, or `low`: a
-//! third of each limit, so that 60 jobs meet them too). `make chaos` runs 500 jobs.
+//! third of each limit, so that 60 jobs meet them too), `CHAOS_HOLD_SECONDS` (default 15; 3600
+//! is production's hold). `make chaos` runs 500 jobs.
 
 use mimiry_shared::jobs::model::{cost_of, owner_tag};
 use mimiry_shared::jobs::{Job, JobStatus};
@@ -38,9 +42,10 @@ use std::time::{Duration, Instant};
 /// Slower than `PROVIDER_TIMEOUT_MS` (3000 in `TEST_ENV`): the client times out, the fake has
 /// still done the work (its slowness is applied after the handler ran).
 const SLOW_MS: u64 = 3500;
-/// Credit hold at submit and per extension: short, so that holds are extended all the time
-/// and tight accounts run out in the middle of jobs.
-const HOLD_SECONDS: &str = "15";
+/// Credit hold at submit and per extension (`CHAOS_HOLD_SECONDS`, default 15): short, so that
+/// holds are extended all the time and tight accounts run out in the middle of jobs. 3600 is
+/// production's: holds are then rarely extended, and the cap at the hold barely matters.
+const HOLD_SECONDS: u64 = 15;
 /// A provisioning or running job is looked at every 6 s, and parked in between (a look 3+ s
 /// away).
 const RUNNING_POLL_SECONDS: &str = "6";
@@ -549,20 +554,53 @@ fn leftovers(state: &Value) -> (Vec<String>, Vec<String>, Vec<String>) {
     (instances, scripts, volumes)
 }
 
+/// The value at the job's price of the whole seconds one instance lived by the fake's own
+/// records: created → delete accepted, or vanished (or still alive at `now_ms`).
+fn life_value(job: &Job, instance: &Value, now_ms: i64) -> Micros {
+    let created = instance["created_at_ms"].as_i64().unwrap();
+    let end = [
+        instance["deleted_at_ms"].as_i64(),
+        instance["vanished_at_ms"].as_i64(),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(now_ms);
+    cost_of(job.price_per_hour(), ((end - created).max(0)) / 1000)
+}
+
 /// The most a job may be charged: its price for the whole seconds each of its instances lived
 /// (created at the fake → deleted or lost at the fake).
 fn allowed_charge(job: &Job, instances: &[&Value], now_ms: i64) -> Micros {
-    let mut allowed = Micros::ZERO;
-    for i in instances {
-        let created = i["created_at_ms"].as_i64().unwrap();
-        let end = [i["deleted_at_ms"].as_i64(), i["vanished_at_ms"].as_i64()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now_ms);
-        allowed = allowed + cost_of(job.price_per_hour(), ((end - created).max(0)) / 1000);
+    instances
+        .iter()
+        .fold(Micros::ZERO, |sum, i| sum + life_value(job, i, now_ms))
+}
+
+/// What the billing rule (docs/decisions.md, "Exact billing") says the job owes, from the
+/// fake's records alone: the life of the instance the job ran on — its last instance, the
+/// one it kept; fail-over attempts it abandoned and instances it never adopted are Mimiry's.
+fn owed_by_rule(job: &Job, instances: &[&Value], now_ms: i64) -> Micros {
+    job.instance_id
+        .as_deref()
+        .and_then(|id| instances.iter().find(|i| i["id"].as_str() == Some(id)))
+        .map_or(Micros::ZERO, |i| life_value(job, i, now_ms))
+}
+
+/// How one job's charge compares with the rule: (overbilled by, billed short by), each ≥ 0.
+/// The rule charges the inner bounds of what Mimiry can know of the provider's times and
+/// records the rest as absorbed, so nothing the provider's record shows may be neither
+/// charged nor absorbed. A job of an account that can pay (`can_pay`: a rich one, never near
+/// its balance) must moreover be charged exactly the rule's seconds between the bounds it
+/// recorded: only a job stopped by its balance (or budget) may leave its teardown unpaid.
+fn billing_error(job: &Job, owed: Micros, can_pay: bool) -> (i64, i64) {
+    let over = (job.charged_micros - owed.0).max(0);
+    let mut short = (owed.0 - job.charged_micros - job.absorbed_micros).max(0);
+    if can_pay {
+        let by_rule = cost_of(job.price_per_hour(), job.billable_seconds(0)).0;
+        short += (by_rule - job.charged_micros).max(0);
     }
-    allowed
+    (over, short)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -625,7 +663,9 @@ async fn run() {
         crash_percent.to_string(),
     ));
     env.push(("LOCAL_DUPLICATE_DELIVERIES".into(), "1".into()));
-    env.push(("HOLD_SECONDS".into(), HOLD_SECONDS.into()));
+    let hold_seconds: u64 = env_num("CHAOS_HOLD_SECONDS", HOLD_SECONDS);
+    println!("chaos: hold_seconds={hold_seconds} (CHAOS_HOLD_SECONDS)");
+    env.push(("HOLD_SECONDS".into(), hold_seconds.to_string()));
     // Running jobs park (their next look is further off than PARK_AFTER): their looks come
     // from the reconciler's wake-ups and instance alerts, under the same crashes and faults.
     env.retain(|(k, _)| k != "RUNNING_POLL_SECONDS" && k != "PROVISIONING_POLL_SECONDS");
@@ -956,6 +996,8 @@ async fn run() {
             .push(i);
     }
     let mut overcharged = Vec::new();
+    let (mut billing_error_micros, mut absorbed_total) = (0i64, 0i64);
+    let (mut overbilled, mut unabsorbed) = (Vec::new(), Vec::new());
     let mut double_deploys = Vec::new();
     let mut charged_total = Micros::ZERO;
     let mut allowed_total = Micros::ZERO;
@@ -966,6 +1008,33 @@ async fn run() {
             .unwrap_or_default();
         let allowed = allowed_charge(j, &instances, now_ms);
         charged_total = charged_total + Micros(j.charged_micros);
+        absorbed_total += j.absorbed_micros;
+        let owed = owed_by_rule(j, &instances, now_ms);
+        let rich = accounts
+            .iter()
+            .position(|a| a.account_id == j.account_id)
+            .is_some_and(|i| purses[i] == Purse::Rich);
+        let (over, short) = billing_error(j, owed, rich);
+        billing_error_micros += over + short;
+        if over > 0 || short > 0 {
+            let line = format!(
+                "{}: charged {} absorbed {} owed by the rule {} (billed {:?} to {:?}, gone by {:?}, instance {:?}, {:?})",
+                j.job_id,
+                j.charged_micros,
+                j.absorbed_micros,
+                owed.0,
+                j.deployed_at,
+                j.instance_ended_at,
+                j.instance_gone_by,
+                j.instance_id,
+                j.failure_reason
+            );
+            if over > 0 {
+                overbilled.push(line);
+            } else {
+                unabsorbed.push(line);
+            }
+        }
         if j.charged_micros > allowed.0 {
             let lives: Vec<String> = instances
                 .iter()
@@ -1042,6 +1111,8 @@ async fn run() {
         ("leaked volume", &leaked_volumes),
         ("ledger", &ledger_problems),
         ("overcharged job", &overcharged),
+        ("overbilled job", &overbilled),
+        ("billed short and not absorbed", &unabsorbed),
         ("double deploy", &double_deploys),
         ("wrong ending", &wrong_endings),
         ("cancel failure", &submitted.cancel_failures),
@@ -1057,13 +1128,14 @@ async fn run() {
         state["conformance"]["deprecated_calls"]
     );
     println!(
-        "chaos: jobs={n} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={}",
+        "chaos: jobs={n} hold_seconds={hold_seconds} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={} billing_error_micros={billing_error_micros} overbilled_jobs={} absorbed_micros={absorbed_total}",
         stuck.len(),
         leaked_instances.len(),
         leaked_scripts.len(),
         // Every volume the fake still holds, trash included.
         leaked_volumes.len(),
-        overcharged.len()
+        overcharged.len(),
+        overbilled.len()
     );
 
     assert!(stuck.is_empty(), "{} jobs did not end", stuck.len());
@@ -1088,6 +1160,15 @@ async fn run() {
         "the fake's own count agrees"
     );
     assert_eq!(ledger_error, 0, "the money does not add up");
+    assert_eq!(
+        billing_error_micros, 0,
+        "charges differ from the billing rule applied to the provider's records"
+    );
+    assert!(
+        overbilled.is_empty(),
+        "{} jobs charged more than the billing rule says",
+        overbilled.len()
+    );
     assert!(
         overcharged.is_empty(),
         "{} jobs charged for time their instance did not live",

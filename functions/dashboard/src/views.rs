@@ -430,6 +430,8 @@ pub struct JobPage {
     pub started: String,
     pub finished: String,
     pub held: String,
+    /// The job's `max_cost`, or "—".
+    pub max_cost: String,
     pub price: String,
     pub exit_code: String,
     pub output: Option<String>,
@@ -595,6 +597,9 @@ impl JobPage {
             started: when_opt(job.started_at),
             finished: when_opt(job.finished_at),
             held: Micros(job.hold_micros).to_string(),
+            max_cost: job
+                .max_cost_micros
+                .map_or_else(|| "—".into(), |m| Micros(m).to_string()),
             price: job.price_per_hour().to_string(),
             exit_code: job
                 .report

@@ -6,7 +6,7 @@ use crate::App;
 use http::StatusCode;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
-use mimiry_shared::jobs::model::cost_of;
+use mimiry_shared::jobs::model::{cost_of, MaxCost};
 use mimiry_shared::jobs::{Job, JobStatus};
 use mimiry_shared::money::Micros;
 use mimiry_shared::names::{is_invisible, DisplayName};
@@ -33,6 +33,8 @@ struct SubmitRequest {
     startup_script: Option<String>,
     auto_shutdown: Option<bool>,
     max_runtime_seconds: Option<i64>,
+    /// A decimal string; read as a value so that a number gets a message naming the field.
+    max_cost: Option<serde_json::Value>,
 }
 
 /// A validated job request: everything checkable without I/O has been checked.
@@ -45,6 +47,7 @@ struct JobSpec {
     startup_script: Option<String>,
     auto_shutdown: bool,
     max_runtime_seconds: Option<i64>,
+    max_cost: Option<MaxCost>,
 }
 
 fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
@@ -112,6 +115,11 @@ impl JobSpec {
             // Omitted = true: a forgotten flag must not leave a GPU billing for hours.
             auto_shutdown: r.auto_shutdown.unwrap_or(true),
             max_runtime_seconds: r.max_runtime_seconds,
+            max_cost: r
+                .max_cost
+                .filter(|v| !v.is_null())
+                .map(|v| MaxCost::parse(&v))
+                .transpose()?,
         })
     }
 }
@@ -223,7 +231,12 @@ async fn create_job(
     let hold_secs = spec
         .max_runtime_seconds
         .map_or(app.timers.hold_secs, |m| m.min(app.timers.hold_secs));
-    let hold = cost_of(price, hold_secs);
+    let hold = budget_hold(
+        cost_of(price, hold_secs),
+        spec.max_cost,
+        price,
+        app.timers.retry_delay_secs,
+    )?;
 
     let now = now_ms();
     let job_id = uuid::Uuid::now_v7().to_string();
@@ -256,12 +269,17 @@ async fn create_job(
         instance_seen_at: None,
         instance_ended_at: None,
         retired_instances: Vec::new(),
+        deploy_requested_at: None,
+        instance_gone_by: None,
+        retired_lives: Vec::new(),
         started_at: None,
         offline_seen_at: None,
         finished_at: None,
         provider_errors: 0,
         hold_micros: hold.0,
         charged_micros: 0,
+        max_cost_micros: spec.max_cost.map(|m| m.micros().0),
+        absorbed_micros: 0,
         cancel_requested_at: None,
         report: None,
         outcome: None,
@@ -288,4 +306,81 @@ async fn create_job(
         tracing::warn!(job_id = %job.job_id, error = %e, "could not enqueue a new job; the reconciler will");
     }
     Ok(reply)
+}
+
+/// The hold at submit under the job's budget: never more than `max_cost`. A budget below the
+/// price of two retry delays is refused (402): the lifecycle stops a job a retry delay before
+/// its hold runs out, so such a job would be stopped at its first look, having paid for its
+/// boot and nothing else (docs/decisions.md, "Exact billing").
+fn budget_hold(
+    hold: Micros,
+    max_cost: Option<MaxCost>,
+    price: Micros,
+    retry_delay_secs: i64,
+) -> Result<Micros, ApiError> {
+    let Some(max_cost) = max_cost else {
+        return Ok(hold);
+    };
+    let minimum = cost_of(price, 2 * retry_delay_secs);
+    if max_cost.micros() < minimum {
+        return Err(ApiError::InsufficientBudget {
+            max_cost: max_cost.micros().to_string(),
+            minimum: minimum.to_string(),
+        });
+    }
+    Ok(hold.min(max_cost.micros()))
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn max_cost(s: &str) -> Option<MaxCost> {
+        Some(MaxCost::parse(&json!(s)).unwrap())
+    }
+
+    #[test]
+    fn the_hold_never_exceeds_max_cost_and_a_budget_below_the_minimum_is_a_402() {
+        let price = Micros(3_600_000); // 1000 µ a second
+        let hold = Micros(3_600_000);
+        assert_eq!(budget_hold(hold, None, price, 30).unwrap(), hold);
+        assert_eq!(
+            budget_hold(hold, max_cost("1.25"), price, 30).unwrap(),
+            Micros(1_250_000)
+        );
+        assert_eq!(
+            budget_hold(hold, max_cost("12.50"), price, 30).unwrap(),
+            hold
+        );
+        // Two retry delays of 30 s = 60 000 µ: exactly that is enough, a micro less is not.
+        assert_eq!(
+            budget_hold(hold, max_cost("0.06"), price, 30).unwrap(),
+            Micros(60_000)
+        );
+        let refused = budget_hold(hold, max_cost("0.059999"), price, 30).unwrap_err();
+        assert_eq!(refused.status().as_u16(), 402);
+        assert_eq!(refused.code(), "insufficient_budget");
+    }
+
+    #[test]
+    fn max_cost_must_be_a_positive_decimal_string() {
+        for bad in [
+            json!(12.5),
+            json!("-1"),
+            json!("0"),
+            json!("abc"),
+            json!("1.0000001"),
+            json!("1000000.01"),
+            json!(""),
+        ] {
+            let e = MaxCost::parse(&bad).unwrap_err();
+            assert_eq!(e.code(), "validation_error", "{bad}");
+            assert!(e.to_string().contains("max_cost"), "{bad}: {e}");
+        }
+        assert_eq!(
+            MaxCost::parse(&json!("12.50")).unwrap().micros(),
+            Micros(12_500_000)
+        );
+    }
 }

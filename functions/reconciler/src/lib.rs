@@ -29,7 +29,7 @@ use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
 use mimiry_shared::provider::{
     DeleteOutcome, GpuProvider, InstanceInfo, ProviderError, VolumeInfo,
 };
-use mimiry_shared::queue::{JobQueue, JobRef, MAX_DELAY_SECS};
+use mimiry_shared::queue::{JobQueue, JobRef, SeenAlive, MAX_DELAY_SECS};
 use mimiry_shared::store::jobs::{ActiveJob, Watch};
 use mimiry_shared::store::Store;
 use mimiry_shared::time::{now_ms, Millis};
@@ -55,6 +55,10 @@ pub struct App {
     sent: Mutex<Backoff>,
     /// When this container last swept volumes through to the end.
     volumes_swept_at: Mutex<Option<Instant>>,
+    /// Per active job, the last time a list showed one of its instances alive: an alert about
+    /// an instance gone carries it, so the job is billed until then (per container: after a
+    /// cold start the worker's own last look stands in).
+    alive: Mutex<HashMap<String, SeenAlive>>,
 }
 
 /// Keys acted on → (next action allowed at, actions so far).
@@ -94,6 +98,7 @@ impl App {
             timers: config.timers,
             sent: Mutex::new(Backoff::default()),
             volumes_swept_at: Mutex::new(None),
+            alive: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -314,6 +319,7 @@ fn instance_changed(watch: Watch, listed: &[InstanceState]) -> bool {
 async fn alert(
     app: &App,
     job: &ActiveJob,
+    seen_alive: Option<SeenAlive>,
     now: Millis,
     wanted: &mut HashSet<String>,
     summary: &mut Summary,
@@ -326,6 +332,7 @@ async fn alert(
     }
     let mut wake = JobRef::new(&job.account_id, &job.job_id);
     wake.look_now = true;
+    wake.seen_alive = seen_alive;
     app.queue.send(&wake, 0).await?;
     tracing::info!(job_id = %job.job_id, watch = ?job.watch, "its instance changed; woke the job");
     summary.instance_alerts += 1;
@@ -339,20 +346,36 @@ async fn sweep_instances(
     wanted: &mut HashSet<String>,
     summary: &mut Summary,
 ) -> Result<Vec<InstanceInfo>, ApiError> {
+    // Before the call: the list shows each instance as it was at some moment after this.
+    let listed_at = now_ms();
     let instances = app.provider.list_instances().await?;
     let mut listed: HashMap<String, Vec<InstanceState>> = HashMap::new();
-    for instance in &instances {
-        if let Some((job_id, _)) = parse_owner_tag(&instance.description) {
-            listed
-                .entry(job_id)
-                .or_default()
-                .push(InstanceState::of(instance));
+    {
+        let mut alive = lock(&app.alive);
+        alive.retain(|job_id, _| active.contains_key(job_id.as_str()));
+        for instance in &instances {
+            if let Some((job_id, _)) = parse_owner_tag(&instance.description) {
+                let state = InstanceState::of(instance);
+                let alive_now =
+                    !matches!(state, InstanceState::Gone | InstanceState::Failed { .. });
+                if alive_now && active.contains_key(job_id.as_str()) {
+                    alive.insert(
+                        job_id.clone(),
+                        SeenAlive {
+                            instance_id: instance.id.clone(),
+                            at: listed_at,
+                        },
+                    );
+                }
+                listed.entry(job_id).or_default().push(state);
+            }
         }
     }
     for job in active.values() {
         let states = listed.get(&job.job_id).map_or(&[][..], Vec::as_slice);
         if instance_changed(job.watch, states) {
-            alert(app, job, now, wanted, summary).await?;
+            let seen_alive = lock(&app.alive).get(&job.job_id).cloned();
+            alert(app, job, seen_alive, now, wanted, summary).await?;
         }
     }
     for instance in &instances {

@@ -16,7 +16,7 @@ use mimiry_shared::catalog::Catalog;
 use mimiry_shared::chaos;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
-use mimiry_shared::jobs::lifecycle::{apply, decide, defer, Effect};
+use mimiry_shared::jobs::lifecycle::{apply, decide, defer, note_seen_alive, Effect};
 use mimiry_shared::jobs::report_token::SigningKey;
 use mimiry_shared::jobs::Job;
 use mimiry_shared::notices::Notices;
@@ -115,6 +115,11 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
                 }
             },
         };
+        // The reconciler's sighting rides on the decision's write (same version condition).
+        let seen = match &job_ref.seen_alive {
+            Some(s) => note_seen_alive(&job, &s.instance_id, s.at),
+            None => job.clone(),
+        };
         if job.status.is_terminal() {
             return Ok(());
         }
@@ -139,7 +144,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
 
         chaos::point("worker: before observing")?;
         let looked = observe::observe(app, &job, now).await?;
-        let decision = decide(&job, &looked.observation, now, &app.timers);
+        let decision = decide(&seen, &looked.observation, now, &app.timers);
         // The step would call a provider path paused by its rate limit: leave the job as it
         // is and look again when the pause is over (spread by jitter), instead of calling.
         if let Some(wait) = effects::deferral(app, &job, &decision.effect) {
@@ -238,6 +243,18 @@ fn log_transition(before: &Job, after: &Job) {
             reason = ?after.failure_reason.or(after.outcome.as_ref().and_then(|o| o.failure_reason)),
             instance_id = after.instance_id.as_deref(),
             "job moved"
+        );
+    }
+    if after.absorbed_micros != before.absorbed_micros {
+        // Mimiry's absorbed cost (docs/decisions.md, "Exact billing"): provider time the rule
+        // does not bill, one line per change so it can be summed from the logs.
+        tracing::info!(
+            job_id = %after.job_id,
+            account = %after.account_id,
+            absorbed_micros = after.absorbed_micros - before.absorbed_micros,
+            job_absorbed_micros = after.absorbed_micros,
+            charged_micros = after.charged_micros,
+            "absorbed cost"
         );
     }
 }

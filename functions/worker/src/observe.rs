@@ -10,7 +10,7 @@ use mimiry_shared::jobs::lifecycle::{
 };
 use mimiry_shared::jobs::Job;
 use mimiry_shared::money::Micros;
-use mimiry_shared::time::Millis;
+use mimiry_shared::time::{now_ms, parse_rfc3339, Millis};
 
 /// An observation, and the OS volume of the job's instance as just read (the delete that may
 /// follow names it, without reading the instance again).
@@ -27,16 +27,23 @@ pub struct OsVolume {
 
 pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Looked, ApiError> {
     let mut os_volume = None;
+    let mut answered_at = None;
+    let mut instance_created_at = None;
     let instance = match &job.instance_id {
         Some(id) if needs_instance_look(job) => match app.provider.get_instance(id).await {
             Ok(Some(info)) => {
+                answered_at = Some(now_ms());
+                instance_created_at = info.created_at.as_deref().and_then(parse_rfc3339);
                 os_volume = info.os_volume_id.clone().map(|volume_id| OsVolume {
                     instance_id: id.clone(),
                     volume_id,
                 });
                 InstanceObservation::Seen(InstanceState::of(&info))
             }
-            Ok(None) => InstanceObservation::Seen(InstanceState::Gone),
+            Ok(None) => {
+                answered_at = Some(now_ms());
+                InstanceObservation::Seen(InstanceState::Gone)
+            }
             Err(e) => InstanceObservation::Unreachable(e.to_string()),
         },
         _ => InstanceObservation::NotLooked,
@@ -63,6 +70,8 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Looked, ApiErr
             instance,
             available_locations,
             balance,
+            answered_at,
+            instance_created_at,
         },
         os_volume,
     })

@@ -11,7 +11,7 @@
 //! script are deleted, then it is settled: the instance's billable life is charged against the
 //! hold, the rest of the hold is released, and the job takes the outcome's status.
 
-use super::model::{cost_of, FailureReason, Job, JobStatus, Outcome};
+use super::model::{cost_of, FailureReason, Job, JobStatus, Outcome, RetiredLife};
 use crate::config::Timers;
 use crate::money::Micros;
 use crate::provider::{InstanceInfo, InstanceStatus};
@@ -79,6 +79,11 @@ pub struct Observation {
     pub available_locations: Option<Vec<String>>,
     /// The account's free balance, for extending the hold.
     pub balance: Micros,
+    /// When the provider's answer about the instance arrived (after `now`): a look that found
+    /// the instance gone proves it gone by then. `None`: at `now`.
+    pub answered_at: Option<Millis>,
+    /// The instance's `created_at` as the provider reports it, if the look returned it.
+    pub instance_created_at: Option<Millis>,
 }
 
 /// The one side effect a decision asks for.
@@ -166,6 +171,20 @@ pub enum EffectResult {
     },
 }
 
+/// The job, knowing that its instance `instance_id` was seen alive (in the reconciler's list)
+/// at `at`: an instance found gone later is billed until then. Nothing changes for another
+/// instance, or one whose end is already known.
+pub fn note_seen_alive(job: &Job, instance_id: &str, at: Millis) -> Job {
+    let mut j = job.clone();
+    if j.instance_id.as_deref() == Some(instance_id)
+        && j.instance_ended_at.is_none()
+        && j.deployed_at.is_some_and(|d| d <= at)
+    {
+        j.instance_seen_at = Some(j.instance_seen_at.map_or(at, |s| s.max(at)));
+    }
+    j
+}
+
 /// Whether the worker must fetch availability before deciding.
 pub fn needs_availability(job: &Job) -> bool {
     job.status == JobStatus::Queued
@@ -192,10 +211,15 @@ pub fn needs_instance_look(job: &Job) -> bool {
 
 /// Whether the hold must grow to cover the cost until the look after next; only then does the
 /// worker read the account's balance.
+///
+/// Also while the job ends: the hold keeps covering a slow teardown (the instance bills until
+/// the delete is accepted), and the cost owed at settling, so that the hold never caps what
+/// the billing rule charges while the balance can pay it.
 pub fn needs_balance(job: &Job, now: Millis, t: &Timers) -> bool {
-    matches!(job.status, JobStatus::Provisioning | JobStatus::Running)
-        && job.outcome.is_none()
+    !job.status.is_terminal()
+        && job.price_per_hour().0 > 0
         && Micros(job.hold_micros) < hold_needed(job, now, t)
+        && budget_room(job).0 > 0
 }
 
 fn poll_interval(job: &Job, t: &Timers) -> i64 {
@@ -206,10 +230,65 @@ fn poll_interval(job: &Job, t: &Timers) -> i64 {
     }
 }
 
-/// Cost so far plus the cost until the look after next (and a retry's worth of margin).
+/// Cost so far plus the cost until the look after next (and a retry's worth of margin); for an
+/// ending job, until two delete retries from now while the instance lives, else what is owed.
 fn hold_needed(job: &Job, now: Millis, t: &Timers) -> Micros {
-    let cover_secs = 2 * poll_interval(job, t) + t.retry_delay_secs;
+    let cover_secs = if job.outcome.is_some() {
+        if instance_lives(job) {
+            2 * t.retry_delay_secs
+        } else {
+            0
+        }
+    } else if matches!(job.status, JobStatus::Provisioning | JobStatus::Running) {
+        2 * poll_interval(job, t) + t.retry_delay_secs
+    } else {
+        return Micros::ZERO;
+    };
     job.cost_at(now) + cost_of(job.price_per_hour(), cover_secs)
+}
+
+/// The current instance is billing: deployed and not yet known deleted or gone.
+fn instance_lives(job: &Job) -> bool {
+    job.deployed_at.is_some() && job.instance_ended_at.is_none()
+}
+
+/// How much more the hold may grow under the job's `max_cost` (unbounded without one).
+fn budget_room(job: &Job) -> Micros {
+    match job.max_cost_micros {
+        Some(max) => Micros((max - job.charged_micros - job.hold_micros).max(0)),
+        None => Micros(i64::MAX),
+    }
+}
+
+/// The hold has reached the job's budget: it cannot grow any more.
+fn at_budget(job: &Job) -> bool {
+    job.max_cost_micros
+        .is_some_and(|max| job.charged_micros + job.hold_micros >= max)
+}
+
+/// Extends the hold from the balance to what [`hold_needed`] says — for a watched job by at
+/// least `hold_secs` (fewer writes), for an ending one by just what it needs — never past the
+/// budget nor the balance.
+fn top_up(j: &mut Job, obs: &Observation, now: Millis, t: &Timers) {
+    let price = j.price_per_hour();
+    if price.0 <= 0 {
+        return;
+    }
+    let needed = hold_needed(j, now, t);
+    let held = Micros(j.hold_micros);
+    if held >= needed {
+        return;
+    }
+    let wanted = if j.outcome.is_none() {
+        cost_of(price, t.hold_secs).max(needed - held)
+    } else {
+        needed - held
+    };
+    let extension = wanted
+        .min(obs.balance)
+        .min(budget_room(j))
+        .max(Micros::ZERO);
+    j.hold_micros += extension.0;
 }
 
 fn secs(n: i64) -> Millis {
@@ -270,6 +349,7 @@ fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
         j.outcome = end_reason(&j, obs, now, t);
     }
     if j.outcome.is_some() {
+        top_up(&mut j, obs, now, t);
         return teardown(j, now);
     }
     if let Some(retired) = j.retired_instances.first() {
@@ -310,9 +390,19 @@ fn note_observation(j: &mut Job, obs: &Observation, now: Millis) {
                 // It ended at the latest when last seen alive: never bill past that.
                 if j.instance_ended_at.is_none() && j.instance_id.is_some() {
                     j.instance_ended_at = Some(j.instance_seen_at.or(j.deployed_at).unwrap_or(now));
+                    j.instance_gone_by = Some(obs.answered_at.unwrap_or(now).max(now));
                 }
             }
             alive => {
+                // The provider's own creation time, when it lies between our deploy request
+                // and the deploy's return, is the start of what it can bill us: a tighter
+                // bound of the absorbed part than the request (which a retried deploy keeps
+                // from its first try).
+                if let (Some(created), Some(deployed)) = (obs.instance_created_at, j.deployed_at) {
+                    if created <= deployed && j.deploy_requested_at.is_none_or(|r| created >= r) {
+                        j.deploy_requested_at = Some(created);
+                    }
+                }
                 j.instance_seen_at = Some(now);
                 j.provider_errors = 0;
                 match alive {
@@ -478,6 +568,8 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
     // hostname; the worker adopts the instance if the first try did create it.
     if let Some(location) = j.location.clone() {
         let hostname = j.hostname();
+        // The earlier try may have created the instance: its request time stands.
+        j.deploy_requested_at.get_or_insert(now);
         return Decision {
             job: j,
             effect: Effect::Deploy {
@@ -515,6 +607,7 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
     let location = next.expect("checked above");
     j.attempts += 1;
     j.location = Some(location.clone());
+    j.deploy_requested_at = Some(now);
     let hostname = j.hostname();
     Decision {
         job: j,
@@ -533,8 +626,14 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
         // Only reachable when failing over is allowed (end_reason checked): retire the
         // instance and try the next location.
         if let Some(id) = j.instance_id.take() {
+            j.retired_lives.push(RetiredLife {
+                instance_id: id.clone(),
+                deploy_requested_at: j.deploy_requested_at,
+            });
             j.retired_instances.push(id);
         }
+        j.deploy_requested_at = None;
+        j.instance_gone_by = None;
         if let Some(loc) = j.location.take() {
             j.tried_locations.push(loc);
         }
@@ -568,25 +667,32 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
 
     // Credits: the hold must cover the cost until the look after next; extend it from the
     // balance, and stop the job before the hold runs out when the balance cannot.
+    // The same for the job's budget: the hold never grows past `max_cost`, so a hold that
+    // cannot grow because of it ends the job `budget_exceeded` instead.
     let price = j.price_per_hour();
     if price.0 > 0 {
         let cost_now = j.cost_at(now);
-        let needed = hold_needed(&j, now, t);
-        if Micros(j.hold_micros) < needed {
-            let extension = cost_of(price, t.hold_secs)
-                .max(needed - Micros(j.hold_micros))
-                .min(obs.balance);
-            j.hold_micros += extension.0;
-        }
+        top_up(&mut j, obs, now, t);
         let runway = Micros(j.hold_micros) - cost_now;
         // Seconds the hold still covers, minus a margin for the teardown to land in time.
         let runway_secs = runway.0 * 3600 / price.0 - t.retry_delay_secs;
         if runway_secs <= 0 {
-            let ending = failed(
-                FailureReason::InsufficientCredits,
-                "Your credits ran out, so the job was stopped",
-                now,
-            );
+            let ending = if at_budget(&j) {
+                failed(
+                    FailureReason::BudgetExceeded,
+                    format!(
+                        "The job was stopped before its cost passed its max_cost ({})",
+                        Micros(j.max_cost_micros.unwrap_or_default())
+                    ),
+                    now,
+                )
+            } else {
+                failed(
+                    FailureReason::InsufficientCredits,
+                    "Your credits ran out, so the job was stopped",
+                    now,
+                )
+            };
             j.outcome = Some(or_report(&j, ending, now));
             return teardown(j, now);
         }
@@ -635,11 +741,16 @@ fn teardown(mut j: Job, now: Millis) -> Decision {
     }
 }
 
-/// Charges the instance's billable life (never more than the hold) and releases the rest.
+/// Charges the instance's billable life and releases the rest of the hold. The hold was
+/// topped up to what is owed while the balance and budget allowed (see [`needs_balance`]);
+/// what it still cannot cover, and every second the provider may have billed beyond what the
+/// rule charges, is absorbed.
 fn settle(j: &mut Job, now: Millis) {
     let o = j.outcome.clone().expect("settle follows an outcome");
-    let cost = j.cost_at(now).min(Micros(j.hold_micros));
-    j.charged_micros += cost.0;
+    let owed = j.cost_at(now);
+    let charge = owed.min(Micros(j.hold_micros));
+    j.absorbed_micros += (j.possible_value(now).max(owed) - charge).0;
+    j.charged_micros += charge.0;
     j.hold_micros = 0;
     j.status = o.status;
     j.failure_reason = o.failure_reason;
@@ -664,6 +775,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                     j.deployed_at = Some(now);
                     j.instance_seen_at = Some(now);
                     j.instance_ended_at = None;
+                    j.instance_gone_by = None;
                     j.provider_errors = 0;
                     if j.status == JobStatus::Queued {
                         j.status = JobStatus::Provisioning;
@@ -724,6 +836,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                 j.deployed_at = Some(now);
                 j.instance_seen_at = Some(now);
                 j.instance_ended_at = None;
+                j.instance_gone_by = None;
             }
             None => j.location = None,
         },
@@ -740,7 +853,22 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                 } else {
                     *requested_at
                 });
+                // The provider accepted the delete somewhere before `now`.
+                j.instance_gone_by = Some(now);
             }
+            if j.retired_instances.contains(instance_id) {
+                // An abandoned fail-over attempt: the rule does not bill it; its life (at most
+                // from its deploy request to now) is absorbed.
+                let from = j
+                    .retired_lives
+                    .iter()
+                    .find(|r| &r.instance_id == instance_id)
+                    .and_then(|r| r.deploy_requested_at);
+                if let Some(from) = from {
+                    j.absorbed_micros += cost_of(j.price_per_hour(), (now - from).max(0) / 1000).0;
+                }
+            }
+            j.retired_lives.retain(|r| &r.instance_id != instance_id);
             j.retired_instances.retain(|r| r != instance_id);
         }
         EffectResult::DeleteRefused { .. } => j.next_check_at = now + secs(t.retry_delay_secs),

@@ -12,8 +12,9 @@
 //!    added = balance + held + charged and held = 0.
 
 use super::lifecycle::{
-    apply, decide, needs_availability, needs_balance, needs_instance_look, Decision, DeployOutcome,
-    Effect, EffectResult, InstanceObservation, InstanceState, Observation, MAX_DEPLOY_ERRORS,
+    apply, decide, needs_availability, needs_balance, needs_instance_look, note_seen_alive,
+    Decision, DeployOutcome, Effect, EffectResult, InstanceObservation, InstanceState, Observation,
+    MAX_DEPLOY_ERRORS,
 };
 use super::model::{cost_of, hostname, FailureReason, Job, JobStatus, Outcome, Report};
 use crate::config::Timers;
@@ -107,12 +108,17 @@ fn job(status: JobStatus) -> Job {
         instance_seen_at: None,
         instance_ended_at: None,
         retired_instances: vec![],
+        deploy_requested_at: None,
+        instance_gone_by: None,
+        retired_lives: vec![],
         started_at: None,
         offline_seen_at: None,
         finished_at: None,
         provider_errors: 0,
         hold_micros: hold0(),
         charged_micros: 0,
+        max_cost_micros: None,
+        absorbed_micros: 0,
         cancel_requested_at: None,
         report: None,
         outcome: None,
@@ -1124,6 +1130,8 @@ fn observation(
         } else {
             0
         }),
+        answered_at: None,
+        instance_created_at: None,
     }
 }
 
@@ -1294,6 +1302,8 @@ fn terminal_jobs_never_change_whatever_is_seen() {
                     instance: instance.clone(),
                     available_locations: Some(locs()),
                     balance: Micros(1_000_000_000),
+                    answered_at: None,
+                    instance_created_at: None,
                 };
                 let d = decide(&j, &obs, at, &t);
                 assert_eq!(d.job, j, "{status:?} {instance:?}");
@@ -1350,9 +1360,24 @@ fn needs_balance_only_when_the_hold_falls_short() {
     assert!(!due(&running, hold0()));
     assert!(!due(&running, 100_000 + 125_000));
     assert!(due(&running, 100_000 + 125_000 - 1));
+    // An ending job keeps its hold ahead of the teardown: cost so far + two delete retries
+    // (10 s) while the instance lives, then exactly what is owed.
     let mut ending = running.clone();
     ending.outcome = Some(failed_outcome(FailureReason::InstanceLost, deployed));
-    assert!(!due(&ending, 0), "an ending job does not extend its hold");
+    assert!(!due(&ending, 100_000 + 10_000));
+    assert!(due(&ending, 100_000 + 10_000 - 1), "a teardown is covered");
+    let mut deleted = ending.clone();
+    deleted.instance_ended_at = Some(deployed + secs(90));
+    assert!(!due(&deleted, 90_000));
+    assert!(
+        due(&deleted, 90_000 - 1),
+        "what is owed at settling is covered"
+    );
+    // A budget that the hold has reached stops the extensions.
+    let mut capped = running.clone();
+    capped.max_cost_micros = Some(150_000);
+    assert!(!due(&capped, 150_000));
+    assert!(due(&capped, 149_999));
     for status in [JobStatus::Queued, JobStatus::Completed] {
         assert!(!due(&job(status), 0), "{status:?} holds nothing more");
     }
@@ -1883,6 +1908,33 @@ impl Sim {
             }
             None => assert_eq!(j.charged_micros, 0, "{name}: charged with no instance"),
         }
+        // Exact billing (docs/decisions.md): whatever the provider may have billed for any of
+        // the job's instances is charged or absorbed; the charge is the rule's unless the
+        // balance or the budget could not pay it; never more than the budget.
+        let lives: i64 = self
+            .instances
+            .iter()
+            .map(|i| cost_of(price(), (i.gone_at.unwrap() - i.created_at) / 1000).0)
+            .sum();
+        assert!(
+            j.charged_micros + j.absorbed_micros >= lives,
+            "{name}: charged {} + absorbed {} < the instances' lives {lives}",
+            j.charged_micros,
+            j.absorbed_micros
+        );
+        assert!(j.absorbed_micros >= 0, "{name}");
+        let owed = billable_cost(j, self.now);
+        let at_budget = j.max_cost_micros.is_some_and(|m| j.charged_micros == m);
+        assert!(
+            j.charged_micros == owed || self.balance == 0 || at_budget,
+            "{name}: charged {} of {owed} owed with {} left on the balance",
+            j.charged_micros,
+            self.balance
+        );
+        if let Some(max) = j.max_cost_micros {
+            assert!(j.charged_micros <= max, "{name}: charged past max_cost");
+            assert!(self.max_hold <= max, "{name}: held past max_cost");
+        }
         // Status only forward, but for provisioning → queued on fail-over.
         for w in self.history.windows(2) {
             let back = (w[0], w[1]) == (JobStatus::Provisioning, JobStatus::Queued);
@@ -1898,6 +1950,8 @@ impl Sim {
                 instance,
                 available_locations: Some(locs()),
                 balance: Micros(1_000_000_000),
+                answered_at: None,
+                instance_created_at: None,
             };
             let d = decide(j, &obs, self.now + secs(1000), &self.t);
             assert_eq!(&d.job, j, "{name}: a late observation moved a settled job");
@@ -2659,6 +2713,8 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
                 instance: instance.clone(),
                 available_locations: Some(locs()),
                 balance: Micros(1),
+                answered_at: None,
+                instance_created_at: None,
             };
             let d = decide(&settled, &obs, sim.now + later, &t);
             assert_eq!(
@@ -2677,6 +2733,8 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
         instance: InstanceObservation::Seen(InstanceState::Offline { ip: None }),
         available_locations: None,
         balance: Micros(0),
+        answered_at: None,
+        instance_created_at: None,
     };
     assert_eq!(
         decide(&running, &obs, T0 + secs(120), &t),
@@ -2819,6 +2877,8 @@ fn a_report_while_provisioning_records_the_running_step_from_the_wrappers_clock(
                 instance: instance.clone(),
                 available_locations: None,
                 balance: Micros(0),
+                answered_at: None,
+                instance_created_at: None,
             };
             let d = decide(&j, &obs, T0 + secs(41), &t);
             assert_eq!(d.job.status, JobStatus::Running, "{instance:?}");
@@ -2863,7 +2923,250 @@ fn an_offline_instance_still_tells_its_ip() {
         }),
         available_locations: None,
         balance: Micros(hold0()),
+        answered_at: None,
+        instance_created_at: None,
     };
     let d = decide(&j, &obs, T0 + secs(61), &timers());
     assert_eq!(d.job.ip.as_deref(), Some("198.51.100.9"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact billing and budgets (issue 11)
+// ---------------------------------------------------------------------------------------------
+
+/// A job with a budget of `max` µ: its hold at submit is capped by it, as `POST /jobs` does.
+fn with_budget(max: i64) -> impl FnOnce(&mut Job) {
+    move |j: &mut Job| {
+        j.max_cost_micros = Some(max);
+        j.hold_micros = j.hold_micros.min(max);
+    }
+}
+
+#[test]
+fn budget_reached_while_running_stops_the_job_before_its_cost_passes_max_cost() {
+    let mut sim = Sim::new("budget running", 50_000_000, with_budget(200_000));
+    sim.script.secs = 10_000;
+    let sim = sim.run();
+    assert_eq!(
+        sim.outcome(),
+        (JobStatus::Failed, Some(FailureReason::BudgetExceeded))
+    );
+    assert!(message(&sim).contains("max_cost"), "{}", message(&sim));
+    let j = &sim.job;
+    assert_eq!(j.charged_micros, sim.charge_for("inst-1"));
+    assert!(j.charged_micros <= 200_000, "{}", j.charged_micros);
+    assert!(
+        j.charged_micros >= 200_000 - 2 * cost_of(price(), sim.t.retry_delay_secs).0,
+        "stopped too early: {}",
+        j.charged_micros
+    );
+    assert_eq!(
+        sim.max_hold, 200_000,
+        "the hold grew to the budget, not past it"
+    );
+    // The rich balance was never touched beyond the budget.
+    assert_eq!(sim.balance, sim.added - j.charged_micros);
+}
+
+#[test]
+fn budget_reached_while_booting_stops_it_and_a_refused_teardown_past_it_is_absorbed() {
+    // 40 s of budget; the instance boots for 300 s and refuses deletes while booting.
+    let mut sim = Sim::new("budget booting", 50_000_000, with_budget(40_000));
+    sim.boot = Boot::RunsAfter(300);
+    let sim = sim.run();
+    assert_eq!(
+        sim.outcome(),
+        (JobStatus::Failed, Some(FailureReason::BudgetExceeded))
+    );
+    assert!(sim.history.contains(&JobStatus::Provisioning));
+    assert!(!sim.history.contains(&JobStatus::Running));
+    let j = &sim.job;
+    assert_eq!(j.charged_micros, 40_000, "charged up to the budget");
+    let i = &sim.instances[0];
+    let lived = cost_of(price(), (i.gone_at.unwrap() - i.created_at) / 1000).0;
+    assert!(lived > 40_000, "the teardown outlived the budget: {lived}");
+    assert!(
+        j.absorbed_micros >= lived - 40_000,
+        "absorbed {} of {}",
+        j.absorbed_micros,
+        lived - 40_000
+    );
+}
+
+#[test]
+fn budget_reached_during_a_failing_teardown_never_charges_past_max_cost() {
+    let mut sim = Sim::new("budget, delete failing", 50_000_000, with_budget(150_000));
+    sim.script.secs = 10_000;
+    sim.delete_failures = 6;
+    let sim = sim.run();
+    assert_eq!(
+        sim.outcome(),
+        (JobStatus::Failed, Some(FailureReason::BudgetExceeded))
+    );
+    let j = &sim.job;
+    assert_eq!(j.charged_micros, 150_000);
+    assert!(
+        billable_cost(j, sim.now) > 150_000,
+        "the teardown ran past the budget"
+    );
+    assert_eq!(
+        j.charged_micros + j.absorbed_micros,
+        sim.job.possible_value(sim.now).0
+    );
+}
+
+#[test]
+fn a_slow_teardown_extends_the_hold_and_is_charged_in_full() {
+    // A hold of 20 s; the job is cancelled while its instance boots for 300 s (deletes refused
+    // meanwhile). The balance pays: everything until the delete is accepted is charged.
+    let mut sim = Sim::new("slow teardown", 50_000_000, |j| {
+        j.hold_micros = cost_of(price(), 20).0;
+    })
+    .at(10, Event::Cancel);
+    sim.boot = Boot::RunsAfter(300);
+    let sim = sim.run();
+    assert_eq!(sim.outcome(), (JobStatus::Cancelled, None));
+    let j = &sim.job;
+    assert!(
+        j.charged_micros > cost_of(price(), 250).0,
+        "the teardown was not charged: {}",
+        j.charged_micros
+    );
+    assert_eq!(j.charged_micros, sim.charge_for("inst-1"));
+    assert!(sim.max_hold > cost_of(price(), 20).0, "the hold never grew");
+    // Absorbed: only the second between the deploy request and its return, and the one
+    // between the delete call and its return.
+    assert!(
+        j.absorbed_micros <= cost_of(price(), 3).0,
+        "{}",
+        j.absorbed_micros
+    );
+}
+
+#[test]
+fn a_gone_instance_is_billed_until_last_seen_and_the_rest_absorbed() {
+    let mut sim = Sim::new("gone billing", 0, |_| {}).at(100, Event::Vanish);
+    sim.script.secs = 10_000;
+    let sim = sim.run();
+    let j = &sim.job;
+    assert_eq!(j.instance_ended_at, j.instance_seen_at);
+    assert_eq!(j.charged_micros, billable_cost(j, sim.now));
+    let i = &sim.instances[0];
+    let lived = cost_of(price(), (i.gone_at.unwrap() - i.created_at) / 1000).0;
+    assert!(j.charged_micros < lived, "billed past the last sighting");
+    assert!(j.charged_micros + j.absorbed_micros >= lived);
+    // Found gone at the first look after the vanish: the absorbed part ends there.
+    let found = j.instance_gone_by.expect("gone by");
+    assert!(found >= i.gone_at.unwrap(), "{found}");
+}
+
+#[test]
+fn an_abandoned_fail_over_attempt_is_absorbed_not_billed() {
+    let mut sim = Sim::new("fail-over absorbed", 0, |_| {});
+    sim.boots.insert(LOCS[0].into(), Boot::FailsAfter(20));
+    let sim = sim.run();
+    assert_eq!(sim.outcome(), (JobStatus::Completed, None));
+    let j = &sim.job;
+    let first = sim.instance("inst-1");
+    assert_ne!(j.instance_id.as_deref(), Some("inst-1"));
+    let first_life = cost_of(price(), (first.gone_at.unwrap() - first.created_at) / 1000).0;
+    assert!(first_life > 0);
+    assert_eq!(
+        j.charged_micros,
+        sim.charge_for(j.instance_id.as_deref().unwrap())
+    );
+    assert!(
+        j.absorbed_micros >= first_life,
+        "{} < {first_life}",
+        j.absorbed_micros
+    );
+    assert!(j.retired_lives.is_empty());
+}
+
+#[test]
+fn absorbing_a_retired_attempt_happens_once_under_a_duplicate_result() {
+    // The same `Deleted` applied twice (a redelivered message re-applying a lost write's
+    // result): the second finds nothing retired and absorbs nothing.
+    let t = timers();
+    let mut j = job(JobStatus::Queued);
+    j.retired_instances = vec!["inst-1".into()];
+    j.retired_lives = vec![super::model::RetiredLife {
+        instance_id: "inst-1".into(),
+        deploy_requested_at: Some(T0),
+    }];
+    let deleted = EffectResult::Deleted {
+        instance_id: "inst-1".into(),
+        already_gone: false,
+        requested_at: T0 + secs(30),
+    };
+    let once = apply(&j, &deleted, T0 + secs(31), &t);
+    assert_eq!(once.absorbed_micros, 31_000);
+    let twice = apply(&once, &deleted, T0 + secs(32), &t);
+    assert_eq!(twice.absorbed_micros, 31_000);
+}
+
+#[test]
+fn an_instance_found_gone_is_billed_until_the_reconciler_last_listed_it_alive() {
+    let t = timers();
+    let running = job(JobStatus::Running);
+    let deployed = running.deployed_at.unwrap();
+    let listed = deployed + secs(50);
+    let seen = note_seen_alive(&running, "inst-1", listed);
+    assert_eq!(seen.instance_seen_at, Some(listed));
+    // An older sighting, another instance's, or an instance whose end is known: no change.
+    assert_eq!(note_seen_alive(&seen, "inst-1", deployed + secs(10)), seen);
+    assert_eq!(note_seen_alive(&running, "inst-9", listed), running);
+    let mut ended = running.clone();
+    ended.instance_ended_at = Some(deployed + secs(5));
+    assert_eq!(note_seen_alive(&ended, "inst-1", listed), ended);
+
+    let gone = Observation {
+        instance: InstanceObservation::Seen(InstanceState::Gone),
+        available_locations: None,
+        balance: Micros::ZERO,
+        answered_at: Some(deployed + secs(71)),
+        instance_created_at: None,
+    };
+    let d = decide(&seen, &gone, deployed + secs(70), &t);
+    assert_eq!(
+        d.job.instance_ended_at,
+        Some(listed),
+        "billed until last listed alive"
+    );
+    assert_eq!(d.job.instance_gone_by, Some(deployed + secs(71)));
+    assert_eq!(
+        d.job.outcome.as_ref().and_then(|o| o.failure_reason),
+        Some(FailureReason::InstanceLost)
+    );
+    // Without the sighting, only until the worker's own last look.
+    let d = decide(&running, &gone, deployed + secs(70), &t);
+    assert_eq!(d.job.instance_ended_at, running.instance_seen_at);
+}
+
+#[test]
+fn the_providers_creation_time_tightens_the_absorbed_bound_but_never_the_charge() {
+    let t = timers();
+    let mut booting = job(JobStatus::Provisioning);
+    booting.deploy_requested_at = Some(T0);
+    let deployed = booting.deployed_at.unwrap(); // T0 + 2 s
+    let look = |created: Millis| Observation {
+        instance: InstanceObservation::Seen(InstanceState::Booting),
+        available_locations: None,
+        balance: Micros::ZERO,
+        answered_at: None,
+        instance_created_at: Some(created),
+    };
+    let now = deployed + secs(10);
+    let d = decide(&booting, &look(T0 + 1500), now, &t);
+    assert_eq!(d.job.deploy_requested_at, Some(T0 + 1500));
+    assert_eq!(
+        d.job.deployed_at,
+        Some(deployed),
+        "the charge still starts at the return"
+    );
+    // A creation time outside [request, return] (another clock) is not believed.
+    for odd in [T0 - 1, deployed + 1] {
+        let d = decide(&booting, &look(odd), now, &t);
+        assert_eq!(d.job.deploy_requested_at, Some(T0), "{odd}");
+    }
 }

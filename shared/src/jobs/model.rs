@@ -60,6 +60,8 @@ pub enum FailureReason {
     ProviderError,
     InsufficientCredits,
     MaxRuntimeExceeded,
+    /// The job's cost would have passed its `max_cost`.
+    BudgetExceeded,
 }
 
 /// How a job is going to end, decided before its instance is torn down. The job keeps its
@@ -70,6 +72,13 @@ pub struct Outcome {
     pub failure_reason: Option<FailureReason>,
     pub error_message: Option<String>,
     pub decided_at: Millis,
+}
+
+/// A retired fail-over attempt: the instance, and when its deploy was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredLife {
+    pub instance_id: String,
+    pub deploy_requested_at: Option<Millis>,
 }
 
 /// What the instance reported through `POST /jobs/{id}/report`.
@@ -122,6 +131,19 @@ pub struct Job {
     pub instance_ended_at: Option<Millis>,
     /// Instances of earlier attempts that must still be deleted.
     pub retired_instances: Vec<String>,
+    /// When Mimiry asked for the current instance (the deploy decision, before the call): the
+    /// provider created it no earlier. With [`Job::instance_gone_by`] it bounds the life the
+    /// provider may bill us for; what the rule leaves unbilled of it is absorbed.
+    #[serde(default)]
+    pub deploy_requested_at: Option<Millis>,
+    /// When the current instance was known to be gone for sure: the delete call returned, or a
+    /// look found it gone.
+    #[serde(default)]
+    pub instance_gone_by: Option<Millis>,
+    /// Retired fail-over attempts still to delete, with their deploy decision times (their
+    /// lives are absorbed, see docs/decisions.md "Exact billing").
+    #[serde(default)]
+    pub retired_lives: Vec<RetiredLife>,
     pub started_at: Option<Millis>,
     pub offline_seen_at: Option<Millis>,
     pub finished_at: Option<Millis>,
@@ -132,6 +154,15 @@ pub struct Job {
     pub hold_micros: i64,
     /// Credits charged for this job.
     pub charged_micros: i64,
+    /// The user's budget for the job (`max_cost`): the hold never exceeds it and the job is
+    /// stopped (`budget_exceeded`) before its cost would pass it.
+    #[serde(default)]
+    pub max_cost_micros: Option<i64>,
+    /// Mimiry's absorbed cost: the value at the job's price of provider time the billing rule
+    /// does not charge (abandoned fail-over attempts, time past the hold or budget, the
+    /// uncertainty of when the provider acted). Never shown to the user.
+    #[serde(default)]
+    pub absorbed_micros: i64,
 
     pub cancel_requested_at: Option<Millis>,
     pub report: Option<Report>,
@@ -180,6 +211,21 @@ impl Job {
         cost_of(self.price_per_hour(), self.billable_seconds(now))
     }
 
+    /// The most the provider can have billed us for the current instance by `now`, at the
+    /// job's price: from the deploy request (it was created no earlier) until it was known
+    /// gone (the delete returned, a look found it gone) — the bounds of what the rule bills.
+    pub fn possible_value(&self, now: Millis) -> Micros {
+        let Some(deployed) = self.deployed_at else {
+            return Micros::ZERO;
+        };
+        let from = self.deploy_requested_at.unwrap_or(deployed).min(deployed);
+        let to = match self.instance_ended_at {
+            Some(ended) => self.instance_gone_by.unwrap_or(ended).max(ended),
+            None => now,
+        };
+        cost_of(self.price_per_hour(), (to - from).max(0) / 1000)
+    }
+
     /// When the worker may act on the job next: its next check, but not inside a lease.
     pub fn due_at(&self) -> Millis {
         self.next_check_at.max(self.lease_until.unwrap_or(0))
@@ -224,6 +270,7 @@ impl Job {
             "price_per_hour": self.price_per_hour().to_string(),
             "cost": cost.to_string(),
             "held_credits": Micros(self.hold_micros).to_string(),
+            "max_cost": self.max_cost_micros.map(|m| Micros(m).to_string()),
             "attempts": self.attempts,
             "exit_code": self.report.as_ref().map(|r| r.exit_code),
             "output_tail": self.report.as_ref().map(|r| r.output_tail.clone()),
@@ -248,6 +295,38 @@ impl Job {
             "location": self.requested_location,
             "created_at": rfc3339(self.created_at),
         })
+    }
+}
+
+/// A job's budget (`max_cost` on `POST /jobs`): a positive decimal string of credits, like
+/// `"12.50"`, at most [`MaxCost::LIMIT`] (a typo must not pass as a budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxCost(Micros);
+
+impl MaxCost {
+    pub const LIMIT: Micros = Micros(1_000_000 * crate::money::MICROS_PER_UNIT);
+
+    /// The request's value: anything but such a string is a 400 naming the field.
+    pub fn parse(value: &serde_json::Value) -> Result<MaxCost, crate::error::ApiError> {
+        let invalid = || {
+            crate::error::ApiError::validation(
+                "max_cost",
+                format!(
+                    "max_cost must be a decimal string of credits greater than 0 and at most {}, like \"12.50\"",
+                    MaxCost::LIMIT
+                ),
+            )
+        };
+        let text = value.as_str().ok_or_else(invalid)?;
+        let micros = Micros::parse_decimal(text).map_err(|_| invalid())?;
+        if micros.0 <= 0 || micros > MaxCost::LIMIT {
+            return Err(invalid());
+        }
+        Ok(MaxCost(micros))
+    }
+
+    pub fn micros(self) -> Micros {
+        self.0
     }
 }
 
