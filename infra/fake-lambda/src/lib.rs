@@ -12,6 +12,9 @@
 //! the same fault counters, and listed by the same `GET /admin/state` — so the chaos test counts
 //! leaks per provider with one piece of code. Only the provider API differs ([`api`]).
 //!
+//! In test mode requests and responses are checked against Lambda's OpenAPI document
+//! ([`conformance`]).
+//!
 //! Lambda documents a launch rate limit (one launch per ~10 s per account): the shared rate
 //! limiter, asked for launches only, enforces it — on by default at one launch per 10 s;
 //! `POST /admin/rate-limits {"window_ms": …}` lowers it for tests.
@@ -23,10 +26,11 @@ use axum::{
     routing::{delete, get, post},
     Router,
 };
-use fake_datacrunch::{state::AppState, FakeConfig, RateLimits};
+use fake_datacrunch::{state::AppState, ConformanceMode, FakeConfig, RateLimits};
 
 pub mod api;
 pub mod catalog;
+pub mod conformance;
 pub mod error;
 
 /// Settings of one fake server.
@@ -44,6 +48,8 @@ pub struct LambdaConfig {
     pub terminate_ms: u64,
     /// The launch rate limit (`endpoint` launches per `window_ms`).
     pub rate_limits: RateLimits,
+    /// Checks against Lambda's OpenAPI document (see [`conformance`]).
+    pub conformance: ConformanceMode,
 }
 
 /// One launch per 10 s: the documented limit.
@@ -66,6 +72,7 @@ impl Default for LambdaConfig {
             shutdown_ms: 200,
             terminate_ms: 100,
             rate_limits: default_launch_limit(),
+            conformance: ConformanceMode::Off,
         }
     }
 }
@@ -98,6 +105,11 @@ fn router(app: LambdaApp) -> Router {
     v1.merge(admin)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Around everything, so what the gate answers (401, 429, faults) is checked too.
+        .layer(middleware::from_fn_with_state(
+            app.dc.clone(),
+            conformance::check,
+        ))
 }
 
 /// Serves the fake on `listener` until the process ends (execute-mode scripts die with it).
@@ -109,6 +121,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: LambdaConfig) -> s
         shutdown_ms: config.shutdown_ms,
         delete_ms: config.terminate_ms,
         rate_limits: config.rate_limits,
+        conformance: config.conformance,
         ..FakeConfig::default()
     };
     let app = LambdaApp {

@@ -10,6 +10,7 @@ use std::{
 };
 
 use clap::Parser;
+use fake_datacrunch::ConformanceMode;
 use fake_lambda::{default_launch_limit, LambdaConfig};
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,10 @@ struct Args {
     /// Turn the launch rate limit off (on by default: one launch per window).
     #[arg(long, env = "FAKE_NO_RATE_LIMITS")]
     no_rate_limits: bool,
+    /// Check requests and responses against Lambda's OpenAPI document (`LAMBDA_OPENAPI`):
+    /// `report` logs and counts violations, `strict` also refuses them.
+    #[arg(long, env = "FAKE_CONFORMANCE", value_enum, default_value_t = ConformanceMode::Off)]
+    conformance: ConformanceMode,
     /// The launch rate limit's window in ms (one launch per window).
     #[arg(long, env = "FAKE_LAMBDA_LAUNCH_WINDOW_MS", default_value_t = default_launch_limit().window_ms)]
     launch_window_ms: u64,
@@ -67,6 +72,7 @@ async fn main() -> std::io::Result<()> {
             window_ms: args.launch_window_ms.max(1),
             ..default_launch_limit()
         },
+        conformance: args.conformance,
     };
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;

@@ -41,6 +41,9 @@ fn config() -> LambdaConfig {
             enabled: false,
             ..default_launch_limit()
         },
+        // Requests (the client's too) and answers against Lambda's OpenAPI document, when
+        // it is there (`LAMBDA_OPENAPI`; see fake_lambda::conformance).
+        conformance: fake_datacrunch::ConformanceMode::Strict,
         ..LambdaConfig::default()
     }
 }
@@ -406,4 +409,51 @@ async fn execute_mode_runs_user_data_and_a_self_shutdown_is_unhealthy() {
     // It still has its address: it came up, then went dark.
     assert!(fake.get(&format!("/instances/{id}")).await.body["data"]["ip"].is_string());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With the document present (`LAMBDA_OPENAPI`), a whole session — launch, poll, faults,
+/// keys, terminate, refusals — is checked and nothing violates it.
+#[tokio::test]
+#[ignore = "needs Lambda's OpenAPI document: LAMBDA_OPENAPI or ../shared/docs/providers/lambda-cloud.openapi.yaml"]
+async fn a_session_conforms_to_lambdas_openapi_document() {
+    assert!(
+        fake_lambda::conformance::spec().is_some(),
+        "the document is not there"
+    );
+    let fake = Fake::start(config()).await;
+    fake.add_key("k1").await;
+    let id = fake
+        .launch_ok(launch_body("gpu_1x_a10", "us-east-1", "k1"))
+        .await;
+    fake.wait_status(&id, "active", Duration::from_secs(3))
+        .await;
+    fake.get("/instances").await;
+    fake.get("/instance-types").await;
+    fake.launch(launch_body("gpu_8x_v100", "us-east-1", "k1"))
+        .await;
+    fake.get("/instances/nope").await;
+    fake.post(
+        "/instance-operations/terminate",
+        json!({ "instance_ids": [id] }),
+    )
+    .await;
+    fake.post("/ssh-keys", json!({ "name": "generated" })).await;
+    // A request the real API refuses is refused by the checks (here: two keys).
+    let mut two = launch_body("gpu_1x_a10", "us-east-1", "k1");
+    two["ssh_key_names"] = json!(["k1", "k1"]);
+    let r = fake.launch(two).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("conformance:"),
+        "{}",
+        r.body
+    );
+    let state = fake.state().await;
+    let c = &state["conformance"];
+    assert!(c["responses_checked"].as_u64().unwrap() >= 8, "{c}");
+    // Only the deliberate one.
+    assert_eq!(c["violations"], 1, "{c}");
 }

@@ -37,6 +37,9 @@ fn config() -> LambdaConfig {
             enabled: false,
             ..fake_lambda::default_launch_limit()
         },
+        // Requests (the client's too) and answers against Lambda's OpenAPI document, when
+        // it is there (`LAMBDA_OPENAPI`; see fake_lambda::conformance).
+        conformance: fake_datacrunch::ConformanceMode::Strict,
         ..LambdaConfig::default()
     }
 }
