@@ -66,9 +66,7 @@ impl fmt::Debug for Credentials {
 const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// Connect-timeout ceiling.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a call waits in-process for a rate-limit pause to end: a Lambda has 29 s, and
-/// a longer wait is better spent as a delayed queue message.
-pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
+pub use super::http::MAX_INLINE_WAIT;
 /// `GET /scripts` page size: the provider's maximum.
 const SCRIPTS_PAGE_SIZE: usize = 100;
 /// Pages read at most: the provider's hard script quota (10 000) over the page size.

@@ -2,7 +2,6 @@
 //! call loop (rate-limit pauses, retries of idempotent calls). A client supplies only its own
 //! single attempt — how it authenticates and how it reads an error body.
 
-use super::datacrunch::MAX_INLINE_WAIT;
 use super::ratelimit::Pauses;
 use super::retry::RetryPolicy;
 use super::ProviderError;
@@ -11,6 +10,10 @@ use reqwest::Method;
 use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+/// The longest a call waits in-process for a rate-limit pause to end: an AWS Lambda invocation
+/// has 29 s, and a longer wait is better spent as a delayed queue message.
+pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) fn build_http(timeout: Duration, connect_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
