@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: moto (DynamoDB, SQS, Secrets Manager, Cognito) on 127.0.0.1,
 # the fake DataCrunch provider in execute mode (startup scripts really run, with bash, in
-# .local/instances), the fake Stripe (checkout page, signed webhooks to the local server), and
+# .local/instances), the fake Lambda Cloud provider likewise (user_data runs in
+# .local/lambda-instances), the fake Stripe (checkout page, signed webhooks to the local server), and
 # the local server on http://127.0.0.1:3000 serving template.yaml's routes from the Lambda
 # handlers (the dashboard included), with the worker and the reconciler. Creates a demo account
 # and prints an API key (also written to .local/env for `source .local/env`) and a dashboard
@@ -14,13 +15,14 @@ cd "$root"
 API_PORT=${API_PORT:-3000}
 MOTO_PORT=${MOTO_PORT:-5000}
 PROVIDER_PORT=${PROVIDER_PORT:-8081}
+LAMBDA_PORT=${LAMBDA_PORT:-8083}
 STRIPE_PORT=${STRIPE_PORT:-12111}
 state="$root/.local"
-mkdir -p "$state/instances" "$state/logs"
+mkdir -p "$state/instances" "$state/lambda-instances" "$state/logs"
 
-for port in "$API_PORT" "$MOTO_PORT" "$PROVIDER_PORT" "$STRIPE_PORT"; do
+for port in "$API_PORT" "$MOTO_PORT" "$PROVIDER_PORT" "$LAMBDA_PORT" "$STRIPE_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port on 127.0.0.1 is in use: stop what runs there or set API_PORT/MOTO_PORT/PROVIDER_PORT/STRIPE_PORT" >&2
+    echo "port $port on 127.0.0.1 is in use: stop what runs there or set API_PORT/MOTO_PORT/PROVIDER_PORT/LAMBDA_PORT/STRIPE_PORT" >&2
     exit 1
   fi
 done
@@ -79,6 +81,12 @@ start fake-datacrunch target/debug/fake-datacrunch --addr "127.0.0.1:$PROVIDER_P
   >"$state/logs/fake-datacrunch.out" 2>"$state/logs/fake-datacrunch.log"
 wait_port "$PROVIDER_PORT" fake-datacrunch
 
+# The second provider; its API key is the one mimiry-admin bootstrap puts in its secret.
+start fake-lambda target/debug/fake-lambda --addr "127.0.0.1:$LAMBDA_PORT" \
+  --execute "$state/lambda-instances" \
+  >"$state/logs/fake-lambda.out" 2>"$state/logs/fake-lambda.log"
+wait_port "$LAMBDA_PORT" fake-lambda
+
 # The fake Stripe: its secret key and a webhook signing secret new for each run go into the
 # Stripe secret (mimiry-admin bootstrap), its events to the billing webhook of the local server.
 stripe_api_key=sk_test_mimiry_local
@@ -93,6 +101,8 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
 export TABLE_NAME=mimiry
 export PROVIDER_BASE_URL="http://127.0.0.1:$PROVIDER_PORT/v1"
+export LAMBDA_CLOUD_BASE_URL="http://127.0.0.1:$LAMBDA_PORT/api/v1"
+export PROVIDERS=${PROVIDERS:-datacrunch,lambda}
 # Also the base of Stripe Checkout's return URLs: /dashboard/credits/success and …?checkout=cancelled.
 export PUBLIC_BASE_URL="http://127.0.0.1:$API_PORT"
 export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
@@ -134,6 +144,7 @@ Mimiry is running locally.
   Dashboard:      $base/dashboard
   moto (AWS):     http://127.0.0.1:$MOTO_PORT
   fake provider:  http://127.0.0.1:$PROVIDER_PORT/v1   (startup scripts run in .local/instances/)
+  fake Lambda:    http://127.0.0.1:$LAMBDA_PORT/api/v1   (user_data runs in .local/lambda-instances/)
   fake Stripe:    http://127.0.0.1:$STRIPE_PORT   (checkout pages; events: /admin/events)
   logs:           .local/logs/
   demo account:   $account (100.00 credits)

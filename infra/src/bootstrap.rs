@@ -20,6 +20,8 @@ pub struct Names {
     pub queue: String,
     pub dead_letter_queue: String,
     pub provider_secret: String,
+    /// Lambda Cloud's `{"api_key": …}` (one secret per provider).
+    pub lambda_secret: String,
     pub report_secret: String,
     pub stripe_secret: String,
     pub session_secret: String,
@@ -198,13 +200,14 @@ fn number(v: &Value, what: &str) -> Result<String> {
     }
 }
 
-/// Creates everything; `provider_credentials` and `stripe_keys` are the JSON the provider and
-/// Stripe secrets hold.
+/// Creates everything; `provider_credentials`, `lambda_credentials` and `stripe_keys` are the
+/// JSON the provider and Stripe secrets hold.
 pub async fn bootstrap(
     clients: &AwsClients,
     template: &Template,
     names: &Names,
     provider_credentials: &str,
+    lambda_credentials: &str,
     report_signing_key: &str,
     stripe_keys: &str,
 ) -> Result<Created> {
@@ -248,6 +251,7 @@ pub async fn bootstrap(
     .await?;
 
     ensure_secret(clients, &names.provider_secret, provider_credentials).await?;
+    ensure_secret(clients, &names.lambda_secret, lambda_credentials).await?;
     ensure_secret(clients, &names.report_secret, report_signing_key).await?;
     ensure_secret(clients, &names.stripe_secret, stripe_keys).await?;
     // A fresh key per run: the local stack forgets its sessions with everything else.

@@ -29,6 +29,13 @@ pub struct Config {
     /// (`API_KEY_CACHE_SECONDS`, default 30, at most 60): also how long a revoked key may keep
     /// working in a warm container.
     pub api_key_cache_ttl: Duration,
+    /// The providers in use, in order of preference (`PROVIDERS`, comma-separated ids, default
+    /// `datacrunch`). The first is the one jobs are placed at today.
+    pub providers: Vec<ProviderId>,
+    /// Lambda Cloud's API base (`LAMBDA_CLOUD_BASE_URL`).
+    pub lambda_base_url: String,
+    /// Secrets Manager id of `{"api_key": …}` for Lambda Cloud (`LAMBDA_CLOUD_SECRET_ID`).
+    pub lambda_secret_id: String,
     pub timers: Timers,
     pub identity: IdentityConfig,
     /// The sender of notices by email (`NOTICE_FROM_EMAIL`, an SES-verified identity); none =
@@ -102,6 +109,47 @@ impl IdentityConfig {
             ),
             None => format!("{}/.well-known/jwks.json", self.issuer()),
         }
+    }
+}
+
+/// A provider Mimiry can use. Each has its own credentials (one secret each) and base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderId {
+    DataCrunch,
+    Lambda,
+}
+
+impl ProviderId {
+    /// The id used in configuration and in the API (`provider` fields).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderId::DataCrunch => "datacrunch",
+            ProviderId::Lambda => "lambda",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProviderId> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "datacrunch" | "verda" => Some(ProviderId::DataCrunch),
+            "lambda" | "lambda-cloud" | "lambdalabs" => Some(ProviderId::Lambda),
+            _ => None,
+        }
+    }
+
+    /// `PROVIDERS`: comma-separated ids, duplicates dropped; an unknown id is a configuration
+    /// error (a typo must not silently disable a provider), and so is an empty list.
+    pub fn parse_list(s: &str) -> Result<Vec<ProviderId>, String> {
+        let mut out: Vec<ProviderId> = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let id = ProviderId::parse(part).ok_or_else(|| format!("unknown provider `{part}`"))?;
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        if out.is_empty() {
+            return Err("no provider enabled".into());
+        }
+        Ok(out)
     }
 }
 
@@ -191,6 +239,10 @@ impl Config {
             catalog_ttl: Duration::from_secs(num("CATALOG_TTL_SECONDS", 30)),
             api_key_cache_ttl: Duration::from_secs(num("API_KEY_CACHE_SECONDS", 30))
                 .min(crate::store::keys::MAX_KEY_CACHE_TTL),
+            providers: ProviderId::parse_list(&var("PROVIDERS", "datacrunch"))
+                .unwrap_or_else(|e| panic!("PROVIDERS: {e}")),
+            lambda_base_url: var("LAMBDA_CLOUD_BASE_URL", "https://cloud.lambda.ai/api/v1"),
+            lambda_secret_id: var("LAMBDA_CLOUD_SECRET_ID", "mimiry/provider/lambda"),
             timers: Timers {
                 provisioning_timeout_secs: num(
                     "PROVISIONING_TIMEOUT_SECONDS",
@@ -211,5 +263,25 @@ impl Config {
                 reconcile_every_secs: num("RECONCILE_EVERY_SECONDS", d.reconcile_every_secs).max(1),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_lists() {
+        assert_eq!(
+            ProviderId::parse_list("datacrunch, lambda,datacrunch"),
+            Ok(vec![ProviderId::DataCrunch, ProviderId::Lambda])
+        );
+        assert_eq!(
+            ProviderId::parse_list("Lambda"),
+            Ok(vec![ProviderId::Lambda])
+        );
+        assert!(ProviderId::parse_list("datacrunch,lamda").is_err());
+        assert!(ProviderId::parse_list(" , ").is_err());
+        assert_eq!(ProviderId::Lambda.as_str(), "lambda");
     }
 }

@@ -149,7 +149,8 @@ pub const ROUTES: &[Route] = &[
         Access::Scope(InstancesRead),
         "catalog",
         ListInstanceTypes,
-    ),
+    )
+    .with_query(&["gpu", "gpu_count"]),
     route(
         "GET",
         "/availability",

@@ -2,9 +2,11 @@
 
 use crate::aws::AwsClients;
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, ProviderId};
 use crate::notices::Notices;
-use crate::provider::{Credentials, DataCrunchClient, GpuProvider};
+use crate::provider::{
+    ApiKey, Credentials, DataCrunchClient, GpuProvider, LambdaCloudClient, ProviderRegistry,
+};
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -13,7 +15,8 @@ pub fn store(clients: &AwsClients, config: &Config) -> Store {
         .with_key_cache(config.api_key_cache_ttl)
 }
 
-/// The DataCrunch client; credentials are read from Secrets Manager on first use.
+/// The DataCrunch client; credentials are read from Secrets Manager on first use. Where jobs
+/// are deployed, whatever else is enabled, until placement spans providers.
 pub fn provider(clients: &AwsClients, config: &Config) -> Arc<dyn GpuProvider> {
     Arc::new(DataCrunchClient::new(
         &config.provider_base_url,
@@ -32,6 +35,36 @@ pub fn notices(clients: &AwsClients, config: &Config) -> Notices {
         config.notice_from_email.clone(),
         &config.identity.dashboard_url,
     )
+}
+
+/// One client per enabled provider (`PROVIDERS`), each with its own secret.
+pub fn providers(clients: &AwsClients, config: &Config) -> ProviderRegistry {
+    ProviderRegistry::new(
+        config
+            .providers
+            .iter()
+            .map(|id| match id {
+                ProviderId::DataCrunch => provider(clients, config),
+                ProviderId::Lambda => Arc::new(LambdaCloudClient::new(
+                    &config.lambda_base_url,
+                    ApiKey::SecretsManager {
+                        client: clients.secrets.clone(),
+                        secret_id: config.lambda_secret_id.clone(),
+                    },
+                    config.provider_timeout,
+                )) as Arc<dyn GpuProvider>,
+            })
+            .collect(),
+    )
+}
+
+/// One catalog per enabled provider, in order of preference.
+pub fn catalogs(registry: &ProviderRegistry, config: &Config) -> Vec<Catalog> {
+    registry
+        .all()
+        .iter()
+        .map(|p| catalog(p.clone(), config))
+        .collect()
 }
 
 pub fn catalog(provider: Arc<dyn GpuProvider>, config: &Config) -> Catalog {

@@ -150,6 +150,9 @@ pub struct Stack {
     pub base_url: String,
     pub moto_url: String,
     pub fake_url: String,
+    /// The fake Lambda Cloud, when the stack's `PROVIDERS` enables `lambda` (root URL, without
+    /// `/api/v1`).
+    pub lambda_url: Option<String>,
     pub table: String,
     pub queue_url: String,
     children: Mutex<Vec<Child>>,
@@ -230,6 +233,35 @@ impl Stack {
         let fake_url = read_listen_url(&mut fake, "fake-datacrunch");
         children.push(fake);
 
+        // The second provider runs when the stack's environment enables it (`PROVIDERS`), so
+        // the existing suites keep their DataCrunch-only stack.
+        let lambda_url = options
+            .env
+            .iter()
+            .any(|(k, v)| k == "PROVIDERS" && v.split(',').any(|p| p.trim() == "lambda"))
+            .then(|| {
+                let mut lambda = Command::new(bin("fake-lambda"));
+                lambda
+                    .args([
+                        "--addr",
+                        "127.0.0.1:0",
+                        "--provision-ms",
+                        &options.provision_ms.to_string(),
+                        "--no-rate-limits",
+                    ])
+                    .stdout(Stdio::piped())
+                    .stderr(log_file(&format!("fake-lambda-{tag}")));
+                if options.execute {
+                    let dir = target_dir().join("test-lambda-instances").join(&tag);
+                    std::fs::create_dir_all(&dir).unwrap();
+                    lambda.arg("--execute").arg(dir);
+                }
+                let mut lambda = spawn(lambda);
+                let url = read_listen_url(&mut lambda, "fake-lambda");
+                children.push(lambda);
+                url
+            });
+
         let table = "mimiry".to_string();
         let aws_env = [
             ("AWS_ENDPOINT_URL", moto_url.clone()),
@@ -272,6 +304,11 @@ impl Stack {
             .envs(aws_env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("JOBS_QUEUE_URL", &queue_url)
             .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{local_port}"))
+            .envs(
+                lambda_url
+                    .iter()
+                    .map(|u| ("LAMBDA_CLOUD_BASE_URL", format!("{u}/api/v1"))),
+            )
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(log_file(&format!("mimiry-local-{tag}")));
@@ -283,6 +320,7 @@ impl Stack {
             base_url,
             moto_url,
             fake_url,
+            lambda_url,
             table,
             queue_url,
             children: Mutex::new(children),

@@ -167,6 +167,40 @@ pub fn spec() -> Option<&'static Spec> {
     .as_ref()
 }
 
+/// Replaces a request body or response given as `$ref` to `#/components/requestBodies/…` or
+/// `#/components/responses/…` (as Lambda's document writes them) by what it points to: the
+/// checks read `content` directly. Schema `$ref`s stay (the validator resolves those).
+fn inline_component_refs(doc: &mut Value) {
+    let components = doc["components"].clone();
+    let resolve = |v: &mut Value| {
+        let target = v
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/components/"))
+            .and_then(|p| components.pointer(&format!("/{p}")))
+            .cloned();
+        if let Some(t) = target {
+            *v = t;
+        }
+    };
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            if let Some(rb) = op.get_mut("requestBody") {
+                resolve(rb);
+            }
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses.values_mut().for_each(resolve);
+            }
+        }
+    }
+}
+
 /// Rewrites OpenAPI's `nullable: true` into JSON Schema.
 fn desugar_nullable(v: &mut Value) {
     match v {
@@ -200,9 +234,17 @@ fn apply_doc_gaps(doc: &mut Value) {
 }
 
 impl Spec {
+    /// Verda's document (JSON), with [`DOC_GAPS`] applied.
     pub fn parse(text: &str) -> Result<Spec, String> {
         let mut doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         apply_doc_gaps(&mut doc);
+        Spec::from_document(doc, "#/components/schemas/PublicApiErrorResponseDto")
+    }
+
+    /// Any provider's OpenAPI document (3.0 or 3.1, as JSON): paths as the document writes
+    /// them, `error_ref` the schema of an error body an operation does not document.
+    pub fn from_document(mut doc: Value, error_ref: &str) -> Result<Spec, String> {
+        inline_component_refs(&mut doc);
         desugar_nullable(&mut doc);
         let components = doc["components"].clone();
         let compile = |schema: &Value| -> Result<Validator, String> {
@@ -217,7 +259,7 @@ impl Spec {
                 .build(&root)
                 .map_err(|e| format!("{e}: {schema}"))
         };
-        let error = compile(&json!({ "$ref": "#/components/schemas/PublicApiErrorResponseDto" }))?;
+        let error = compile(&json!({ "$ref": error_ref }))?;
         let mut operations = Vec::new();
         let paths = doc["paths"].as_object().ok_or("no paths")?;
         for (template, item) in paths {
@@ -475,25 +517,65 @@ fn report(
 /// Largest body buffered for checking (far above anything the provider API carries).
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
+/// What differs between providers in the checks: which requests are the provider API's, how
+/// their paths are written in the document, where the document is, and the provider's own error
+/// envelope for the fake's refusals.
+pub struct Dialect {
+    /// Requests under this prefix are checked.
+    pub prefix: &'static str,
+    /// Removed from the request path before looking it up (the document's server URL part).
+    pub strip: &'static str,
+    pub spec: fn() -> Option<&'static Spec>,
+    /// A refusal: 400 for a request violation, 500 for a response violation.
+    pub refuse: fn(StatusCode, String) -> Response,
+}
+
+fn verda_refusal(status: StatusCode, message: String) -> Response {
+    if status == StatusCode::BAD_REQUEST {
+        ApiError::invalid(message).into_response()
+    } else {
+        ApiError::server_error(status, message).into_response()
+    }
+}
+
+/// Verda's API: `/v1`, paths written with `/v1` in the document.
+pub const VERDA: Dialect = Dialect {
+    prefix: "/v1/",
+    strip: "",
+    spec,
+    refuse: verda_refusal,
+};
+
 /// Middleware around the whole router; checks `/v1` exchanges only.
 pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    check_with(&VERDA, state, req, next).await
+}
+
+/// [`check`] for any provider's API served over this state.
+pub async fn check_with(dialect: &Dialect, state: AppState, req: Request, next: Next) -> Response {
     let mode = state.config.conformance;
-    if mode == ConformanceMode::Off || !req.uri().path().starts_with("/v1/") {
+    if mode == ConformanceMode::Off || !req.uri().path().starts_with(dialect.prefix) {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
     let body = match to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
-        Err(e) => return ApiError::invalid(format!("Unreadable body: {e}")).into_response(),
+        Err(e) => {
+            return (dialect.refuse)(StatusCode::BAD_REQUEST, format!("Unreadable body: {e}"))
+        }
     };
     let uri = parts.uri.to_string();
     let query: Vec<(String, String)> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .unwrap_or_default();
-    let Some(spec) = spec() else {
+    let Some(spec) = (dialect.spec)() else {
         return next.run(Request::from_parts(parts, Body::from(body))).await;
     };
-    let op = spec.find(&parts.method, parts.uri.path());
+    let path = parts.uri.path();
+    let op = spec.find(
+        &parts.method,
+        path.strip_prefix(dialect.strip).unwrap_or(path),
+    );
     let errors = match op {
         None => vec!["no such operation in the provider's OpenAPI document".to_string()],
         Some(op) => op.check_request(&parts.headers, &query, &body),
@@ -509,8 +591,10 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
     if !errors.is_empty() {
         report(&state, "request", &parts.method, &uri, op, &errors);
         if mode == ConformanceMode::Strict {
-            return ApiError::invalid(format!("conformance: {}", errors.join("; ")))
-                .into_response();
+            return (dialect.refuse)(
+                StatusCode::BAD_REQUEST,
+                format!("conformance: {}", errors.join("; ")),
+            );
         }
     }
     let method = parts.method.clone();
@@ -521,21 +605,17 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
     let (rparts, rbody) = response.into_parts();
     let rbody = match to_bytes(rbody, BODY_LIMIT).await {
         Ok(b) => b,
-        Err(e) => {
-            return ApiError::server_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                .into_response()
-        }
+        Err(e) => return (dialect.refuse)(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     state.lock().conformance.responses_checked += 1;
     let errors = op.check_response(spec, rparts.status, &rparts.headers, &rbody);
     if !errors.is_empty() {
         report(&state, "response", &method, &uri, Some(op), &errors);
         if mode == ConformanceMode::Strict {
-            return ApiError::server_error(
+            return (dialect.refuse)(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("conformance: response: {}", errors.join("; ")),
-            )
-            .into_response();
+            );
         }
     }
     Response::from_parts(rparts, Body::from(rbody))

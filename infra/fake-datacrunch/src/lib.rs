@@ -164,7 +164,23 @@ fn router(state: AppState) -> Router {
             faults::v1_gate,
         ));
 
-    let admin = Router::new()
+    v1.merge(admin_router())
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        // Around everything (it only looks at `/v1`), so that what the gate answers (faults,
+        // 401, 429) and requests to paths the fake does not serve are checked too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            conformance::check,
+        ))
+        .with_state(state)
+}
+
+/// The admin routes (`/admin/...`, no auth): faults, reset, rate limits, the state dump and
+/// forced transitions. Public so that another fake built on this state (`fake-lambda`) serves
+/// the same admin surface, which the execute-mode shims and the leak checks rely on.
+pub fn admin_router() -> Router<AppState> {
+    Router::new()
         .route(
             "/admin/faults",
             post(admin::set_faults).get(admin::get_faults),
@@ -177,27 +193,12 @@ fn router(state: AppState) -> Router {
         .route("/admin/state", get(admin::dump))
         .route("/admin/instances/{id}/status", post(admin::force_status))
         .route("/admin/instances/{id}/vanish", post(admin::force_vanish))
-        .route("/admin/instances/{id}/shutdown", post(admin::shutdown));
-
-    v1.merge(admin)
-        .fallback(error::route_not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        // Around everything (it only looks at `/v1`), so that what the gate answers (faults,
-        // 401, 429) and requests to paths the fake does not serve are checked too.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            conformance::check,
-        ))
-        .with_state(state)
+        .route("/admin/instances/{id}/shutdown", post(admin::shutdown))
 }
 
-/// Serves the fake on `listener` until the process ends.
-///
-/// In execute mode, dropping the server (its runtime shutting down, or the task being aborted
-/// along with the timers) kills every script still running and removes the instances'
-/// directories: the fake machines go away with the fake provider.
-pub async fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
+/// The state of a fake serving on `addr`: execute mode's directory made absolute and its
+/// sandbox probed. Public for `fake-lambda`, which keeps its instances in the same state.
+pub async fn build_state(addr: SocketAddr, config: FakeConfig) -> std::io::Result<AppState> {
     // The execute-mode shim calls back on loopback even if the fake listens on 0.0.0.0.
     let admin_base = format!("http://127.0.0.1:{}", addr.port());
     let mut config = config;
@@ -211,7 +212,17 @@ pub async fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> std
         Some(_) => execute::probe_sandbox().await,
         None => None,
     };
-    let state = AppState::new(config, admin_base, sandbox);
+    Ok(AppState::new(config, admin_base, sandbox))
+}
+
+/// Serves the fake on `listener` until the process ends.
+///
+/// In execute mode, dropping the server (its runtime shutting down, or the task being aborted
+/// along with the timers) kills every script still running and removes the instances'
+/// directories: the fake machines go away with the fake provider.
+pub async fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let state = build_state(addr, config).await?;
     tracing::info!(%addr, "fake-datacrunch serving");
     axum::serve(listener, router(state)).await
 }

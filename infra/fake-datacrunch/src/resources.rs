@@ -127,7 +127,7 @@ struct NewSshKey {
 }
 
 /// Public key formats accepted by the provider (OpenSSH one-line form).
-fn looks_like_public_key(key: &str) -> bool {
+pub fn looks_like_public_key(key: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "ssh-ed25519 ",
         "ssh-rsa ",

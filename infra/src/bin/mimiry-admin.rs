@@ -40,6 +40,15 @@ enum Command {
         provider_secret: String,
         #[arg(
             long,
+            env = "LAMBDA_CLOUD_SECRET_ID",
+            default_value = "mimiry/provider/lambda"
+        )]
+        lambda_secret: String,
+        /// The API key the local fake Lambda Cloud accepts (`fake-lambda --api-key`).
+        #[arg(long, default_value = "mimiry-local-lambda-key")]
+        lambda_api_key: String,
+        #[arg(
+            long,
             env = "REPORT_SECRET_ID",
             default_value = "mimiry/report-signing-key"
         )]
@@ -179,6 +188,8 @@ async fn main() -> Result<()> {
         Command::Bootstrap {
             queue,
             provider_secret,
+            lambda_secret,
+            lambda_api_key,
             report_secret,
             session_secret,
             provider_client_id,
@@ -195,6 +206,7 @@ async fn main() -> Result<()> {
                 dead_letter_queue: format!("{queue}-dlq"),
                 queue,
                 provider_secret,
+                lambda_secret,
                 report_secret,
                 stripe_secret,
                 session_secret,
@@ -204,6 +216,7 @@ async fn main() -> Result<()> {
                 "client_secret": provider_client_secret,
             })
             .to_string();
+            let lambda_credentials = serde_json::json!({ "api_key": lambda_api_key }).to_string();
             let signing_key = mimiry_shared::auth::ApiKey::generate().hash();
             let stripe_keys = serde_json::json!({
                 "api_key": stripe_api_key,
@@ -215,6 +228,7 @@ async fn main() -> Result<()> {
                 &template,
                 &names,
                 &credentials,
+                &lambda_credentials,
                 &signing_key,
                 &stripe_keys,
             )

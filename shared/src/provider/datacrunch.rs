@@ -15,6 +15,7 @@
 //!   refused request did nothing, so this holds for `deploy` too); otherwise it fails with
 //!   [`ProviderError::RateLimited`] without being sent, and the caller defers its job.
 
+use super::http::{self, build_http, segment, Failure, Reply};
 use super::parse::{self, CallKind};
 use super::ratelimit::{Pauses, ProviderCall};
 use super::retry::RetryPolicy;
@@ -23,12 +24,12 @@ use super::{
     DeleteOutcome, DeployRequest, GpuProvider, ImageInfo, InstanceInfo, InstanceTypeInfo,
     LocationAvailability, LocationInfo, ProviderError, ScriptInfo, VolumeInfo,
 };
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where the OAuth2 client id and secret come from.
 #[derive(Clone)]
@@ -65,9 +66,7 @@ impl fmt::Debug for Credentials {
 const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(30);
 /// Connect-timeout ceiling.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a call waits in-process for a rate-limit pause to end: a Lambda has 29 s, and
-/// a longer wait is better spent as a delayed queue message.
-pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
+pub use super::http::MAX_INLINE_WAIT;
 /// `GET /scripts` page size: the provider's maximum.
 const SCRIPTS_PAGE_SIZE: usize = 100;
 /// Pages read at most: the provider's hard script quota (10 000) over the page size.
@@ -89,13 +88,6 @@ pub struct DataCrunchClient {
     pauses: Arc<Pauses>,
 }
 
-/// A successful exchange: status, headers, body.
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    text: String,
-}
-
 impl fmt::Debug for DataCrunchClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DataCrunchClient")
@@ -105,21 +97,6 @@ impl fmt::Debug for DataCrunchClient {
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
-}
-
-fn build_http(timeout: Duration, connect_timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .timeout(timeout)
-        .connect_timeout(connect_timeout)
-        // Lambda freezes idle containers: do not reuse connections that sat for long.
-        .pool_idle_timeout(Duration::from_secs(20))
-        .user_agent(concat!("mimiry/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "building the provider HTTP client failed; using defaults");
-            reqwest::Client::new()
-        })
 }
 
 impl DataCrunchClient {
@@ -184,42 +161,8 @@ impl DataCrunchClient {
         bearer: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(u16, String), ProviderError> {
-        let reply = self.send(method, url, query, bearer, body).await?;
+        let reply = http::send(&self.http, self.timeout, method, url, query, bearer, body).await?;
         Ok((reply.status, reply.text))
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        query: &[(&str, &str)],
-        bearer: Option<&str>,
-        body: Option<&Value>,
-    ) -> Result<Reply, ProviderError> {
-        let mut rb = self
-            .http
-            .request(method, url)
-            .timeout(self.timeout)
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if !query.is_empty() {
-            rb = rb.query(query);
-        }
-        if let Some(token) = bearer {
-            rb = rb.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            rb = rb.body(body.to_string());
-        }
-        let resp = rb.send().await.map_err(reqwest_error)?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(reqwest_error)?;
-        Ok(Reply {
-            status,
-            headers,
-            text,
-        })
     }
 
     /// An authenticated API call returning the success status and body; errors are typed.
@@ -250,57 +193,10 @@ impl DataCrunchClient {
         kind: CallKind,
     ) -> Result<Reply, ProviderError> {
         let url = self.url(path);
-        let mut retry = 0;
-        // One in-process wait for a short pause; a second pause goes back to the caller.
-        let mut waited = false;
-        loop {
-            if let Some(wait) = self.pauses.wait(method.as_str(), path) {
-                if waited || wait > MAX_INLINE_WAIT {
-                    tracing::debug!(%method, path, wait_ms = wait.as_millis() as u64, "provider path paused; not sent");
-                    return Err(ProviderError::RateLimited { retry_after: wait });
-                }
-                waited = true;
-                tokio::time::sleep(wait).await;
-            }
-            let started = Instant::now();
-            let result = self.call_once(&method, &url, query, body, kind).await;
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            match result {
-                Ok(reply) => {
-                    tracing::debug!(%method, path, status = reply.status, elapsed_ms, "provider call");
-                    return Ok(reply);
-                }
-                Err(Failure::Limited(headers)) => {
-                    let wait = self.pauses.note(method.as_str(), path, &headers);
-                    tracing::warn!(%method, path, wait_ms = wait.as_millis() as u64, "provider rate limit (429)");
-                    if waited || wait > MAX_INLINE_WAIT {
-                        return Err(ProviderError::RateLimited { retry_after: wait });
-                    }
-                    // Short: the loop waits it out once.
-                }
-                Err(Failure::Call(e))
-                    if idempotent
-                        && e.is_transient()
-                        && e.retry_after().is_none()
-                        && retry < self.retry.max_retries =>
-                {
-                    let wait = self.retry.backoff(retry);
-                    tracing::warn!(%method, path, error = %e, elapsed_ms, retry = retry + 1,
-                        wait_ms = wait.as_millis() as u64, "retrying provider call");
-                    tokio::time::sleep(wait).await;
-                    retry += 1;
-                }
-                Err(Failure::Call(e) | Failure::Token(e)) => {
-                    // Expected answers (not found, refusals, capacity) are the caller's to log.
-                    if e.is_transient() || matches!(e, ProviderError::Auth(_)) {
-                        tracing::warn!(%method, path, error = %e, code = e.code(), elapsed_ms, "provider call failed");
-                    } else {
-                        tracing::debug!(%method, path, error = %e, code = e.code(), elapsed_ms, "provider call failed");
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        http::with_retries(&self.pauses, self.retry, &method, path, idempotent, || {
+            self.call_once(&method, &url, query, body, kind)
+        })
+        .await
     }
 
     async fn call_once(
@@ -312,18 +208,32 @@ impl DataCrunchClient {
         kind: CallKind,
     ) -> Result<Reply, Failure> {
         let bearer = self.tokens.bearer(self).await.map_err(Failure::Token)?;
-        let mut reply = self
-            .send(method.clone(), url, query, Some(&bearer.token), body)
-            .await
-            .map_err(Failure::Call)?;
+        let mut reply = http::send(
+            &self.http,
+            self.timeout,
+            method.clone(),
+            url,
+            query,
+            Some(&bearer.token),
+            body,
+        )
+        .await
+        .map_err(Failure::Call)?;
         if reply.status == 401 && !bearer.fresh {
             tracing::info!("provider refused a cached token; renewing it and repeating the call");
             self.tokens.invalidate(&bearer.token).await;
             let bearer = self.tokens.bearer(self).await.map_err(Failure::Token)?;
-            reply = self
-                .send(method.clone(), url, query, Some(&bearer.token), body)
-                .await
-                .map_err(Failure::Call)?;
+            reply = http::send(
+                &self.http,
+                self.timeout,
+                method.clone(),
+                url,
+                query,
+                Some(&bearer.token),
+                body,
+            )
+            .await
+            .map_err(Failure::Call)?;
         }
         if (200..300).contains(&reply.status) {
             Ok(reply)
@@ -374,29 +284,6 @@ impl DataCrunchClient {
     }
 }
 
-/// Whether a call failed while getting a token (already retried inside), on the call itself,
-/// or was refused by the rate limit (with the headers that say for how long).
-enum Failure {
-    Token(ProviderError),
-    Call(ProviderError),
-    Limited(HeaderMap),
-}
-
-fn reqwest_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        return ProviderError::Timeout;
-    }
-    // reqwest's own message is terse; the source chain says what actually happened.
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    ProviderError::Transport(message)
-}
-
 fn id_from(status: u16, what: &str, body: &str) -> Result<String, ProviderError> {
     parse::parse_id(body).ok_or_else(|| ProviderError::Server {
         status,
@@ -413,19 +300,6 @@ fn says_missing(message: &str) -> bool {
     m.contains("not found")
         || m.contains("does not exist")
         || (m.contains("invalid") && m.contains(" id"))
-}
-
-/// Percent-encodes one path segment (ids are UUIDs, but never trust that).
-fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.trim().bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The JSON body of `POST /instances`.

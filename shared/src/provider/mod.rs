@@ -1,5 +1,6 @@
-//! The GPU provider layer: the [`GpuProvider`] trait, its plain data types, and the DataCrunch
-//! (Verda) implementation [`DataCrunchClient`].
+//! The GPU provider layer: the [`GpuProvider`] trait, its plain data types, and its
+//! implementations: DataCrunch (Verda), [`DataCrunchClient`], and Lambda Cloud,
+//! [`LambdaCloudClient`] (which shares the transport, pauses and retries of `http.rs`).
 //!
 //! Facts about the provider API live in `docs/providers/datacrunch.md`; this module is written
 //! against that page and is tolerant of real responses that differ from it (unknown fields
@@ -17,15 +18,22 @@
 pub mod datacrunch;
 #[cfg(test)]
 mod fake_tests;
+mod http;
+pub mod lambda;
+#[cfg(test)]
+mod lambda_fake_tests;
 #[cfg(test)]
 mod mock_tests;
 mod parse;
 pub mod ratelimit;
+pub mod registry;
 pub mod retry;
 mod token;
 
 pub use datacrunch::{Credentials, DataCrunchClient};
+pub use lambda::{ApiKey, LambdaCloudClient};
 pub use ratelimit::ProviderCall;
+pub use registry::ProviderRegistry;
 pub use retry::RetryPolicy;
 
 use crate::money::Micros;
@@ -195,6 +203,29 @@ pub struct InstanceTypeInfo {
     /// e.g. `dynamic` when no size is given.
     pub storage_description: String,
     pub storage_gb: Option<u32>,
+}
+
+impl InstanceTypeInfo {
+    /// The GPU model, read from `gpu_description` (`1x H100 SXM5 80GB` → `H100`,
+    /// `8x A100` → `A100`, `1x Tesla V100 16GB` → `V100`): the first word after the count that
+    /// is not a brand. `None` for CPU types. The same model reads the same at every provider,
+    /// which is what the catalog's `gpu` filter needs.
+    pub fn gpu_model(&self) -> Option<&str> {
+        const BRANDS: &[&str] = &["nvidia", "tesla", "geforce", "quadro", "rtx"];
+        if self.gpu_count == 0 {
+            return None;
+        }
+        let rest = match self.gpu_description.split_once("x ") {
+            Some((count, rest)) if count.trim().parse::<u32>().is_ok() => rest,
+            _ => self.gpu_description.as_str(),
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        words
+            .iter()
+            .find(|w| !BRANDS.contains(&w.to_ascii_lowercase().as_str()))
+            .or(words.first())
+            .copied()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +481,30 @@ mod tests {
         assert!(InstanceStatus::parse("unknown").is_gone());
         assert!(!InstanceStatus::parse("migrating").is_gone());
         assert!(!InstanceStatus::Deleting.is_gone());
+    }
+
+    #[test]
+    fn gpu_models_read_the_same_across_providers() {
+        let t = |description: &str, count: u32| InstanceTypeInfo {
+            instance_type: "t".into(),
+            description: String::new(),
+            price_per_hour: Micros(1),
+            spot_price: None,
+            gpu_description: description.into(),
+            gpu_count: count,
+            gpu_memory_gb: None,
+            cpu_description: String::new(),
+            cpu_cores: 1,
+            memory_gb: None,
+            storage_description: String::new(),
+            storage_gb: None,
+        };
+        assert_eq!(t("1x H100 SXM5 80GB", 1).gpu_model(), Some("H100"));
+        assert_eq!(t("8x A100", 8).gpu_model(), Some("A100"));
+        assert_eq!(t("1x Tesla V100 16GB", 1).gpu_model(), Some("V100"));
+        assert_eq!(t("8x Tesla V100", 8).gpu_model(), Some("V100"));
+        assert_eq!(t("1x RTX A6000", 1).gpu_model(), Some("A6000"));
+        assert_eq!(t("", 0).gpu_model(), None);
     }
 
     #[test]

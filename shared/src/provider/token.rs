@@ -279,7 +279,7 @@ pub(crate) fn parse_secret(raw: &str) -> Option<ClientSecret> {
 }
 
 /// A missing secret or a denied read is configuration (Auth); anything else may pass.
-fn secret_read_error(message: String) -> ProviderError {
+pub(crate) fn secret_read_error(message: String) -> ProviderError {
     let permanent = [
         "ResourceNotFoundException",
         "AccessDenied",
