@@ -27,23 +27,28 @@ fn spinner(status: Status) -> Option<tokio::task::JoinHandle<()>> {
     Some(tokio::spawn(async move {
         const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
         let started = Instant::now();
+        let mut shown = false;
         for frame in FRAMES.iter().cycle() {
             let text = status.0.lock().expect("status lock").clone();
-            let mut err = std::io::stderr().lock();
-            match text {
-                Some(t) => {
-                    let secs = started.elapsed().as_secs();
-                    let _ = write!(err, "\r\x1b[2K{frame} {t} ({secs} s)");
-                }
-                None => {
-                    let _ = write!(err, "\r\x1b[2K");
-                }
+            // Cleared once when the status goes away, so log lines are never wiped.
+            if text.is_some() || shown {
+                draw(*frame, text.as_deref(), started.elapsed().as_secs());
             }
-            let _ = err.flush();
-            drop(err);
+            shown = text.is_some();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }))
+}
+
+/// One frame of the status line (a plain function: the stderr lock must not live across an
+/// `.await` of the spinner's task).
+fn draw(frame: char, text: Option<&str>, secs: u64) {
+    let mut err = std::io::stderr().lock();
+    let _ = match text {
+        Some(t) => write!(err, "\r\x1b[2K{frame} {t} ({secs} s)"),
+        None => write!(err, "\r\x1b[2K"),
+    };
+    let _ = err.flush();
 }
 
 /// Follows the log of `job_id` from the start (or its last `tail` lines) to the end; returns
@@ -89,7 +94,8 @@ async fn follow_inner(
             (None, Some(n)) => format!("tail={n}&wait={wait}"),
             (None, None) => format!("wait={wait}"),
         };
-        let request = api.get(&format!("/jobs/{job_id}/logs?{query}"));
+        let path = format!("/jobs/{job_id}/logs?{query}");
+        let request = api.get(&path);
         let page = tokio::select! {
             page = request => page?,
             _ = tokio::signal::ctrl_c(), if ask_to_cancel && !cancelled => {
