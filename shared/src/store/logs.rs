@@ -81,7 +81,18 @@ impl Store {
             // This sequence number is stored already: the wrapper retried.
             return Ok(Stored::Stored);
         }
-        // Over the cap: end the log with the marker (once; later chunks find it there).
+        // Over the cap: close the log (the count past the cap refuses every later chunk, even a
+        // small one that would fit), then end it with the marker (once).
+        self.db
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(&pk))
+            .key("SK", s(META_SK))
+            .update_expression("SET bytes = :closed")
+            .expression_attribute_values(":closed", n(CAP_BYTES + 1))
+            .send()
+            .await
+            .map_err(aws_err)?;
         let marker = self
             .db
             .put_item()
