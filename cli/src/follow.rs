@@ -87,8 +87,10 @@ async fn follow_inner(
     // A job lives at most 30 days (max_runtime_seconds); at one long poll per 20 s or less,
     // this bounds the loop well beyond that.
     for _ in 0..200_000 {
-        // Short polls until the job runs, so the status moves on screen; then long ones.
-        let wait = if last_status == "running" { 20 } else { 3 };
+        // Until the job runs, a quick look every second, so the status moves on screen (a long
+        // poll answers only when lines come); then long polls.
+        let running = last_status == "running";
+        let wait = if running { 20 } else { 0 };
         let query = match (&cursor, tail) {
             (Some(c), _) => format!("after={c}&wait={wait}"),
             (None, Some(n)) => format!("tail={n}&wait={wait}"),
@@ -144,6 +146,9 @@ async fn follow_inner(
         cursor = page["next_cursor"].as_str().map(str::to_string);
         if page["complete"].as_bool().unwrap_or(false) {
             return api.get(&format!("/jobs/{job_id}")).await.map(Some);
+        }
+        if !running && lines.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     Err(CliError::Usage("gave up following the job".into()))
