@@ -87,7 +87,8 @@ ship_logs() {{
     elif [ $finishing = 1 ]; then
       return 0
     fi
-    sleep {interval}
+    # Wakes early when the script ends, so the report is not held up by a whole interval.
+    for _ in $(seq $(({interval} * 4))); do [ -e "$dir/done" ] && break; sleep 0.25; done
   done
 }}
 ship_logs > /dev/null 2>&1 &
