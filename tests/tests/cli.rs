@@ -1,6 +1,8 @@
 //! The `mimiry` CLI (cli/), the built binary against the local stack: `mimiry run` shows the
 //! script's lines as they come and exits with the script's exit code (issue 13).
 
+// Shared with jobs.rs; this file uses a part of it.
+#[allow(dead_code, unused_imports)]
 mod jobs_support;
 
 use jobs_support::*;

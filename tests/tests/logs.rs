@@ -2,6 +2,8 @@
 //! and ships its output while the script runs; `GET /jobs/{id}/logs` serves the first lines
 //! before the job ends and all of them after teardown; chunks are idempotent and capped.
 
+// Shared with jobs.rs; this file uses a part of it.
+#[allow(dead_code, unused_imports)]
 mod jobs_support;
 
 use base64::Engine;
