@@ -103,6 +103,37 @@ async fn the_first_lines_arrive_while_the_job_runs_and_all_stay_after_teardown()
     // After teardown: the instance is gone, the log is all there, from the start and the end.
     let job = wait_terminal(stack, &account.key, &id, SHORT).await.job;
     assert_eq!(job["exit_code"], 0, "{job:#}");
+    // Its timeline, oldest first.
+    let events = job["events"].as_array().expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let mut sorted = kinds.clone();
+    sorted.sort_unstable();
+    // `running` (the worker saw the instance run) and `script_started` (the instance's clock)
+    // may come in either order.
+    assert_eq!(
+        sorted,
+        [
+            "deploy_requested",
+            "finished",
+            "instance_deleted",
+            "report_received",
+            "running",
+            "script_started",
+            "submitted"
+        ],
+        "{job:#}"
+    );
+    assert_eq!(kinds[0], "submitted");
+    assert_eq!(kinds[6], "finished");
+    let times: Vec<&str> = events.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let report = events
+        .iter()
+        .find(|e| e["type"] == "report_received")
+        .unwrap();
+    assert_eq!(report["detail"]["exit_code"], 0);
+    assert_eq!(events[6]["detail"]["status"], "completed");
+    assert_eq!(events[6]["detail"]["charged"], job["cost"]);
     let state = fake_state(stack).await;
     assert!(
         instances_of(&state, &id)
@@ -229,4 +260,57 @@ async fn chunks_are_idempotent_and_the_log_is_capped() {
         tail_lines[1]
     );
     cancel(stack, &account.key, &id).await;
+}
+
+/// A chatty job: 200 000 lines as fast as `seq` prints them (1.3 MB, ~21 full chunks shipped
+/// back to back) all arrive, in order, before the job completes. Prints the shipping rate: the
+/// "log lines per second one job can ship" figure of issue 13 (local stack, debug build).
+#[tokio::test]
+async fn a_chatty_job_ships_every_line() {
+    let stack = Stack::shared();
+    let account = stack.account("100").await;
+    let id = submit_ok(
+        stack,
+        &account.key,
+        &cheap_job(None, "seq 1 200000\nsleep 1\necho end"),
+    )
+    .await;
+    wait_status(stack, &account.key, &id, "running", SHORT).await;
+    let started = Instant::now();
+    let mut count = 0usize;
+    let mut last = String::new();
+    let mut expected_next = 1u64;
+    let mut all_read_at = None;
+    let mut query = "wait=10&limit=10000".to_string();
+    let deadline = started + SHORT;
+    loop {
+        assert!(Instant::now() < deadline, "only {count} lines so far");
+        let page = logs(stack, &account.key, &id, &query).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        for line in lines(&page) {
+            if expected_next <= 200_000 {
+                assert_eq!(line, expected_next.to_string(), "line {count}");
+                expected_next += 1;
+                if expected_next > 200_000 {
+                    all_read_at = Some(started.elapsed());
+                }
+            }
+            count += 1;
+            last = line;
+        }
+        if page.body["complete"] == true {
+            break;
+        }
+        query = format!(
+            "wait=10&limit=10000&after={}",
+            page.body["next_cursor"].as_str().unwrap()
+        );
+    }
+    let elapsed = all_read_at.expect("every number was read");
+    assert_eq!(count, 200_001);
+    assert_eq!(last, "end");
+    println!(
+        "shipped and read 200000 lines in {elapsed:.1?} from `running`: {:.0} lines/s",
+        200_000.0 / elapsed.as_secs_f64()
+    );
 }
