@@ -57,18 +57,25 @@ post() {{
   return 1
 }}
 # The shipper: every {interval} s (at once while a full chunk is waiting) the output not shipped
-# yet, up to {chunk} bytes, cut after its last line break until the script is done. A chunk
-# that failed is sent again unchanged (same seq, same bytes) until it is stored.
+# yet, up to {chunk} bytes. A chunk that failed is sent again unchanged (same seq, same bytes)
+# until it is stored.
 ship_logs() {{
-  local seq=0 off=0 pending=0 len=0 finishing=0 size
+  local seq=0 off=0 pending=0 len=0 finishing=0 size partial
   while :; do
     [ -e "$dir/done" ] && finishing=1
     size=$(stat -c %s "$out")
     if [ $pending = 0 ] && [ "$size" -gt "$off" ]; then
       tail -c +$((off + 1)) "$out" | head -c {chunk} > "$dir/chunk"
       len=$(stat -c %s "$dir/chunk")
-      if [ $finishing = 0 ] && [ "$len" -lt {chunk} ] && [ -n "$(tail -c 1 "$dir/chunk")" ]; then
-        len=$((len - $(tail -n 1 "$dir/chunk" | wc -c)))
+      # A chunk ends after a line break: the unfinished last line waits for the next chunk,
+      # unless it is the end of the output, or one line fills the whole chunk.
+      if [ -n "$(tail -c 1 "$dir/chunk")" ] && {{ [ $finishing = 0 ] || [ "$len" -ge {chunk} ]; }}; then
+        partial=$(tail -n 1 "$dir/chunk" | wc -c)
+        if [ "$partial" -lt "$len" ]; then
+          len=$((len - partial))
+        elif [ "$len" -lt {chunk} ]; then
+          len=0
+        fi
       fi
       if [ "$len" -gt 0 ]; then
         printf '{{"seq":%d,"data_base64":"%s"}}' "$seq" "$(head -c "$len" "$dir/chunk" | base64 -w0)" > "$dir/chunk.json"
