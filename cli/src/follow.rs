@@ -86,6 +86,10 @@ async fn follow_inner(
     let mut cancelled = false;
     // A job lives at most 30 days (max_runtime_seconds); at one long poll per 20 s or less,
     // this bounds the loop well beyond that.
+    // One Ctrl-C listener for the whole follow, so a Ctrl-C between two requests is not lost
+    // (once it is installed, Ctrl-C no longer ends the process: every press must be answered).
+    let mut interrupt = Box::pin(tokio::signal::ctrl_c());
+    let mut pause = false;
     for _ in 0..200_000 {
         // Until the job runs, a quick look every second, so the status moves on screen (a long
         // poll answers only when lines come); then long polls.
@@ -97,12 +101,19 @@ async fn follow_inner(
             (None, None) => format!("wait={wait}"),
         };
         let path = format!("/jobs/{job_id}/logs?{query}");
-        let request = api.get(&path);
+        let fetch = async {
+            if pause {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            api.get(&path).await
+        };
         let page = tokio::select! {
-            page = request => page?,
-            _ = tokio::signal::ctrl_c(), if ask_to_cancel && !cancelled => {
+            page = fetch => page?,
+            _ = &mut interrupt, if ask_to_cancel => {
+                interrupt = Box::pin(tokio::signal::ctrl_c());
                 status_line.set(None);
-                match ask("\nCancel the job? [y/N] ").await {
+                let answer = if cancelled { None } else { ask("\nCancel the job? [y/N] ").await };
+                match answer {
                     Some(true) => {
                         let answer = api.delete(&format!("/jobs/{job_id}")).await?;
                         eprintln!("cancel requested ({}); following until the instance is gone",
@@ -110,11 +121,16 @@ async fn follow_inner(
                         cancelled = true;
                     }
                     Some(false) => eprintln!("still following; `mimiry cancel {job_id}` cancels it"),
+                    None if cancelled => {
+                        eprintln!("stopped following; the job is being cancelled");
+                        return Ok(None);
+                    }
                     None => {
                         eprintln!("detached: the job goes on; `mimiry logs -f {job_id}` follows it");
                         return Ok(None);
                     }
                 }
+                pause = false;
                 continue;
             }
         };
@@ -147,9 +163,7 @@ async fn follow_inner(
         if page["complete"].as_bool().unwrap_or(false) {
             return api.get(&format!("/jobs/{job_id}")).await.map(Some);
         }
-        if !running && lines.is_empty() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        pause = !running && lines.is_empty();
     }
     Err(CliError::Usage("gave up following the job".into()))
 }

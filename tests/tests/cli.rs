@@ -178,3 +178,52 @@ async fn jobs_logs_cancel_account_and_ssh_keys() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// Ctrl-C during `mimiry run` asks whether to cancel; `y` cancels the job, the CLI follows it to
+/// the end and exits 130.
+#[tokio::test]
+async fn ctrl_c_asks_and_cancels() {
+    let stack = Stack::shared();
+    let account = stack.account("100").await;
+    let script = script_file("echo started\nsleep 300\n");
+    let mut child = mimiry(stack, &account.key)
+        .args(["run", "--type", CHEAP_TYPE, "--image", CHEAP_IMAGE])
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line means the job runs and the CLI follows it.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(SHORT, stdout.next_line())
+        .await
+        .expect("no line from the job")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("started"));
+    let pid = child.id().unwrap() as libc::pid_t;
+    // SAFETY: a plain kill(2) of the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"y\n")
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(SHORT, child.wait())
+        .await
+        .expect("mimiry did not end after the cancel")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(stderr.contains("Cancel the job?"), "{stderr}");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let id = stderr
+        .split_whitespace()
+        .nth(1)
+        .expect("job id on stderr")
+        .to_string();
+    let job = get_job(stack, &account.key, &id).await;
+    assert_eq!(job.body["status"], "cancelled", "{job:?}");
+    let _ = std::fs::remove_file(script);
+}
