@@ -220,6 +220,17 @@ async fn chunks_are_idempotent_and_the_log_is_capped() {
         page.body["complete"], false,
         "a running job's log is not complete"
     );
+    // Stored where a_quiet_job_ships_nothing looks, with its retention.
+    let stored = stack
+        .store()
+        .await
+        .query_prefix(format!("JOBLOG#{}#{id}", account.account_id), "CHUNK#")
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let expires: i64 = stored[0]["expires_at"].as_n().unwrap().parse().unwrap();
+    let in_days = (expires - chrono::Utc::now().timestamp()) / 86_400;
+    assert!((29..=30).contains(&in_days), "expires in {in_days} days");
 
     // An API key is not a job token.
     let answer = ship(stack, &account.key, &id, 1, b"x\n").await;
@@ -313,4 +324,29 @@ async fn a_chatty_job_ships_every_line() {
         "shipped and read 200000 lines in {elapsed:.1?} from `running`: {:.0} lines/s",
         200_000.0 / elapsed.as_secs_f64()
     );
+}
+
+/// A quiet job (no output) ships nothing: no log item is written for it, so logs add no AWS
+/// request to its hour; its log is empty and complete once it ended.
+#[tokio::test]
+async fn a_quiet_job_ships_nothing() {
+    let stack = Stack::shared();
+    let account = stack.account("10").await;
+    let id = submit_ok(stack, &account.key, &cheap_job(None, "sleep 3")).await;
+    let job = wait_terminal(stack, &account.key, &id, SHORT).await.job;
+    assert_eq!(job["status"], "completed", "{job:#}");
+    let store = stack.store().await;
+    let mut items = Vec::new();
+    for prefix in ["CHUNK#", "META"] {
+        items.extend(
+            store
+                .query_prefix(format!("JOBLOG#{}#{id}", account.account_id), prefix)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(items.is_empty(), "log items of a quiet job: {items:?}");
+    let page = logs(stack, &account.key, &id, "").await;
+    assert_eq!(lines(&page), Vec::<String>::new());
+    assert_eq!(page.body["complete"], true, "{page:?}");
 }
