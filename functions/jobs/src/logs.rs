@@ -6,7 +6,8 @@ use base64::Engine;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::jobs::logs::{
-    page_after, tail, Position, CHUNK_BYTES, DEFAULT_LINES, MAX_LINES, MAX_SEQ, MAX_WAIT_SECS,
+    page_after, tail, Position, CHUNK_BYTES, DEFAULT_LINES, MAX_LINES, MAX_PAGE_BYTES, MAX_SEQ,
+    MAX_WAIT_SECS,
 };
 use mimiry_shared::store::logs::Stored;
 use mimiry_shared::time::now_ms;
@@ -117,7 +118,7 @@ pub async fn read(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             None => {
                 let (chunks, more) = app
                     .store
-                    .log_chunks_from(account_id, &id, from.seq, 64)
+                    .log_chunks_from(account_id, &id, from.seq, limit, MAX_PAGE_BYTES)
                     .await?;
                 let mut page = page_after(&chunks, from, limit);
                 page.more |= more;

@@ -105,6 +105,7 @@ pub fn page_after(chunks: &[Chunk], from: Position, limit: usize) -> Page {
     let mut bytes = 0;
     for chunk in chunks.iter().filter(|c| c.seq >= from.seq) {
         let skip = if chunk.seq == from.seq { from.line } else { 0 };
+        let count = chunk.lines().count();
         for (i, line) in chunk.lines().enumerate().skip(skip) {
             if page.lines.len() >= limit || (bytes > 0 && bytes + line.len() > MAX_PAGE_BYTES) {
                 page.more = true;
@@ -112,14 +113,25 @@ pub fn page_after(chunks: &[Chunk], from: Position, limit: usize) -> Page {
             }
             bytes += line.len();
             page.lines.push(line.to_string());
-            page.next = Position {
-                seq: chunk.seq,
-                line: i + 1,
-            };
+            page.next = after_line(chunk.seq, i, count);
         }
         page.truncated |= chunk.seq == MARKER_SEQ;
     }
     page
+}
+
+/// The position after line `i` of the `count` lines of chunk `seq`. At a chunk's end it is the
+/// next chunk's start, so a follower's next read does not fetch the finished chunk again (the
+/// marker, which nothing follows, keeps its own position).
+fn after_line(seq: u64, i: usize, count: usize) -> Position {
+    if i + 1 >= count && seq < MARKER_SEQ {
+        Position {
+            seq: seq + 1,
+            line: 0,
+        }
+    } else {
+        Position { seq, line: i + 1 }
+    }
 }
 
 /// The last `n` lines of `chunks` (in sequence order, ending with the log's last chunk).
@@ -129,9 +141,10 @@ pub fn tail(chunks: &[Chunk], n: usize) -> Page {
         .flat_map(|c| c.lines().enumerate().map(move |(i, l)| (c.seq, i, l)))
         .collect();
     lines.drain(..lines.len().saturating_sub(n));
+    // The last line is the last of its chunk.
     let next = lines
         .last()
-        .map(|&(seq, i, _)| Position { seq, line: i + 1 })
+        .map(|&(seq, i, _)| after_line(seq, i, i + 1))
         .unwrap_or_default();
     Page {
         lines: lines.into_iter().map(|(_, _, l)| l.to_string()).collect(),
@@ -164,6 +177,11 @@ mod tests {
         let third = page_after(&chunks, second.next, 3);
         assert!(third.lines.is_empty());
         assert_eq!(third.next, second.next, "an empty page keeps the position");
+        assert_eq!(
+            page_after(&chunks, Position::default(), 2).next,
+            Position { seq: 1, line: 0 },
+            "a page ending with its chunk points at the next chunk"
+        );
     }
 
     #[test]

@@ -111,14 +111,15 @@ impl Store {
         }
     }
 
-    /// The chunks from `from_seq` on, in order: about `max_chunks` (at least one query page),
-    /// and whether more follow them.
+    /// The chunks from `from_seq` on, in order, and whether more follow them: query pages
+    /// until `max_chunks` chunks or `max_bytes` of text (at least one page).
     pub async fn log_chunks_from(
         &self,
         account_id: &str,
         job_id: &str,
         from_seq: u64,
         max_chunks: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<Chunk>, bool), ApiError> {
         let mut chunks = Vec::new();
         let mut start: Option<Item> = None;
@@ -139,7 +140,13 @@ impl Store {
                 .map_err(aws_err)?;
             chunks.extend(out.items.unwrap_or_default().into_iter().filter_map(chunk));
             match out.last_evaluated_key {
-                Some(k) if !k.is_empty() && chunks.len() < max_chunks => start = Some(k),
+                Some(k)
+                    if !k.is_empty()
+                        && chunks.len() < max_chunks
+                        && chunks.iter().map(|c| c.text.len()).sum::<usize>() < max_bytes =>
+                {
+                    start = Some(k)
+                }
                 Some(k) if !k.is_empty() => return Ok((chunks, true)),
                 _ => return Ok((chunks, false)),
             }
