@@ -13,7 +13,7 @@
 # a table of the responses per operation ends the output.
 #
 # Schemathesis is configured by target/fuzz/schemathesis.toml, written below: the API key on
-# every request, but for the job-token route (POST /jobs/{id}/report) the report token of
+# every request, but for the job-token routes (POST /jobs/{id}/report and /logs) the report token of
 # a job made here (`mimiry-admin report-token`), with the path id pinned to that job, so the
 # fuzzer reaches the report handler instead of stopping at the 401. Job submissions draw
 # instance types, images and locations of the fake's catalog (and the SSH key made here), so
@@ -191,6 +191,18 @@ parameters = { "path.id" = { dictionary = "cancellable_job_ids", probability = 0
 include-operation-id = "reportJob"
 headers = { Authorization = "Bearer \${FUZZ_REPORT_TOKEN}" }
 parameters = { "path.id" = "$report_job_id" }
+
+# The instance's other route, with the same token and job (the log's cap bounds what it stores).
+[[operations]]
+include-operation-id = "shipJobLogs"
+headers = { Authorization = "Bearer \${FUZZ_REPORT_TOKEN}" }
+parameters = { "path.id" = "$report_job_id" }
+
+# No long polls: a running job's quiet log would hold a request past --request-timeout
+# (tests/tests/logs.rs exercises wait=).
+[[operations]]
+include-operation-id = "getJobLogs"
+parameters = { "path.id" = { dictionary = "job_ids", probability = 0.5 }, "query.wait" = 0 }
 TOML
 echo "fuzz: schemathesis $("$st" --version | awk '{print $NF}') against $base, $max_examples examples per operation and phase" >&2
 status=0

@@ -65,6 +65,8 @@ pub enum RouteName {
     GetJob,
     CancelJob,
     ReportJob,
+    ShipJobLogs,
+    GetJobLogs,
     GetLedger,
     StripeWebhook,
     // The dashboard (functions/dashboard): HTML pages under /dashboard.
@@ -215,6 +217,15 @@ pub const ROUTES: &[Route] = &[
         CancelJob,
     ),
     route("POST", "/jobs/{id}/report", JobToken, "jobs", ReportJob),
+    route("POST", "/jobs/{id}/logs", JobToken, "jobs", ShipJobLogs),
+    route(
+        "GET",
+        "/jobs/{id}/logs",
+        Access::Scope(JobsRead),
+        "jobs",
+        GetJobLogs,
+    )
+    .with_query(&["after", "limit", "wait", "tail"]),
     route("GET", "/account/ledger", AnyKey, "billing", GetLedger).with_query(&["limit", "cursor"]),
     route(
         "POST",

@@ -154,7 +154,11 @@ async fn request_for(
         RouteName::DeleteSshKey if allowed => add_ssh_key(stack, owner).await,
         RouteName::DeleteSshKey => targets.ssh_key.clone(),
         RouteName::CancelJob if allowed => submit(stack, owner, Some("sleep 300")).await,
-        RouteName::GetJob | RouteName::CancelJob | RouteName::ReportJob => targets.job.clone(),
+        RouteName::GetJob
+        | RouteName::CancelJob
+        | RouteName::ReportJob
+        | RouteName::GetJobLogs
+        | RouteName::ShipJobLogs => targets.job.clone(),
         _ => String::new(),
     };
     let path = route.path.replace("{id}", &id);
@@ -164,6 +168,9 @@ async fn request_for(
         }
         RouteName::SubmitJob => Some(job_body(None)),
         RouteName::ReportJob => Some(json!({ "exit_code": 0, "output": "not from the instance" })),
+        RouteName::ShipJobLogs => {
+            Some(json!({ "seq": 0, "data_base64": "bm90IGZyb20gdGhlIGluc3RhbmNlCg==" }))
+        }
         // What a forger would send: the owner's account "paid" 1000 credits.
         RouteName::StripeWebhook => Some(json!({
             "id": format!("evt_forged_{}", uuid::Uuid::new_v4().simple()),
@@ -361,14 +368,18 @@ async fn other_accounts_resources_are_not_found() {
     let id_routes: Vec<&Route> = api_routes().filter(|r| r.path.contains("{id}")).collect();
     assert_eq!(
         id_routes.len(),
-        4,
+        6,
         "a new {{id}} route needs its cross-account case here"
     );
     for route in id_routes {
         let (a_id, body) = match route.name {
             RouteName::DeleteSshKey => (&a_key, None),
-            RouteName::GetJob | RouteName::CancelJob => (&a_job, None),
+            RouteName::GetJob | RouteName::CancelJob | RouteName::GetJobLogs => (&a_job, None),
             RouteName::ReportJob => (&a_job, Some(json!({ "exit_code": 3, "output": "forged" }))),
+            RouteName::ShipJobLogs => (
+                &a_job,
+                Some(json!({ "seq": 0, "data_base64": "Zm9yZ2VkCg==" })),
+            ),
             other => panic!("{other:?} has an {{id}} but no cross-account case"),
         };
         let label = format!("{} {} by another account", route.method, route.path);
@@ -440,6 +451,16 @@ async fn other_accounts_resources_are_not_found() {
             );
         }
     }
+
+    // The forged chunks stored nothing in A's log (A's script prints nothing).
+    let a_log = call(
+        "GET",
+        &stack.url(&format!("/jobs/{a_job}/logs")),
+        Some(&a.key),
+        None,
+    )
+    .await;
+    assert_eq!(a_log.body["lines"], json!([]), "{a_log:?}");
 
     // The job's own token works (so the 401s above were about the token), once.
     let report = json!({ "exit_code": 0, "output": "done" });

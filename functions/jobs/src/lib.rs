@@ -1,7 +1,9 @@
 //! Batch jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, `DELETE /jobs/{id}` (API key with
-//! `jobs:read` / `jobs:write`) and `POST /jobs/{id}/report` (the instance, with its job token).
+//! `jobs:read` / `jobs:write`), `GET /jobs/{id}/logs` (`jobs:read`), and `POST /jobs/{id}/report`
+//! and `POST /jobs/{id}/logs` (the instance, with its job token).
 
 mod cancel;
+mod logs;
 mod report;
 mod submit;
 mod view;
@@ -12,7 +14,7 @@ use mimiry_shared::catalog::Catalog;
 use mimiry_shared::config::{Config, Timers};
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::RequestCtx;
-use mimiry_shared::jobs::report_token::SigningKey;
+use mimiry_shared::jobs::report_token::{self, SigningKey};
 use mimiry_shared::lambda::HttpFunction;
 use mimiry_shared::notices::Notices;
 use mimiry_shared::queue::JobQueue;
@@ -60,6 +62,8 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
         RouteName::GetJob => view::get(app, &ctx).await,
         RouteName::CancelJob => cancel::cancel(app, &ctx).await,
         RouteName::ReportJob => report::report(app, &ctx).await,
+        RouteName::ShipJobLogs => logs::ship(app, &ctx).await,
+        RouteName::GetJobLogs => logs::read(app, &ctx).await,
         _ => Err(ApiError::RouteNotFound),
     };
     ctx.finish(result)
@@ -70,4 +74,21 @@ fn job_id(ctx: &RequestCtx) -> Result<String, ApiError> {
     let id = ctx.path_param("id");
     uuid::Uuid::parse_str(id).map_err(|_| ApiError::NotFound("Job"))?;
     Ok(id.to_string())
+}
+
+/// The `(account id, job id)` the request's job token is valid for: the instance's routes take
+/// the per-job token instead of an API key. The token first, like every route checks its caller
+/// first: a token only verifies for a real job id, so a malformed id is a 401, not a 404.
+async fn job_token_caller(app: &App, ctx: &RequestCtx) -> Result<(String, String), ApiError> {
+    let token = ctx
+        .header("authorization")
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .ok_or(ApiError::Unauthorized)?;
+    let key = app.signing_key.get().await?;
+    let account_id = report_token::verify(key, token.trim(), ctx.path_param("id"))
+        .ok_or(ApiError::Unauthorized)?;
+    Ok((account_id, job_id(ctx)?))
 }

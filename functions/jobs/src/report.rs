@@ -2,11 +2,10 @@
 //! of its output, with the per-job token instead of an API key. One report per job: the same
 //! report again is fine (the wrapper retries), a different one is refused.
 
-use crate::{job_id, App};
+use crate::{job_token_caller, App};
 use base64::Engine;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
-use mimiry_shared::jobs::report_token;
 use mimiry_shared::jobs::wrapper::OUTPUT_TAIL_BYTES;
 use mimiry_shared::jobs::Report;
 use mimiry_shared::queue::JobRef;
@@ -37,19 +36,7 @@ fn tail(output: &str) -> String {
 }
 
 pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    // The token first, like every route checks its caller first: a token only verifies for a
-    // real job id, so a malformed id is a 401 here, not a 404.
-    let token = ctx
-        .header("authorization")
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .ok_or(ApiError::Unauthorized)?;
-    let key = app.signing_key.get().await?;
-    let account_id = report_token::verify(key, token.trim(), ctx.path_param("id"))
-        .ok_or(ApiError::Unauthorized)?;
-    let id = job_id(ctx)?;
+    let (account_id, id) = job_token_caller(app, ctx).await?;
 
     let input: ReportRequest = ctx.json()?;
     if !(0..=255).contains(&input.exit_code) {

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod lifecycle;
+pub mod logs;
 pub mod model;
 pub mod report_token;
 pub mod wrapper;

@@ -281,7 +281,64 @@ impl Job {
             "created_at": rfc3339(self.created_at),
             "started_at": rfc3339_opt(self.started_at),
             "finished_at": rfc3339_opt(self.finished_at),
+            "events": self.events(),
         })
+    }
+
+    /// The job's timeline, oldest first, read off its record (so no write path changes): one
+    /// event per milestone the record keeps a time for. Of a job that tried several locations
+    /// it shows the last deploy (`attempt` counts them); the provider's error text of a failed
+    /// job is on its `finished` event.
+    pub fn events(&self) -> Vec<Value> {
+        let mut events: Vec<(Millis, Value)> = Vec::new();
+        let mut add = |at: Option<Millis>, kind: &str, detail: Value| {
+            if let Some(at) = at {
+                events.push((
+                    at,
+                    json!({ "at": rfc3339(at), "type": kind, "detail": detail }),
+                ));
+            }
+        };
+        add(
+            Some(self.created_at),
+            "submitted",
+            json!({ "instance_type": self.instance_type, "image": self.image,
+                    "location": self.requested_location }),
+        );
+        add(
+            self.deployed_at,
+            "deploy_requested",
+            json!({ "provider": self.provider, "location": self.location,
+                    "attempt": self.attempts, "instance_id": self.instance_id }),
+        );
+        add(self.started_at, "running", json!({ "ip": self.ip }));
+        if let Some(report) = &self.report {
+            add(report.script_started_at, "script_started", json!({}));
+            add(
+                Some(report.reported_at),
+                "report_received",
+                json!({ "exit_code": report.exit_code }),
+            );
+        }
+        add(self.cancel_requested_at, "cancel_requested", json!({}));
+        add(
+            self.instance_ended_at,
+            "instance_deleted",
+            json!({ "instance_id": self.instance_id }),
+        );
+        if self.status.is_terminal() {
+            add(
+                self.finished_at,
+                "finished",
+                json!({ "status": self.status.as_str(),
+                        "failure_reason": self.failure_reason,
+                        "error_message": self.error_message,
+                        "charged": Micros(self.charged_micros).to_string() }),
+            );
+        }
+        // Stable: milestones of the same millisecond keep the order above.
+        events.sort_by_key(|(at, _)| *at);
+        events.into_iter().map(|(_, e)| e).collect()
     }
 
     /// The short answer to `POST /jobs`, as the guide shows it.

@@ -8,6 +8,7 @@
 //! | SSH key | `ACCOUNT#{id}` | `SSHKEY#{id}` |
 //! | job | `ACCOUNT#{id}` | `JOB#{uuidv7}` |
 //! | idempotency record | `ACCOUNT#{id}` | `IDEM#{key}` |
+//! | job log chunk / byte count | `JOBLOG#{account}#{job}` | `CHUNK#{seq:010}` / `META` |
 //! | ledger entry | `ACCOUNT#{id}` | `LEDGER#{time}#{id}` |
 //! | Stripe payment (by payment intent) | `PAYMENT#{pi}` | `PAYMENT` |
 //! | Stripe Checkout Session credited | `CHECKOUT#{cs}` | `CHECKOUT` |
@@ -22,6 +23,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod ledger;
+pub mod logs;
 pub mod payments;
 pub mod ssh_keys;
 pub mod users;
