@@ -26,55 +26,60 @@ struct Cli {
     command: Command,
 }
 
+/// Names and local credentials of what `bootstrap` creates (boxed in [`Command`]: it is by far
+/// the largest variant).
+#[derive(clap::Args)]
+struct BootstrapArgs {
+    #[arg(long, env = "JOBS_QUEUE_NAME", default_value = "mimiry-jobs")]
+    queue: String,
+    #[arg(
+        long,
+        env = "PROVIDER_SECRET_ID",
+        default_value = "mimiry/provider/datacrunch"
+    )]
+    provider_secret: String,
+    #[arg(
+        long,
+        env = "LAMBDA_CLOUD_SECRET_ID",
+        default_value = "mimiry/provider/lambda"
+    )]
+    lambda_secret: String,
+    /// The API key the local fake Lambda Cloud accepts (`fake-lambda --api-key`).
+    #[arg(long, default_value = "mimiry-local-lambda-key")]
+    lambda_api_key: String,
+    #[arg(
+        long,
+        env = "REPORT_SECRET_ID",
+        default_value = "mimiry/report-signing-key"
+    )]
+    report_secret: String,
+    #[arg(
+        long,
+        env = "SESSION_SECRET_ID",
+        default_value = "mimiry/dashboard-session-key"
+    )]
+    session_secret: String,
+    #[arg(long, default_value = "mimiry-local")]
+    provider_client_id: String,
+    #[arg(long, default_value = "local-secret")]
+    provider_client_secret: String,
+    #[arg(long, env = "STRIPE_SECRET_ID", default_value = "mimiry/stripe")]
+    stripe_secret: String,
+    /// The Stripe secret key the local fake Stripe accepts (`fake-stripe --api-key`).
+    #[arg(long, default_value = "sk_test_mimiry_local")]
+    stripe_api_key: String,
+    /// The webhook signing secret the local fake Stripe signs with.
+    #[arg(long, default_value = "whsec_mimiry_local")]
+    stripe_webhook_secret: String,
+    /// The sender of email notices, verified in SES (moto) so that it may send.
+    #[arg(long, env = "NOTICE_FROM_EMAIL")]
+    notice_from: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create the table, queues and secrets of template.yaml (local stack only).
-    Bootstrap {
-        #[arg(long, env = "JOBS_QUEUE_NAME", default_value = "mimiry-jobs")]
-        queue: String,
-        #[arg(
-            long,
-            env = "PROVIDER_SECRET_ID",
-            default_value = "mimiry/provider/datacrunch"
-        )]
-        provider_secret: String,
-        #[arg(
-            long,
-            env = "LAMBDA_CLOUD_SECRET_ID",
-            default_value = "mimiry/provider/lambda"
-        )]
-        lambda_secret: String,
-        /// The API key the local fake Lambda Cloud accepts (`fake-lambda --api-key`).
-        #[arg(long, default_value = "mimiry-local-lambda-key")]
-        lambda_api_key: String,
-        #[arg(
-            long,
-            env = "REPORT_SECRET_ID",
-            default_value = "mimiry/report-signing-key"
-        )]
-        report_secret: String,
-        #[arg(
-            long,
-            env = "SESSION_SECRET_ID",
-            default_value = "mimiry/dashboard-session-key"
-        )]
-        session_secret: String,
-        #[arg(long, default_value = "mimiry-local")]
-        provider_client_id: String,
-        #[arg(long, default_value = "local-secret")]
-        provider_client_secret: String,
-        #[arg(long, env = "STRIPE_SECRET_ID", default_value = "mimiry/stripe")]
-        stripe_secret: String,
-        /// The Stripe secret key the local fake Stripe accepts (`fake-stripe --api-key`).
-        #[arg(long, default_value = "sk_test_mimiry_local")]
-        stripe_api_key: String,
-        /// The webhook signing secret the local fake Stripe signs with.
-        #[arg(long, default_value = "whsec_mimiry_local")]
-        stripe_webhook_secret: String,
-        /// The sender of email notices, verified in SES (moto) so that it may send.
-        #[arg(long, env = "NOTICE_FROM_EMAIL")]
-        notice_from: Option<String>,
-    },
+    Bootstrap(Box<BootstrapArgs>),
     /// Create an account; prints its id alone on the last line.
     CreateAccount {
         #[arg(long)]
@@ -185,20 +190,21 @@ async fn main() -> Result<()> {
     let clients = AwsClients::from_env().await;
     let store = Store::new(clients.dynamodb.clone(), cli.table.clone());
     match cli.command {
-        Command::Bootstrap {
-            queue,
-            provider_secret,
-            lambda_secret,
-            lambda_api_key,
-            report_secret,
-            session_secret,
-            provider_client_id,
-            provider_client_secret,
-            stripe_secret,
-            stripe_api_key,
-            stripe_webhook_secret,
-            notice_from,
-        } => {
+        Command::Bootstrap(args) => {
+            let BootstrapArgs {
+                queue,
+                provider_secret,
+                lambda_secret,
+                lambda_api_key,
+                report_secret,
+                session_secret,
+                provider_client_id,
+                provider_client_secret,
+                stripe_secret,
+                stripe_api_key,
+                stripe_webhook_secret,
+                notice_from,
+            } = *args;
             let template = Template::find()?;
             let names = Names {
                 notice_from: notice_from.filter(|f| !f.trim().is_empty()),
