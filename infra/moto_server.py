@@ -6,6 +6,12 @@ that restore. Real DynamoDB never does this. Serialising DynamoDB requests (conn
 concurrent; SQS long polls and other services are not held up) makes moto a faithful peer for
 tests that run many requests at once.
 
+It also makes that snapshot cheap: moto deep-copies the *whole table* once per item of every
+transaction, so a transaction's cost grows with the table (a 500-job chaos run: ~5 s per request
+once the table held a few thousand items, a worker backlog of ~1,000 messages). A transaction
+can only change the items it names, so the snapshot here shares every other item with the live
+table and deep-copies only the named ones — the rollback restores exactly what moto's would.
+
 Usage: python infra/moto_server.py [-H HOST] [-p PORT]
 """
 
@@ -37,6 +43,69 @@ class Serialised:
             return list(self.app(environ, start_response))
 
 
+def cheap_transaction_snapshots():
+    """Replaces the `copy` module seen by moto's DynamoDB backend with one whose `deepcopy` of a
+    table copies only the items the running transaction names (see the module docstring).
+    DynamoDB requests are serialised above, so one transaction runs at a time."""
+    import copy as real_copy
+    import types
+    from collections import defaultdict
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    current = {"touched": None}
+
+    def deepcopy(obj, memo=None):
+        touched = current["touched"]
+        if touched is None or not isinstance(obj, Table):
+            return real_copy.deepcopy(obj, memo)
+        clone = real_copy.copy(obj)
+        clone.items = defaultdict(dict)
+        for hash_value, entry in obj.items.items():
+            clone.items[hash_value] = dict(entry) if isinstance(entry, dict) else entry
+        for hash_value, range_value in touched.get(obj.name, ()):
+            entry = obj.items.get(hash_value)
+            if entry is None:
+                continue
+            if isinstance(entry, dict):
+                if range_value in entry:
+                    clone.items[hash_value][range_value] = real_copy.deepcopy(entry[range_value])
+            else:
+                clone.items[hash_value] = real_copy.deepcopy(entry)
+        return clone
+
+    shim = types.SimpleNamespace(**{name: getattr(real_copy, name) for name in dir(real_copy) if not name.startswith("__")})
+    shim.deepcopy = deepcopy
+    models.copy = shim
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        touched = {}
+        for entry in transact_items:
+            for op in entry.values():
+                table = self.tables.get(op.get("TableName"))
+                if table is None:
+                    continue
+                attrs = op.get("Key") or op.get("Item") or {}
+                hash_attr = attrs.get(table.hash_key_attr)
+                range_attr = attrs.get(table.range_key_attr) if table.range_key_attr else None
+                touched.setdefault(table.name, set()).add(
+                    (
+                        DynamoType(hash_attr) if hash_attr is not None else None,
+                        DynamoType(range_attr) if range_attr is not None else None,
+                    )
+                )
+        current["touched"] = touched
+        try:
+            return original(self, transact_items)
+        finally:
+            current["touched"] = None
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("-H", "--host", default="127.0.0.1")
@@ -45,6 +114,7 @@ def main():
     os.environ.setdefault("MOTO_PORT", str(args.port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    cheap_transaction_snapshots()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, Serialised(app), threaded=True, request_handler=MotoRequestHandler)
 
