@@ -44,6 +44,7 @@ pub mod execute;
 pub mod faults;
 pub mod instances;
 pub mod lifecycle;
+pub mod process;
 pub mod ratelimit;
 pub mod resources;
 pub mod state;

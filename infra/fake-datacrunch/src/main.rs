@@ -4,11 +4,7 @@
 //! with the real port when `--addr` asks for port 0 — so that a parent process can read the
 //! address; all logs go to stderr (`RUST_LOG` to tune, default `info`).
 
-use std::{
-    io::{IsTerminal, Write},
-    net::SocketAddr,
-    path::PathBuf,
-};
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
 use fake_datacrunch::{ConformanceMode, FakeConfig, RateLimits};
@@ -76,14 +72,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    fake_datacrunch::process::init_tracing();
     let args = Args::parse();
     let config = FakeConfig {
         client_id: args.client_id,
@@ -105,35 +94,7 @@ async fn main() -> std::io::Result<()> {
         storage_quota_gb: args.storage_quota_gb,
         trash_ttl_secs: args.trash_ttl_secs,
     };
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "fake-datacrunch listening on http://{addr}")?;
-        out.flush()?;
-    }
-    // On Ctrl-C / SIGTERM, return from main: the runtime drops every task and with them the
-    // state, which kills any execute-mode script still running.
-    tokio::select! {
-        r = fake_datacrunch::serve(listener, config) => r,
-        () = stop_signal() => {
-            tracing::info!("stopping");
-            Ok(())
-        }
-    }
-}
-
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let listener =
+        fake_datacrunch::process::bind_and_announce("fake-datacrunch", args.addr).await?;
+    fake_datacrunch::process::serve_until_stopped(fake_datacrunch::serve(listener, config)).await
 }

@@ -3,11 +3,7 @@
 //! Prints exactly one line to stdout once bound — `fake-lambda listening on http://ADDR` — so
 //! that a parent process can read the address; logs go to stderr (`RUST_LOG`, default `info`).
 
-use std::{
-    io::{IsTerminal, Write},
-    net::SocketAddr,
-    path::PathBuf,
-};
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
 use fake_datacrunch::ConformanceMode;
@@ -52,14 +48,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    fake_datacrunch::process::init_tracing();
     let args = Args::parse();
     let config = LambdaConfig {
         api_key: args.api_key,
@@ -74,33 +63,6 @@ async fn main() -> std::io::Result<()> {
         },
         conformance: args.conformance,
     };
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "fake-lambda listening on http://{addr}")?;
-        out.flush()?;
-    }
-    tokio::select! {
-        r = fake_lambda::serve(listener, config) => r,
-        () = stop_signal() => {
-            tracing::info!("stopping");
-            Ok(())
-        }
-    }
-}
-
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let listener = fake_datacrunch::process::bind_and_announce("fake-lambda", args.addr).await?;
+    fake_datacrunch::process::serve_until_stopped(fake_lambda::serve(listener, config)).await
 }
