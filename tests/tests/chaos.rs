@@ -1181,5 +1181,19 @@ async fn run() {
     if crash_percent > 0 {
         assert!(crashes > 0, "no simulated crash happened");
     }
-    assert!(woken > 0, "no parked job was woken by the reconciler");
+    // A job that ran for three looks' time was parked between them and needed the reconciler
+    // to wake it. A run of poor accounts under production's hour-long hold may accept only a
+    // few jobs, none of them running that long: then there was nothing to wake.
+    let poll_ms = RUNNING_POLL_SECONDS.parse::<i64>().unwrap() * 1000;
+    let long_runners = jobs
+        .values()
+        .filter(|j| match (j.started_at, j.finished_at) {
+            (Some(start), Some(end)) => end - start >= 3 * poll_ms,
+            _ => false,
+        })
+        .count();
+    println!("chaos: jobs running three looks or longer: {long_runners}");
+    if long_runners > 0 {
+        assert!(woken > 0, "no parked job was woken by the reconciler");
+    }
 }
