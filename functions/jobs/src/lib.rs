@@ -26,7 +26,8 @@ pub const FUNCTION: &str = "jobs";
 
 pub struct App {
     pub store: Store,
-    pub catalog: Catalog,
+    /// One per enabled provider, in order of preference.
+    pub catalogs: Vec<Catalog>,
     pub queue: JobQueue,
     pub signing_key: SigningKey,
     pub timers: Timers,
@@ -38,7 +39,7 @@ impl HttpFunction for App {
     fn new(clients: &AwsClients, config: &Config) -> App {
         App {
             store: wiring::store(clients, config),
-            catalog: wiring::catalog(wiring::provider(clients, config), config),
+            catalogs: wiring::catalogs(&wiring::providers(clients, config), config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             signing_key: SigningKey::new(clients.secrets.clone(), config.report_secret_id.clone()),
             timers: config.timers,

@@ -10,6 +10,7 @@ use mimiry_shared::jobs::model::{cost_of, MaxCost};
 use mimiry_shared::jobs::{Job, JobStatus};
 use mimiry_shared::money::Micros;
 use mimiry_shared::names::{is_invisible, DisplayName};
+use mimiry_shared::provider::placement::{candidates, catalog_of, find_type, Wanted};
 use mimiry_shared::queue::JobRef;
 use mimiry_shared::store::idempotency::{in_progress, Idempotency};
 use mimiry_shared::store::jobs::SubmitError;
@@ -29,6 +30,8 @@ struct SubmitRequest {
     instance_type: String,
     image: String,
     location: Option<String>,
+    /// An enabled provider's id (`GET /providers`); omitted = wherever the GPU is cheapest.
+    provider: Option<String>,
     ssh_key_ids: Option<Vec<String>>,
     startup_script: Option<String>,
     auto_shutdown: Option<bool>,
@@ -43,6 +46,7 @@ struct JobSpec {
     instance_type: String,
     image: String,
     location: Option<String>,
+    provider: Option<String>,
     ssh_key_ids: Vec<String>,
     startup_script: Option<String>,
     auto_shutdown: bool,
@@ -110,6 +114,7 @@ impl JobSpec {
             instance_type: non_empty("instance_type", &r.instance_type)?,
             image: non_empty("image", &r.image)?,
             location: r.location.map(|l| non_empty("location", &l)).transpose()?,
+            provider: r.provider.map(|p| non_empty("provider", &p)).transpose()?,
             ssh_key_ids,
             startup_script: r.startup_script.filter(|s| !s.trim().is_empty()),
             // Omitted = true: a forgotten flag must not leave a GPU billing for hours.
@@ -159,15 +164,29 @@ async fn create_job(
     spec: JobSpec,
     idempotency: &Idempotency,
 ) -> Result<Reply, ApiError> {
-    // Against the catalog: type, image (compatible with the type), location.
-    let instance_type = app.catalog.instance_type(&spec.instance_type).await?;
-    let compatible = app.catalog.images(Some(&spec.instance_type)).await?.value;
+    // The provider, if named: one of those enabled.
+    if let Some(p) = &spec.provider {
+        if catalog_of(&app.catalogs, p).is_none() {
+            let enabled: Vec<&str> = app.catalogs.iter().map(|c| c.provider().id()).collect();
+            return Err(ApiError::validation(
+                "provider",
+                format!(
+                    "Unknown provider `{p}`: enabled providers are {} (see GET /providers)",
+                    enabled.join(", ")
+                ),
+            ));
+        }
+    }
+    // Against the catalog: type (sold by the provider named, or by the first that sells it),
+    // image (compatible with the type), location.
+    let (catalog, instance_type) =
+        find_type(&app.catalogs, &spec.instance_type, spec.provider.as_deref()).await?;
+    let compatible = catalog.images(Some(&spec.instance_type)).await?.value;
     if !compatible
         .iter()
         .any(|i| i.image_type == spec.image || i.id == spec.image)
     {
-        let exists = app
-            .catalog
+        let exists = catalog
             .images(None)
             .await?
             .value
@@ -184,8 +203,7 @@ async fn create_job(
         return Err(ApiError::validation("image", message));
     }
     if let Some(location) = &spec.location {
-        if !app
-            .catalog
+        if !catalog
             .locations()
             .await?
             .value
@@ -213,11 +231,24 @@ async fn create_job(
         provider_ssh_key_ids.push(key.provider_key_id);
     }
 
-    // Capacity where asked, or anywhere.
-    let with_capacity = app.catalog.locations_with(&spec.instance_type).await?;
+    // Capacity where asked, or anywhere the job may go (its type, or an equivalent elsewhere
+    // when neither a provider nor a location is named).
+    let provider_id = catalog.provider().id();
+    // A job with SSH keys stays with the provider its keys are registered at (for now).
+    let pinned = spec.provider.is_some() || spec.location.is_some() || !spec.ssh_key_ids.is_empty();
+    let places = candidates(
+        &app.catalogs,
+        &Wanted {
+            provider: provider_id,
+            instance_type: &spec.instance_type,
+            image: &spec.image,
+            pinned,
+        },
+    )
+    .await;
     let has_capacity = match &spec.location {
-        Some(l) => with_capacity.contains(l),
-        None => !with_capacity.is_empty(),
+        Some(l) => places.iter().any(|p| &p.location == l),
+        None => !places.is_empty(),
     };
     if !has_capacity {
         return Err(ApiError::NoAvailableInstances {
@@ -226,13 +257,18 @@ async fn create_job(
         });
     }
 
-    // The hold: the price for min(1 hour, max runtime).
-    let price = app.catalog.price(instance_type.price_per_hour);
+    // The hold: the price for min(1 hour, max runtime) — at the dearest place the job may go,
+    // so that a fail-over to an equivalent type elsewhere is covered too.
+    let price = catalog.price(instance_type.price_per_hour);
+    let hold_price = places
+        .iter()
+        .map(|p| Micros(p.price_per_hour_micros))
+        .fold(price, Micros::max);
     let hold_secs = spec
         .max_runtime_seconds
         .map_or(app.timers.hold_secs, |m| m.min(app.timers.hold_secs));
     let hold = budget_hold(
-        cost_of(price, hold_secs),
+        cost_of(hold_price, hold_secs),
         spec.max_cost,
         price,
         app.timers.retry_delay_secs,
@@ -257,12 +293,15 @@ async fn create_job(
         startup_script: spec.startup_script,
         auto_shutdown: spec.auto_shutdown,
         max_runtime_seconds: spec.max_runtime_seconds,
-        provider: app.catalog.provider().id().to_string(),
+        provider: provider_id.to_string(),
+        requested_provider: spec.provider,
         price_per_hour_micros: price.0,
         created_at: now,
         attempts: 0,
         tried_locations: Vec::new(),
+        attempt_log: Vec::new(),
         script_id: None,
+        script_provider: None,
         instance_id: None,
         ip: None,
         deployed_at: None,

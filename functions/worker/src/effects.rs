@@ -14,7 +14,9 @@ use mimiry_shared::jobs::model::owner_tag;
 use mimiry_shared::jobs::report_token;
 use mimiry_shared::jobs::wrapper::{wrap, WrapperInput};
 use mimiry_shared::jobs::Job;
-use mimiry_shared::provider::{DeleteOutcome, DeployRequest, ProviderCall, ProviderError};
+use mimiry_shared::provider::{
+    DeleteOutcome, DeployRequest, GpuProvider, ProviderCall, ProviderError,
+};
 use mimiry_shared::time::{now_ms, Millis};
 use rand::Rng;
 use std::time::Duration;
@@ -38,10 +40,22 @@ pub fn jittered(wait: Duration) -> Millis {
 /// How long the provider calls `effect` would make are known to be rate limited, if they are:
 /// the job is then deferred without calling (see `ratelimit.rs` in the shared crate).
 pub fn deferral(app: &App, job: &Job, effect: &Effect) -> Option<Duration> {
+    let provider = app.provider(provider_of(job, effect)).ok()?;
     calls_of(job, effect)
         .iter()
-        .filter_map(|c| app.provider.rate_limit_wait(*c))
+        .filter_map(|c| provider.rate_limit_wait(*c))
         .max()
+}
+
+/// The provider `effect` goes to, as the job's record says: an instance's own (a retired
+/// attempt may be at another provider than the job now), the script's holder, else the
+/// job's current provider.
+fn provider_of<'a>(job: &'a Job, effect: &Effect) -> &'a str {
+    match effect {
+        Effect::DeleteInstance { instance_id } => job.provider_of_instance(instance_id),
+        Effect::DeleteScript { .. } => job.script_provider(),
+        _ => &job.provider,
+    }
 }
 
 /// The rate-limited provider paths performing `effect` calls, in order.
@@ -75,14 +89,15 @@ pub async fn perform(
     effect: &Effect,
     os_volume: Option<OsVolume>,
 ) -> Result<EffectResult, ApiError> {
+    let provider = app.provider(provider_of(job, effect))?.as_ref();
     Ok(match effect {
         Effect::None => unreachable!("no effect to perform"),
         Effect::Deploy {
             location,
             hostname,
             adopt,
-        } => deploy(app, job, location, hostname, *adopt).await?,
-        Effect::LookUpDeploy { hostname } => match find_by_hostname(app, hostname).await {
+        } => deploy(app, provider, job, location, hostname, *adopt).await?,
+        Effect::LookUpDeploy { hostname } => match find_by_hostname(provider, hostname).await {
             Ok(instance_id) => EffectResult::LookedUp { instance_id },
             Err(e) => match rate_limited(&e) {
                 Some(retry_after_ms) => EffectResult::RateLimited { retry_after_ms },
@@ -96,8 +111,7 @@ pub async fn perform(
             let volume = os_volume
                 .filter(|v| v.instance_id == *instance_id)
                 .map(|v| v.volume_id);
-            match app
-                .provider
+            match provider
                 .delete_instance(instance_id, volume.as_deref())
                 .await
             {
@@ -123,7 +137,7 @@ pub async fn perform(
                 },
             }
         }
-        Effect::DeleteScript { script_id } => match app.provider.delete_script(script_id).await {
+        Effect::DeleteScript { script_id } => match provider.delete_script(script_id).await {
             Ok(()) => EffectResult::ScriptDeleted,
             Err(ProviderError::RateLimited { retry_after }) => EffectResult::RateLimited {
                 retry_after_ms: jittered(retry_after),
@@ -135,9 +149,11 @@ pub async fn perform(
     })
 }
 
-async fn find_by_hostname(app: &App, hostname: &str) -> Result<Option<String>, ProviderError> {
-    Ok(app
-        .provider
+async fn find_by_hostname(
+    provider: &dyn GpuProvider,
+    hostname: &str,
+) -> Result<Option<String>, ProviderError> {
+    Ok(provider
         .list_instances()
         .await?
         .into_iter()
@@ -169,6 +185,7 @@ fn deploy_failure(job: &Job, e: ProviderError) -> DeployOutcome {
 
 async fn deploy(
     app: &App,
+    provider: &dyn GpuProvider,
     job: &Job,
     location: &str,
     hostname: &str,
@@ -180,7 +197,7 @@ async fn deploy(
     };
     // Adopt what an earlier, interrupted try created.
     let found = if adopt {
-        find_by_hostname(app, hostname).await
+        find_by_hostname(provider, hostname).await
     } else {
         Ok(None)
     };
@@ -205,28 +222,26 @@ async fn deploy(
             })
         }
     }
+    // The wrapper is the same text at every try (the token is derived from the job): it goes
+    // with the deploy too, for a provider without stored scripts.
+    let token = report_token::issue(app.signing_key.get().await?, &job.account_id, &job.job_id);
+    let report_url = format!("{}/jobs/{}/report", app.public_base_url, job.job_id);
+    let script = wrap(&WrapperInput {
+        job_id: &job.job_id,
+        user_script: job.startup_script.as_deref().unwrap_or(""),
+        report_url: &report_url,
+        report_token: &token,
+        auto_shutdown: job.auto_shutdown,
+    });
     let script_id = match &job.script_id {
         Some(id) => id.clone(),
-        None => {
-            let token =
-                report_token::issue(app.signing_key.get().await?, &job.account_id, &job.job_id);
-            let report_url = format!("{}/jobs/{}/report", app.public_base_url, job.job_id);
-            let script = wrap(&WrapperInput {
-                job_id: &job.job_id,
-                user_script: job.startup_script.as_deref().unwrap_or(""),
-                report_url: &report_url,
-                report_token: &token,
-                auto_shutdown: job.auto_shutdown,
-            });
-            match app
-                .provider
-                .create_script(&owner_tag(&job.job_id, &job.account_id), &script)
-                .await
-            {
-                Ok(id) => id,
-                Err(e) => return Ok(failed(None, e)),
-            }
-        }
+        None => match provider
+            .create_script(&owner_tag(&job.job_id, &job.account_id), &script)
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => return Ok(failed(None, e)),
+        },
     };
     let new_script = job.script_id.is_none().then(|| script_id.clone());
     let request = DeployRequest {
@@ -237,9 +252,10 @@ async fn deploy(
         ssh_key_ids: job.provider_ssh_key_ids.clone(),
         location_code: location.to_string(),
         startup_script_id: Some(script_id),
+        startup_script: Some(script),
         os_volume_size_gb: OS_VOLUME_GB,
     };
-    Ok(match app.provider.deploy(&request).await {
+    Ok(match provider.deploy(&request).await {
         Ok(instance_id) => EffectResult::Deploy {
             script_id: new_script,
             outcome: DeployOutcome::Deployed { instance_id },

@@ -20,7 +20,7 @@ use mimiry_shared::jobs::lifecycle::{apply, decide, defer, note_seen_alive, Effe
 use mimiry_shared::jobs::report_token::SigningKey;
 use mimiry_shared::jobs::Job;
 use mimiry_shared::notices::Notices;
-use mimiry_shared::provider::GpuProvider;
+use mimiry_shared::provider::{GpuProvider, ProviderRegistry};
 use mimiry_shared::queue::{JobQueue, JobRef};
 use mimiry_shared::store::jobs::SaveError;
 use mimiry_shared::store::Store;
@@ -35,8 +35,10 @@ const EARLY_TOLERANCE_MS: i64 = 1500;
 
 pub struct App {
     pub store: Store,
-    pub provider: Arc<dyn GpuProvider>,
-    pub catalog: Catalog,
+    /// Every enabled provider: each job's effects go to the provider its record names.
+    pub providers: ProviderRegistry,
+    /// One per enabled provider, in order of preference (placement candidates).
+    pub catalogs: Vec<Catalog>,
     pub queue: JobQueue,
     pub signing_key: SigningKey,
     pub timers: Timers,
@@ -47,17 +49,28 @@ pub struct App {
 
 impl App {
     pub fn new(clients: &AwsClients, config: &Config) -> App {
-        let provider = wiring::provider(clients, config);
+        let providers = wiring::providers(clients, config);
         App {
             store: wiring::store(clients, config),
-            catalog: wiring::catalog(provider.clone(), config),
-            provider,
+            catalogs: wiring::catalogs(&providers, config),
+            providers,
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             signing_key: SigningKey::new(clients.secrets.clone(), config.report_secret_id.clone()),
             timers: config.timers,
             public_base_url: config.public_base_url.trim_end_matches('/').to_string(),
             notices: wiring::notices(clients, config),
         }
+    }
+}
+
+impl App {
+    /// The enabled provider `id` (a job's, an instance's, a script's). A job whose provider
+    /// was disabled since cannot be advanced: an error, so its message is retried and the
+    /// operator sees it.
+    pub fn provider(&self, id: &str) -> Result<&Arc<dyn GpuProvider>, ApiError> {
+        self.providers
+            .get(id)
+            .ok_or_else(|| ApiError::internal(format!("provider `{id}` is not enabled")))
     }
 }
 

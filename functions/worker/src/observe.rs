@@ -10,6 +10,7 @@ use mimiry_shared::jobs::lifecycle::{
 };
 use mimiry_shared::jobs::Job;
 use mimiry_shared::money::Micros;
+use mimiry_shared::provider::placement::{candidates, Wanted};
 use mimiry_shared::time::{now_ms, parse_rfc3339, Millis};
 
 /// An observation, and the OS volume of the job's instance as just read (the delete that may
@@ -30,32 +31,35 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Looked, ApiErr
     let mut answered_at = None;
     let mut instance_created_at = None;
     let instance = match &job.instance_id {
-        Some(id) if needs_instance_look(job) => match app.provider.get_instance(id).await {
-            Ok(Some(info)) => {
-                answered_at = Some(now_ms());
-                instance_created_at = info.created_at.as_deref().and_then(parse_rfc3339);
-                os_volume = info.os_volume_id.clone().map(|volume_id| OsVolume {
-                    instance_id: id.clone(),
-                    volume_id,
-                });
-                InstanceObservation::Seen(InstanceState::of(&info))
+        Some(id) if needs_instance_look(job) => {
+            match app.provider(&job.provider)?.get_instance(id).await {
+                Ok(Some(info)) => {
+                    answered_at = Some(now_ms());
+                    instance_created_at = info.created_at.as_deref().and_then(parse_rfc3339);
+                    os_volume = info.os_volume_id.clone().map(|volume_id| OsVolume {
+                        instance_id: id.clone(),
+                        volume_id,
+                    });
+                    InstanceObservation::Seen(InstanceState::of(&info))
+                }
+                Ok(None) => {
+                    answered_at = Some(now_ms());
+                    InstanceObservation::Seen(InstanceState::Gone)
+                }
+                Err(e) => InstanceObservation::Unreachable(e.to_string()),
             }
-            Ok(None) => {
-                answered_at = Some(now_ms());
-                InstanceObservation::Seen(InstanceState::Gone)
-            }
-            Err(e) => InstanceObservation::Unreachable(e.to_string()),
-        },
+        }
         _ => InstanceObservation::NotLooked,
     };
-    let available_locations = if needs_availability(job) {
-        // Capacity changes quickly: a stale cached answer is still better than none.
-        Some(
-            app.catalog
-                .locations_with(&job.instance_type)
-                .await
-                .unwrap_or_default(),
-        )
+    let candidates = if needs_availability(job) {
+        let wanted = Wanted {
+            provider: &job.provider,
+            instance_type: &job.instance_type,
+            image: &job.image,
+            // A job with SSH keys stays with the provider its keys are registered at (for now).
+            pinned: job.requested_provider.is_some() || !job.provider_ssh_key_ids.is_empty(),
+        };
+        Some(candidates(&app.catalogs, &wanted).await)
     } else {
         None
     };
@@ -68,7 +72,7 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Looked, ApiErr
     Ok(Looked {
         observation: Observation {
             instance,
-            available_locations,
+            candidates,
             balance,
             answered_at,
             instance_created_at,

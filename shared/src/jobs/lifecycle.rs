@@ -11,10 +11,12 @@
 //! script are deleted, then it is settled: the instance's billable life is charged against the
 //! hold, the rest of the hold is released, and the job takes the outcome's status.
 
-use super::model::{cost_of, FailureReason, Job, JobStatus, Outcome, RetiredLife};
+use super::model::{
+    cost_of, AttemptOutcome, AttemptRecord, FailureReason, Job, JobStatus, Outcome, RetiredLife,
+};
 use crate::config::Timers;
 use crate::money::Micros;
-use crate::provider::{InstanceInfo, InstanceStatus};
+use crate::provider::{InstanceInfo, InstanceStatus, Placement};
 use crate::time::Millis;
 
 /// Consecutive transient provider failures tolerated while deploying.
@@ -74,9 +76,10 @@ pub enum InstanceObservation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     pub instance: InstanceObservation,
-    /// Locations that list the job's type as available now; fetched only when
-    /// [`needs_availability`] says so.
-    pub available_locations: Option<Vec<String>>,
+    /// Where the job can be deployed now (its type at its provider's locations with capacity
+    /// and, unless pinned, equivalent types at other providers: `provider::placement`); fetched
+    /// only when [`needs_availability`] says so. The cheapest untried one is taken.
+    pub candidates: Option<Vec<Placement>>,
     /// The account's free balance, for extending the hold.
     pub balance: Micros,
     /// When the provider's answer about the instance arrived (after `now`): a look that found
@@ -558,6 +561,28 @@ fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) ->
     }
 }
 
+/// Whether a placement was tried already: by the attempt log, or — for records from before it
+/// existed — by the tried locations.
+fn tried(j: &Job, p: &Placement) -> bool {
+    if j.attempt_log.is_empty() {
+        return j.tried_locations.contains(&p.location);
+    }
+    j.attempt_log
+        .iter()
+        .any(|a| a.provider == p.provider && a.location == p.location)
+}
+
+/// Records how the current attempt went (the last of the log, if it is still open or was
+/// deployed).
+fn note_attempt(j: &mut Job, outcome: AttemptOutcome, error: Option<String>) {
+    if let Some(last) = j.attempt_log.last_mut() {
+        last.outcome = outcome;
+        if error.is_some() {
+            last.error = error;
+        }
+    }
+}
+
 fn can_fail_over(j: &Job, t: &Timers) -> bool {
     j.requested_location.is_none() && j.attempts < t.max_deploy_attempts
 }
@@ -579,14 +604,24 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
             },
         };
     }
-    let candidates: Vec<String> = match (&j.requested_location, &obs.available_locations) {
-        (Some(loc), _) => vec![loc.clone()],
-        (None, Some(available)) => available.clone(),
-        (None, None) => Vec::new(),
+    let next = match (&j.requested_location, &obs.candidates) {
+        // Pinned to a location: the job's own type and provider there.
+        (Some(loc), _) => Some(Placement {
+            provider: j.provider.clone(),
+            location: loc.clone(),
+            instance_type: j.instance_type.clone(),
+            price_per_hour_micros: j.price_per_hour_micros,
+        })
+        .filter(|p| !tried(&j, p)),
+        // The cheapest untried; among equals, the earliest (the provider preferred, then the
+        // provider's own order of locations).
+        (None, Some(available)) => available
+            .iter()
+            .filter(|p| !tried(&j, p))
+            .min_by_key(|p| p.price_per_hour_micros)
+            .cloned(),
+        (None, None) => None,
     };
-    let next = candidates
-        .into_iter()
-        .find(|l| !j.tried_locations.contains(l));
     let give_up = next.is_none() || j.attempts >= t.max_deploy_attempts;
     if give_up {
         let message = match &j.requested_location {
@@ -604,9 +639,30 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
         j.outcome = Some(failed(FailureReason::NoCapacity, message, now));
         return teardown(j, now);
     }
-    let location = next.expect("checked above");
+    let next = next.expect("checked above");
+    // A script is kept by the provider that holds it: before moving to another provider,
+    // delete it there (the deploy then creates one where the job goes).
+    if let Some(script_id) = j.script_id.clone() {
+        if j.script_provider() != next.provider {
+            return Decision {
+                job: j,
+                effect: Effect::DeleteScript { script_id },
+            };
+        }
+    }
+    let location = next.location.clone();
     j.attempts += 1;
     j.location = Some(location.clone());
+    j.provider = next.provider.clone();
+    j.instance_type = next.instance_type.clone();
+    j.price_per_hour_micros = next.price_per_hour_micros;
+    j.attempt_log.push(AttemptRecord {
+        provider: next.provider,
+        location: next.location,
+        instance_type: next.instance_type,
+        outcome: AttemptOutcome::Deploying,
+        error: None,
+    });
     j.deploy_requested_at = Some(now);
     let hostname = j.hostname();
     Decision {
@@ -622,13 +678,21 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
 /// Provisioning or running: fail over a failed start, keep the hold ahead of the cost, and
 /// schedule the next look.
 fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
-    if let InstanceObservation::Seen(InstanceState::Failed { .. }) = &obs.instance {
+    if let InstanceObservation::Seen(InstanceState::Failed { status }) = &obs.instance {
         // Only reachable when failing over is allowed (end_reason checked): retire the
         // instance and try the next location.
+        note_attempt(
+            &mut j,
+            AttemptOutcome::Failed,
+            Some(format!(
+                "The instance never came up (provider status `{status}`)"
+            )),
+        );
         if let Some(id) = j.instance_id.take() {
             j.retired_lives.push(RetiredLife {
                 instance_id: id.clone(),
                 deploy_requested_at: j.deploy_requested_at,
+                provider: Some(j.provider.clone()),
             });
             j.retired_instances.push(id);
         }
@@ -768,9 +832,11 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
         EffectResult::Deploy { script_id, outcome } => {
             if script_id.is_some() {
                 j.script_id = script_id.clone();
+                j.script_provider = Some(j.provider.clone());
             }
             match outcome {
                 DeployOutcome::Deployed { instance_id } => {
+                    note_attempt(&mut j, AttemptOutcome::Deployed, None);
                     j.instance_id = Some(instance_id.clone());
                     j.deployed_at = Some(now);
                     j.instance_seen_at = Some(now);
@@ -783,6 +849,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                     j.next_check_at = now + secs(t.provisioning_poll_secs);
                 }
                 DeployOutcome::NoCapacity { message } => {
+                    note_attempt(&mut j, AttemptOutcome::NoCapacity, Some(message.clone()));
                     if let Some(loc) = j.location.take() {
                         j.tried_locations.push(loc);
                     }
@@ -798,6 +865,9 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                     transient: true,
                     message,
                 } => {
+                    if let Some(last) = j.attempt_log.last_mut() {
+                        last.error = Some(message.clone());
+                    }
                     j.provider_errors += 1;
                     j.next_check_at = now + secs(t.retry_delay_secs);
                     if j.provider_errors >= MAX_DEPLOY_ERRORS && j.outcome.is_none() {
@@ -818,6 +888,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                     transient: false,
                     message,
                 } => {
+                    note_attempt(&mut j, AttemptOutcome::Failed, Some(message.clone()));
                     j.location = None;
                     if j.outcome.is_none() {
                         j.outcome = Some(failed(
@@ -831,6 +902,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
         }
         EffectResult::LookedUp { instance_id } => match instance_id {
             Some(id) => {
+                note_attempt(&mut j, AttemptOutcome::Deployed, None);
                 j.instance_id = Some(id.clone());
                 // We do not know when it was created: bill from now, never before.
                 j.deployed_at = Some(now);
@@ -838,7 +910,16 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                 j.instance_ended_at = None;
                 j.instance_gone_by = None;
             }
-            None => j.location = None,
+            None => {
+                if j.attempt_log.last().map(|a| a.outcome) == Some(AttemptOutcome::Deploying) {
+                    note_attempt(
+                        &mut j,
+                        AttemptOutcome::Failed,
+                        Some("The deploy did not create an instance".into()),
+                    );
+                }
+                j.location = None;
+            }
         },
         EffectResult::Deleted {
             instance_id,
@@ -876,7 +957,10 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
             j.provider_errors += 1;
             j.next_check_at = now + secs(t.retry_delay_secs);
         }
-        EffectResult::ScriptDeleted => j.script_id = None,
+        EffectResult::ScriptDeleted => {
+            j.script_id = None;
+            j.script_provider = None;
+        }
         EffectResult::RateLimited { retry_after_ms } => {
             j.next_check_at = now + (*retry_after_ms).max(0);
         }

@@ -16,9 +16,12 @@ use super::lifecycle::{
     Decision, DeployOutcome, Effect, EffectResult, InstanceObservation, InstanceState, Observation,
     MAX_DEPLOY_ERRORS,
 };
-use super::model::{cost_of, hostname, FailureReason, Job, JobStatus, Outcome, Report};
+use super::model::{
+    cost_of, hostname, AttemptOutcome, FailureReason, Job, JobStatus, Outcome, Report,
+};
 use crate::config::Timers;
 use crate::money::Micros;
+use crate::provider::Placement;
 use crate::time::Millis;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -69,6 +72,38 @@ fn locs() -> Vec<String> {
     LOCS.iter().map(|l| l.to_string()).collect()
 }
 
+/// The attempt log only grows, one entry per fresh attempt, and only its last entry changes.
+fn check_attempt_log(ctx: &dyn Fn() -> String, before: &Job, after: &Job) {
+    let (b, a) = (&before.attempt_log, &after.attempt_log);
+    assert!(a.len() >= b.len() && a.len() <= b.len() + 1, "{}", ctx());
+    let settled = b.len().saturating_sub(1);
+    assert_eq!(
+        a[..settled],
+        b[..settled],
+        "{}: a past attempt changed",
+        ctx()
+    );
+    assert_eq!(
+        a.len() - b.len(),
+        (after.attempts - before.attempts) as usize,
+        "{}: an attempt not logged",
+        ctx()
+    );
+}
+
+/// The job's own type at these locations of its provider, at its price.
+fn places(locations: &[String]) -> Vec<Placement> {
+    locations
+        .iter()
+        .map(|l| Placement {
+            provider: "datacrunch".into(),
+            location: l.clone(),
+            instance_type: TYPE.into(),
+            price_per_hour_micros: PRICE,
+        })
+        .collect()
+}
+
 fn report(exit_code: i32, at: Millis) -> Report {
     Report {
         exit_code,
@@ -97,11 +132,14 @@ fn job(status: JobStatus) -> Job {
         auto_shutdown: true,
         max_runtime_seconds: None,
         provider: "datacrunch".into(),
+        requested_provider: None,
         price_per_hour_micros: PRICE,
         created_at: T0,
         attempts: 0,
         tried_locations: vec![],
+        attempt_log: vec![],
         script_id: None,
+        script_provider: None,
         instance_id: None,
         ip: None,
         deployed_at: None,
@@ -307,6 +345,38 @@ fn check_decision(
     t: &Timers,
 ) {
     let after = &d.job;
+    check_attempt_log(ctx, before, after);
+    if let Effect::Deploy {
+        location,
+        adopt: false,
+        ..
+    } = &d.effect
+    {
+        // A fresh attempt is logged where it goes, with the type and price it goes as.
+        let last = after.attempt_log.last().expect("a fresh attempt is logged");
+        assert_eq!(
+            after.attempt_log.len(),
+            before.attempt_log.len() + 1,
+            "{}",
+            ctx()
+        );
+        assert_eq!(
+            (
+                &last.provider,
+                &last.location,
+                &last.instance_type,
+                last.outcome
+            ),
+            (
+                &after.provider,
+                location,
+                &after.instance_type,
+                AttemptOutcome::Deploying
+            ),
+            "{}",
+            ctx()
+        );
+    }
     assert_eq!(
         after.parked,
         d.effect == Effect::None
@@ -697,9 +767,9 @@ fn check_decision(
             } else {
                 assert_eq!(after.attempts, before.attempts + 1, "{}", ctx());
                 if after.requested_location.is_none() {
-                    let available = obs.available_locations.as_ref();
+                    let available = obs.candidates.as_ref();
                     assert!(
-                        available.is_some_and(|a| a.contains(location)),
+                        available.is_some_and(|a| a.iter().any(|p| &p.location == location)),
                         "{}: deploy where not available",
                         ctx()
                     );
@@ -845,6 +915,28 @@ fn check_apply(
     after: &Job,
     t: &Timers,
 ) {
+    check_attempt_log(ctx, before, after);
+    if let (
+        EffectResult::Deploy {
+            outcome: DeployOutcome::Deployed { .. },
+            ..
+        },
+        Some(last),
+    ) = (result, after.attempt_log.last())
+    {
+        assert_eq!(last.outcome, AttemptOutcome::Deployed, "{}", ctx());
+    }
+    if let (
+        EffectResult::Deploy {
+            outcome: DeployOutcome::NoCapacity { message },
+            ..
+        },
+        Some(last),
+    ) = (result, after.attempt_log.last())
+    {
+        assert_eq!(last.outcome, AttemptOutcome::NoCapacity, "{}", ctx());
+        assert_eq!(last.error.as_ref(), Some(message), "{}", ctx());
+    }
     assert_eq!(
         (after.hold_micros, after.charged_micros),
         (before.hold_micros, before.charged_micros),
@@ -905,6 +997,9 @@ fn check_apply(
     assert!(after.next_check_at >= now, "{}", ctx());
     let unchanged_but_retry = |errors: u32| {
         let mut expected = before.clone();
+        // The attempt log and the script's holder are checked by `check_attempt_log`.
+        expected.attempt_log = after.attempt_log.clone();
+        expected.script_provider = after.script_provider.clone();
         expected.next_check_at = now + secs(t.retry_delay_secs);
         expected.provider_errors = errors;
         expected.lease_until = None;
@@ -914,6 +1009,9 @@ fn check_apply(
     match result {
         EffectResult::RateLimited { retry_after_ms } => {
             let mut expected = before.clone();
+            // The attempt log and the script's holder are checked by `check_attempt_log`.
+            expected.attempt_log = after.attempt_log.clone();
+            expected.script_provider = after.script_provider.clone();
             expected.next_check_at = now + retry_after_ms;
             expected.lease_until = None;
             expected.parked = after.parked;
@@ -931,6 +1029,9 @@ fn check_apply(
                 // Nothing happened but the wait: no error counted, nothing given up.
                 DeployOutcome::RateLimited { retry_after_ms } => {
                     let mut expected = before.clone();
+                    // The attempt log and the script's holder are checked by `check_attempt_log`.
+                    expected.attempt_log = after.attempt_log.clone();
+                    expected.script_provider = after.script_provider.clone();
                     expected.script_id = after.script_id.clone();
                     expected.next_check_at = now + retry_after_ms;
                     expected.lease_until = None;
@@ -1103,6 +1204,9 @@ fn check_apply(
         }
         EffectResult::ScriptDeleted => {
             let mut expected = before.clone();
+            // The attempt log and the script's holder are checked by `check_attempt_log`.
+            expected.attempt_log = after.attempt_log.clone();
+            expected.script_provider = after.script_provider.clone();
             expected.script_id = None;
             expected.next_check_at = now;
             expected.lease_until = None;
@@ -1124,7 +1228,7 @@ fn observation(
     let t = timers();
     Observation {
         instance: instance.clone(),
-        available_locations: needs_availability(j).then(|| available.to_vec()),
+        candidates: needs_availability(j).then(|| places(available)),
         balance: Micros(if needs_balance(j, now, &t) {
             balance
         } else {
@@ -1300,7 +1404,7 @@ fn terminal_jobs_never_change_whatever_is_seen() {
             for at in [T0, T0 + secs(10_000)] {
                 let obs = Observation {
                     instance: instance.clone(),
-                    available_locations: Some(locs()),
+                    candidates: Some(places(&locs())),
                     balance: Micros(1_000_000_000),
                     answered_at: None,
                     instance_created_at: None,
@@ -1320,9 +1424,9 @@ fn availability_is_ignored_when_not_fetched_and_a_skipped_balance_read_never_end
     for c in cases() {
         if !needs_availability(&c.job) {
             let mut with = c.obs.clone();
-            with.available_locations = Some(locs());
+            with.candidates = Some(places(&locs()));
             let mut without = c.obs.clone();
-            without.available_locations = None;
+            without.candidates = None;
             assert_eq!(
                 decide(&c.job, &with, c.now, &t),
                 decide(&c.job, &without, c.now, &t),
@@ -1948,7 +2052,7 @@ impl Sim {
         for instance in instance_observations() {
             let obs = Observation {
                 instance,
-                available_locations: Some(locs()),
+                candidates: Some(places(&locs())),
                 balance: Micros(1_000_000_000),
                 answered_at: None,
                 instance_created_at: None,
@@ -2711,7 +2815,7 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
         for later in [0, secs(1), secs(100_000)] {
             let obs = Observation {
                 instance: instance.clone(),
-                available_locations: Some(locs()),
+                candidates: Some(places(&locs())),
                 balance: Micros(1),
                 answered_at: None,
                 instance_created_at: None,
@@ -2731,7 +2835,7 @@ fn a_duplicate_or_late_observation_after_settling_changes_nothing() {
     running.report = Some(report(0, T0 + secs(100)));
     let obs = Observation {
         instance: InstanceObservation::Seen(InstanceState::Offline { ip: None }),
-        available_locations: None,
+        candidates: None,
         balance: Micros(0),
         answered_at: None,
         instance_created_at: None,
@@ -2875,7 +2979,7 @@ fn a_report_while_provisioning_records_the_running_step_from_the_wrappers_clock(
         ] {
             let obs = Observation {
                 instance: instance.clone(),
-                available_locations: None,
+                candidates: None,
                 balance: Micros(0),
                 answered_at: None,
                 instance_created_at: None,
@@ -2921,7 +3025,7 @@ fn an_offline_instance_still_tells_its_ip() {
         instance: InstanceObservation::Seen(InstanceState::Offline {
             ip: Some("198.51.100.9".into()),
         }),
-        available_locations: None,
+        candidates: None,
         balance: Micros(hold0()),
         answered_at: None,
         instance_created_at: None,
@@ -3093,6 +3197,7 @@ fn absorbing_a_retired_attempt_happens_once_under_a_duplicate_result() {
     j.retired_lives = vec![super::model::RetiredLife {
         instance_id: "inst-1".into(),
         deploy_requested_at: Some(T0),
+        provider: None,
     }];
     let deleted = EffectResult::Deleted {
         instance_id: "inst-1".into(),
@@ -3122,7 +3227,7 @@ fn an_instance_found_gone_is_billed_until_the_reconciler_last_listed_it_alive() 
 
     let gone = Observation {
         instance: InstanceObservation::Seen(InstanceState::Gone),
-        available_locations: None,
+        candidates: None,
         balance: Micros::ZERO,
         answered_at: Some(deployed + secs(71)),
         instance_created_at: None,
@@ -3151,7 +3256,7 @@ fn the_providers_creation_time_tightens_the_absorbed_bound_but_never_the_charge(
     let deployed = booting.deployed_at.unwrap(); // T0 + 2 s
     let look = |created: Millis| Observation {
         instance: InstanceObservation::Seen(InstanceState::Booting),
-        available_locations: None,
+        candidates: None,
         balance: Micros::ZERO,
         answered_at: None,
         instance_created_at: Some(created),
@@ -3169,4 +3274,254 @@ fn the_providers_creation_time_tightens_the_absorbed_bound_but_never_the_charge(
         let d = decide(&booting, &look(odd), now, &t);
         assert_eq!(d.job.deploy_requested_at, Some(T0), "{odd}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placement across providers
+// ---------------------------------------------------------------------------------------------
+
+const LAMBDA_TYPE: &str = "gpu_1x_v100";
+
+fn place(provider: &str, location: &str, instance_type: &str, price: i64) -> Placement {
+    Placement {
+        provider: provider.into(),
+        location: location.into(),
+        instance_type: instance_type.into(),
+        price_per_hour_micros: price,
+    }
+}
+
+fn seen(candidates: Vec<Placement>) -> Observation {
+    Observation {
+        instance: InstanceObservation::NotLooked,
+        candidates: Some(candidates),
+        balance: Micros(1_000_000_000),
+        answered_at: None,
+        instance_created_at: None,
+    }
+}
+
+/// DataCrunch FIN-01 at the job's price, Lambda us-east-1 cheaper.
+fn two_providers() -> Vec<Placement> {
+    vec![
+        place("datacrunch", LOCS[0], TYPE, PRICE),
+        place("lambda", "us-east-1", LAMBDA_TYPE, PRICE / 2),
+    ]
+}
+
+#[test]
+fn the_cheapest_place_is_taken_whatever_the_provider_with_its_type_and_price() {
+    let t = timers();
+    let j = job(JobStatus::Queued);
+    let d = decide(&j, &seen(two_providers()), T0, &t);
+    assert!(
+        matches!(&d.effect, Effect::Deploy { location, adopt: false, .. } if location == "us-east-1"),
+        "{:?}",
+        d.effect
+    );
+    assert_eq!(d.job.provider, "lambda");
+    assert_eq!(d.job.instance_type, LAMBDA_TYPE);
+    assert_eq!(d.job.price_per_hour_micros, PRICE / 2);
+    // Among equal prices, the first (the preferred provider, then its own order).
+    let equal = vec![
+        place("datacrunch", LOCS[1], TYPE, PRICE),
+        place("lambda", "us-east-1", LAMBDA_TYPE, PRICE),
+    ];
+    let d = decide(&j, &seen(equal), T0, &t);
+    assert_eq!(
+        (d.job.provider.as_str(), d.job.location.as_deref()),
+        ("datacrunch", Some(LOCS[1]))
+    );
+}
+
+#[test]
+fn no_capacity_fails_over_to_the_next_provider_moving_the_script_and_logging_both() {
+    let t = timers();
+    let mut j = job(JobStatus::Queued);
+    // DataCrunch is the cheaper here, so it is tried first.
+    let places = vec![
+        place("datacrunch", LOCS[0], TYPE, PRICE),
+        place("lambda", "us-east-1", LAMBDA_TYPE, PRICE * 2),
+    ];
+    let d = decide(&j, &seen(places.clone()), T0, &t);
+    assert_eq!(d.job.provider, "datacrunch");
+    j = apply(
+        &d.job,
+        &EffectResult::Deploy {
+            script_id: Some("dc-script".into()),
+            outcome: DeployOutcome::NoCapacity {
+                message: "Not enough resources".into(),
+            },
+        },
+        T0 + 1000,
+        &t,
+    );
+    assert_eq!(j.script_provider(), "datacrunch");
+    // The script is DataCrunch's: deleted there before the job moves to Lambda.
+    let d = decide(&j, &seen(places.clone()), T0 + 2000, &t);
+    assert_eq!(
+        d.effect,
+        Effect::DeleteScript {
+            script_id: "dc-script".into()
+        }
+    );
+    assert_eq!(d.job.attempts, 1, "moving the script is not an attempt");
+    j = apply(&d.job, &EffectResult::ScriptDeleted, T0 + 3000, &t);
+    let d = decide(&j, &seen(places), T0 + 4000, &t);
+    assert!(
+        matches!(&d.effect, Effect::Deploy { location, adopt: false, .. } if location == "us-east-1"),
+        "{:?}",
+        d.effect
+    );
+    assert_eq!(
+        (d.job.provider.as_str(), d.job.instance_type.as_str()),
+        ("lambda", LAMBDA_TYPE)
+    );
+    assert_eq!(d.job.price_per_hour_micros, PRICE * 2);
+    j = apply(
+        &d.job,
+        &EffectResult::Deploy {
+            script_id: Some("user-data-1".into()),
+            outcome: DeployOutcome::Deployed {
+                instance_id: "lambda-inst".into(),
+            },
+        },
+        T0 + 5000,
+        &t,
+    );
+    assert_eq!(j.script_provider(), "lambda");
+    assert_eq!(j.provider_of_instance("lambda-inst"), "lambda");
+    let log: Vec<(&str, &str, &str, AttemptOutcome, Option<&str>)> = j
+        .attempt_log
+        .iter()
+        .map(|a| {
+            (
+                a.provider.as_str(),
+                a.location.as_str(),
+                a.instance_type.as_str(),
+                a.outcome,
+                a.error.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (
+                "datacrunch",
+                LOCS[0],
+                TYPE,
+                AttemptOutcome::NoCapacity,
+                Some("Not enough resources")
+            ),
+            (
+                "lambda",
+                "us-east-1",
+                LAMBDA_TYPE,
+                AttemptOutcome::Deployed,
+                None
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_failed_boot_elsewhere_is_deleted_at_its_own_provider() {
+    let t = timers();
+    let mut j = job(JobStatus::Queued);
+    let d = decide(&j, &seen(two_providers()), T0, &t);
+    j = apply(
+        &d.job,
+        &EffectResult::Deploy {
+            script_id: None,
+            outcome: DeployOutcome::Deployed {
+                instance_id: "lambda-inst".into(),
+            },
+        },
+        T0 + 1000,
+        &t,
+    );
+    let broken = Observation {
+        instance: InstanceObservation::Seen(InstanceState::Failed {
+            status: "error".into(),
+        }),
+        candidates: None,
+        balance: Micros(1_000_000_000),
+        answered_at: None,
+        instance_created_at: None,
+    };
+    let d = decide(&j, &broken, T0 + secs(20), &t);
+    assert_eq!(
+        d.effect,
+        Effect::DeleteInstance {
+            instance_id: "lambda-inst".into()
+        }
+    );
+    let last = d.job.attempt_log.last().unwrap();
+    assert_eq!(last.outcome, AttemptOutcome::Failed);
+    assert!(last.error.as_deref().unwrap().contains("error"), "{last:?}");
+    // The next attempt goes to DataCrunch; the retired instance stays Lambda's.
+    let after = apply(
+        &d.job,
+        &EffectResult::Deleted {
+            instance_id: "lambda-inst".into(),
+            already_gone: false,
+            requested_at: T0 + secs(21),
+        },
+        T0 + secs(21),
+        &t,
+    );
+    let mut moving = d.job.clone();
+    let d2 = decide(&after, &seen(two_providers()), T0 + secs(22), &t);
+    assert_eq!(
+        (d2.job.provider.as_str(), d2.job.location.as_deref()),
+        ("datacrunch", Some(LOCS[0]))
+    );
+    moving.provider = "datacrunch".into();
+    assert_eq!(moving.provider_of_instance("lambda-inst"), "lambda");
+}
+
+#[test]
+fn a_requested_location_stays_put_and_the_attempt_limit_holds_across_providers() {
+    let t = timers();
+    let mut j = job(JobStatus::Queued);
+    j.requested_location = Some(LOCS[2].into());
+    let d = decide(&j, &seen(two_providers()), T0, &t);
+    assert_eq!(
+        (d.job.provider.as_str(), d.job.location.as_deref()),
+        ("datacrunch", Some(LOCS[2]))
+    );
+    // Every attempt used up: no capacity, even with an untried place left.
+    let mut j = job(JobStatus::Queued);
+    let mut places = Vec::new();
+    for i in 0..t.max_deploy_attempts {
+        places.push(place("lambda", &format!("us-{i}"), LAMBDA_TYPE, PRICE));
+    }
+    places.push(place("datacrunch", LOCS[0], TYPE, PRICE * 3));
+    for n in 0..t.max_deploy_attempts {
+        let d = decide(&j, &seen(places.clone()), T0 + secs(n as i64), &t);
+        assert!(matches!(d.effect, Effect::Deploy { .. }), "{:?}", d.effect);
+        j = apply(
+            &d.job,
+            &EffectResult::Deploy {
+                script_id: None,
+                outcome: DeployOutcome::NoCapacity {
+                    message: "full".into(),
+                },
+            },
+            T0 + secs(n as i64) + 500,
+            &t,
+        );
+    }
+    let d = decide(&j, &seen(places), T0 + secs(10), &t);
+    assert_eq!(
+        d.job.outcome.as_ref().and_then(|o| o.failure_reason),
+        Some(FailureReason::NoCapacity)
+    );
+    assert_eq!(d.job.attempt_log.len() as u32, t.max_deploy_attempts);
+    assert!(d
+        .job
+        .attempt_log
+        .iter()
+        .all(|a| a.outcome == AttemptOutcome::NoCapacity && a.provider == "lambda"));
 }

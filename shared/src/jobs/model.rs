@@ -79,6 +79,35 @@ pub struct Outcome {
 pub struct RetiredLife {
     pub instance_id: String,
     pub deploy_requested_at: Option<Millis>,
+    /// Where the instance lives (`None` in records from before placement spanned providers:
+    /// the job's provider).
+    #[serde(default)]
+    pub provider: Option<String>,
+}
+
+/// How one deploy attempt went, as `attempt_log` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Asked for; the provider's answer is not recorded yet.
+    Deploying,
+    /// The instance exists: the job runs (or ran) here.
+    Deployed,
+    /// The provider had no capacity: the job moved on (or failed `no_capacity`).
+    NoCapacity,
+    /// The deploy was refused or the instance never came up.
+    Failed,
+}
+
+/// One deploy attempt: where, which type, and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub provider: String,
+    pub location: String,
+    pub instance_type: String,
+    pub outcome: AttemptOutcome,
+    /// The provider's error text, for an attempt that did not work out.
+    pub error: Option<String>,
 }
 
 /// What the instance reported through `POST /jobs/{id}/report`.
@@ -111,8 +140,13 @@ pub struct Job {
     pub startup_script: Option<String>,
     pub auto_shutdown: bool,
     pub max_runtime_seconds: Option<i64>,
+    /// The provider of the current (or last) attempt; before the first, the type's provider.
     pub provider: String,
-    /// Mimiry's price per hour for the type, fixed at submit.
+    /// The provider the user asked for; `None` = any enabled provider selling the GPU.
+    #[serde(default)]
+    pub requested_provider: Option<String>,
+    /// Mimiry's price per hour for the type of the current attempt (fixed at submit for the
+    /// type named; a fail-over to an equivalent type elsewhere takes that type's price).
     pub price_per_hour_micros: i64,
     pub created_at: Millis,
 
@@ -120,7 +154,13 @@ pub struct Job {
     /// adopts the instance instead of creating a second.
     pub attempts: u32,
     pub tried_locations: Vec<String>,
+    /// Every deploy attempt, oldest first (`GET /jobs/{id}` `attempt_log`).
+    #[serde(default)]
+    pub attempt_log: Vec<AttemptRecord>,
     pub script_id: Option<String>,
+    /// The provider holding `script_id` (`None` in older records: the job's provider).
+    #[serde(default)]
+    pub script_provider: Option<String>,
     pub instance_id: Option<String>,
     pub ip: Option<String>,
     /// Start of the instance's billable life: just after the deploy call returned.
@@ -195,6 +235,21 @@ impl Job {
         Micros(self.price_per_hour_micros)
     }
 
+    /// The provider where instance `id` of this job lives: a retired attempt's own, else the
+    /// job's current provider. Read off the record, never out of the id.
+    pub fn provider_of_instance(&self, id: &str) -> &str {
+        self.retired_lives
+            .iter()
+            .find(|r| r.instance_id == id)
+            .and_then(|r| r.provider.as_deref())
+            .unwrap_or(&self.provider)
+    }
+
+    /// The provider holding the job's startup script.
+    pub fn script_provider(&self) -> &str {
+        self.script_provider.as_deref().unwrap_or(&self.provider)
+    }
+
     /// Billable seconds of the current instance's life up to `now` (whole seconds, rounded
     /// down: never a second the instance did not live).
     pub fn billable_seconds(&self, now: Millis) -> i64 {
@@ -265,6 +320,8 @@ impl Job {
             "auto_shutdown": self.auto_shutdown,
             "max_runtime_seconds": self.max_runtime_seconds,
             "provider": self.provider,
+            "requested_provider": self.requested_provider,
+            "attempt_log": self.attempt_log,
             "instance_id": self.instance_id,
             "ip": self.ip,
             "price_per_hour": self.price_per_hour().to_string(),

@@ -670,6 +670,7 @@ mod unit_tests {
             ssh_key_ids: vec![],
             location_code: "FIN-01".into(),
             startup_script_id: None,
+            startup_script: None,
             os_volume_size_gb: 50,
         };
         let b = deploy_body(&req);

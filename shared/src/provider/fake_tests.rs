@@ -112,6 +112,7 @@ fn deploy_req(hostname: &str, instance_type: &str, location: &str) -> DeployRequ
         ssh_key_ids: vec![],
         location_code: location.into(),
         startup_script_id: None,
+        startup_script: None,
         os_volume_size_gb: 50,
     }
 }

@@ -503,6 +503,10 @@ impl GpuProvider for LambdaCloudClient {
         "lambda"
     }
 
+    fn image_is_fixed(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "Lambda Cloud"
     }
@@ -630,9 +634,10 @@ impl GpuProvider for LambdaCloudClient {
     }
 
     async fn deploy(&self, req: &DeployRequest) -> Result<String, ProviderError> {
-        let script = match &req.startup_script_id {
-            None => None,
-            Some(id) => Some(self.script(id).ok_or_else(|| {
+        let script = match (&req.startup_script, &req.startup_script_id) {
+            (Some(text), _) => Some(text.clone()),
+            (None, None) => None,
+            (None, Some(id)) => Some(self.script(id).ok_or_else(|| {
                 ProviderError::InvalidRequest(format!(
                     "startup script {id} is not held by this client; create it again"
                 ))

@@ -104,6 +104,7 @@ fn deploy_request(instance_type: &str, region: &str, keys: Vec<String>) -> Deplo
         ssh_key_ids: keys,
         location_code: region.into(),
         startup_script_id: None,
+        startup_script: None,
         os_volume_size_gb: 50,
     }
 }

@@ -212,6 +212,7 @@ fn deploy_req() -> DeployRequest {
         ssh_key_ids: vec![],
         location_code: "FIN-01".into(),
         startup_script_id: None,
+        startup_script: None,
         os_volume_size_gb: 50,
     }
 }

@@ -25,6 +25,7 @@ mod lambda_fake_tests;
 #[cfg(test)]
 mod mock_tests;
 mod parse;
+pub mod placement;
 pub mod ratelimit;
 pub mod registry;
 pub mod retry;
@@ -32,6 +33,7 @@ mod token;
 
 pub use datacrunch::{Credentials, DataCrunchClient};
 pub use lambda::{ApiKey, LambdaCloudClient};
+pub use placement::Placement;
 pub use ratelimit::ProviderCall;
 pub use registry::ProviderRegistry;
 pub use retry::RetryPolicy;
@@ -95,6 +97,11 @@ pub trait GpuProvider: Send + Sync {
     /// Lets a caller defer a step that would be refused before spending requests on it.
     fn rate_limit_wait(&self, _call: ProviderCall) -> Option<Duration> {
         None
+    }
+    /// Whether every launch runs the provider's one image whatever `DeployRequest::image`
+    /// says (Lambda: Lambda Stack). A job may then fail over to it whatever its image.
+    fn image_is_fixed(&self) -> bool {
+        false
     }
 }
 
@@ -283,6 +290,10 @@ pub struct DeployRequest {
     pub ssh_key_ids: Vec<String>,
     pub location_code: String,
     pub startup_script_id: Option<String>,
+    /// The script's text, for a provider without stored scripts (Lambda: `user_data`), so
+    /// that any process can deploy it, not only the one that called `create_script`.
+    /// Providers with stored scripts go by `startup_script_id`.
+    pub startup_script: Option<String>,
     pub os_volume_size_gb: u32,
 }
 
