@@ -20,6 +20,13 @@
 //!
 //! A provider rate limit (429) ends a sweep for this run: the next run, a minute later,
 //! carries on.
+//!
+//! Every enabled provider is listed and swept, each with its own calls. An instance's job is
+//! read off its owner tag (`mimiry-{job}.{account}`, the description) where the provider keeps
+//! one; a provider without descriptions (Lambda, [`GpuProvider::keeps_descriptions`]) names
+//! the job only by the hostname (`mimiry-{job}-{attempt}`, the instance's name), so its job's
+//! account is unknown: such an instance is an orphan when its job has not been in the active
+//! index for a grace (`reconcile_grace_secs`, remembered per container), not after a read.
 
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::{Config, Timers};
@@ -27,7 +34,7 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::lifecycle::InstanceState;
 use mimiry_shared::jobs::model::{job_id_of_name, parse_owner_tag};
 use mimiry_shared::provider::{
-    DeleteOutcome, GpuProvider, InstanceInfo, ProviderError, VolumeInfo,
+    DeleteOutcome, GpuProvider, InstanceInfo, ProviderError, ProviderRegistry, VolumeInfo,
 };
 use mimiry_shared::queue::{JobQueue, JobRef, SeenAlive, MAX_DELAY_SECS};
 use mimiry_shared::store::jobs::{ActiveJob, Watch};
@@ -35,7 +42,7 @@ use mimiry_shared::store::Store;
 use mimiry_shared::time::{now_ms, Millis};
 use mimiry_shared::wiring;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Messages sent per run (re-drives and wake-ups together).
@@ -47,7 +54,8 @@ const VOLUME_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 pub struct App {
     pub store: Store,
-    pub provider: Arc<dyn GpuProvider>,
+    /// Every enabled provider: each is listed and swept.
+    pub providers: ProviderRegistry,
     pub queue: JobQueue,
     pub timers: Timers,
     /// What was sent recently, so that a run does not repeat the previous one's messages.
@@ -59,6 +67,9 @@ pub struct App {
     /// an instance gone carries it, so the job is billed until then (per container: after a
     /// cold start the worker's own last look stands in).
     alive: Mutex<HashMap<String, SeenAlive>>,
+    /// Instances named for a job but without an owner tag (a provider without descriptions),
+    /// whose job was not active: instance id → first seen so.
+    unowned: Mutex<HashMap<String, Millis>>,
 }
 
 /// Keys acted on → (next action allowed at, actions so far).
@@ -93,12 +104,13 @@ impl App {
     pub fn new(clients: &AwsClients, config: &Config) -> App {
         App {
             store: wiring::store(clients, config),
-            provider: wiring::provider(clients, config),
+            providers: wiring::providers(clients, config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             timers: config.timers,
             sent: Mutex::new(Backoff::default()),
             volumes_swept_at: Mutex::new(None),
             alive: Mutex::new(HashMap::new()),
+            unowned: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -145,36 +157,53 @@ pub async fn reconcile(app: &App) -> Summary {
     // before the instance list was asked for, so it is in that list unless it is gone.
     let volume_sweep_due =
         lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
-    let volumes = if !volume_sweep_due {
-        None
-    } else {
-        match app.provider.list_volumes().await {
-            Ok(volumes) => Some(volumes),
-            Err(e) => {
-                if !stop_for_rate_limit(&e, &mut summary) {
-                    summary.errors += 1;
-                    tracing::warn!(error = %e, "listing volumes failed");
+    let mut volumes_swept = volume_sweep_due;
+    let mut listed = Vec::new();
+    for provider in app.providers.all() {
+        let provider = provider.as_ref();
+        let volumes = if !volume_sweep_due {
+            None
+        } else {
+            match provider.list_volumes().await {
+                Ok(volumes) => Some(volumes),
+                Err(e) => {
+                    if !stop_for_rate_limit(&e, &mut summary) {
+                        summary.errors += 1;
+                        tracing::warn!(provider = provider.id(), error = %e, "listing volumes failed");
+                    }
+                    None
                 }
+            }
+        };
+        // Before the call: the list shows each instance as it was at some moment after this.
+        let listed_at = now_ms();
+        let instances = match provider.list_instances().await {
+            Ok(instances) => Some(instances),
+            Err(e) => {
+                summary.errors += 1;
+                tracing::warn!(provider = provider.id(), error = %e, "listing instances failed");
                 None
             }
+        };
+        match (volumes, &instances) {
+            (Some(volumes), Some(instances)) => {
+                volumes_swept &=
+                    sweep_volumes(provider, &active, &volumes, instances, &mut summary).await;
+            }
+            _ => volumes_swept = false,
         }
-    };
-    let instances = match sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
-        Ok(instances) => Some(instances),
-        Err(e) => {
+        if let Err(e) = sweep_scripts(app, provider, &active, &mut summary).await {
             summary.errors += 1;
-            tracing::warn!(error = %e, "sweeping instances failed");
-            None
+            tracing::warn!(provider = provider.id(), error = %e, "sweeping orphan scripts failed");
         }
-    };
-    if let (Some(volumes), Some(instances)) = (volumes, instances) {
-        if sweep_volumes(app, &active, &volumes, &instances, &mut summary).await {
-            *lock(&app.volumes_swept_at) = Some(Instant::now());
-        }
+        listed.push((provider, listed_at, instances));
     }
-    if let Err(e) = sweep_scripts(app, &active, &mut summary).await {
+    if volumes_swept {
+        *lock(&app.volumes_swept_at) = Some(Instant::now());
+    }
+    if let Err(e) = sweep_instances(app, &active, &listed, now, &mut wanted, &mut summary).await {
         summary.errors += 1;
-        tracing::warn!(error = %e, "sweeping orphan scripts failed");
+        tracing::warn!(error = %e, "sweeping instances failed");
     }
     lock(&app.sent).keep_only(&wanted);
     if summary != Summary::default() {
@@ -339,51 +368,87 @@ async fn alert(
     Ok(())
 }
 
+/// The job an instance belongs to: (job id, account id) from its owner tag, or — at a
+/// provider that keeps no description — (job id, `None`) from its hostname.
+fn owner_of(
+    provider: &dyn GpuProvider,
+    instance: &InstanceInfo,
+) -> Option<(String, Option<String>)> {
+    if let Some((job, account)) = parse_owner_tag(&instance.description) {
+        return Some((job, Some(account)));
+    }
+    if provider.keeps_descriptions() {
+        return None;
+    }
+    job_id_of_name(&instance.hostname).map(|job| (job.to_string(), None))
+}
+
+/// One provider's instance list, as this run got it: when it was asked for, and the list
+/// (`None`: the call failed).
+type Listed<'a> = (&'a dyn GpuProvider, Millis, Option<Vec<InstanceInfo>>);
+
 async fn sweep_instances(
     app: &App,
     active: &HashMap<&str, &ActiveJob>,
+    listed: &[Listed<'_>],
     now: Millis,
     wanted: &mut HashSet<String>,
     summary: &mut Summary,
-) -> Result<Vec<InstanceInfo>, ApiError> {
-    // Before the call: the list shows each instance as it was at some moment after this.
-    let listed_at = now_ms();
-    let instances = app.provider.list_instances().await?;
-    let mut listed: HashMap<String, Vec<InstanceState>> = HashMap::new();
+) -> Result<(), ApiError> {
+    let mut states: HashMap<String, Vec<InstanceState>> = HashMap::new();
     {
         let mut alive = lock(&app.alive);
         alive.retain(|job_id, _| active.contains_key(job_id.as_str()));
-        for instance in &instances {
-            if let Some((job_id, _)) = parse_owner_tag(&instance.description) {
-                let state = InstanceState::of(instance);
-                let alive_now =
-                    !matches!(state, InstanceState::Gone | InstanceState::Failed { .. });
-                if alive_now && active.contains_key(job_id.as_str()) {
-                    alive.insert(
-                        job_id.clone(),
-                        SeenAlive {
-                            instance_id: instance.id.clone(),
-                            at: listed_at,
-                        },
-                    );
+        for (provider, listed_at, instances) in listed {
+            for instance in instances.iter().flatten() {
+                if let Some((job_id, _)) = owner_of(*provider, instance) {
+                    let state = InstanceState::of(instance);
+                    let alive_now =
+                        !matches!(state, InstanceState::Gone | InstanceState::Failed { .. });
+                    if alive_now && active.contains_key(job_id.as_str()) {
+                        alive.insert(
+                            job_id.clone(),
+                            SeenAlive {
+                                instance_id: instance.id.clone(),
+                                at: *listed_at,
+                            },
+                        );
+                    }
+                    states.entry(job_id).or_default().push(state);
                 }
-                listed.entry(job_id).or_default().push(state);
             }
         }
     }
-    for job in active.values() {
-        let states = listed.get(&job.job_id).map_or(&[][..], Vec::as_slice);
-        if instance_changed(job.watch, states) {
-            let seen_alive = lock(&app.alive).get(&job.job_id).cloned();
-            alert(app, job, seen_alive, now, wanted, summary).await?;
+    // Only with every provider's list: a job whose provider did not answer is not "vanished".
+    if listed.iter().all(|(_, _, instances)| instances.is_some()) {
+        for job in active.values() {
+            let states = states.get(&job.job_id).map_or(&[][..], Vec::as_slice);
+            if instance_changed(job.watch, states) {
+                let seen_alive = lock(&app.alive).get(&job.job_id).cloned();
+                alert(app, job, seen_alive, now, wanted, summary).await?;
+            }
         }
     }
-    for instance in &instances {
-        if !delete_if_orphan(app, active, instance, summary).await? {
-            break;
+    let mut unowned_now = HashSet::new();
+    for (provider, _, instances) in listed {
+        for instance in instances.iter().flatten() {
+            if !delete_if_orphan(
+                app,
+                *provider,
+                active,
+                instance,
+                now,
+                &mut unowned_now,
+                summary,
+            )
+            .await?
+            {
+                break;
+            }
         }
     }
-    Ok(instances)
+    lock(&app.unowned).retain(|id, _| unowned_now.contains(id));
+    Ok(())
 }
 
 /// Whether `volume` is one of Mimiry's OS volumes left without its instance: in the trash, or
@@ -411,7 +476,7 @@ fn volume_is_orphan(
 
 /// Deletes the orphans among `volumes`; `false` if a rate limit cut the sweep short.
 async fn sweep_volumes(
-    app: &App,
+    provider: &dyn GpuProvider,
     active: &HashMap<&str, &ActiveJob>,
     volumes: &[VolumeInfo],
     instances: &[InstanceInfo],
@@ -421,7 +486,7 @@ async fn sweep_volumes(
         .iter()
         .filter(|v| volume_is_orphan(v, instances, active))
     {
-        match app.provider.delete_volume(&volume.id).await {
+        match provider.delete_volume(&volume.id).await {
             Ok(()) => {
                 tracing::info!(volume_id = %volume.id, name = %volume.name,
                     in_trash = volume.in_trash, "deleted an orphan volume");
@@ -454,11 +519,14 @@ fn stop_for_rate_limit(e: &ProviderError, summary: &mut Summary) -> bool {
 /// Deletes `instance` if its job is over; `false` when the sweep must stop (rate limited).
 async fn delete_if_orphan(
     app: &App,
+    provider: &dyn GpuProvider,
     active: &HashMap<&str, &ActiveJob>,
     instance: &InstanceInfo,
+    now: Millis,
+    unowned_now: &mut HashSet<String>,
     summary: &mut Summary,
 ) -> Result<bool, ApiError> {
-    let Some((job_id, account_id)) = parse_owner_tag(&instance.description) else {
+    let Some((job_id, account_id)) = owner_of(provider, instance) else {
         // Not tagged by us: a `mimiry-` hostname without our tag is left alone and logged.
         if job_id_of_name(&instance.hostname).is_some() {
             tracing::warn!(instance_id = %instance.id, "instance with a Mimiry hostname but no owner tag; not touched");
@@ -466,23 +534,36 @@ async fn delete_if_orphan(
         return Ok(true);
     };
     // Deleted already (discontinued): nothing bills, nothing to read or delete again.
-    if instance.status.is_gone() || !job_is_over(app, active, &job_id, &account_id).await? {
+    if instance.status.is_gone() {
         return Ok(true);
     }
-    match app
-        .provider
+    let over = match &account_id {
+        Some(account_id) => job_is_over(app, active, &job_id, account_id).await?,
+        // Named only by its hostname: over when its job has been out of the active index for
+        // a grace (the index is eventually consistent; a job is in it before it deploys).
+        None if active.contains_key(job_id.as_str()) => false,
+        None => {
+            unowned_now.insert(instance.id.clone());
+            let first = *lock(&app.unowned).entry(instance.id.clone()).or_insert(now);
+            now - first >= app.timers.reconcile_grace_secs * 1000
+        }
+    };
+    if !over {
+        return Ok(true);
+    }
+    match provider
         .delete_instance(&instance.id, instance.os_volume_id.as_deref())
         .await
     {
         Ok(DeleteOutcome::Accepted) | Ok(DeleteOutcome::AlreadyGone) => {
-            tracing::info!(instance_id = %instance.id, job_id = %job_id, "deleted an orphan instance");
+            tracing::info!(provider = provider.id(), instance_id = %instance.id, job_id = %job_id, "deleted an orphan instance");
             summary.orphan_instances_deleted += 1;
         }
         Ok(DeleteOutcome::NotYet) => summary.orphan_instances_waiting += 1,
         Err(e) if stop_for_rate_limit(&e, summary) => return Ok(false),
         Err(e) => {
             summary.errors += 1;
-            tracing::warn!(instance_id = %instance.id, error = %e, "could not delete an orphan instance");
+            tracing::warn!(provider = provider.id(), instance_id = %instance.id, error = %e, "could not delete an orphan instance");
         }
     }
     Ok(true)
@@ -490,10 +571,11 @@ async fn delete_if_orphan(
 
 async fn sweep_scripts(
     app: &App,
+    provider: &dyn GpuProvider,
     active: &HashMap<&str, &ActiveJob>,
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
-    let scripts = match app.provider.list_scripts().await {
+    let scripts = match provider.list_scripts().await {
         Err(e) if stop_for_rate_limit(&e, summary) => return Ok(()),
         other => other?,
     };
@@ -504,7 +586,7 @@ async fn sweep_scripts(
         if !job_is_over(app, active, &job_id, &account_id).await? {
             continue;
         }
-        match app.provider.delete_script(&script.id).await {
+        match provider.delete_script(&script.id).await {
             Ok(()) => {
                 tracing::info!(script_id = %script.id, job_id = %job_id, "deleted an orphan script");
                 summary.orphan_scripts_deleted += 1;

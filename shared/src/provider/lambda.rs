@@ -507,6 +507,10 @@ impl GpuProvider for LambdaCloudClient {
         true
     }
 
+    fn keeps_descriptions(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "Lambda Cloud"
     }

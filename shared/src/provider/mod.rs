@@ -103,6 +103,11 @@ pub trait GpuProvider: Send + Sync {
     fn image_is_fixed(&self) -> bool {
         false
     }
+    /// Whether an instance keeps `DeployRequest::description` (Mimiry's owner tag). Lambda's
+    /// have no description: the reconciler knows their job by the hostname alone.
+    fn keeps_descriptions(&self) -> bool {
+        true
+    }
 }
 
 /// What a delete request achieved.
