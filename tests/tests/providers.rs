@@ -4,24 +4,71 @@
 //!
 //! Expectations come from the fakes themselves (their own APIs), never from what Mimiry answered.
 
+#[allow(dead_code, unused_imports)]
+mod jobs_support;
+
+use jobs_support::{submit, submit_ok, wait_terminal, SHORT};
 use mimiry_tests::{call, Answer, Stack, StackOptions, TEST_ENV};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 const LAMBDA_KEY: &str = "mimiry-local-lambda-key";
 
 fn stack() -> Stack {
+    stack_with("providers", &[], false)
+}
+
+/// Both providers enabled, `TEST_ENV` with `overrides`; `execute`: the fakes run the jobs'
+/// scripts (so that jobs report and complete).
+fn stack_with(name: &str, overrides: &[(&str, &str)], execute: bool) -> Stack {
     let mut env: Vec<(String, String)> = TEST_ENV
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     env.push(("PROVIDERS".into(), "datacrunch,lambda".into()));
+    for (k, v) in overrides {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
     Stack::start(StackOptions {
-        name: "providers".into(),
+        name: name.into(),
         env,
-        execute: false,
+        execute,
         ..StackOptions::default()
     })
+}
+
+/// `GET /admin/state` of the fake Lambda.
+async fn lambda_state(stack: &Stack) -> Value {
+    let url = format!(
+        "{}/admin/state",
+        stack.lambda_url.as_ref().expect("lambda enabled")
+    );
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The instances a fake's state lists for `job_id` (named `mimiry-{job}-{attempt}`), with
+/// their status.
+fn instances_for(state: &Value, job_id: &str) -> Vec<Value> {
+    let prefix = format!("mimiry-{job_id}-");
+    state["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no instances: {state}"))
+        .iter()
+        .filter(|i| {
+            i["hostname"]
+                .as_str()
+                .is_some_and(|h| h.starts_with(&prefix))
+        })
+        .cloned()
+        .collect()
+}
+
+fn is_deleted(instance: &Value) -> bool {
+    matches!(
+        instance["status"].as_str(),
+        Some("discontinued" | "deleting" | "terminated" | "terminating")
+    )
 }
 
 async fn get_ok(stack: &Stack, key: &str, path: &str) -> Answer {
@@ -164,4 +211,137 @@ async fn both_providers_are_listed_with_mimiry_prices_and_a_gpu_filter() {
         "{}",
         images.body
     );
+}
+
+/// A GPU only Lambda sells: the job is placed there and runs; `provider` is checked on submit.
+#[tokio::test]
+async fn a_job_for_a_gpu_only_lambda_sells_completes_there() {
+    let stack = stack_with("providers-lambda-only", &[], true);
+    let account = stack.account("50").await;
+    let key = account.key.as_str();
+
+    // `provider` must be enabled, and sell the type.
+    let base = json!({ "instance_type": "gpu_1x_a10", "image": "lambda-stack-22.04",
+                       "startup_script": "echo on-lambda" });
+    let mut unknown = base.clone();
+    unknown["provider"] = json!("nimbus");
+    let refused = submit(&stack, key, &unknown).await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert_eq!(refused.body["details"]["field"], "provider", "{refused:?}");
+    let mut elsewhere = base.clone();
+    elsewhere["provider"] = json!("datacrunch");
+    let refused = submit(&stack, key, &elsewhere).await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert_eq!(
+        refused.body["details"]["field"], "instance_type",
+        "{refused:?}"
+    );
+
+    let id = submit_ok(&stack, key, &base).await;
+    let seen = wait_terminal(&stack, key, &id, SHORT).await;
+    seen.assert_ended("completed", None);
+    let job = &seen.job;
+    assert_eq!(job["provider"], "lambda", "{job:#}");
+    assert_eq!(job["exit_code"], 0, "{job:#}");
+    // Where the fake sells it (its own catalog).
+    let types = lambda_types(&stack).await;
+    let regions: Vec<&str> = types["gpu_1x_a10"]["regions_with_capacity_available"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        regions.contains(&job["location"].as_str().unwrap()),
+        "{job:#}"
+    );
+    let log = job["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 1, "{job:#}");
+    assert_eq!(log[0]["provider"], "lambda");
+    assert_eq!(log[0]["outcome"], "deployed");
+    // The fake Lambda ran it and it is gone there; DataCrunch never saw it.
+    let at_lambda = instances_for(&lambda_state(&stack).await, &id);
+    assert_eq!(at_lambda.len(), 1, "{at_lambda:#?}");
+    assert!(is_deleted(&at_lambda[0]), "{at_lambda:#?}");
+    let dc = stack.fake_admin(reqwest::Method::GET, "/state", None).await;
+    assert!(instances_for(&dc, &id).is_empty(), "{dc:#}");
+}
+
+/// DataCrunch refuses every deploy for want of capacity (fault injection): a job naming a
+/// DataCrunch type, without provider or location, fails over to the equivalent type at Lambda
+/// (same GPU model and count), completes there, and shows every attempt.
+#[tokio::test]
+async fn without_capacity_at_datacrunch_a_job_completes_at_lambda_and_shows_every_attempt() {
+    // 8A100.80G is sold in three DataCrunch locations (cheaper than Lambda's 8x A100, so
+    // tried first): four attempts reach Lambda.
+    let stack = stack_with("providers-failover", &[("MAX_DEPLOY_ATTEMPTS", "4")], true);
+    let account = stack.account("100").await;
+    let key = account.key.as_str();
+    let dc_locations: Vec<String> = get_ok(&stack, key, "/availability?instance_type=8A100.80G")
+        .await
+        .body["availability"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["provider"] == "datacrunch")
+        .map(|a| a["location"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !dc_locations.is_empty() && dc_locations.len() < 4,
+        "{dc_locations:?}"
+    );
+    stack
+        .fake_admin(
+            reqwest::Method::POST,
+            "/faults",
+            Some(json!({ "deploy_capacity_failures": dc_locations.len() })),
+        )
+        .await;
+
+    let body = json!({ "instance_type": "8A100.80G", "image": "ubuntu-22.04-cuda-12.0",
+                       "startup_script": "echo moved" });
+    let id = submit_ok(&stack, key, &body).await;
+    let seen = wait_terminal(&stack, key, &id, SHORT).await;
+    seen.assert_ended("completed", None);
+    let job = &seen.job;
+    assert_eq!(job["provider"], "lambda", "{job:#}");
+    assert_eq!(job["instance_type"], "gpu_8x_a100_80gb_sxm4", "{job:#}");
+    let log = job["attempt_log"].as_array().unwrap();
+    let tried: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|a| {
+            (
+                a["provider"].as_str().unwrap(),
+                a["location"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(tried.len(), dc_locations.len() + 1, "{job:#}");
+    for (attempt, location) in tried.iter().zip(&dc_locations) {
+        assert_eq!(attempt.0, "datacrunch", "{job:#}");
+        assert_eq!(attempt.2, "no_capacity", "{job:#}");
+        assert!(dc_locations.contains(&attempt.1.to_string()), "{location}");
+    }
+    assert_eq!(tried.last().unwrap().0, "lambda");
+    assert_eq!(tried.last().unwrap().2, "deployed");
+    assert!(
+        log[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{job:#}"
+    );
+
+    // Nothing left anywhere: the DataCrunch script was deleted when the job moved on, the
+    // Lambda instance when it ended.
+    let dc = stack.fake_admin(reqwest::Method::GET, "/state", None).await;
+    assert!(instances_for(&dc, &id).is_empty(), "{dc:#}");
+    let scripts = dc["scripts"].as_array().unwrap();
+    assert!(
+        !scripts
+            .iter()
+            .any(|s| s["name"].as_str().is_some_and(|n| n.contains(&id))),
+        "{dc:#}"
+    );
+    let at_lambda = instances_for(&lambda_state(&stack).await, &id);
+    assert_eq!(at_lambda.len(), 1, "{at_lambda:#?}");
+    assert!(is_deleted(&at_lambda[0]), "{at_lambda:#?}");
 }

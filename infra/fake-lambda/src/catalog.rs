@@ -131,7 +131,8 @@ pub const TYPES: &[LambdaType] = &[
             (8, 80),
             (240, 1800, 20480),
         ),
-        price_cents_per_hour: 1432,
+        // Dearer than DataCrunch's 8A100.80G (15.12): a job for it tries DataCrunch first.
+        price_cents_per_hour: 1599,
         description: "8x A100 (80 GB SXM4)",
         regions: &["us-south-1"],
     },

@@ -140,7 +140,7 @@ async fn catalog_maps_types_regions_and_images() {
         .iter()
         .find(|t| t.instance_type == "gpu_8x_a100_80gb_sxm4")
         .unwrap();
-    assert_eq!(a100.price_per_hour, Micros(14_320_000));
+    assert_eq!(a100.price_per_hour, Micros(15_990_000));
     assert_eq!(a100.gpu_count, 8);
     assert_eq!(a100.gpu_description, "8x A100");
     assert_eq!(a100.gpu_memory_gb, Some(640));

@@ -23,13 +23,61 @@ pub struct Placement {
     pub price_per_hour_micros: i64,
 }
 
-/// Same GPU model (case-insensitive) and count: what "the same GPU elsewhere" means. CPU-only
+/// Whether `b` can stand in for `a`: the same GPU model (case-insensitive) and count, and no
+/// less GPU memory when both say (an 80 GB A100 job must not land on a 40 GB one). CPU-only
 /// types have no equivalents.
 pub fn equivalent(a: &InstanceTypeInfo, b: &InstanceTypeInfo) -> bool {
     a.gpu_count > 0
         && a.gpu_count == b.gpu_count
         && matches!((a.gpu_model(), b.gpu_model()),
             (Some(x), Some(y)) if x.eq_ignore_ascii_case(y))
+        && match (a.gpu_memory_gb, b.gpu_memory_gb) {
+            (Some(need), Some(has)) => has >= need,
+            _ => true,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Micros;
+
+    fn t(description: &str, count: u32, memory: Option<u32>) -> InstanceTypeInfo {
+        InstanceTypeInfo {
+            instance_type: "t".into(),
+            description: String::new(),
+            price_per_hour: Micros(1),
+            spot_price: None,
+            gpu_description: description.into(),
+            gpu_count: count,
+            gpu_memory_gb: memory,
+            cpu_description: String::new(),
+            cpu_cores: 1,
+            memory_gb: None,
+            storage_description: String::new(),
+            storage_gb: None,
+        }
+    }
+
+    #[test]
+    fn equivalents_have_the_same_gpu_and_count_and_no_less_memory() {
+        let dc = t("8x A100 SXM4 80GB", 8, Some(640));
+        let lambda = t("8x A100", 8, Some(640));
+        assert!(equivalent(&dc, &lambda) && equivalent(&lambda, &dc));
+        // Fewer GPUs, another model, less memory, a CPU type: not the same.
+        assert!(!equivalent(&dc, &t("1x A100", 1, Some(80))));
+        assert!(!equivalent(&dc, &t("8x H100", 8, Some(640))));
+        let small = t("1x A100", 1, Some(40));
+        let big = t("1x A100 SXM4 80GB", 1, Some(80));
+        assert!(!equivalent(&big, &small));
+        assert!(equivalent(&small, &big));
+        assert!(!equivalent(&t("", 0, None), &t("", 0, None)));
+        // Memory unknown on either side: model and count decide.
+        assert!(equivalent(
+            &t("1x V100", 1, None),
+            &t("1x Tesla V100", 1, Some(16))
+        ));
+    }
 }
 
 /// The catalog of provider `id` among `catalogs`.
