@@ -283,7 +283,12 @@ async fn without_capacity_at_datacrunch_a_job_completes_at_lambda_and_shows_ever
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| a["provider"] == "datacrunch")
+        .filter(|a| {
+            a["provider"] == "datacrunch"
+                && a["instance_types"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "8A100.80G"))
+        })
         .map(|a| a["location"].as_str().unwrap().to_string())
         .collect();
     assert!(
