@@ -4,10 +4,12 @@
 
 use crate::error::ApiError;
 use crate::names::DisplayName;
-use crate::provider::GpuProvider;
+use crate::provider::{GpuProvider, ProviderError};
 use crate::ssh_key::SshPublicKey;
 use crate::store::idempotency::{in_progress, IdempotencyRecord};
-use crate::store::ssh_keys::{AddKeyError, SshKeyRecord, MAX_SSH_KEYS_PER_ACCOUNT};
+use crate::store::ssh_keys::{
+    provider_key_name, AddKeyError, SshKeyRecord, MAX_SSH_KEYS_PER_ACCOUNT,
+};
 use crate::store::Store;
 use crate::time::now_ms;
 
@@ -43,7 +45,8 @@ pub async fn add(
 
     let ssh_key_id = uuid::Uuid::new_v4().to_string();
     // Our id in the provider-side name lets us find the key if the provider's answer is lost.
-    let provider_name = format!("{} (mimiry-{ssh_key_id})", name.as_str());
+    let provider_name = provider_key_name(name.as_str(), &ssh_key_id);
+
     let provider_key_id = match provider
         .create_ssh_key(&provider_name, &public_key.canonical())
         .await
@@ -67,6 +70,7 @@ pub async fn add(
         bits: public_key.bits(),
         provider: provider.id().to_string(),
         provider_key_id,
+        provider_ids: Default::default(),
         created_at: now_ms(),
     };
     let idem_record = idempotency(&record);
@@ -135,4 +139,63 @@ pub async fn delete(
     provider.delete_ssh_key(&key.provider_key_id).await?;
     store.delete_ssh_key(&key).await?;
     Ok(key)
+}
+
+/// The ids at `provider` of an account's keys `ssh_key_ids`, registering each key there the
+/// first time a job of it goes there (lazily, by the worker at deploy). Idempotent under
+/// retries and racing workers: the id is recorded on the key item by a conditional write (the
+/// first one wins; a loser deletes its own copy and uses the winner's), and a key whose
+/// creation failed or raced is adopted by its provider-side name (which carries our id).
+/// A key deleted since the job was submitted is left out.
+///
+/// The outer error is Mimiry's (the store); the inner one the provider's, for the deploy.
+pub async fn ids_at(
+    store: &Store,
+    provider: &dyn GpuProvider,
+    account_id: &str,
+    ssh_key_ids: &[String],
+) -> Result<Result<Vec<String>, ProviderError>, ApiError> {
+    let mut ids = Vec::with_capacity(ssh_key_ids.len());
+    for id in ssh_key_ids {
+        let Some(key) = store.get_ssh_key(account_id, id).await? else {
+            continue;
+        };
+        if let Some(at) = key.id_at(provider.id()) {
+            ids.push(at.to_string());
+            continue;
+        }
+        let name = key.provider_name();
+        let created = match provider.create_ssh_key(&name, &key.public_key).await {
+            Ok(created) => created,
+            // Lost answer, or a racing worker registered it first: find it by name.
+            Err(e) => match provider.list_ssh_keys().await {
+                Ok(keys) => match keys.into_iter().find(|k| k.name == name) {
+                    Some(found) => found.id,
+                    None => return Ok(Err(e)),
+                },
+                Err(_) => return Ok(Err(e)),
+            },
+        };
+        match store
+            .set_ssh_key_provider_id(&key, provider.id(), &created)
+            .await
+        {
+            Ok(None) => ids.push(created),
+            Ok(Some(theirs)) => {
+                if theirs != created {
+                    if let Err(e) = provider.delete_ssh_key(&created).await {
+                        tracing::warn!(provider = provider.id(), provider_key_id = %created, error = %e,
+                            "could not remove a duplicate SSH key registered by a racing worker");
+                    }
+                }
+                ids.push(theirs);
+            }
+            // Deleted by its owner meanwhile: take our copy back and leave it out.
+            Err(ApiError::NotFound(_)) => {
+                let _ = provider.delete_ssh_key(&created).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ok(ids))
 }

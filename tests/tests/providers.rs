@@ -350,3 +350,64 @@ async fn without_capacity_at_datacrunch_a_job_completes_at_lambda_and_shows_ever
     assert_eq!(at_lambda.len(), 1, "{at_lambda:#?}");
     assert!(is_deleted(&at_lambda[0]), "{at_lambda:#?}");
 }
+
+/// SSH keys are registered lazily at the provider a job goes to: two jobs of the same key at
+/// Lambda at once register it there once; the key then shows its id at both providers.
+#[tokio::test]
+async fn ssh_keys_are_registered_once_at_the_provider_a_job_goes_to() {
+    let stack = stack_with("providers-keys", &[], true);
+    let account = stack.account("50").await;
+    let key = account.key.as_str();
+    let key_id = mimiry_tests::add_ssh_key(&stack, key).await;
+    let listed_key = |answer: Answer| -> Value {
+        answer.body["ssh_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == key_id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{key_id} not listed: {}", answer.body))
+    };
+    let before = listed_key(get_ok(&stack, key, "/ssh-keys").await);
+    let dc_id = before["datacrunch_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        before["provider_ids"],
+        json!({ "datacrunch": dc_id }),
+        "{before}"
+    );
+
+    let body = json!({ "instance_type": "gpu_1x_a10", "image": "lambda-stack-22.04",
+                       "ssh_key_ids": [key_id], "startup_script": "echo keyed" });
+    let (a, b) = tokio::join!(submit_ok(&stack, key, &body), submit_ok(&stack, key, &body));
+    for id in [&a, &b] {
+        let seen = wait_terminal(&stack, key, id, SHORT).await;
+        seen.assert_ended("completed", None);
+        assert_eq!(seen.job["provider"], "lambda", "{:#}", seen.job);
+    }
+
+    // One copy at the fake Lambda, named with our key id, and recorded on the key.
+    let url = format!("{}/api/v1/ssh-keys", stack.lambda_url.as_ref().unwrap());
+    let listed: Value = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(LAMBDA_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ours: Vec<&Value> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"].as_str().is_some_and(|n| n.contains(&key_id)))
+        .collect();
+    assert_eq!(ours.len(), 1, "{listed:#}");
+    let after = listed_key(get_ok(&stack, key, "/ssh-keys").await);
+    assert_eq!(after["datacrunch_id"], dc_id.as_str());
+    assert_eq!(
+        after["provider_ids"],
+        json!({ "datacrunch": dc_id, "lambda": ours[0]["id"] }),
+        "{after}"
+    );
+}

@@ -234,8 +234,7 @@ async fn create_job(
     // Capacity where asked, or anywhere the job may go (its type, or an equivalent elsewhere
     // when neither a provider nor a location is named).
     let provider_id = catalog.provider().id();
-    // A job with SSH keys stays with the provider its keys are registered at (for now).
-    let pinned = spec.provider.is_some() || spec.location.is_some() || !spec.ssh_key_ids.is_empty();
+    let pinned = spec.provider.is_some() || spec.location.is_some();
     let places = candidates(
         &app.catalogs,
         &Wanted {

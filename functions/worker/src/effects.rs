@@ -17,6 +17,7 @@ use mimiry_shared::jobs::Job;
 use mimiry_shared::provider::{
     DeleteOutcome, DeployRequest, GpuProvider, ProviderCall, ProviderError,
 };
+use mimiry_shared::ssh_keys;
 use mimiry_shared::time::{now_ms, Millis};
 use rand::Rng;
 use std::time::Duration;
@@ -222,6 +223,15 @@ async fn deploy(
             })
         }
     }
+    // The job's keys as this provider knows them, registered there on first use.
+    let ssh_key_ids = if job.ssh_key_ids.is_empty() {
+        Vec::new()
+    } else {
+        match ssh_keys::ids_at(&app.store, provider, &job.account_id, &job.ssh_key_ids).await? {
+            Ok(ids) => ids,
+            Err(e) => return Ok(failed(None, e)),
+        }
+    };
     // The wrapper is the same text at every try (the token is derived from the job): it goes
     // with the deploy too, for a provider without stored scripts.
     let token = report_token::issue(app.signing_key.get().await?, &job.account_id, &job.job_id);
@@ -249,7 +259,7 @@ async fn deploy(
         image: job.image.clone(),
         hostname: hostname.to_string(),
         description: owner_tag(&job.job_id, &job.account_id),
-        ssh_key_ids: job.provider_ssh_key_ids.clone(),
+        ssh_key_ids,
         location_code: location.to_string(),
         startup_script_id: Some(script_id),
         startup_script: Some(script),

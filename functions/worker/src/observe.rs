@@ -56,8 +56,7 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Looked, ApiErr
             provider: &job.provider,
             instance_type: &job.instance_type,
             image: &job.image,
-            // A job with SSH keys stays with the provider its keys are registered at (for now).
-            pinned: job.requested_provider.is_some() || !job.provider_ssh_key_ids.is_empty(),
+            pinned: job.requested_provider.is_some(),
         };
         Some(candidates(&app.catalogs, &wanted).await)
     } else {

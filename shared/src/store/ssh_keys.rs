@@ -12,6 +12,7 @@ use crate::time::{rfc3339, Millis};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SshKeyRecord {
@@ -22,17 +23,39 @@ pub struct SshKeyRecord {
     pub fingerprint: String,
     pub algorithm: String,
     pub bits: u32,
+    /// The provider the key was registered at when it was added, and its id there.
     pub provider: String,
     pub provider_key_id: String,
+    /// Its ids at other providers, registered lazily by the worker when a job of the key goes
+    /// there (provider id → the provider's key id). Written once per provider, conditionally.
+    #[serde(default)]
+    pub provider_ids: BTreeMap<String, String>,
     pub created_at: Millis,
 }
 
 impl SshKeyRecord {
+    /// The key's id at `provider`, if it is registered there.
+    pub fn id_at(&self, provider: &str) -> Option<&str> {
+        if provider == self.provider {
+            Some(&self.provider_key_id)
+        } else {
+            self.provider_ids.get(provider).map(String::as_str)
+        }
+    }
+
+    pub fn provider_name(&self) -> String {
+        provider_key_name(&self.name, &self.ssh_key_id)
+    }
+
     pub fn view(&self) -> Value {
+        let mut ids = self.provider_ids.clone();
+        ids.insert(self.provider.clone(), self.provider_key_id.clone());
         json!({
             "id": self.ssh_key_id,
             "name": self.name,
+            // The guide's field: the id at the provider the key was added at (DataCrunch).
             "datacrunch_id": self.provider_key_id,
+            "provider_ids": ids,
             "fingerprint": self.fingerprint,
             "algorithm": self.algorithm,
             "bits": self.bits,
@@ -40,6 +63,12 @@ impl SshKeyRecord {
             "created_at": rfc3339(self.created_at),
         })
     }
+}
+
+/// The provider-side name of a key: our id in it finds the key again if the provider's answer
+/// to its creation is lost.
+pub fn provider_key_name(name: &str, ssh_key_id: &str) -> String {
+    format!("{name} (mimiry-{ssh_key_id})")
 }
 
 fn key_sk(id: &str) -> String {
@@ -171,6 +200,59 @@ impl Store {
                 Some(failed) if failed.get(2) == Some(&true) => Err(AddKeyError::LimitReached),
                 _ => Err(AddKeyError::Other(aws_err(e))),
             },
+        }
+    }
+
+    /// Records the key's id at `provider`, unless one is recorded already (a racing worker
+    /// registered it first): `Ok(None)` when ours was stored, `Ok(Some(theirs))` otherwise,
+    /// `Err(NotFound)` when the key was deleted meanwhile.
+    pub async fn set_ssh_key_provider_id(
+        &self,
+        key: &SshKeyRecord,
+        provider: &str,
+        provider_key_id: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let (pk, sk) = (account_pk(&key.account_id), key_sk(&key.ssh_key_id));
+        // Records from before the map existed lack it; a nested path needs it to exist.
+        self.db
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(pk.clone()))
+            .key("SK", s(sk.clone()))
+            .update_expression("SET provider_ids = if_not_exists(provider_ids, :empty)")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":empty", AttributeValue::M(Default::default()))
+            .send()
+            .await
+            .map_err(|e| {
+                if super::is_condition_failure(&e) {
+                    ApiError::NotFound("SSH key")
+                } else {
+                    aws_err(e)
+                }
+            })?;
+        let stored = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(pk))
+            .key("SK", s(sk))
+            .update_expression("SET provider_ids.#p = :id")
+            .condition_expression("attribute_exists(PK) AND attribute_not_exists(provider_ids.#p)")
+            .expression_attribute_names("#p", provider)
+            .expression_attribute_values(":id", s(provider_key_id))
+            .send()
+            .await;
+        match stored {
+            Ok(_) => Ok(None),
+            Err(e) if super::is_condition_failure(&e) => {
+                let now = self
+                    .get_ssh_key(&key.account_id, &key.ssh_key_id)
+                    .await?
+                    .ok_or(ApiError::NotFound("SSH key"))?;
+                Ok(now.id_at(provider).map(str::to_string))
+            }
+            Err(e) => Err(aws_err(e)),
         }
     }
 
