@@ -19,12 +19,18 @@
 //! looks, so W counts the reconciler's wake-ups and A its alerts about instances no longer
 //! running.
 //!
+//! Both providers are enabled (issue 12): jobs name DataCrunch types, a GPU only Lambda sells,
+//! and an 8x A100 both sell (DataCrunch's is cheaper, so capacity faults there move jobs to
+//! Lambda); each fault wave picks one of the two fakes. Lambda's launch limit is on at one
+//! launch per 2 s (the real one is ~10 s: 60 jobs would queue for minutes behind it). The
+//! verdict line adds `leaked_instances_datacrunch=… leaked_instances_lambda=…`.
+//!
 //! `CHAOS_JOBS` (default 60, the CI size), `CHAOS_SEED` (default: from the clock; printed),
 //! `CHAOS_CRASH_PERCENT` (default 10), `CHAOS_RATE_LIMITS` (`real`, the default, or `low`: a
 //! third of each limit, so that 60 jobs meet them too), `CHAOS_HOLD_SECONDS` (default 15; 3600
 //! is production's hold). `make chaos` runs 500 jobs.
 
-use mimiry_shared::jobs::model::{cost_of, owner_tag};
+use mimiry_shared::jobs::model::{cost_of, job_id_of_name};
 use mimiry_shared::jobs::{Job, JobStatus};
 use mimiry_shared::money::Micros;
 use mimiry_shared::store::Store;
@@ -114,7 +120,76 @@ const TYPES: &[(&str, &str, &[&str])] = &[
         "ubuntu-22.04",
         &["FIN-01", "FIN-02", "FIN-03", "ICE-01"],
     ),
+    // Only Lambda sells it.
+    (
+        "gpu_1x_a10",
+        "lambda-stack-22.04",
+        &["us-east-1", "us-west-1"],
+    ),
+    // Both sell an 8x A100; without a location, a job fails over to Lambda's.
+    (
+        "8A100.80G",
+        "ubuntu-22.04-cuda-12.0",
+        &["FIN-01", "FIN-02", "ICE-01"],
+    ),
 ];
+
+/// One of the stack's fake providers, as the test drives it: its admin API and the API paths
+/// its 5xx faults may be limited to.
+struct Fake {
+    /// The Mimiry provider id (`datacrunch`, `lambda`).
+    name: &'static str,
+    /// `…/admin`.
+    admin: String,
+    server_paths: &'static [&'static [&'static str]],
+    book: Mutex<FaultBook>,
+}
+
+impl Fake {
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.admin));
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        request
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn fakes(stack: &Stack) -> Vec<Fake> {
+    let mut fakes = vec![Fake {
+        name: "datacrunch",
+        admin: format!("{}/admin", stack.fake_url),
+        server_paths: &[
+            &[],
+            &["/v1/instances"],
+            &["/v1/scripts"],
+            &["/v1/instance-availability"],
+            &["/v1/instances", "/v1/scripts"],
+        ],
+        book: Mutex::default(),
+    }];
+    if let Some(url) = &stack.lambda_url {
+        fakes.push(Fake {
+            name: "lambda",
+            admin: format!("{url}/admin"),
+            server_paths: &[
+                &[],
+                &["/api/v1/instances"],
+                &["/api/v1/instance-operations/launch"],
+                &["/api/v1/instance-types"],
+                &["/api/v1/instance-operations/terminate"],
+            ],
+            book: Mutex::default(),
+        });
+    }
+    fakes
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Script {
@@ -371,9 +446,10 @@ fn remaining(faults: &Value, counter: &str) -> u64 {
 
 /// One to three faults: a counter at the fake (raised by what is left of it, so nothing asked
 /// for earlier is overwritten), or a running instance that is lost, shut down or broken.
-async fn fault_wave(stack: &Stack, book: &Mutex<FaultBook>, rng: &mut Rng) {
+async fn fault_wave(fake: &Fake, rng: &mut Rng) {
+    let book = &fake.book;
     for _ in 0..rng.range(1, 3) {
-        let current = stack.fake_admin(Method::GET, "/faults", None).await;
+        let current = fake.admin(Method::GET, "/faults", None).await;
         let kind = rng.range(0, 8);
         // Enough 5xx or slow answers in a row to outlast the client's 3 retries, sometimes.
         let k = match kind {
@@ -387,13 +463,7 @@ async fn fault_wave(stack: &Stack, book: &Mutex<FaultBook>, rng: &mut Rng) {
                 json!({"deploy_capacity_failures": remaining(&current, "deploy_capacity_failures") + k}),
             ),
             1 => {
-                let paths: &[&[&str]] = &[
-                    &[],
-                    &["/v1/instances"],
-                    &["/v1/scripts"],
-                    &["/v1/instance-availability"],
-                    &["/v1/instances", "/v1/scripts"],
-                ];
+                let paths = fake.server_paths;
                 // The fake keeps one rule: the latest status and paths apply to all of it.
                 (
                     "server_errors",
@@ -421,18 +491,18 @@ async fn fault_wave(stack: &Stack, book: &Mutex<FaultBook>, rng: &mut Rng) {
                 json!({"delete_refusals": remaining(&current, "delete_refusals") + k}),
             ),
             _ => {
-                instance_fault(stack, book, rng).await;
+                instance_fault(fake, rng).await;
                 continue;
             }
         };
-        stack.fake_admin(Method::POST, "/faults", Some(patch)).await;
+        fake.admin(Method::POST, "/faults", Some(patch)).await;
         *book.lock().unwrap().asked.entry(counter).or_default() += k;
     }
 }
 
 /// A running instance is lost, shut down behind the job's back, or breaks.
-async fn instance_fault(stack: &Stack, book: &Mutex<FaultBook>, rng: &mut Rng) {
-    let state = stack.fake_admin(Method::GET, "/state", None).await;
+async fn instance_fault(fake: &Fake, rng: &mut Rng) {
+    let state = fake.admin(Method::GET, "/state", None).await;
     let running: Vec<String> = state["instances"]
         .as_array()
         .unwrap()
@@ -457,31 +527,30 @@ async fn instance_fault(stack: &Stack, book: &Mutex<FaultBook>, rng: &mut Rng) {
             Some(json!({"status": "error"})),
         ),
     };
-    let answer = stack.fake_admin(Method::POST, &path, body).await;
+    let answer = fake.admin(Method::POST, &path, body).await;
     if answer["id"] == id.as_str() {
-        *book.lock().unwrap().direct.entry(what).or_default() += 1;
+        *fake.book.lock().unwrap().direct.entry(what).or_default() += 1;
     }
 }
 
 /// Reads what is left of every counter into the book, then switches every fault off.
-async fn stop_faults(stack: &Stack, book: &Mutex<FaultBook>) {
-    let current = stack.fake_admin(Method::GET, "/faults", None).await;
+async fn stop_faults(fake: &Fake) {
+    let current = fake.admin(Method::GET, "/faults", None).await;
     {
-        let mut book = book.lock().unwrap();
+        let mut book = fake.book.lock().unwrap();
         for c in COUNTERS {
             book.remaining.insert(c, remaining(&current, c));
         }
     }
-    stack
-        .fake_admin(
-            Method::POST,
-            "/faults",
-            Some(json!({
-                "deploy_capacity_failures": 0, "server_errors": {"count": 0}, "slow_ms": 0,
-                "error_next_instances": 0, "vanish_next_instances": 0, "delete_refusals": 0,
-            })),
-        )
-        .await;
+    fake.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({
+            "deploy_capacity_failures": 0, "server_errors": {"count": 0}, "slow_ms": 0,
+            "error_next_instances": 0, "vanish_next_instances": 0, "delete_refusals": 0,
+        })),
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,6 +744,7 @@ async fn run() {
         RUNNING_POLL_SECONDS.into(),
     ));
     env.push(("PARK_AFTER_SECONDS".into(), PARK_AFTER_SECONDS.into()));
+    env.push(("PROVIDERS".into(), "datacrunch,lambda".into()));
     let stack = Arc::new(Stack::start(StackOptions {
         name: "chaos".into(),
         env,
@@ -694,6 +764,17 @@ async fn run() {
         .await;
     assert_eq!(limits["enabled"], true, "rate limits on: {limits}");
     println!("chaos: provider rate limits {limits}");
+    let fakes = Arc::new(fakes(&stack));
+    // Lambda's launch limit, one per 2 s (see the module doc).
+    let lambda_limits = fakes[1]
+        .admin(
+            Method::POST,
+            "/rate-limits",
+            Some(json!({"enabled": true, "endpoint": 1, "window_ms": 2000})),
+        )
+        .await;
+    assert_eq!(lambda_limits["enabled"], true, "{lambda_limits}");
+    println!("chaos: lambda launch limit {lambda_limits}");
 
     // Accounts: about one in six poor, one in five tight, the rest rich.
     let n_accounts = (n / 8).clamp(5, 40);
@@ -738,14 +819,13 @@ async fn run() {
     );
 
     // Faults, in a wave every 2–4 s, until the submissions are done and a while after.
-    let book = Arc::new(Mutex::new(FaultBook::default()));
     let faults_on = Arc::new(AtomicBool::new(true));
     let fault_task = {
-        let (stack, book, faults_on, mut rng) =
-            (stack.clone(), book.clone(), faults_on.clone(), rng.fork());
+        let (fakes, faults_on, mut rng) = (fakes.clone(), faults_on.clone(), rng.fork());
         tokio::spawn(async move {
             while faults_on.load(Ordering::Relaxed) {
-                fault_wave(&stack, &book, &mut rng).await;
+                let fake = &fakes[rng.range(0, fakes.len() as u64 - 1) as usize];
+                fault_wave(fake, &mut rng).await;
                 tokio::time::sleep(Duration::from_millis(rng.range(2_000, 4_000))).await;
             }
         })
@@ -854,7 +934,9 @@ async fn run() {
     }
     faults_on.store(false, Ordering::Relaxed);
     fault_task.await.unwrap();
-    stop_faults(&stack, &book).await;
+    for fake in fakes.iter() {
+        stop_faults(fake).await;
+    }
     for t in tasks {
         t.await.unwrap();
     }
@@ -864,13 +946,18 @@ async fn run() {
     // provider lost), then look: at least 3 cycles, at most 60 s (its sweeps stop for a run
     // when the provider's rate limit says so).
     let settle_start = Instant::now();
-    let mut state;
+    let mut states: Vec<Value>;
     loop {
         tokio::time::sleep(RECONCILE_EVERY).await;
-        state = stack.fake_admin(Method::GET, "/state", None).await;
-        let (instances, scripts, volumes) = leftovers(&state);
+        states = Vec::new();
+        for fake in fakes.iter() {
+            states.push(fake.admin(Method::GET, "/state", None).await);
+        }
         let waited = settle_start.elapsed();
-        let clean = instances.is_empty() && scripts.is_empty() && volumes.is_empty();
+        let clean = states.iter().all(|state| {
+            let (instances, scripts, volumes) = leftovers(state);
+            instances.is_empty() && scripts.is_empty() && volumes.is_empty()
+        });
         if (clean && waited >= RECONCILE_EVERY * 3) || waited >= Duration::from_secs(60) {
             break;
         }
@@ -890,8 +977,16 @@ async fn run() {
     let crashes = stats["simulated_crashes"].as_u64().unwrap_or(0);
     let woken = stats["reconciler"]["woken"].as_u64().unwrap_or(0);
     let alerts = stats["reconciler"]["instance_alerts"].as_u64().unwrap_or(0);
-    let book = std::mem::take(&mut *book.lock().unwrap());
-    let fired = book.fired();
+    let books: Vec<(&str, FaultBook)> = fakes
+        .iter()
+        .map(|f| (f.name, std::mem::take(&mut *f.book.lock().unwrap())))
+        .collect();
+    let mut fired: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for (_, book) in &books {
+        for (k, v) in book.fired() {
+            *fired.entry(k).or_default() += v;
+        }
+    }
     let faults: u64 = fired.values().sum();
 
     // Stuck: accepted jobs that did not end.
@@ -931,8 +1026,26 @@ async fn run() {
         }
     }
 
-    // Leaks at the provider.
-    let (leaked_instances, leaked_scripts, leaked_volumes) = leftovers(&state);
+    // Leaks at the providers, per provider and in all.
+    let (mut leaked_instances, mut leaked_scripts, mut leaked_volumes) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut leaked_per_provider = Vec::new();
+    for (fake, state) in fakes.iter().zip(&states) {
+        let (instances, scripts, volumes) = leftovers(state);
+        leaked_per_provider.push(format!(
+            "leaked_instances_{}={}",
+            fake.name,
+            instances.len()
+        ));
+        let tag = |l: Vec<String>| l.into_iter().map(|x| format!("{}: {x}", fake.name));
+        leaked_instances.extend(tag(instances));
+        leaked_scripts.extend(tag(scripts));
+        leaked_volumes.extend(tag(volumes));
+    }
+    let all_instances: Vec<&Value> = states
+        .iter()
+        .flat_map(|s| s["instances"].as_array().unwrap())
+        .collect();
 
     // Money: per account, added = balance + held + charged with nothing held; the account's
     // totals agree with its jobs and with its ledger.
@@ -987,13 +1100,13 @@ async fn run() {
         }
     }
 
-    // Overcharges: no job charged for more than its instances lived.
+    // Overcharges: no job charged for more than its instances lived. Instances by job, from
+    // the hostname (Lambda's keep no owner tag), at either provider.
     let mut by_owner: HashMap<String, Vec<&Value>> = HashMap::new();
-    for i in state["instances"].as_array().unwrap() {
-        by_owner
-            .entry(i["description"].as_str().unwrap_or("").to_string())
-            .or_default()
-            .push(i);
+    for i in &all_instances {
+        if let Some(job) = i["hostname"].as_str().and_then(job_id_of_name) {
+            by_owner.entry(job.to_string()).or_default().push(*i);
+        }
     }
     let mut overcharged = Vec::new();
     let (mut billing_error_micros, mut absorbed_total) = (0i64, 0i64);
@@ -1002,10 +1115,7 @@ async fn run() {
     let mut charged_total = Micros::ZERO;
     let mut allowed_total = Micros::ZERO;
     for j in jobs.values() {
-        let instances = by_owner
-            .get(&owner_tag(&j.job_id, &j.account_id))
-            .cloned()
-            .unwrap_or_default();
+        let instances = by_owner.get(&j.job_id).cloned().unwrap_or_default();
         let allowed = allowed_charge(j, &instances, now_ms);
         charged_total = charged_total + Micros(j.charged_micros);
         absorbed_total += j.absorbed_micros;
@@ -1084,7 +1194,7 @@ async fn run() {
     }
 
     // --- Report --------------------------------------------------------------------------------
-    let instance_count = state["instances"].as_array().unwrap().len();
+    let instance_count = all_instances.len();
     println!(
         "chaos: accepted={} refused_402={} other_refusals={:?} cancels={} (too late: {}) endings={endings:?}",
         submitted.accepted.len(),
@@ -1094,10 +1204,26 @@ async fn run() {
         submitted.cancels_too_late
     );
     println!("chaos: error messages: {messages:?}");
-    println!(
-        "chaos: faults asked={:?} direct={:?} left_unfired={:?} fired={fired:?}",
-        book.asked, book.direct, book.remaining
-    );
+    for (name, book) in &books {
+        println!(
+            "chaos: faults at {name} asked={:?} direct={:?} left_unfired={:?} fired={:?}",
+            book.asked,
+            book.direct,
+            book.remaining,
+            book.fired()
+        );
+    }
+    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut moved = 0;
+    for j in jobs.values() {
+        if j.instance_id.is_some() || !j.attempt_log.is_empty() {
+            *placed.entry(j.provider.clone()).or_default() += 1;
+        }
+        if j.attempt_log.iter().any(|a| a.provider != j.provider) {
+            moved += 1;
+        }
+    }
+    println!("chaos: jobs by last provider {placed:?}, moved across providers {moved}");
     println!(
         "chaos: messages={} instances_created={instance_count} double_deploys={} charged_total={charged_total} instance_time_value={allowed_total} elapsed={}s",
         stats["messages"],
@@ -1121,16 +1247,20 @@ async fn run() {
             println!("chaos: {what}: {line}");
         }
     }
+    for (fake, state) in fakes.iter().zip(&states) {
+        println!(
+            "chaos: {} requests={} rate_limited={} (429s answered by the fake) deprecated_calls={}",
+            fake.name,
+            state["requests"]["total"],
+            state["rate_limited"],
+            state["conformance"]["deprecated_calls"]
+        );
+    }
     println!(
-        "chaos: provider requests={} rate_limited={} (429s answered by the fake) deprecated_calls={}",
-        state["requests"]["total"],
-        state["rate_limited"],
-        state["conformance"]["deprecated_calls"]
-    );
-    println!(
-        "chaos: jobs={n} hold_seconds={hold_seconds} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={} billing_error_micros={billing_error_micros} overbilled_jobs={} absorbed_micros={absorbed_total}",
+        "chaos: jobs={n} hold_seconds={hold_seconds} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} {} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={} billing_error_micros={billing_error_micros} overbilled_jobs={} absorbed_micros={absorbed_total}",
         stuck.len(),
         leaked_instances.len(),
+        leaked_per_provider.join(" "),
         leaked_scripts.len(),
         // Every volume the fake still holds, trash included.
         leaked_volumes.len(),
@@ -1154,11 +1284,14 @@ async fn run() {
         "{} volumes left at the provider",
         leaked_volumes.len()
     );
-    assert_eq!(
-        state["leaked_volumes"].as_u64(),
-        Some(0),
-        "the fake's own count agrees"
-    );
+    for (fake, state) in fakes.iter().zip(&states) {
+        assert_eq!(
+            state["leaked_volumes"].as_u64(),
+            Some(0),
+            "{}: the fake's own count agrees",
+            fake.name
+        );
+    }
     assert_eq!(ledger_error, 0, "the money does not add up");
     assert_eq!(
         billing_error_micros, 0,
