@@ -376,4 +376,38 @@ mod tests {
             [ListInstances]
         );
     }
+
+    #[test]
+    fn each_effect_goes_to_the_provider_the_record_names() {
+        use mimiry_shared::jobs::model::RetiredLife;
+        let mut job = a_job();
+        job.provider = "lambda".into();
+        job.retired_lives = vec![RetiredLife {
+            instance_id: "dc-1".into(),
+            deploy_requested_at: None,
+            provider: Some("datacrunch".into()),
+        }];
+        job.script_id = Some("s".into());
+        job.script_provider = Some("datacrunch".into());
+        let delete = |id: &str| Effect::DeleteInstance {
+            instance_id: id.into(),
+        };
+        assert_eq!(provider_of(&job, &delete("dc-1")), "datacrunch");
+        assert_eq!(provider_of(&job, &delete("l-1")), "lambda");
+        assert_eq!(
+            provider_of(
+                &job,
+                &Effect::DeleteScript {
+                    script_id: "s".into()
+                }
+            ),
+            "datacrunch"
+        );
+        let deploy = Effect::Deploy {
+            location: "us-east-1".into(),
+            hostname: "h".into(),
+            adopt: false,
+        };
+        assert_eq!(provider_of(&job, &deploy), "lambda");
+    }
 }

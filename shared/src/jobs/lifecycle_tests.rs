@@ -3471,14 +3471,16 @@ fn a_failed_boot_elsewhere_is_deleted_at_its_own_provider() {
         T0 + secs(21),
         &t,
     );
-    let mut moving = d.job.clone();
     let d2 = decide(&after, &seen(two_providers()), T0 + secs(22), &t);
     assert_eq!(
         (d2.job.provider.as_str(), d2.job.location.as_deref()),
         ("datacrunch", Some(LOCS[0]))
     );
-    moving.provider = "datacrunch".into();
-    assert_eq!(moving.provider_of_instance("lambda-inst"), "lambda");
+    // Had the job moved before the delete landed, the delete would still go to Lambda: the
+    // retired attempt keeps its own provider.
+    let mut moved_on = d.job.clone();
+    moved_on.provider = "datacrunch".into();
+    assert_eq!(moved_on.provider_of_instance("lambda-inst"), "lambda");
 }
 
 #[test]
