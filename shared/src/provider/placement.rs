@@ -37,49 +37,6 @@ pub fn equivalent(a: &InstanceTypeInfo, b: &InstanceTypeInfo) -> bool {
         }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::money::Micros;
-
-    fn t(description: &str, count: u32, memory: Option<u32>) -> InstanceTypeInfo {
-        InstanceTypeInfo {
-            instance_type: "t".into(),
-            description: String::new(),
-            price_per_hour: Micros(1),
-            spot_price: None,
-            gpu_description: description.into(),
-            gpu_count: count,
-            gpu_memory_gb: memory,
-            cpu_description: String::new(),
-            cpu_cores: 1,
-            memory_gb: None,
-            storage_description: String::new(),
-            storage_gb: None,
-        }
-    }
-
-    #[test]
-    fn equivalents_have_the_same_gpu_and_count_and_no_less_memory() {
-        let dc = t("8x A100 SXM4 80GB", 8, Some(640));
-        let lambda = t("8x A100", 8, Some(640));
-        assert!(equivalent(&dc, &lambda) && equivalent(&lambda, &dc));
-        // Fewer GPUs, another model, less memory, a CPU type: not the same.
-        assert!(!equivalent(&dc, &t("1x A100", 1, Some(80))));
-        assert!(!equivalent(&dc, &t("8x H100", 8, Some(640))));
-        let small = t("1x A100", 1, Some(40));
-        let big = t("1x A100 SXM4 80GB", 1, Some(80));
-        assert!(!equivalent(&big, &small));
-        assert!(equivalent(&small, &big));
-        assert!(!equivalent(&t("", 0, None), &t("", 0, None)));
-        // Memory unknown on either side: model and count decide.
-        assert!(equivalent(
-            &t("1x V100", 1, None),
-            &t("1x Tesla V100", 1, Some(16))
-        ));
-    }
-}
-
 /// The catalog of provider `id` among `catalogs`.
 pub fn catalog_of<'a>(catalogs: &'a [Catalog], id: &str) -> Option<&'a Catalog> {
     catalogs.iter().find(|c| c.provider().id() == id)
@@ -199,4 +156,47 @@ pub async fn candidates(catalogs: &[Catalog], wanted: &Wanted<'_>) -> Vec<Placem
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Micros;
+
+    fn t(description: &str, count: u32, memory: Option<u32>) -> InstanceTypeInfo {
+        InstanceTypeInfo {
+            instance_type: "t".into(),
+            description: String::new(),
+            price_per_hour: Micros(1),
+            spot_price: None,
+            gpu_description: description.into(),
+            gpu_count: count,
+            gpu_memory_gb: memory,
+            cpu_description: String::new(),
+            cpu_cores: 1,
+            memory_gb: None,
+            storage_description: String::new(),
+            storage_gb: None,
+        }
+    }
+
+    #[test]
+    fn equivalents_have_the_same_gpu_and_count_and_no_less_memory() {
+        let dc = t("8x A100 SXM4 80GB", 8, Some(640));
+        let lambda = t("8x A100", 8, Some(640));
+        assert!(equivalent(&dc, &lambda) && equivalent(&lambda, &dc));
+        // Fewer GPUs, another model, less memory, a CPU type: not the same.
+        assert!(!equivalent(&dc, &t("1x A100", 1, Some(80))));
+        assert!(!equivalent(&dc, &t("8x H100", 8, Some(640))));
+        let small = t("1x A100", 1, Some(40));
+        let big = t("1x A100 SXM4 80GB", 1, Some(80));
+        assert!(!equivalent(&big, &small));
+        assert!(equivalent(&small, &big));
+        assert!(!equivalent(&t("", 0, None), &t("", 0, None)));
+        // Memory unknown on either side: model and count decide.
+        assert!(equivalent(
+            &t("1x V100", 1, None),
+            &t("1x Tesla V100", 1, Some(16))
+        ));
+    }
 }
