@@ -22,8 +22,10 @@
 //! Both providers are enabled (issue 12): jobs name DataCrunch types, a GPU only Lambda sells,
 //! and an 8x A100 both sell (DataCrunch's is cheaper, so capacity faults there move jobs to
 //! Lambda); each fault wave picks one of the two fakes. Lambda's launch limit is on at one
-//! launch per 2 s (the real one is ~10 s: 60 jobs would queue for minutes behind it). The
-//! verdict line adds `leaked_instances_datacrunch=… leaked_instances_lambda=…`.
+//! launch per 2 s (the real one is ~10 s: 60 jobs would queue for minutes behind it), and
+//! `MAX_DEPLOY_ATTEMPTS` is 4 (DataCrunch sells the 8x A100 in three locations). The verdict
+//! line adds `leaked_instances_datacrunch=… leaked_instances_lambda=…`, and a line before it
+//! counts the jobs that moved across providers.
 //!
 //! `CHAOS_JOBS` (default 60, the CI size), `CHAOS_SEED` (default: from the clock; printed),
 //! `CHAOS_CRASH_PERCENT` (default 10), `CHAOS_RATE_LIMITS` (`real`, the default, or `low`: a
@@ -453,6 +455,9 @@ async fn fault_wave(fake: &Fake, rng: &mut Rng) {
         let kind = rng.range(0, 8);
         // Enough 5xx or slow answers in a row to outlast the client's 3 retries, sometimes.
         let k = match kind {
+            // Capacity runs out for a while: enough for a job to exhaust a provider's
+            // locations and move to the other one (the 8x A100).
+            0 => rng.range(1, 6),
             1 | 2 => rng.range(1, 8),
             3 | 4 => rng.range(1, 2),
             _ => rng.range(1, 4),
@@ -745,6 +750,9 @@ async fn run() {
     ));
     env.push(("PARK_AFTER_SECONDS".into(), PARK_AFTER_SECONDS.into()));
     env.push(("PROVIDERS".into(), "datacrunch,lambda".into()));
+    // One attempt more than DataCrunch has locations for the 8x A100, so that a job refused
+    // at all three can still move to Lambda's.
+    env.push(("MAX_DEPLOY_ATTEMPTS".into(), "4".into()));
     let stack = Arc::new(Stack::start(StackOptions {
         name: "chaos".into(),
         env,
