@@ -69,6 +69,10 @@ pub enum RouteName {
     GetJobLogs,
     GetLedger,
     StripeWebhook,
+    ListWebhooks,
+    CreateWebhook,
+    GetWebhook,
+    DeleteWebhook,
     // The dashboard (functions/dashboard): HTML pages under /dashboard.
     DashRoot,
     DashStatic,
@@ -226,6 +230,34 @@ pub const ROUTES: &[Route] = &[
         GetJobLogs,
     )
     .with_query(&["after", "limit", "wait", "tail"]),
+    route(
+        "GET",
+        "/webhooks",
+        Access::Scope(WebhooksRead),
+        "webhooks",
+        ListWebhooks,
+    ),
+    route(
+        "POST",
+        "/webhooks",
+        Access::Scope(WebhooksWrite),
+        "webhooks",
+        CreateWebhook,
+    ),
+    route(
+        "GET",
+        "/webhooks/{id}",
+        Access::Scope(WebhooksRead),
+        "webhooks",
+        GetWebhook,
+    ),
+    route(
+        "DELETE",
+        "/webhooks/{id}",
+        Access::Scope(WebhooksWrite),
+        "webhooks",
+        DeleteWebhook,
+    ),
     route("GET", "/account/ledger", AnyKey, "billing", GetLedger).with_query(&["limit", "cursor"]),
     route(
         "POST",

@@ -240,6 +240,8 @@ fn scope_help(scope: Scope) -> &'static str {
         Scope::InstancesRead => "view available GPU types",
         Scope::SshKeysRead => "view your SSH keys",
         Scope::SshKeysWrite => "add and delete SSH keys",
+        Scope::WebhooksRead => "view your webhook endpoints and their deliveries",
+        Scope::WebhooksWrite => "add and delete webhook endpoints",
     }
 }
 

@@ -1,0 +1,219 @@
+//! Signed webhooks (issue 13): the `/webhooks` routes (`webhooks:read` / `webhooks:write`) and,
+//! in the `mimiry-webhooks-sender` binary, the deliveries queue's consumer ([`handle_sqs`]).
+//!
+//! Delivery, per endpoint and job: the job's events (read off the job record) are sent in
+//! order; the endpoint's progress item says how far it got. A failed attempt queues a retry
+//! with a doubling delay and nothing later of that job is sent before it (order per job); an
+//! event failing for the retry window is given up, and an endpoint failing that long is
+//! disabled and the account emailed. See docs/decisions.md, "Signed webhooks".
+
+mod send;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use futures_util::future::join_all;
+use http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use mimiry_shared::aws::AwsClients;
+use mimiry_shared::config::Config;
+use mimiry_shared::error::ApiError;
+use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::lambda::HttpFunction;
+use mimiry_shared::notices::Notices;
+use mimiry_shared::routes::RouteName;
+use mimiry_shared::store::webhooks::Endpoint;
+use mimiry_shared::store::Store;
+use mimiry_shared::time::now_ms;
+use mimiry_shared::webhooks::{
+    target, EventFilter, Secret, WebhookConfig, WebhookMessage, WebhookQueue, MAX_DESCRIPTION_LEN,
+    MAX_ENDPOINTS_PER_ACCOUNT,
+};
+use mimiry_shared::wiring;
+use serde::Deserialize;
+use serde_json::json;
+
+pub const FUNCTION: &str = "webhooks";
+
+/// Deliveries shown by `GET /webhooks/{id}`.
+const RECENT_DELIVERIES: i32 = 50;
+
+pub struct App {
+    pub store: Store,
+    pub queue: WebhookQueue,
+    pub config: WebhookConfig,
+    pub notices: Notices,
+}
+
+impl HttpFunction for App {
+    fn new(clients: &AwsClients, config: &Config) -> App {
+        App {
+            store: wiring::store(clients, config),
+            queue: WebhookQueue::new(clients.sqs.clone(), config.webhooks.queue_url.clone()),
+            config: config.webhooks.clone(),
+            notices: wiring::notices(clients, config),
+        }
+    }
+
+    async fn handle(&self, request: Request) -> Response<Body> {
+        handle(self, request).await
+    }
+}
+
+pub async fn handle(app: &App, request: Request) -> Response<Body> {
+    let ctx = match RequestCtx::begin(request, FUNCTION, &app.store).await {
+        Ok(ctx) => ctx,
+        Err(response) => return response,
+    };
+    let result = match ctx.route() {
+        RouteName::ListWebhooks => list(app, &ctx).await,
+        RouteName::CreateWebhook => create(app, &ctx).await,
+        RouteName::GetWebhook => get(app, &ctx).await,
+        RouteName::DeleteWebhook => delete(app, &ctx).await,
+        _ => Err(ApiError::RouteNotFound),
+    };
+    ctx.finish(result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEndpoint {
+    url: String,
+    events: Vec<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
+    let all = app.store.list_webhooks(&ctx.caller().account_id).await?;
+    Ok(Reply::ok(json!({
+        "webhooks": all.iter().map(Endpoint::view).collect::<Vec<_>>(),
+    })))
+}
+
+fn description(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = raw.map(|d| d.trim().to_string()).filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_DESCRIPTION_LEN || text.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "description",
+            format!(
+                "description must be at most {MAX_DESCRIPTION_LEN} characters, without control characters"
+            ),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// What registering an endpoint means, for every front door: the URL checked (SSRF), the
+/// account's limit, a fresh secret. The answer is the only place the secret is ever shown.
+pub async fn register(
+    app: &App,
+    account_id: &str,
+    url: &str,
+    events: &[String],
+    description_text: Option<String>,
+) -> Result<(Endpoint, Secret), ApiError> {
+    let target = target::check(url, app.config.allow_loopback).await?;
+    let events = EventFilter::parse(events)?;
+    let description = description(description_text)?;
+    if app.store.list_webhooks(account_id).await?.len() >= MAX_ENDPOINTS_PER_ACCOUNT {
+        return Err(ApiError::Conflict {
+            code: "webhook_limit_reached",
+            message: format!(
+                "An account can have at most {MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints; delete one first"
+            ),
+        });
+    }
+    let secret = Secret::generate();
+    let endpoint = Endpoint {
+        endpoint_id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
+        account_id: account_id.to_string(),
+        url: target.url.to_string(),
+        events,
+        description,
+        secret: secret.clone(),
+        created_at: now_ms(),
+        failing_since: None,
+        disabled_at: None,
+    };
+    app.store.put_webhook(&endpoint).await?;
+    tracing::info!(account = %account_id, endpoint_id = %endpoint.endpoint_id, "webhook endpoint registered");
+    Ok((endpoint, secret))
+}
+
+async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
+    let input: NewEndpoint = ctx.json()?;
+    let (endpoint, secret) = register(
+        app,
+        &ctx.caller().account_id,
+        &input.url,
+        &input.events,
+        input.description,
+    )
+    .await?;
+    let mut body = endpoint.view();
+    body["secret"] = json!(secret.expose());
+    Ok(Reply::with_status(StatusCode::CREATED, body))
+}
+
+async fn find(app: &App, account_id: &str, id: &str) -> Result<Endpoint, ApiError> {
+    let not_found = || ApiError::NotFound("Webhook");
+    if !id.starts_with("wh_") || id.len() > 64 {
+        return Err(not_found());
+    }
+    app.store
+        .get_webhook(account_id, id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+async fn get(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
+    let endpoint = find(app, &ctx.caller().account_id, ctx.path_param("id")).await?;
+    let deliveries = app
+        .store
+        .recent_webhook_deliveries(&endpoint.endpoint_id, RECENT_DELIVERIES)
+        .await?;
+    let mut body = endpoint.view();
+    body["deliveries"] = deliveries.iter().map(|d| d.view()).collect();
+    Ok(Reply::ok(body))
+}
+
+async fn delete(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
+    let endpoint = find(app, &ctx.caller().account_id, ctx.path_param("id")).await?;
+    app.store
+        .delete_webhook(&endpoint.account_id, &endpoint.endpoint_id)
+        .await?;
+    Ok(Reply::ok(
+        json!({ "id": endpoint.endpoint_id, "deleted": true }),
+    ))
+}
+
+/// Handles a batch of the deliveries queue; a message that failed is reported so SQS gives it
+/// back (a retry of a failed *delivery* is a new, delayed message, not this).
+pub async fn handle_sqs(app: &App, event: SqsEvent) -> SqsBatchResponse {
+    let results = join_all(event.records.iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let message: WebhookMessage = match record.body.as_deref().map(serde_json::from_str) {
+            Some(Ok(m)) => m,
+            _ => {
+                tracing::error!(message_id = %id, "dropping an unreadable webhooks-queue message");
+                return None;
+            }
+        };
+        match send::handle(app, &message).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook message failed; it will be retried");
+                Some(id)
+            }
+        }
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for id in results.into_iter().flatten() {
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
