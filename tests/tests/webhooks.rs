@@ -70,12 +70,10 @@ impl Receiver {
         let started = Instant::now();
         loop {
             let types = self.accepted_types(job_id);
-            if types.iter().any(|t| {
-                matches!(
-                    t.as_str(),
-                    "job.completed" | "job.failed" | "job.cancelled"
-                )
-            }) {
+            if types
+                .iter()
+                .any(|t| matches!(t.as_str(), "job.completed" | "job.failed" | "job.cancelled"))
+            {
                 return types;
             }
             assert!(
@@ -87,11 +85,7 @@ impl Receiver {
     }
 }
 
-async fn receive(
-    State(receiver): State<Receiver>,
-    headers: HeaderMap,
-    body: String,
-) -> StatusCode {
+async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
     let header = |name: &str| {
         headers
             .get(name)
@@ -188,10 +182,7 @@ async fn every_state_change_arrives_signed_in_order_and_once_shown_secrets_stay_
     for r in &deliveries {
         assert!(verify(&secret, r), "bad signature on {r:?}");
         let ts: i64 = r.timestamp.parse().expect("timestamp in seconds");
-        assert!(
-            (chrono::Utc::now().timestamp() - ts).abs() < 300,
-            "{r:?}"
-        );
+        assert!((chrono::Utc::now().timestamp() - ts).abs() < 300, "{r:?}");
         let body: Value = serde_json::from_str(&r.body).unwrap();
         assert!(body["timestamp"].is_string(), "{body}");
         assert_eq!(body["data"]["job"]["id"], job.as_str());
@@ -252,7 +243,10 @@ async fn a_receiver_that_was_down_gets_everything_later_in_order() {
     assert!(receiver.accepted_types(&job).is_empty());
     // Nothing overtook the first event: every failed attempt was job.queued.
     for r in receiver.all() {
-        assert!(r.body.contains("\"job.queued\""), "sent out of order: {r:?}");
+        assert!(
+            r.body.contains("\"job.queued\""),
+            "sent out of order: {r:?}"
+        );
     }
 
     receiver.down.store(false, Ordering::SeqCst);
@@ -279,8 +273,9 @@ async fn a_receiver_that_was_down_gets_everything_later_in_order() {
     .await;
     let log = shown.body["deliveries"].as_array().unwrap();
     assert!(
-        log.iter()
-            .any(|d| d["outcome"] == "failed" && d["status_code"] == 500 && d["attempt"].as_u64() > Some(1)),
+        log.iter().any(|d| d["outcome"] == "failed"
+            && d["status_code"] == 500
+            && d["attempt"].as_u64() > Some(1)),
         "{log:#?}"
     );
     assert!(shown.body["failing_since"].is_null(), "{:#}", shown.body);
@@ -307,7 +302,13 @@ async fn unsafe_targets_and_bad_fields_are_refused_naming_the_field() {
         assert_eq!(answer.body["details"]["field"], "url", "{url}");
         assert!(answer.error().contains(why), "{url}: {}", answer.error());
     }
-    let answer = register(stack, &account.key, "http://127.0.0.1:9/x", json!(["job.done"])).await;
+    let answer = register(
+        stack,
+        &account.key,
+        "http://127.0.0.1:9/x",
+        json!(["job.done"]),
+    )
+    .await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.body["details"]["field"], "events");
     assert!(answer.error().contains("job.completed"), "{answer:?}");
@@ -326,7 +327,13 @@ async fn unsafe_targets_and_bad_fields_are_refused_naming_the_field() {
     for _ in 0..10 {
         register_ok(stack, &account.key, "http://127.0.0.1:9/limit").await;
     }
-    let answer = register(stack, &account.key, "http://127.0.0.1:9/limit", json!(["*"])).await;
+    let answer = register(
+        stack,
+        &account.key,
+        "http://127.0.0.1:9/limit",
+        json!(["*"]),
+    )
+    .await;
     assert_eq!(answer.status, 409, "{answer:?}");
     assert_eq!(answer.body["code"], "webhook_limit_reached");
 
@@ -336,11 +343,19 @@ async fn unsafe_targets_and_bad_fields_are_refused_naming_the_field() {
     let url = stack.url(&format!("/webhooks/{first}"));
     let deleted = call("DELETE", &url, Some(&account.key), None).await;
     assert_eq!(deleted.status, 200, "{deleted:?}");
-    assert_eq!(call("GET", &url, Some(&account.key), None).await.status, 404);
     assert_eq!(
-        register(stack, &account.key, "http://127.0.0.1:9/limit", json!(["*"]))
-            .await
-            .status,
+        call("GET", &url, Some(&account.key), None).await.status,
+        404
+    );
+    assert_eq!(
+        register(
+            stack,
+            &account.key,
+            "http://127.0.0.1:9/limit",
+            json!(["*"])
+        )
+        .await
+        .status,
         201
     );
 }
@@ -358,7 +373,13 @@ async fn the_webhook_scopes_are_enforced() {
     assert_eq!(call("GET", &one, Some(&read), None).await.status, 200);
     let body = json!({ "url": "http://127.0.0.1:9/x", "events": ["*"] });
     for (method, url, key, body, scope) in [
-        ("POST", stack.url("/webhooks"), &read, Some(&body), "webhooks:write"),
+        (
+            "POST",
+            stack.url("/webhooks"),
+            &read,
+            Some(&body),
+            "webhooks:write",
+        ),
         ("DELETE", one.clone(), &read, None, "webhooks:write"),
         ("GET", stack.url("/webhooks"), &jobs, None, "webhooks:read"),
         ("GET", one.clone(), &jobs, None, "webhooks:read"),
@@ -370,6 +391,12 @@ async fn the_webhook_scopes_are_enforced() {
     // Another account's endpoint is not found, and stays.
     let other = stack.account("0").await;
     assert_eq!(call("GET", &one, Some(&other.key), None).await.status, 404);
-    assert_eq!(call("DELETE", &one, Some(&other.key), None).await.status, 404);
-    assert_eq!(call("GET", &one, Some(&account.key), None).await.status, 200);
+    assert_eq!(
+        call("DELETE", &one, Some(&other.key), None).await.status,
+        404
+    );
+    assert_eq!(
+        call("GET", &one, Some(&account.key), None).await.status,
+        200
+    );
 }

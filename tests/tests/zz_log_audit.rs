@@ -48,6 +48,18 @@ fn no_log_line_holds_key_material() {
                     path.display()
                 );
             }
+            // A webhook signing secret (`whsec_` + base64 of 32 bytes), issued or not.
+            if let Some(i) = line.find("whsec_") {
+                let tail: String = line[i + 6..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+                    .collect();
+                assert!(
+                    tail.len() < 20,
+                    "{} holds a webhook secret: {line}",
+                    path.display()
+                );
+            }
             // A JWT (Cognito's ID/access tokens) starts with the base64url of `{"`: `eyJ`.
             if let Some(i) = line.find("eyJ") {
                 let tail: String = line[i..]
