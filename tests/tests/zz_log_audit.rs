@@ -1,6 +1,7 @@
 //! Run after the whole suite (`infra/test.sh` does): no log line of any process the tests
 //! started may contain an API key, a provider secret or token, or a report token — nor, from
-//! the dashboard, a password typed into it, a Cognito token (JWT) or a session cookie.
+//! the dashboard, a password typed into it, a Cognito token (JWT) or a session cookie — nor a
+//! webhook signing secret (`whsec_…`).
 
 use mimiry_tests::log_dir;
 
