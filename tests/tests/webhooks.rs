@@ -54,11 +54,13 @@ impl Receiver {
         self.got.lock().unwrap().clone()
     }
 
-    /// The accepted deliveries' event types for `job_id`, in arrival order.
+    /// The accepted deliveries' event types for `job_id`, in arrival order; a duplicate
+    /// (at least once: the same `webhook-id` again) is dropped, as a receiver does.
     fn accepted_types(&self, job_id: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
         self.all()
             .iter()
-            .filter(|r| r.answered < 300)
+            .filter(|r| r.answered < 300 && seen.insert(r.id.clone()))
             .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
             .filter(|b| b["data"]["job"]["id"] == job_id)
             .map(|b| b["type"].as_str().unwrap().to_string())
@@ -399,4 +401,28 @@ async fn the_webhook_scopes_are_enforced() {
         call("GET", &one, Some(&account.key), None).await.status,
         200
     );
+}
+
+#[tokio::test]
+async fn a_cancelled_job_sends_job_cancelled_last() {
+    let stack = Stack::shared();
+    let account = stack.account("50").await;
+    let (receiver, url) = Receiver::start().await;
+    let (_, secret) = register_ok(stack, &account.key, &url).await;
+    // Cancelled at once: while still queued (the API ends it) or just after (the worker does).
+    let job = submit_ok(stack, &account.key, &cheap_job(None, "sleep 300")).await;
+    let answer = cancel(stack, &account.key, &job).await;
+    assert!([200, 202].contains(&answer.status), "{answer:?}");
+    wait_terminal(stack, &account.key, &job, SHORT)
+        .await
+        .assert_ended("cancelled", None);
+    let types = receiver.wait_final(&job, Duration::from_secs(30)).await;
+    assert_eq!(types.first().map(String::as_str), Some("job.queued"));
+    assert_eq!(types.last().map(String::as_str), Some("job.cancelled"));
+    let order = |t: &String| LIFECYCLE.iter().position(|l| l == t).unwrap_or(3);
+    assert!(
+        types.windows(2).all(|w| order(&w[0]) < order(&w[1])),
+        "out of order or twice: {types:?}"
+    );
+    assert!(receiver.all().iter().all(|r| verify(&secret, r)));
 }

@@ -196,7 +196,7 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         }
         DashCancelJob => {
             let id = uuid_param(req, "Job")?;
-            let flash = match cancel(&app.store, &app.queue, me.id(), &id).await? {
+            let flash = match cancel(&app.store, &app.queue, &app.webhooks, me.id(), &id).await? {
                 Cancelled::Now(_) => Flash::Cancelled,
                 Cancelled::Requested(_) => Flash::CancelRequested,
             };

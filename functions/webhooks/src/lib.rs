@@ -47,7 +47,7 @@ impl HttpFunction for App {
     fn new(clients: &AwsClients, config: &Config) -> App {
         App {
             store: wiring::store(clients, config),
-            queue: WebhookQueue::new(clients.sqs.clone(), config.webhooks.queue_url.clone()),
+            queue: wiring::webhook_queue(clients, config),
             config: config.webhooks.clone(),
             notices: wiring::notices(clients, config),
         }

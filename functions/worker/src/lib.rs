@@ -60,7 +60,7 @@ impl App {
             timers: config.timers,
             public_base_url: config.public_base_url.trim_end_matches('/').to_string(),
             notices: wiring::notices(clients, config),
-            webhooks: WebhookQueue::new(clients.sqs.clone(), config.webhooks.queue_url.clone()),
+            webhooks: wiring::webhook_queue(clients, config),
         }
     }
 }
