@@ -430,3 +430,86 @@ async fn a_cancelled_job_sends_job_cancelled_last() {
     );
     assert!(receiver.all().iter().all(|r| verify(&secret, r)));
 }
+
+/// An endpoint failing for the whole retry window (4 s here, 24 h in production) has its
+/// event given up, is disabled, and the account is emailed once.
+#[tokio::test]
+async fn an_endpoint_failing_for_the_window_is_disabled_and_the_account_emailed() {
+    let stack = own_stack(
+        "webhooks-disable",
+        &[("WEBHOOK_RETRY_WINDOW_SECONDS", "4")],
+        1000,
+    );
+    let account = stack.account("50").await;
+    let email = format!("hooks-{}@example.com", uuid::Uuid::new_v4().simple());
+    stack
+        .store()
+        .await
+        .set_budgets(
+            &account.account_id,
+            &mimiry_shared::store::budgets::BudgetSettings {
+                monthly_spend_limit: None,
+                low_balance_threshold: None,
+                notice_email: Some(email.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    let (receiver, url) = Receiver::start().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let (endpoint, _) = register_ok(&stack, &account.key, &url).await;
+    let job = submit_ok(&stack, &account.key, &cheap_job(None, "echo hello")).await;
+
+    let one = stack.url(&format!("/webhooks/{endpoint}"));
+    let started = Instant::now();
+    let shown = loop {
+        let shown = call("GET", &one, Some(&account.key), None).await;
+        if shown.body["enabled"] == false {
+            break shown;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "never disabled: {:#}",
+            shown.body
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(shown.body["disabled_at"].is_string(), "{:#}", shown.body);
+    let log = shown.body["deliveries"].as_array().unwrap();
+    assert!(
+        log.iter().any(|d| d["outcome"] == "given_up"
+            && d["event"] == "job.queued"
+            && d["job_id"] == job.as_str()),
+        "{log:#?}"
+    );
+
+    // One email, to the account's notice address, naming the endpoint.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sent = loop {
+        let sent: Vec<Value> = stack
+            .sent_emails()
+            .await
+            .into_iter()
+            .filter(|m| m["destinations"]["ToAddresses"][0] == email.as_str())
+            .collect();
+        if !sent.is_empty() || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(sent[0].to_string().contains(&url), "{:#}", sent[0]);
+
+    // Disabled: nothing more is sent, even once the receiver is back.
+    receiver.down.store(false, Ordering::SeqCst);
+    let before = receiver.all().len();
+    let next = submit_ok(&stack, &account.key, &cheap_job(None, "echo again")).await;
+    wait_terminal(&stack, &account.key, &next, SHORT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        receiver.all()[before..]
+            .iter()
+            .all(|r| !r.body.contains(&next)),
+        "a disabled endpoint got {next}'s events"
+    );
+}

@@ -29,11 +29,12 @@ pub struct Endpoint {
     /// Stored as is; never shown after creation and never logged (`Secret`'s `Debug`).
     pub secret: Secret,
     pub created_at: Millis,
-    /// Since when every attempt failed (none = the last one succeeded).
-    #[serde(default)]
+    /// Since when every attempt failed (none = the last one succeeded). Absent, not NULL,
+    /// when none: the health updates test `if_not_exists` / `attribute_not_exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<Millis>,
     /// Disabled after failing for the retry window; nothing is sent to it any more.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<Millis>,
 }
 
