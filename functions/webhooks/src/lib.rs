@@ -22,11 +22,7 @@ use mimiry_shared::notices::Notices;
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::store::webhooks::Endpoint;
 use mimiry_shared::store::Store;
-use mimiry_shared::time::now_ms;
-use mimiry_shared::webhooks::{
-    target, EventFilter, Secret, WebhookConfig, WebhookMessage, WebhookQueue, MAX_DESCRIPTION_LEN,
-    MAX_ENDPOINTS_PER_ACCOUNT,
-};
+use mimiry_shared::webhooks::{self, WebhookConfig, WebhookMessage, WebhookQueue};
 use mimiry_shared::wiring;
 use serde::Deserialize;
 use serde_json::json;
@@ -89,62 +85,11 @@ async fn list(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     })))
 }
 
-fn description(raw: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(text) = raw.map(|d| d.trim().to_string()).filter(|d| !d.is_empty()) else {
-        return Ok(None);
-    };
-    if text.chars().count() > MAX_DESCRIPTION_LEN || text.chars().any(char::is_control) {
-        return Err(ApiError::validation(
-            "description",
-            format!(
-                "description must be at most {MAX_DESCRIPTION_LEN} characters, without control characters"
-            ),
-        ));
-    }
-    Ok(Some(text))
-}
-
-/// What registering an endpoint means, for every front door: the URL checked (SSRF), the
-/// account's limit, a fresh secret. The answer is the only place the secret is ever shown.
-pub async fn register(
-    app: &App,
-    account_id: &str,
-    url: &str,
-    events: &[String],
-    description_text: Option<String>,
-) -> Result<(Endpoint, Secret), ApiError> {
-    let target = target::check(url, app.config.allow_loopback).await?;
-    let events = EventFilter::parse(events)?;
-    let description = description(description_text)?;
-    if app.store.list_webhooks(account_id).await?.len() >= MAX_ENDPOINTS_PER_ACCOUNT {
-        return Err(ApiError::Conflict {
-            code: "webhook_limit_reached",
-            message: format!(
-                "An account can have at most {MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints; delete one first"
-            ),
-        });
-    }
-    let secret = Secret::generate();
-    let endpoint = Endpoint {
-        endpoint_id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
-        account_id: account_id.to_string(),
-        url: target.url.to_string(),
-        events,
-        description,
-        secret: secret.clone(),
-        created_at: now_ms(),
-        failing_since: None,
-        disabled_at: None,
-    };
-    app.store.put_webhook(&endpoint).await?;
-    tracing::info!(account = %account_id, endpoint_id = %endpoint.endpoint_id, "webhook endpoint registered");
-    Ok((endpoint, secret))
-}
-
 async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let input: NewEndpoint = ctx.json()?;
-    let (endpoint, secret) = register(
-        app,
+    let (endpoint, secret) = webhooks::register(
+        &app.store,
+        &app.config,
         &ctx.caller().account_id,
         &input.url,
         &input.events,
@@ -156,19 +101,9 @@ async fn create(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     Ok(Reply::with_status(StatusCode::CREATED, body))
 }
 
-async fn find(app: &App, account_id: &str, id: &str) -> Result<Endpoint, ApiError> {
-    let not_found = || ApiError::NotFound("Webhook");
-    if !id.starts_with("wh_") || id.len() > 64 {
-        return Err(not_found());
-    }
-    app.store
-        .get_webhook(account_id, id)
-        .await?
-        .ok_or_else(not_found)
-}
-
 async fn get(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let endpoint = find(app, &ctx.caller().account_id, ctx.path_param("id")).await?;
+    let endpoint =
+        webhooks::find(&app.store, &ctx.caller().account_id, ctx.path_param("id")).await?;
     let deliveries = app
         .store
         .recent_webhook_deliveries(&endpoint.endpoint_id, RECENT_DELIVERIES)
@@ -179,7 +114,8 @@ async fn get(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
 }
 
 async fn delete(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let endpoint = find(app, &ctx.caller().account_id, ctx.path_param("id")).await?;
+    let endpoint =
+        webhooks::find(&app.store, &ctx.caller().account_id, ctx.path_param("id")).await?;
     app.store
         .delete_webhook(&endpoint.account_id, &endpoint.endpoint_id)
         .await?;

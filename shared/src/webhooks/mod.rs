@@ -7,6 +7,8 @@ pub mod target;
 
 use crate::error::ApiError;
 use crate::jobs::{Job, JobStatus};
+use crate::store::webhooks::Endpoint;
+use crate::store::Store;
 use crate::time::{now_ms, Millis};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -312,9 +314,71 @@ impl WebhookQueue {
     }
 }
 
-/// Now, for callers that stamp deliveries.
-pub fn now() -> Millis {
-    now_ms()
+fn description(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = raw.map(|d| d.trim().to_string()).filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_DESCRIPTION_LEN || text.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "description",
+            format!(
+                "description must be at most {MAX_DESCRIPTION_LEN} characters, without control characters"
+            ),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// What registering an endpoint means, for every front door (the API and the dashboard): the
+/// URL checked (SSRF), the events and description parsed, the account's limit, a fresh
+/// secret. The answer is the only place the secret is ever shown.
+pub async fn register(
+    store: &Store,
+    config: &WebhookConfig,
+    account_id: &str,
+    url: &str,
+    events: &[String],
+    description_text: Option<String>,
+) -> Result<(Endpoint, Secret), ApiError> {
+    let target = target::check(url, config.allow_loopback).await?;
+    let events = EventFilter::parse(events)?;
+    let description = description(description_text)?;
+    if store.list_webhooks(account_id).await?.len() >= MAX_ENDPOINTS_PER_ACCOUNT {
+        return Err(ApiError::Conflict {
+            code: "webhook_limit_reached",
+            message: format!(
+                "An account can have at most {MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints; delete one first"
+            ),
+        });
+    }
+    let secret = Secret::generate();
+    let endpoint = Endpoint {
+        endpoint_id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
+        account_id: account_id.to_string(),
+        url: target.url.to_string(),
+        events,
+        description,
+        secret: secret.clone(),
+        created_at: now_ms(),
+        failing_since: None,
+        disabled_at: None,
+    };
+    store.put_webhook(&endpoint).await?;
+    tracing::info!(account = %account_id, endpoint_id = %endpoint.endpoint_id, "webhook endpoint registered");
+    Ok((endpoint, secret))
+}
+
+/// One of the account's endpoints by id; another account's, like a malformed id, is
+/// `Webhook not found`.
+pub async fn find(store: &Store, account_id: &str, id: &str) -> Result<Endpoint, ApiError> {
+    let not_found = || ApiError::NotFound("Webhook");
+    if !id.starts_with("wh_") || id.len() > 64 {
+        return Err(not_found());
+    }
+    store
+        .get_webhook(account_id, id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 #[cfg(test)]
