@@ -176,6 +176,15 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
             ssh_keys::delete(&app.store, app.provider.as_ref(), me.id(), req.param("id")).await?;
             Ok(Out::redirect("/dashboard/ssh-keys").flash(Flash::SshKeyDeleted, v.secure))
         }
+        DashWebhooks
+        | DashNewWebhook
+        | DashAddWebhook
+        | DashWebhook
+        | DashDeleteWebhookPage
+        | DashDeleteWebhook => {
+            crate::webhooks::handle(app, req, v, me.id(), chrome("Webhooks", "webhooks"), name)
+                .await
+        }
         DashJobs => jobs(app, req, &me, chrome("Jobs", "jobs")).await,
         DashJob => {
             let job = find_job(app, &me, req).await?;
