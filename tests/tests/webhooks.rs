@@ -513,3 +513,93 @@ async fn an_endpoint_failing_for_the_window_is_disabled_and_the_account_emailed(
         "a disabled endpoint got {next}'s events"
     );
 }
+
+/// The dashboard's Webhooks pages: the API's checks and messages, the secret shown once, the
+/// delivery log page, delete with confirmation — forms without JavaScript, with CSRF tokens.
+#[tokio::test]
+async fn the_dashboard_adds_shows_and_deletes_endpoints_with_the_apis_rules() {
+    use mimiry_tests::web::{new_email, Browser};
+    let stack = Stack::shared();
+    let browser = Browser::new(stack);
+    browser.sign_up_and_log_in(&new_email("webhooks")).await;
+    let (_, key) = browser
+        .create_key("hooks", &["webhooks:read", "webhooks:write"])
+        .await;
+
+    // The metadata service: the API's message, word for word.
+    let api = register(stack, &key, "https://169.254.169.254/", json!(["*"])).await;
+    assert_eq!(api.status, 400, "{api:?}");
+    let page = browser
+        .submit(
+            "/dashboard/webhooks/new",
+            "/dashboard/webhooks",
+            &[("url", "https://169.254.169.254/"), ("events", "*")],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.html);
+    assert_eq!(page.text_of("form-error").as_deref(), Some(api.error()));
+    assert_eq!(
+        call("GET", &stack.url("/webhooks"), Some(&key), None)
+            .await
+            .body["webhooks"],
+        json!([])
+    );
+
+    let (_, url) = Receiver::start().await;
+    let created = browser
+        .submit(
+            "/dashboard/webhooks/new",
+            "/dashboard/webhooks",
+            &[
+                ("url", url.as_str()),
+                ("events", "job.completed"),
+                ("events", "job.failed"),
+                ("description", "from the dashboard"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.html);
+    let secret = created
+        .text_of("new-webhook-secret")
+        .expect("the secret is shown");
+    record_secret(&secret);
+    assert!(secret.starts_with("whsec_"), "{secret}");
+
+    let listed = call("GET", &stack.url("/webhooks"), Some(&key), None).await;
+    let hooks = listed.body["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 1, "{listed:?}");
+    assert_eq!(hooks[0]["events"], json!(["job.completed", "job.failed"]));
+    assert_eq!(hooks[0]["description"], "from the dashboard");
+    let id = hooks[0]["id"].as_str().unwrap().to_string();
+
+    // Shown once: neither the list nor the endpoint's page has it.
+    let list = browser.get("/dashboard/webhooks").await;
+    assert!(list.contains(&id) && list.contains(&url));
+    let one = browser.get(&format!("/dashboard/webhooks/{id}")).await;
+    assert_eq!(one.status, 200);
+    assert!(one.contains("Nothing delivered yet"), "{}", one.html);
+    for page in [&list, &one] {
+        assert!(!page.contains(&secret[6..]), "the secret is shown again");
+    }
+
+    let deleted = browser
+        .submit(
+            &format!("/dashboard/webhooks/{id}/delete"),
+            &format!("/dashboard/webhooks/{id}/delete"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (deleted.status, deleted.location()),
+        (303, "/dashboard/webhooks")
+    );
+    let listed = call("GET", &stack.url("/webhooks"), Some(&key), None).await;
+    assert_eq!(listed.body["webhooks"], json!([]), "{listed:?}");
+    assert_eq!(
+        browser
+            .get(&format!("/dashboard/webhooks/{id}"))
+            .await
+            .status,
+        404
+    );
+}
