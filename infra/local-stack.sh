@@ -115,6 +115,8 @@ export RUNNING_POLL_SECONDS=${RUNNING_POLL_SECONDS:-5}
 export RETRY_DELAY_SECONDS=${RETRY_DELAY_SECONDS:-2}
 export RECONCILE_GRACE_SECONDS=${RECONCILE_GRACE_SECONDS:-10}
 export EFFECT_LEASE_SECONDS=${EFFECT_LEASE_SECONDS:-30}
+# Webhook receivers on this machine (http://127.0.0.1:…) are accepted here, never in AWS.
+export WEBHOOKS_ALLOW_LOOPBACK=${WEBHOOKS_ALLOW_LOOPBACK:-1}
 JOBS_QUEUE_URL=$(target/debug/mimiry-admin bootstrap --stripe-api-key "$stripe_api_key" \
   --stripe-webhook-secret "$stripe_webhook_secret" | tail -n 1)
 export JOBS_QUEUE_URL

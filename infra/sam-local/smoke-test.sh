@@ -52,7 +52,7 @@ BUILD_TIMEOUT="${SMOKE_BUILD_TIMEOUT:-3600}"
 TARGET_DIR="${MIMIRY_SAM_TARGET_DIR:-$REPO_ROOT/target/sam-local}"
 WARM="${SMOKE_WARM_CONTAINERS-LAZY}"
 # template.yaml's logical ids of the functions, in build order.
-FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction BillingFunction DashboardFunction WorkerFunction ReconcilerFunction)
+FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction BillingFunction DashboardFunction WorkerFunction ReconcilerFunction WebhooksFunction WebhooksSenderFunction)
 declare -a TIMINGS=()
 
 pass() { PASSED=$((PASSED + 1)); log "PASS: $*"; }
@@ -221,6 +221,7 @@ SAM_PORT="$(free_port 127.0.0.1)"
 AWS_ENDPOINT_URL="$MOTO_URL" JOBS_QUEUE_URL="$QUEUE_URL" RUST_LOG=info PRICE_MARKUP=1.10 \
     COGNITO_USER_POOL_ID="$USER_POOL_ID" COGNITO_CLIENT_ID="$USER_POOL_CLIENT_ID" \
     SESSION_SECRET_ID=mimiry/dashboard-session-key SIGNUP_CREDIT=0 \
+    WEBHOOKS_QUEUE_URL="" \
     PROVIDER_BASE_URL="$FAKE_URL/v1" PUBLIC_BASE_URL="http://127.0.0.1:$SAM_PORT" \
     python3 -c 'import os,string,sys; sys.stdout.write(string.Template(open(sys.argv[1]).read()).substitute(os.environ))' \
     "$SAM_LOCAL_DIR/env-vars.template.json" >"$WORK/env-vars.json" || abort "writing env-vars.json"

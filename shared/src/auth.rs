@@ -27,15 +27,22 @@ pub enum Scope {
     SshKeysRead,
     #[serde(rename = "ssh_keys:write")]
     SshKeysWrite,
+    /// Issue 13's extension of the guide's five: reading and managing webhook endpoints.
+    #[serde(rename = "webhooks:read")]
+    WebhooksRead,
+    #[serde(rename = "webhooks:write")]
+    WebhooksWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 7] = [
         Scope::JobsRead,
         Scope::JobsWrite,
         Scope::InstancesRead,
         Scope::SshKeysRead,
         Scope::SshKeysWrite,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +52,8 @@ impl Scope {
             Scope::InstancesRead => "instances:read",
             Scope::SshKeysRead => "ssh_keys:read",
             Scope::SshKeysWrite => "ssh_keys:write",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::WebhooksWrite => "webhooks:write",
         }
     }
 }

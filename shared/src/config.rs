@@ -41,6 +41,8 @@ pub struct Config {
     /// The sender of notices by email (`NOTICE_FROM_EMAIL`, an SES-verified identity); none =
     /// no email is sent.
     pub notice_from_email: Option<String>,
+    /// Signed webhooks (issue 13): queue, retries, the local-only loopback flag.
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// The Cognito user pool the dashboard signs people in with, and what a new account gets.
@@ -227,6 +229,7 @@ impl Config {
             notice_from_email: env::var("NOTICE_FROM_EMAIL")
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
+            webhooks: crate::webhooks::WebhookConfig::from_env(),
             table_name: var("TABLE_NAME", "mimiry"),
             jobs_queue_url: var("JOBS_QUEUE_URL", ""),
             provider_secret_id: var("PROVIDER_SECRET_ID", "mimiry/provider/datacrunch"),

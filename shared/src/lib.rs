@@ -28,6 +28,7 @@ pub mod ssh_key;
 pub mod ssh_keys;
 pub mod store;
 pub mod time;
+pub mod webhooks;
 pub mod wiring;
 
 pub use error::ApiError;

@@ -121,6 +121,38 @@ impl Notices {
         }
     }
 
+    /// Sends any notice to the account's notice address (none set, or notices off: nothing).
+    /// The webhooks sender's "endpoint disabled" email uses it.
+    pub async fn send_to_account(
+        &self,
+        store: &Store,
+        account_id: &str,
+        subject: &str,
+        text: &str,
+    ) -> Result<(), String> {
+        let Some(from) = &self.from else {
+            return Ok(());
+        };
+        let account = store
+            .get_account(account_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no such account")?;
+        let Some(to) = account.notice_email else {
+            return Ok(());
+        };
+        let email = LowBalanceEmail {
+            to,
+            subject: subject.to_string(),
+            text: text.to_string(),
+        };
+        self.send(from, &email).await.map(|_| ())
+    }
+
+    pub fn dashboard_url(&self) -> &str {
+        &self.dashboard_url
+    }
+
     async fn send(&self, from: &str, email: &LowBalanceEmail) -> Result<String, String> {
         let content = |text: &str| {
             Content::builder()

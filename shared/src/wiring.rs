@@ -70,3 +70,8 @@ pub fn catalogs(registry: &ProviderRegistry, config: &Config) -> Vec<Catalog> {
 pub fn catalog(provider: Arc<dyn GpuProvider>, config: &Config) -> Catalog {
     Catalog::new(provider, config.catalog_ttl, config.price_markup)
 }
+
+/// The signed webhooks' deliveries queue (`WEBHOOKS_QUEUE_URL`; unset: webhooks are off).
+pub fn webhook_queue(clients: &AwsClients, config: &Config) -> crate::webhooks::WebhookQueue {
+    crate::webhooks::WebhookQueue::new(clients.sqs.clone(), config.webhooks.queue_url.clone())
+}

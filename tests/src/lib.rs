@@ -143,6 +143,11 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     // within it — see `call_until_refused`.
     ("API_KEY_CACHE_SECONDS", "2"),
     ("PROVIDER_TIMEOUT_MS", "3000"),
+    // Webhook receivers in the tests listen on http://127.0.0.1 (never set in production), and
+    // failed deliveries are retried within seconds.
+    ("WEBHOOKS_ALLOW_LOOPBACK", "1"),
+    ("WEBHOOK_RETRY_BASE_SECONDS", "1"),
+    ("WEBHOOK_RETRY_MAX_SECONDS", "2"),
 ];
 
 /// One running stack: moto + fake provider + local server.

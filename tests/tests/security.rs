@@ -127,7 +127,7 @@ fn expected(route: &Route, scopes: Option<&[Scope]>) -> Expect {
 /// The success statuses of each route.
 fn success(route: &Route) -> &'static [u16] {
     match route.name {
-        RouteName::CreateSshKey | RouteName::SubmitJob => &[201],
+        RouteName::CreateSshKey | RouteName::SubmitJob | RouteName::CreateWebhook => &[201],
         RouteName::CancelJob => &[200, 202],
         _ => &[200],
     }
@@ -137,6 +137,7 @@ fn success(route: &Route) -> &'static [u16] {
 struct Targets {
     ssh_key: String,
     job: String,
+    webhook: String,
 }
 
 /// The request for `route`: path and body. A call expected to succeed gets a fresh resource of
@@ -154,6 +155,8 @@ async fn request_for(
         RouteName::DeleteSshKey if allowed => add_ssh_key(stack, owner).await,
         RouteName::DeleteSshKey => targets.ssh_key.clone(),
         RouteName::CancelJob if allowed => submit(stack, owner, Some("sleep 300")).await,
+        RouteName::DeleteWebhook if allowed => add_webhook(stack, owner).await,
+        RouteName::GetWebhook | RouteName::DeleteWebhook => targets.webhook.clone(),
         RouteName::GetJob
         | RouteName::CancelJob
         | RouteName::ReportJob
@@ -167,6 +170,7 @@ async fn request_for(
             Some(json!({ "name": "matrix", "public_key": ssh_public_key() }))
         }
         RouteName::SubmitJob => Some(job_body(None)),
+        RouteName::CreateWebhook => Some(webhook_body()),
         RouteName::ReportJob => Some(json!({ "exit_code": 0, "output": "not from the instance" })),
         RouteName::ShipJobLogs => {
             Some(json!({ "seq": 0, "data_base64": "bm90IGZyb20gdGhlIGluc3RhbmNlCg==" }))
@@ -190,6 +194,23 @@ async fn request_for(
         _ => None,
     };
     (path, body)
+}
+
+/// An endpoint nothing listens at (the discard port: deliveries fail and stay on this machine).
+fn webhook_body() -> Value {
+    json!({ "url": "http://127.0.0.1:9/matrix", "events": ["job.completed"] })
+}
+
+async fn add_webhook(stack: &Stack, owner: &str) -> String {
+    let answer = call(
+        "POST",
+        &stack.url("/webhooks"),
+        Some(owner),
+        Some(&webhook_body()),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    answer.body["id"].as_str().unwrap().to_string()
 }
 
 fn check(label: &str, expect: Expect, route: &Route, answer: &Answer) {
@@ -249,6 +270,7 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
     let targets = Targets {
         ssh_key: add_ssh_key(stack, &owner.key).await,
         job: submit(stack, &owner.key, Some("sleep 300")).await,
+        webhook: add_webhook(stack, &owner.key).await,
     };
 
     let mut calls = 0;
@@ -277,7 +299,8 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
             calls += 1;
         }
     }
-    assert_eq!(calls, routes.len() * 9);
+    // No key, an unknown key, no scope, each scope alone, all scopes.
+    assert_eq!(calls, routes.len() * (4 + Scope::ALL.len()));
     println!(
         "scope matrix: {} routes × {} callers = {calls} calls",
         routes.len(),
@@ -356,6 +379,7 @@ async fn other_accounts_resources_are_not_found() {
     let a = stack.account("20").await;
     let b = stack.account("20").await;
     let a_key = add_ssh_key(stack, &a.key).await;
+    let a_hook = add_webhook(stack, &a.key).await;
     let a_job = submit(stack, &a.key, Some("sleep 300")).await;
     let a_other_job = submit(stack, &a.key, None).await;
     let b_job = submit(stack, &b.key, Some("sleep 300")).await;
@@ -368,12 +392,13 @@ async fn other_accounts_resources_are_not_found() {
     let id_routes: Vec<&Route> = api_routes().filter(|r| r.path.contains("{id}")).collect();
     assert_eq!(
         id_routes.len(),
-        6,
+        8,
         "a new {{id}} route needs its cross-account case here"
     );
     for route in id_routes {
         let (a_id, body) = match route.name {
             RouteName::DeleteSshKey => (&a_key, None),
+            RouteName::GetWebhook | RouteName::DeleteWebhook => (&a_hook, None),
             RouteName::GetJob | RouteName::CancelJob | RouteName::GetJobLogs => (&a_job, None),
             RouteName::ReportJob => (&a_job, Some(json!({ "exit_code": 3, "output": "forged" }))),
             RouteName::ShipJobLogs => (
@@ -422,6 +447,14 @@ async fn other_accounts_resources_are_not_found() {
             .any(|k| k["id"] == a_key.as_str()),
         "{keys:?}"
     );
+    let hook = call(
+        "GET",
+        &stack.url(&format!("/webhooks/{a_hook}")),
+        Some(&a.key),
+        None,
+    )
+    .await;
+    assert_eq!(hook.status, 200, "{hook:?}");
     let job = get_job(stack, &a.key, &a_job).await;
     assert_eq!(job["status"], "running", "{job:#}");
     assert_eq!(job["cancel_requested"], false, "{job:#}");

@@ -1,6 +1,7 @@
 //! Run after the whole suite (`infra/test.sh` does): no log line of any process the tests
 //! started may contain an API key, a provider secret or token, or a report token — nor, from
-//! the dashboard, a password typed into it, a Cognito token (JWT) or a session cookie.
+//! the dashboard, a password typed into it, a Cognito token (JWT) or a session cookie — nor a
+//! webhook signing secret (`whsec_…`).
 
 use mimiry_tests::log_dir;
 
@@ -45,6 +46,18 @@ fn no_log_line_holds_key_material() {
                 assert!(
                     tail.len() < 20,
                     "{} holds something key-shaped: {line}",
+                    path.display()
+                );
+            }
+            // A webhook signing secret (`whsec_` + base64 of 32 bytes), issued or not.
+            if let Some(i) = line.find("whsec_") {
+                let tail: String = line[i + 6..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+                    .collect();
+                assert!(
+                    tail.len() < 20,
+                    "{} holds a webhook secret: {line}",
                     path.display()
                 );
             }

@@ -176,6 +176,15 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
             ssh_keys::delete(&app.store, app.provider.as_ref(), me.id(), req.param("id")).await?;
             Ok(Out::redirect("/dashboard/ssh-keys").flash(Flash::SshKeyDeleted, v.secure))
         }
+        DashWebhooks
+        | DashNewWebhook
+        | DashAddWebhook
+        | DashWebhook
+        | DashDeleteWebhookPage
+        | DashDeleteWebhook => {
+            crate::webhooks::handle(app, req, v, me.id(), chrome("Webhooks", "webhooks"), name)
+                .await
+        }
         DashJobs => jobs(app, req, &me, chrome("Jobs", "jobs")).await,
         DashJob => {
             let job = find_job(app, &me, req).await?;
@@ -196,7 +205,7 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         }
         DashCancelJob => {
             let id = uuid_param(req, "Job")?;
-            let flash = match cancel(&app.store, &app.queue, me.id(), &id).await? {
+            let flash = match cancel(&app.store, &app.queue, &app.webhooks, me.id(), &id).await? {
                 Cancelled::Now(_) => Flash::Cancelled,
                 Cancelled::Requested(_) => Flash::CancelRequested,
             };
@@ -240,6 +249,8 @@ fn scope_help(scope: Scope) -> &'static str {
         Scope::InstancesRead => "view available GPU types",
         Scope::SshKeysRead => "view your SSH keys",
         Scope::SshKeysWrite => "add and delete SSH keys",
+        Scope::WebhooksRead => "view your webhook endpoints and their deliveries",
+        Scope::WebhooksWrite => "add and delete webhook endpoints",
     }
 }
 

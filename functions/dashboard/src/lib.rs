@@ -14,6 +14,7 @@ mod public;
 pub mod session;
 pub mod views;
 pub mod web;
+mod webhooks;
 
 use askama::Template;
 use http::StatusCode;
@@ -45,6 +46,10 @@ pub struct App {
     pub store: Store,
     pub provider: Arc<dyn GpuProvider>,
     pub queue: JobQueue,
+    /// Signed webhooks: told when a queued job is cancelled at once.
+    pub webhooks: mimiry_shared::webhooks::WebhookQueue,
+    /// The webhook rules (which URLs are allowed) for the Webhooks page.
+    pub webhook_config: mimiry_shared::webhooks::WebhookConfig,
     /// Stripe Checkout: Add Credits starts a session; the webhook (another function) credits.
     pub billing: Billing,
     /// The low-balance notice (Budgets): checked when its threshold is saved.
@@ -65,6 +70,8 @@ impl HttpFunction for App {
             store: wiring::store(clients, config),
             provider: wiring::provider(clients, config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
+            webhooks: wiring::webhook_queue(clients, config),
+            webhook_config: config.webhooks.clone(),
             billing: Billing::new(clients, BillingConfig::from_env()),
             notices: wiring::notices(clients, config),
             cognito: Cognito::from_sdk(&clients.sdk, identity.client_id.clone()),

@@ -205,10 +205,11 @@ pub enum Flash {
     SessionExpired,
     CheckoutCancelled,
     BudgetsSaved,
+    WebhookDeleted,
 }
 
 impl Flash {
-    const ALL: [(Flash, &'static str, &'static str, bool); 12] = [
+    const ALL: [(Flash, &'static str, &'static str, bool); 13] = [
         (
             Flash::Verified,
             "verified",
@@ -261,6 +262,12 @@ impl Flash {
             false,
         ),
         (Flash::BudgetsSaved, "budgets_saved", "Budgets saved.", true),
+        (
+            Flash::WebhookDeleted,
+            "webhook_deleted",
+            "Webhook endpoint deleted: nothing more is sent to it.",
+            true,
+        ),
     ];
 
     pub fn code(self) -> &'static str {

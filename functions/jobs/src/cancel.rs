@@ -11,7 +11,15 @@ pub async fn cancel(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let id = job_id(ctx)?;
     let now = now_ms();
     Ok(
-        match cancel_job(&app.store, &app.queue, &ctx.caller().account_id, &id).await? {
+        match cancel_job(
+            &app.store,
+            &app.queue,
+            &app.webhooks,
+            &ctx.caller().account_id,
+            &id,
+        )
+        .await?
+        {
             Cancelled::Now(job) => Reply::ok(job.view(now)),
             Cancelled::Requested(job) => Reply::accepted(job.view(now)),
         },

@@ -29,6 +29,8 @@ pub struct App {
     /// One per enabled provider, in order of preference.
     pub catalogs: Vec<Catalog>,
     pub queue: JobQueue,
+    /// Signed webhooks: told when a queued job is cancelled at once.
+    pub webhooks: mimiry_shared::webhooks::WebhookQueue,
     pub signing_key: SigningKey,
     pub timers: Timers,
     /// The low-balance notice, checked after a submit's hold.
@@ -41,6 +43,7 @@ impl HttpFunction for App {
             store: wiring::store(clients, config),
             catalogs: wiring::catalogs(&wiring::providers(clients, config), config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
+            webhooks: wiring::webhook_queue(clients, config),
             signing_key: SigningKey::new(clients.secrets.clone(), config.report_secret_id.clone()),
             timers: config.timers,
             notices: wiring::notices(clients, config),

@@ -25,6 +25,7 @@ use mimiry_shared::queue::{JobQueue, JobRef};
 use mimiry_shared::store::jobs::SaveError;
 use mimiry_shared::store::Store;
 use mimiry_shared::time::now_ms;
+use mimiry_shared::webhooks::WebhookQueue;
 use mimiry_shared::wiring;
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct App {
     pub public_base_url: String,
     /// The low-balance notice, checked after a save that took credits.
     pub notices: Notices,
+    /// Signed webhooks: told of each committed status change (never blocks the lifecycle).
+    pub webhooks: WebhookQueue,
 }
 
 impl App {
@@ -59,6 +62,7 @@ impl App {
             timers: config.timers,
             public_base_url: config.public_base_url.trim_end_matches('/').to_string(),
             notices: wiring::notices(clients, config),
+            webhooks: wiring::webhook_queue(clients, config),
         }
     }
 }
@@ -185,6 +189,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         wrote_last = true;
         log_transition(&job, &saved);
         after_balance_move(app, &job, &saved).await;
+        app.webhooks.after_save(&job, &saved).await;
         if saved.status.is_terminal() {
             return Ok(());
         }
@@ -205,6 +210,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
                 wrote_last = true;
                 log_transition(&saved, &after);
                 after_balance_move(app, &saved, &after).await;
+                app.webhooks.after_save(&saved, &after).await;
                 latest = Some(after);
             }
             // Someone else moved the job on; the next round re-reads it. A result lost this way

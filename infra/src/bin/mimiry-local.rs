@@ -47,6 +47,19 @@ async fn main() -> Result<()> {
         return Err(anyhow!("JOBS_QUEUE_URL is not set"));
     }
     let clients = AwsClients::from_env().await;
+    if config.webhooks.queue_url.is_empty() {
+        // The local stack's deliveries queue (template.yaml's WebhooksQueue); creating a queue
+        // that exists is a no-op.
+        config.webhooks.queue_url = clients
+            .sqs
+            .create_queue()
+            .queue_name("mimiry-webhooks")
+            .send()
+            .await
+            .context("creating the webhooks queue (is moto up?)")?
+            .queue_url
+            .unwrap_or_default();
+    }
     if config.identity.user_pool_id.is_empty() {
         // The emulator's pool ids are random: find the template's pool by name.
         if let Some(found) = find_identity(&clients, &Template::find()?).await? {
@@ -80,6 +93,11 @@ async fn main() -> Result<()> {
                 arn.clone(),
             ));
         }
+        tokio::spawn(event_source::run_webhooks(
+            functions.clone(),
+            clients.sqs.clone(),
+            config.webhooks.queue_url.clone(),
+        ));
         tokio::spawn(event_source::run_reconciler(
             functions.clone(),
             Duration::from_secs(config.timers.reconcile_every_secs as u64),

@@ -173,3 +173,67 @@ pub async fn run_reconciler(functions: Arc<Functions>, every: Duration) {
         totals.redriven += run.redriven;
     }
 }
+
+/// The webhooks sender's event-source mapping, locally: every message handed to
+/// `mimiry_webhooks::handle_sqs`; what it reports failed is made visible again soon. A failed
+/// *delivery* is not a failed message: the sender queues its own delayed retry.
+pub async fn run_webhooks(functions: Arc<Functions>, sqs: aws_sdk_sqs::Client, queue_url: String) {
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "receive from the webhooks queue failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        event.records = messages
+            .iter()
+            .map(|m| {
+                let mut record = SqsMessage::default();
+                record.message_id = m.message_id.clone();
+                record.body = m.body.clone();
+                record.event_source = Some("aws:sqs".into());
+                record
+            })
+            .collect();
+        let response = mimiry_webhooks::handle_sqs(&functions.webhooks, event).await;
+        let failed: HashSet<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        for m in &messages {
+            let (Some(id), Some(handle)) = (&m.message_id, &m.receipt_handle) else {
+                continue;
+            };
+            if failed.contains(id) {
+                let _ = sqs
+                    .change_message_visibility()
+                    .queue_url(&queue_url)
+                    .receipt_handle(handle)
+                    .visibility_timeout(LOCAL_RETRY_VISIBILITY_SECS)
+                    .send()
+                    .await;
+            } else {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await;
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub struct Functions {
     pub jobs: mimiry_jobs::App,
     pub billing: mimiry_billing::App,
     pub dashboard: mimiry_dashboard::App,
+    pub webhooks: mimiry_webhooks::App,
     pub worker: mimiry_worker::App,
     pub reconciler: mimiry_reconciler::App,
 }
@@ -26,6 +27,7 @@ impl Functions {
             jobs: <mimiry_jobs::App as HttpFunction>::new(clients, config),
             billing: <mimiry_billing::App as HttpFunction>::new(clients, config),
             dashboard: <mimiry_dashboard::App as HttpFunction>::new(clients, config),
+            webhooks: <mimiry_webhooks::App as HttpFunction>::new(clients, config),
             worker: mimiry_worker::App::new(clients, config),
             reconciler: mimiry_reconciler::App::new(clients, config),
         }
@@ -40,6 +42,7 @@ impl Functions {
             mimiry_jobs::FUNCTION => mimiry_jobs::handle(&self.jobs, request).await,
             mimiry_billing::FUNCTION => mimiry_billing::handle(&self.billing, request).await,
             mimiry_dashboard::FUNCTION => mimiry_dashboard::handle(&self.dashboard, request).await,
+            mimiry_webhooks::FUNCTION => mimiry_webhooks::handle(&self.webhooks, request).await,
             _ => return None,
         })
     }

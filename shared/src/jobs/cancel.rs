@@ -26,6 +26,7 @@ pub enum Cancelled {
 pub async fn cancel(
     store: &Store,
     queue: &JobQueue,
+    webhooks: &crate::webhooks::WebhookQueue,
     account_id: &str,
     job_id: &str,
 ) -> Result<Cancelled, ApiError> {
@@ -48,6 +49,8 @@ pub async fn cancel(
         match store.save_job(&job, &new).await {
             Ok(saved) => {
                 if done_now {
+                    // Ended here, not in the worker: its webhook is asked for here.
+                    webhooks.after_save(&job, &saved).await;
                     return Ok(Cancelled::Now(saved));
                 }
                 let job_ref = JobRef::new(saved.account_id.clone(), saved.job_id.clone());

@@ -15,6 +15,7 @@
 //! | Stripe event processed | `STRIPE_EVENT#{evt}` | `EVENT` |
 //! | person → account (Cognito `sub`) | `USER#{sub}` | `USER` |
 //! | operator's email link | `EMAIL#{email}` | `LINK` |
+//! | webhook endpoint, its progress and delivery log | see [`webhooks`] | |
 
 pub mod accounts;
 pub mod budgets;
@@ -27,6 +28,7 @@ pub mod logs;
 pub mod payments;
 pub mod ssh_keys;
 pub mod users;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
