@@ -105,6 +105,7 @@ pub enum RouteName {
     DashDeleteSshKey,
     DashJobs,
     DashJob,
+    DashJobLogs,
     DashCancelJobPage,
     DashCancelJob,
     DashSupport,
@@ -391,6 +392,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route("GET", "/dashboard/jobs", Session, DASHBOARD, DashJobs),
     route("GET", "/dashboard/jobs/{id}", Session, DASHBOARD, DashJob),
+    // The job page's log follower (app.js): the API's log reader, for the session's account.
+    route(
+        "GET",
+        "/dashboard/jobs/{id}/logs",
+        Session,
+        DASHBOARD,
+        DashJobLogs,
+    ),
     route(
         "GET",
         "/dashboard/jobs/{id}/cancel",
