@@ -27,15 +27,23 @@ pub enum Scope {
     SshKeysRead,
     #[serde(rename = "ssh_keys:write")]
     SshKeysWrite,
+    /// Issue 15, beyond the guide's five: list account secrets (names only).
+    #[serde(rename = "secrets:read")]
+    SecretsRead,
+    /// Issue 15: add, replace and delete account secrets.
+    #[serde(rename = "secrets:write")]
+    SecretsWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 7] = [
         Scope::JobsRead,
         Scope::JobsWrite,
         Scope::InstancesRead,
         Scope::SshKeysRead,
         Scope::SshKeysWrite,
+        Scope::SecretsRead,
+        Scope::SecretsWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +53,8 @@ impl Scope {
             Scope::InstancesRead => "instances:read",
             Scope::SshKeysRead => "ssh_keys:read",
             Scope::SshKeysWrite => "ssh_keys:write",
+            Scope::SecretsRead => "secrets:read",
+            Scope::SecretsWrite => "secrets:write",
         }
     }
 }

@@ -60,6 +60,10 @@ pub enum RouteName {
     ListSshKeys,
     CreateSshKey,
     DeleteSshKey,
+    ListSecrets,
+    PutSecret,
+    DeleteSecret,
+    GetJobEnv,
     ListJobs,
     SubmitJob,
     GetJob,
@@ -206,6 +210,27 @@ pub const ROUTES: &[Route] = &[
         "ssh-keys",
         DeleteSshKey,
     ),
+    route(
+        "GET",
+        "/secrets",
+        Access::Scope(SecretsRead),
+        "secrets",
+        ListSecrets,
+    ),
+    route(
+        "POST",
+        "/secrets",
+        Access::Scope(SecretsWrite),
+        "secrets",
+        PutSecret,
+    ),
+    route(
+        "DELETE",
+        "/secrets/{name}",
+        Access::Scope(SecretsWrite),
+        "secrets",
+        DeleteSecret,
+    ),
     route("GET", "/jobs", Access::Scope(JobsRead), "jobs", ListJobs)
         .with_query(&["status", "limit", "cursor"]),
     route("POST", "/jobs", Access::Scope(JobsWrite), "jobs", SubmitJob),
@@ -219,6 +244,8 @@ pub const ROUTES: &[Route] = &[
     ),
     route("POST", "/jobs/{id}/report", JobToken, "jobs", ReportJob),
     route("POST", "/jobs/{id}/logs", JobToken, "jobs", ShipJobLogs),
+    // The wrapper's boot-time fetch of the job's env and decrypted secrets (issue 15).
+    route("GET", "/jobs/{id}/env", JobToken, "jobs", GetJobEnv),
     route(
         "GET",
         "/jobs/{id}/logs",

@@ -70,3 +70,8 @@ pub fn catalogs(registry: &ProviderRegistry, config: &Config) -> Vec<Catalog> {
 pub fn catalog(provider: Arc<dyn GpuProvider>, config: &Config) -> Catalog {
     Catalog::new(provider, config.catalog_ttl, config.price_markup)
 }
+
+/// The vault of account secrets (KMS envelope encryption).
+pub fn vault(clients: &AwsClients, config: &Config) -> crate::secrets::Vault {
+    crate::secrets::Vault::new(clients.kms.clone(), config.secrets_key_id.clone())
+}

@@ -294,6 +294,8 @@ fn scope_help(scope: Scope) -> &'static str {
         Scope::InstancesRead => "view available GPU types",
         Scope::SshKeysRead => "view your SSH keys",
         Scope::SshKeysWrite => "add and delete SSH keys",
+        Scope::SecretsRead => "list your secrets' names",
+        Scope::SecretsWrite => "add, replace and delete secrets",
     }
 }
 

@@ -5,6 +5,7 @@ use crate::{job_id, job_token_caller, App};
 use base64::Engine;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::jobs::env::masked;
 use mimiry_shared::jobs::logs::{
     read as read_log, LogQuery, Position, CHUNK_BYTES, DEFAULT_LINES, MAX_LINES, MAX_SEQ,
     MAX_WAIT_SECS,
@@ -43,8 +44,14 @@ pub async fn ship(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         ));
     }
     let text = String::from_utf8_lossy(&bytes);
-    // No read of the job: the token names a job of ours, the cap bounds what a token can store,
-    // and a quiet shipment costs one write (the requests-per-job-hour budget).
+    // The job is read for its secrets: their values are masked before anything is stored
+    // (one read per chunk, and a quiet job ships no chunk).
+    let job = app
+        .store
+        .get_job(&account_id, &id)
+        .await?
+        .ok_or(ApiError::NotFound("Job"))?;
+    let text = masked(&app.store, &app.vault, &job, &text).await?;
     let stored = app
         .store
         .put_log_chunk(&account_id, &id, input.seq, &text, now_ms())

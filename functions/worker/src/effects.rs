@@ -205,6 +205,18 @@ async fn deploy(
             })
         }
     }
+    // A secret deleted since the submit fails the job here, before anything is created.
+    if let Some(name) =
+        mimiry_shared::jobs::env::missing_secret(&app.store, &job.account_id, &job.environment)
+            .await?
+    {
+        return Ok(EffectResult::Deploy {
+            script_id: None,
+            outcome: DeployOutcome::SecretMissing {
+                message: mimiry_shared::jobs::env::secret_deleted_message(&name),
+            },
+        });
+    }
     let script_id = match &job.script_id {
         Some(id) => id.clone(),
         None => {
@@ -217,6 +229,7 @@ async fn deploy(
                 report_url: &report_url,
                 report_token: &token,
                 auto_shutdown: job.auto_shutdown,
+                fetch_env: !job.environment.is_empty(),
             });
             match app
                 .provider

@@ -101,13 +101,15 @@ async fn quiet_job_hour(stack: &Stack, results: &mut Results) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let start_calls = log_calls(&stack.recorded().await?, &id);
+    let start_recorded = stack.recorded().await?;
+    let start_calls = log_calls(&start_recorded, &id);
     let ships_start = ship_requests(stack)? - ships_before;
     // The quiet middle: a window of the sleep, away from both ends.
     stack.record().await?;
     let window = Duration::from_secs(QUIET_SECS - 8);
     tokio::time::sleep(window).await;
-    let quiet_calls = log_calls(&stack.recorded().await?, &id);
+    let quiet_recorded = stack.recorded().await?;
+    let quiet_calls = log_calls(&quiet_recorded, &id);
     let ships_quiet = ship_requests(stack)? - ships_before - ships_start;
     // The end: the last line, the report, teardown.
     stack.record().await?;
@@ -121,7 +123,8 @@ async fn quiet_job_hour(stack: &Stack, results: &mut Results) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let end_calls = log_calls(&stack.recorded().await?, &id);
+    let end_recorded = stack.recorded().await?;
+    let end_calls = log_calls(&end_recorded, &id);
     let ships_end = ship_requests(stack)? - ships_before - ships_start - ships_quiet;
 
     let per_hour = 3600.0 / window.as_secs_f64();
