@@ -44,8 +44,7 @@ for attempt in 1 2 3 4 5 6; do
   sleep $((attempt * 2))
 done
 if [ $env_ok = 1 ]; then
-  sed -n 's/.*"lines": *"\([^"]*\)".*//p' "$dir/env.json" | sed 's/\n/
-/g' > "$dir/env.lines"
+  sed -n 's/.*"lines": *"\([^"]*\)".*/\1/p' "$dir/env.json" | sed 's/\\n/\n/g' > "$dir/env.lines"
   while read -r name value; do
     [ -n "$name" ] || continue
     decoded=$(printf '%s' "$value" | base64 -d; printf x)
