@@ -204,7 +204,11 @@ async fn ensure_secrets_key(clients: &AwsClients, alias: &str) -> Result<()> {
         .send()
         .await
         .map_err(|e| anyhow!("KMS ListAliases: {e:?}"))?;
-    if aliases.aliases().iter().any(|a| a.alias_name() == Some(alias)) {
+    if aliases
+        .aliases()
+        .iter()
+        .any(|a| a.alias_name() == Some(alias))
+    {
         return Ok(());
     }
     let key = clients

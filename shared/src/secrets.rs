@@ -221,7 +221,9 @@ impl Vault {
             .await
             .map_err(|e| ApiError::Internal(format!("KMS GenerateDataKey: {e}")))?;
         let plain_key = key.plaintext().ok_or_else(|| crypto_err("data key"))?;
-        let encrypted_key = key.ciphertext_blob().ok_or_else(|| crypto_err("data key"))?;
+        let encrypted_key = key
+            .ciphertext_blob()
+            .ok_or_else(|| crypto_err("data key"))?;
         let cipher =
             Aes256Gcm::new_from_slice(plain_key.as_ref()).map_err(|_| crypto_err("data key"))?;
         let mut nonce = [0u8; 12];
@@ -259,7 +261,9 @@ impl Vault {
             .send()
             .await
             .map_err(|e| ApiError::Internal(format!("KMS Decrypt: {e}")))?;
-        let plain_key = plain_key.plaintext().ok_or_else(|| crypto_err("data key"))?;
+        let plain_key = plain_key
+            .plaintext()
+            .ok_or_else(|| crypto_err("data key"))?;
         let cipher =
             Aes256Gcm::new_from_slice(plain_key.as_ref()).map_err(|_| crypto_err("data key"))?;
         let nonce = decode(&sealed.nonce)?;
@@ -343,8 +347,9 @@ mod tests {
         );
         let big = json!("x".repeat(MAX_ENV_BYTES));
         assert!(JobEnv::parse(env(&[("A", big)]), None).is_err());
-        let many: Vec<(String, serde_json::Value)> =
-            (0..=MAX_VARS).map(|i| (format!("V{i}"), json!("v"))).collect();
+        let many: Vec<(String, serde_json::Value)> = (0..=MAX_VARS)
+            .map(|i| (format!("V{i}"), json!("v")))
+            .collect();
         assert!(JobEnv::parse(Some(many.into_iter().collect()), None).is_err());
     }
 

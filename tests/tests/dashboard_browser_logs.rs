@@ -35,9 +35,11 @@ async fn a_person_watches_a_job_print_on_its_page() {
         "POST",
         &stack.url("/jobs"),
         Some(&account.key),
-        Some(&json!({ "name": "train-model", "instance_type": "CPU.4V.16G",
+        Some(
+            &json!({ "name": "train-model", "instance_type": "CPU.4V.16G",
                        "image": "ubuntu-22.04", "location": "FIN-01",
-                       "startup_script": script, "auto_shutdown": true })),
+                       "startup_script": script, "auto_shutdown": true }),
+        ),
     )
     .await;
     assert_eq!(job.status, 201, "{job:?}");
@@ -48,8 +50,10 @@ async fn a_person_watches_a_job_print_on_its_page() {
         "POST",
         &stack.url("/jobs"),
         Some(&other.key),
-        Some(&json!({ "instance_type": "CPU.4V.16G", "image": "ubuntu-22.04",
-                       "location": "FIN-01", "startup_script": "echo not-yours" })),
+        Some(
+            &json!({ "instance_type": "CPU.4V.16G", "image": "ubuntu-22.04",
+                       "location": "FIN-01", "startup_script": "echo not-yours" }),
+        ),
     )
     .await;
     assert_eq!(foreign.status, 201, "{foreign:?}");
@@ -87,7 +91,11 @@ async fn a_person_watches_a_job_print_on_its_page() {
         .execute("return window.mimiryMark || null;", vec![])
         .await
         .unwrap();
-    assert_eq!(mark, json!("same page"), "the new lines came without a reload");
+    assert_eq!(
+        mark,
+        json!("same page"),
+        "the new lines came without a reload"
+    );
     assert!(b.text("#job-log").await.contains("Loading the data set"));
     let events = b.text("#job-events").await;
     for label in ["Submitted", "Deploy requested", "Instance running"] {
@@ -97,9 +105,7 @@ async fn a_person_watches_a_job_print_on_its_page() {
 
     // The follower's route: same account only (404 for another's job, as the pages do).
     let status = |job: &str| {
-        format!(
-            "return await fetch('/dashboard/jobs/{job}/logs?wait=0').then(r => r.status);"
-        )
+        format!("return await fetch('/dashboard/jobs/{job}/logs?wait=0').then(r => r.status);")
     };
     let mine = b.client().execute(&status(&id), vec![]).await.unwrap();
     assert_eq!(mine, json!(200));
@@ -112,8 +118,11 @@ async fn a_person_watches_a_job_print_on_its_page() {
 
     // The end: the page reloads on completion and shows every event and the whole log.
     b.reload().await;
-    b.wait_for_within("#job-status[data-status=completed]", Duration::from_secs(90))
-        .await;
+    b.wait_for_within(
+        "#job-status[data-status=completed]",
+        Duration::from_secs(90),
+    )
+    .await;
     let log = b.text("#job-log").await;
     assert!(
         log.contains("epoch 25/25") && log.contains("Training finished"),

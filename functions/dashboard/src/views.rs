@@ -447,7 +447,9 @@ impl EventRow {
                     .iter()
                     .filter_map(|(name, value)| match value {
                         serde_json::Value::Null => None,
-                        serde_json::Value::String(s) => Some(format!("{}: {s}", name.replace('_', " "))),
+                        serde_json::Value::String(s) => {
+                            Some(format!("{}: {s}", name.replace('_', " ")))
+                        }
                         v => Some(format!("{}: {v}", name.replace('_', " "))),
                     })
                     .collect::<Vec<_>>()

@@ -102,8 +102,8 @@ async fn put(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
 }
 
 async fn delete(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
-    let name = EnvName::parse("name", ctx.path_param("name"))
-        .map_err(|_| ApiError::NotFound("Secret"))?;
+    let name =
+        EnvName::parse("name", ctx.path_param("name")).map_err(|_| ApiError::NotFound("Secret"))?;
     if !app
         .store
         .delete_secret(&ctx.caller().account_id, &name)

@@ -52,9 +52,10 @@ async fn open_secrets(
     let mut values = Vec::with_capacity(job.environment.secrets.len());
     for name in &job.environment.secrets {
         match store.get_secret(&job.account_id, name).await? {
-            Some(record) => {
-                values.push((name.clone(), vault.open(&job.account_id, name, &record.sealed).await?))
-            }
+            Some(record) => values.push((
+                name.clone(),
+                vault.open(&job.account_id, name, &record.sealed).await?,
+            )),
             None => return Ok(Err(name.clone())),
         }
     }
@@ -75,10 +76,12 @@ pub async fn env_for_instance(store: &Store, vault: &Vault, job: &Job) -> Result
             ),
         });
     }
-    let secrets = open_secrets(store, vault, job).await?.map_err(|name| ApiError::Conflict {
-        code: "secret_missing",
-        message: secret_deleted_message(&name),
-    })?;
+    let secrets = open_secrets(store, vault, job)
+        .await?
+        .map_err(|name| ApiError::Conflict {
+            code: "secret_missing",
+            message: secret_deleted_message(&name),
+        })?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut lines = String::new();
     let plain = job.environment.env.iter().map(|(n, v)| (n, v.as_str()));

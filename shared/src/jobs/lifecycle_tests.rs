@@ -1003,7 +1003,10 @@ fn check_apply(
                 DeployOutcome::SecretMissing { message } => {
                     assert_eq!(after.location, None, "{}", ctx());
                     if before.outcome.is_none() {
-                        let o = after.outcome.as_ref().expect("a missing secret ends the job");
+                        let o = after
+                            .outcome
+                            .as_ref()
+                            .expect("a missing secret ends the job");
                         assert_eq!(
                             o.failure_reason,
                             Some(FailureReason::SecretMissing),
