@@ -24,6 +24,13 @@ struct Cli {
     command: Command,
 }
 
+/// `--env NAME=value`: split at the first `=` (the API checks the name).
+fn env_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not NAME=value"))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Submit a script as a job, follow its output, exit with its exit code
@@ -40,6 +47,13 @@ enum Command {
         /// The id of an SSH key of yours to put on the instance (repeatable)
         #[arg(long = "ssh-key")]
         ssh_keys: Vec<String>,
+        /// An environment variable of the script, `NAME=value` (repeatable)
+        #[arg(long = "env", value_parser = env_pair)]
+        env: Vec<(String, String)>,
+        /// The name of one of your secrets (`POST /secrets`) to give the script as an
+        /// environment variable of that name (repeatable); its value is masked in the output
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
         /// The job's name
         #[arg(long)]
         name: Option<String>,
@@ -141,12 +155,18 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             image,
             location,
             ssh_keys,
+            env,
+            secrets,
             name,
             max_runtime,
             detach,
             script,
         } => {
+            let env: serde_json::Map<String, serde_json::Value> =
+                env.into_iter().map(|(k, v)| (k, v.into())).collect();
             let body = json!({
+                "env": env,
+                "secrets": secrets,
                 "instance_type": instance_type,
                 "image": image,
                 "location": location,

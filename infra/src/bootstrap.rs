@@ -192,6 +192,47 @@ async fn ensure_secret(clients: &AwsClients, id: &str, value: &str) -> Result<()
     Ok(())
 }
 
+/// The alias of the KMS key sealing account secrets: `SECRETS_KMS_KEY_ID`'s default, and the
+/// alias template.yaml gives the key in AWS.
+const SECRETS_KEY_ALIAS: &str = "alias/mimiry-secrets";
+
+/// A symmetric KMS key under `alias` (moto's KMS locally), made once.
+async fn ensure_secrets_key(clients: &AwsClients, alias: &str) -> Result<()> {
+    let aliases = clients
+        .kms
+        .list_aliases()
+        .send()
+        .await
+        .map_err(|e| anyhow!("KMS ListAliases: {e:?}"))?;
+    if aliases
+        .aliases()
+        .iter()
+        .any(|a| a.alias_name() == Some(alias))
+    {
+        return Ok(());
+    }
+    let key = clients
+        .kms
+        .create_key()
+        .description("Mimiry account secrets (envelope encryption)")
+        .send()
+        .await
+        .map_err(|e| anyhow!("KMS CreateKey: {e:?}"))?;
+    let key_id = key
+        .key_metadata()
+        .map(|m| m.key_id().to_string())
+        .ok_or_else(|| anyhow!("KMS CreateKey answered no key id"))?;
+    clients
+        .kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(key_id)
+        .send()
+        .await
+        .map_err(|e| anyhow!("KMS CreateAlias: {e:?}"))?;
+    Ok(())
+}
+
 fn number(v: &Value, what: &str) -> Result<String> {
     match v {
         Value::Number(n) => Ok(n.to_string()),
@@ -257,6 +298,7 @@ pub async fn bootstrap(
     // A fresh key per run: the local stack forgets its sessions with everything else.
     let session_key = mimiry_shared::auth::ApiKey::generate().hash();
     ensure_secret(clients, &names.session_secret, &session_key).await?;
+    ensure_secrets_key(clients, SECRETS_KEY_ALIAS).await?;
     let identity = ensure_identity(clients, template).await?;
     if let Some(from) = &names.notice_from {
         // SES refuses to send from an unverified address (moto too); moto verifies at once.

@@ -32,10 +32,16 @@ pub enum Scope {
     WebhooksRead,
     #[serde(rename = "webhooks:write")]
     WebhooksWrite,
+    /// Issue 15, beyond the guide's five: list account secrets (names only).
+    #[serde(rename = "secrets:read")]
+    SecretsRead,
+    /// Issue 15: add, replace and delete account secrets.
+    #[serde(rename = "secrets:write")]
+    SecretsWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Scope::JobsRead,
         Scope::JobsWrite,
         Scope::InstancesRead,
@@ -43,6 +49,8 @@ impl Scope {
         Scope::SshKeysWrite,
         Scope::WebhooksRead,
         Scope::WebhooksWrite,
+        Scope::SecretsRead,
+        Scope::SecretsWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +62,8 @@ impl Scope {
             Scope::SshKeysWrite => "ssh_keys:write",
             Scope::WebhooksRead => "webhooks:read",
             Scope::WebhooksWrite => "webhooks:write",
+            Scope::SecretsRead => "secrets:read",
+            Scope::SecretsWrite => "secrets:write",
         }
     }
 }

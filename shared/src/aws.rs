@@ -8,6 +8,8 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Envelope encryption of account secrets (issue 15).
+    pub kms: aws_sdk_kms::Client,
     /// Email notices (the low-balance notice).
     pub ses: aws_sdk_ses::Client,
     /// The loaded configuration, for a function's own clients (the dashboard's Cognito).
@@ -40,6 +42,7 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            kms: aws_sdk_kms::Client::new(&sdk),
             ses: aws_sdk_ses::Client::new(&sdk),
             sdk,
         }

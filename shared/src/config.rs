@@ -15,6 +15,8 @@ pub struct Config {
     pub provider_secret_id: String,
     /// Secrets Manager id of the key that signs per-job report tokens (`REPORT_SECRET_ID`).
     pub report_secret_id: String,
+    /// The KMS key that seals account secrets (`SECRETS_KMS_KEY_ID`: an id, ARN or alias).
+    pub secrets_key_id: String,
     /// DataCrunch/Verda API base (`PROVIDER_BASE_URL`).
     pub provider_base_url: String,
     /// Timeout of one provider HTTP call (`PROVIDER_TIMEOUT_MS`).
@@ -234,6 +236,7 @@ impl Config {
             jobs_queue_url: var("JOBS_QUEUE_URL", ""),
             provider_secret_id: var("PROVIDER_SECRET_ID", "mimiry/provider/datacrunch"),
             report_secret_id: var("REPORT_SECRET_ID", "mimiry/report-signing-key"),
+            secrets_key_id: var("SECRETS_KMS_KEY_ID", "alias/mimiry-secrets"),
             provider_base_url: var("PROVIDER_BASE_URL", "https://api.verda.com/v1"),
             provider_timeout: Duration::from_millis(num("PROVIDER_TIMEOUT_MS", 10_000)),
             public_base_url,

@@ -24,6 +24,7 @@ pub mod notices;
 pub mod provider;
 pub mod queue;
 pub mod routes;
+pub mod secrets;
 pub mod ssh_key;
 pub mod ssh_keys;
 pub mod store;

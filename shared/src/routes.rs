@@ -60,6 +60,10 @@ pub enum RouteName {
     ListSshKeys,
     CreateSshKey,
     DeleteSshKey,
+    ListSecrets,
+    PutSecret,
+    DeleteSecret,
+    GetJobEnv,
     ListJobs,
     SubmitJob,
     GetJob,
@@ -115,6 +119,7 @@ pub enum RouteName {
     DashDeleteWebhook,
     DashJobs,
     DashJob,
+    DashJobLogs,
     DashCancelJobPage,
     DashCancelJob,
     DashSupport,
@@ -215,6 +220,27 @@ pub const ROUTES: &[Route] = &[
         "ssh-keys",
         DeleteSshKey,
     ),
+    route(
+        "GET",
+        "/secrets",
+        Access::Scope(SecretsRead),
+        "secrets",
+        ListSecrets,
+    ),
+    route(
+        "POST",
+        "/secrets",
+        Access::Scope(SecretsWrite),
+        "secrets",
+        PutSecret,
+    ),
+    route(
+        "DELETE",
+        "/secrets/{name}",
+        Access::Scope(SecretsWrite),
+        "secrets",
+        DeleteSecret,
+    ),
     route("GET", "/jobs", Access::Scope(JobsRead), "jobs", ListJobs)
         .with_query(&["status", "limit", "cursor"]),
     route("POST", "/jobs", Access::Scope(JobsWrite), "jobs", SubmitJob),
@@ -228,6 +254,8 @@ pub const ROUTES: &[Route] = &[
     ),
     route("POST", "/jobs/{id}/report", JobToken, "jobs", ReportJob),
     route("POST", "/jobs/{id}/logs", JobToken, "jobs", ShipJobLogs),
+    // The wrapper's boot-time fetch of the job's env and decrypted secrets (issue 15).
+    route("GET", "/jobs/{id}/env", JobToken, "jobs", GetJobEnv),
     route(
         "GET",
         "/jobs/{id}/logs",
@@ -471,6 +499,14 @@ pub const ROUTES: &[Route] = &[
     ),
     route("GET", "/dashboard/jobs", Session, DASHBOARD, DashJobs),
     route("GET", "/dashboard/jobs/{id}", Session, DASHBOARD, DashJob),
+    // The job page's log follower (app.js): the API's log reader, for the session's account.
+    route(
+        "GET",
+        "/dashboard/jobs/{id}/logs",
+        Session,
+        DASHBOARD,
+        DashJobLogs,
+    ),
     route(
         "GET",
         "/dashboard/jobs/{id}/cancel",

@@ -75,3 +75,8 @@ pub fn catalog(provider: Arc<dyn GpuProvider>, config: &Config) -> Catalog {
 pub fn webhook_queue(clients: &AwsClients, config: &Config) -> crate::webhooks::WebhookQueue {
     crate::webhooks::WebhookQueue::new(clients.sqs.clone(), config.webhooks.queue_url.clone())
 }
+
+/// The vault of account secrets (KMS envelope encryption).
+pub fn vault(clients: &AwsClients, config: &Config) -> crate::secrets::Vault {
+    crate::secrets::Vault::new(clients.kms.clone(), config.secrets_key_id.clone())
+}

@@ -127,7 +127,10 @@ fn expected(route: &Route, scopes: Option<&[Scope]>) -> Expect {
 /// The success statuses of each route.
 fn success(route: &Route) -> &'static [u16] {
     match route.name {
-        RouteName::CreateSshKey | RouteName::SubmitJob | RouteName::CreateWebhook => &[201],
+        RouteName::CreateSshKey
+        | RouteName::SubmitJob
+        | RouteName::CreateWebhook
+        | RouteName::PutSecret => &[201],
         RouteName::CancelJob => &[200, 202],
         _ => &[200],
     }
@@ -138,6 +141,22 @@ struct Targets {
     ssh_key: String,
     job: String,
     webhook: String,
+    /// The name of a secret of the owner's.
+    secret: String,
+}
+
+/// Stores a secret in the account of `key`; answers its name.
+async fn add_secret(stack: &Stack, key: &str) -> String {
+    let name = format!("MATRIX_{}", uuid::Uuid::new_v4().simple());
+    let answer = call(
+        "POST",
+        &stack.url("/secrets"),
+        Some(key),
+        Some(&json!({ "name": name, "value": "matrix-value" })),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    name
 }
 
 /// The request for `route`: path and body. A call expected to succeed gets a fresh resource of
@@ -161,16 +180,26 @@ async fn request_for(
         | RouteName::CancelJob
         | RouteName::ReportJob
         | RouteName::GetJobLogs
-        | RouteName::ShipJobLogs => targets.job.clone(),
+        | RouteName::ShipJobLogs
+        | RouteName::GetJobEnv => targets.job.clone(),
         _ => String::new(),
     };
-    let path = route.path.replace("{id}", &id);
+    let name = match route.name {
+        RouteName::DeleteSecret if allowed => add_secret(stack, owner).await,
+        RouteName::DeleteSecret => targets.secret.clone(),
+        _ => String::new(),
+    };
+    let path = route.path.replace("{id}", &id).replace("{name}", &name);
     let body = match route.name {
         RouteName::CreateSshKey => {
             Some(json!({ "name": "matrix", "public_key": ssh_public_key() }))
         }
         RouteName::SubmitJob => Some(job_body(None)),
         RouteName::CreateWebhook => Some(webhook_body()),
+        RouteName::PutSecret => Some(json!({
+            "name": format!("MATRIX_{}", uuid::Uuid::new_v4().simple()),
+            "value": "matrix-value",
+        })),
         RouteName::ReportJob => Some(json!({ "exit_code": 0, "output": "not from the instance" })),
         RouteName::ShipJobLogs => {
             Some(json!({ "seq": 0, "data_base64": "bm90IGZyb20gdGhlIGluc3RhbmNlCg==" }))
@@ -271,6 +300,7 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
         ssh_key: add_ssh_key(stack, &owner.key).await,
         job: submit(stack, &owner.key, Some("sleep 300")).await,
         webhook: add_webhook(stack, &owner.key).await,
+        secret: add_secret(stack, &owner.key).await,
     };
 
     let mut calls = 0;
@@ -361,6 +391,16 @@ async fn every_route_answers_each_key_as_the_scope_table_says() {
     )
     .await;
     assert!([200, 202].contains(&cancel.status), "{cancel:?}");
+    // The refused deletes left the owner's secret alone.
+    let secrets = call("GET", &stack.url("/secrets"), Some(&owner.key), None).await;
+    assert!(
+        secrets.body["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == targets.secret.as_str()),
+        "a refused DELETE /secrets/{{name}} deleted it: {secrets:?}"
+    );
 
     let keys: Vec<String> = callers.iter().filter_map(|(_, k, _)| k.clone()).collect();
     let issued: Vec<String> = callers
@@ -392,7 +432,7 @@ async fn other_accounts_resources_are_not_found() {
     let id_routes: Vec<&Route> = api_routes().filter(|r| r.path.contains("{id}")).collect();
     assert_eq!(
         id_routes.len(),
-        8,
+        9,
         "a new {{id}} route needs its cross-account case here"
     );
     for route in id_routes {
@@ -400,6 +440,7 @@ async fn other_accounts_resources_are_not_found() {
             RouteName::DeleteSshKey => (&a_key, None),
             RouteName::GetWebhook | RouteName::DeleteWebhook => (&a_hook, None),
             RouteName::GetJob | RouteName::CancelJob | RouteName::GetJobLogs => (&a_job, None),
+            RouteName::GetJobEnv => (&a_job, None),
             RouteName::ReportJob => (&a_job, Some(json!({ "exit_code": 3, "output": "forged" }))),
             RouteName::ShipJobLogs => (
                 &a_job,

@@ -10,6 +10,9 @@ use http::StatusCode;
 use mimiry_shared::auth::Scope;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::jobs::cancel::{cancel, Cancelled};
+use mimiry_shared::jobs::logs::{
+    read as read_log, LogQuery, Position, DEFAULT_LINES, MAX_WAIT_SECS,
+};
 use mimiry_shared::jobs::JobStatus;
 use mimiry_shared::names::DisplayName;
 use mimiry_shared::routes::RouteName;
@@ -22,6 +25,8 @@ use mimiry_shared::time::now_ms;
 const JOBS_PER_PAGE: usize = 20;
 const RECENT_JOBS: usize = 5;
 const SSH_KEYS_PER_PAGE: usize = 50;
+/// Log lines a job's page shows (app.js appends the ones that follow).
+const LOG_LINES_SHOWN: usize = 200;
 
 /// The signed-in person's account (for every query and the header's balance).
 pub(crate) struct Me {
@@ -188,11 +193,28 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         DashJobs => jobs(app, req, &me, chrome("Jobs", "jobs")).await,
         DashJob => {
             let job = find_job(app, &me, req).await?;
+            let tail = read_log(
+                &app.store,
+                me.id(),
+                &job.job_id,
+                LogQuery {
+                    tail: Some(LOG_LINES_SHOWN),
+                    limit: LOG_LINES_SHOWN,
+                    ..LogQuery::default()
+                },
+            )
+            .await?;
+            let log = LogView {
+                lines: tail.page.lines.join("\n"),
+                next_cursor: tail.page.next.to_cursor(),
+                truncated: tail.page.truncated,
+            };
             Ok(page(
                 StatusCode::OK,
-                &JobPage::of(chrome("Job", "jobs"), &job, now_ms()),
+                &JobPage::of(chrome("Job", "jobs"), &job, log, now_ms()),
             ))
         }
+        DashJobLogs => job_logs(app, req, &me).await,
         DashCancelJobPage => {
             let job = find_job(app, &me, req).await?;
             Ok(page(
@@ -213,6 +235,38 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         }
         _ => Err(DashError::Api(ApiError::RouteNotFound)),
     }
+}
+
+/// The log lines app.js asks for while it follows a job's page: the API's reader
+/// (`GET /jobs/{id}/logs`), for the session's account only, as the same JSON.
+async fn job_logs(app: &App, req: &Req, me: &Me) -> Result<Out, DashError> {
+    let id = uuid_param(req, "Job")?;
+    let after = req.query("after").map(Position::from_cursor).transpose()?;
+    let wait_secs = match req.query("wait") {
+        None => 0,
+        Some(w) => w
+            .parse::<u64>()
+            .ok()
+            .filter(|w| *w <= MAX_WAIT_SECS)
+            .ok_or_else(|| {
+                ApiError::validation("wait", format!("wait must be from 0 to {MAX_WAIT_SECS}"))
+            })?,
+    };
+    let answer = read_log(
+        &app.store,
+        me.id(),
+        &id,
+        LogQuery {
+            after,
+            tail: None,
+            limit: DEFAULT_LINES,
+            wait_secs,
+        },
+    )
+    .await?;
+    let mut out = Out::html(StatusCode::OK, answer.to_json(&id).to_string());
+    out.content_type = "application/json";
+    Ok(out)
 }
 
 /// An `{id}` path parameter that must be a UUID; anything else cannot exist.
@@ -251,6 +305,8 @@ fn scope_help(scope: Scope) -> &'static str {
         Scope::SshKeysWrite => "add and delete SSH keys",
         Scope::WebhooksRead => "view your webhook endpoints and their deliveries",
         Scope::WebhooksWrite => "add and delete webhook endpoints",
+        Scope::SecretsRead => "list your secrets' names",
+        Scope::SecretsWrite => "add, replace and delete secrets",
     }
 }
 

@@ -410,6 +410,68 @@ pub struct JobsPage {
     pub filtered: bool,
 }
 
+/// One event of a job's timeline ([`Job::events`]): when, what, and its details in words.
+pub struct EventRow {
+    pub kind: String,
+    pub label: String,
+    pub at: String,
+    pub detail: String,
+}
+
+impl EventRow {
+    /// An event as `Job::events` gives it (`{at, type, detail}`), for people: a label for the
+    /// type and the details that are set, as `name: value` (the provider's error text too).
+    pub fn of(event: &serde_json::Value) -> EventRow {
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        let label = match kind.as_str() {
+            "submitted" => "Submitted",
+            "deploy_requested" => "Deploy requested",
+            "running" => "Instance running",
+            "script_started" => "Script started",
+            "report_received" => "Report received",
+            "cancel_requested" => "Cancel requested",
+            "instance_deleted" => "Instance deleted",
+            "finished" => "Finished",
+            other => other,
+        }
+        .to_string();
+        let at = event["at"]
+            .as_str()
+            .and_then(mimiry_shared::time::parse_rfc3339)
+            .map(when)
+            .unwrap_or_default();
+        let detail = event["detail"]
+            .as_object()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|(name, value)| match value {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => {
+                            Some(format!("{}: {s}", name.replace('_', " ")))
+                        }
+                        v => Some(format!("{}: {v}", name.replace('_', " "))),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            })
+            .unwrap_or_default();
+        EventRow {
+            kind,
+            label,
+            at,
+            detail,
+        }
+    }
+}
+
+/// The live log on a job's page: the last lines, and where a follower goes on from.
+pub struct LogView {
+    pub lines: String,
+    pub next_cursor: String,
+    pub truncated: bool,
+}
+
 /// One step of a job's timeline.
 pub struct Step {
     pub label: &'static str,
@@ -424,6 +486,10 @@ pub struct JobPage {
     pub job: JobRow,
     pub active: bool,
     pub timeline: Vec<Step>,
+    /// Every event of the job, oldest first.
+    pub events: Vec<EventRow>,
+    /// The log's last lines (followed live by app.js while the job runs).
+    pub log: LogView,
     pub image: String,
     pub instance_id: String,
     pub ip: String,
@@ -555,7 +621,7 @@ mod tests {
 }
 
 impl JobPage {
-    pub fn of(c: Chrome, job: &Job, now: Millis) -> JobPage {
+    pub fn of(c: Chrome, job: &Job, log: LogView, now: Millis) -> JobPage {
         let ended = job.status.is_terminal();
         let ran = job.started_at.is_some();
         let final_label = match job.status {
@@ -591,6 +657,8 @@ impl JobPage {
             job: JobRow::of(job, now),
             active: !ended,
             timeline,
+            events: job.events().iter().map(EventRow::of).collect(),
+            log,
             image: job.image.clone(),
             instance_id: job.instance_id.clone().unwrap_or_else(|| "—".into()),
             ip: job.ip.clone().unwrap_or_else(|| "—".into()),

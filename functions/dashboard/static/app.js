@@ -14,17 +14,65 @@ document.addEventListener("DOMContentLoaded", function () {
       });
     });
   });
-  // A job that is still running: reload its page every few seconds, at most for an hour.
+  // A job that is still running: follow its log with long polls, appending the new lines,
+  // and reload the page when its status changes (the timeline and details are then redrawn).
+  // Without a log to follow (or when the follower fails), reload every few seconds.
   var main = document.getElementById("main");
-  if (main && main.getAttribute("data-poll") === "1") {
+  var log = document.getElementById("job-log");
+  var statusEl = document.getElementById("job-status");
+  function reloadLater(ms) {
     var polls = Number(sessionStorage.getItem("mimiry-polls") || "0");
-    if (polls < 1200) {
-      setTimeout(function () {
-        sessionStorage.setItem("mimiry-polls", String(polls + 1));
-        window.location.reload();
-      }, 3000);
+    if (polls >= 1200) return;
+    setTimeout(function () {
+      sessionStorage.setItem("mimiry-polls", String(polls + 1));
+      window.location.reload();
+    }, ms);
+  }
+  if (main && main.getAttribute("data-poll") === "1") {
+    if (log && log.getAttribute("data-follow") === "1" && window.fetch && window.JSON) {
+      followLog(log, statusEl ? statusEl.getAttribute("data-status") : "");
+    } else {
+      reloadLater(3000);
     }
   } else {
     sessionStorage.removeItem("mimiry-polls");
+  }
+  function followLog(log, status) {
+    var live = document.getElementById("log-live");
+    var empty = document.getElementById("job-log-empty");
+    var url = "/dashboard/jobs/" + encodeURIComponent(log.getAttribute("data-job")) + "/logs";
+    var started = Date.now();
+    if (live) live.hidden = false;
+    // Bounded: one request at a time, each up to 10 s, for at most an hour on this page.
+    function poll() {
+      if (Date.now() - started > 3600 * 1000) return;
+      var after = log.getAttribute("data-after");
+      fetch(url + "?wait=10&after=" + encodeURIComponent(after), {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" }
+      }).then(function (r) {
+        if (!r.ok) throw new Error("status " + r.status);
+        return r.json();
+      }).then(function (answer) {
+        if (answer.lines.length) {
+          var atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+          var text = answer.lines.join("\n");
+          log.textContent += (log.textContent ? "\n" : "") + text;
+          log.hidden = false;
+          if (empty) empty.hidden = true;
+          if (atEnd) log.scrollTop = log.scrollHeight;
+        }
+        log.setAttribute("data-after", answer.next_cursor);
+        if (answer.status !== status || answer.complete) {
+          window.location.reload();
+          return;
+        }
+        poll();
+      }).catch(function () {
+        if (live) live.hidden = true;
+        reloadLater(5000);
+      });
+    }
+    poll();
   }
 });

@@ -1,8 +1,9 @@
 //! Batch jobs: `POST /jobs`, `GET /jobs`, `GET /jobs/{id}`, `DELETE /jobs/{id}` (API key with
 //! `jobs:read` / `jobs:write`), `GET /jobs/{id}/logs` (`jobs:read`), and `POST /jobs/{id}/report`
-//! and `POST /jobs/{id}/logs` (the instance, with its job token).
+//! `POST /jobs/{id}/logs` and `GET /jobs/{id}/env` (the instance, with its job token).
 
 mod cancel;
+mod env;
 mod logs;
 mod report;
 mod submit;
@@ -35,6 +36,8 @@ pub struct App {
     pub timers: Timers,
     /// The low-balance notice, checked after a submit's hold.
     pub notices: Notices,
+    /// Opens account secrets: for the wrapper's env fetch and for masking stored output.
+    pub vault: mimiry_shared::secrets::Vault,
 }
 
 impl HttpFunction for App {
@@ -47,6 +50,7 @@ impl HttpFunction for App {
             signing_key: SigningKey::new(clients.secrets.clone(), config.report_secret_id.clone()),
             timers: config.timers,
             notices: wiring::notices(clients, config),
+            vault: wiring::vault(clients, config),
         }
     }
 
@@ -68,6 +72,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
         RouteName::ReportJob => report::report(app, &ctx).await,
         RouteName::ShipJobLogs => logs::ship(app, &ctx).await,
         RouteName::GetJobLogs => logs::read(app, &ctx).await,
+        RouteName::GetJobEnv => env::env(app, &ctx).await,
         _ => Err(ApiError::RouteNotFound),
     };
     ctx.finish(result)

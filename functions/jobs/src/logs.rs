@@ -5,15 +5,15 @@ use crate::{job_id, job_token_caller, App};
 use base64::Engine;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::jobs::env::masked;
 use mimiry_shared::jobs::logs::{
-    page_after, tail, Position, CHUNK_BYTES, DEFAULT_LINES, MAX_LINES, MAX_PAGE_BYTES, MAX_SEQ,
+    read as read_log, LogQuery, Position, CHUNK_BYTES, DEFAULT_LINES, MAX_LINES, MAX_SEQ,
     MAX_WAIT_SECS,
 };
 use mimiry_shared::store::logs::Stored;
 use mimiry_shared::time::now_ms;
 use serde::Deserialize;
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,8 +44,14 @@ pub async fn ship(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         ));
     }
     let text = String::from_utf8_lossy(&bytes);
-    // No read of the job: the token names a job of ours, the cap bounds what a token can store,
-    // and a quiet shipment costs one write (the requests-per-job-hour budget).
+    // The job is read for its secrets: their values are masked before anything is stored
+    // (one read per chunk, and a quiet job ships no chunk).
+    let job = app
+        .store
+        .get_job(&account_id, &id)
+        .await?
+        .ok_or(ApiError::NotFound("Job"))?;
+    let text = masked(&app.store, &app.vault, &job, &text).await?;
     let stored = app
         .store
         .put_log_chunk(&account_id, &id, input.seq, &text, now_ms())
@@ -56,9 +62,6 @@ pub async fn ship(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         "truncated": stored == Stored::Truncated,
     })))
 }
-
-/// How often a long poll looks for new lines.
-const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// A whole-number query parameter within `range`; `None` when absent.
 fn number(
@@ -96,47 +99,17 @@ pub async fn read(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         .query("after")
         .map(|c| Position::from_cursor(&c))
         .transpose()?;
-    if tail_lines.is_some() && after.is_some() {
-        return Err(ApiError::validation(
-            "tail",
-            "tail reads the end of the log; it cannot be combined with after",
-        ));
-    }
-    let from = after.unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(wait);
-    // Bounded by the deadline (at most MAX_WAIT_SECS): one pass when there is no wait.
-    loop {
-        // The job before the chunks: the wrapper ships its last chunk before it reports, so a
-        // job already finished here has every chunk it will ever have stored below.
-        let job = app
-            .store
-            .get_job(account_id, &id)
-            .await?
-            .ok_or(ApiError::NotFound("Job"))?;
-        let page = match tail_lines {
-            Some(n) => tail(&app.store.log_chunks_tail(account_id, &id, n).await?, n),
-            None => {
-                let (chunks, more) = app
-                    .store
-                    .log_chunks_from(account_id, &id, from.seq, limit, MAX_PAGE_BYTES)
-                    .await?;
-                let mut page = page_after(&chunks, from, limit);
-                page.more |= more;
-                page
-            }
-        };
-        let complete = job.status.is_terminal() && !page.more;
-        let now = Instant::now();
-        if !page.lines.is_empty() || complete || now >= deadline {
-            return Ok(Reply::ok(json!({
-                "job_id": id,
-                "status": job.status.as_str(),
-                "lines": page.lines,
-                "next_cursor": page.next.to_cursor(),
-                "complete": complete,
-                "truncated": page.truncated,
-            })));
-        }
-        tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
-    }
+    let answer = read_log(
+        &app.store,
+        account_id,
+        &id,
+        LogQuery {
+            after,
+            tail: tail_lines,
+            limit,
+            wait_secs: wait,
+        },
+    )
+    .await?;
+    Ok(Reply::ok(answer.to_json(&id)))
 }

@@ -6,6 +6,7 @@ use crate::{job_token_caller, App};
 use base64::Engine;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
+use mimiry_shared::jobs::env::masked;
 use mimiry_shared::jobs::wrapper::OUTPUT_TAIL_BYTES;
 use mimiry_shared::jobs::Report;
 use mimiry_shared::queue::JobRef;
@@ -58,14 +59,14 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
         (None, Some(text)) => text,
         (None, None) => String::new(),
     };
-    let output_tail = tail(&output);
-
     for _ in 0..5 {
         let job = app
             .store
             .get_job(&account_id, &id)
             .await?
             .ok_or(ApiError::NotFound("Job"))?;
+        // Masked before it is kept (and compared: the wrapper's retry masks the same).
+        let output_tail = tail(&masked(&app.store, &app.vault, &job, &output).await?);
         if let Some(existing) = &job.report {
             if existing.exit_code == input.exit_code && existing.output_tail == output_tail {
                 return Ok(Reply::ok(json!({ "job_id": id, "recorded": true })));

@@ -12,6 +12,7 @@ use mimiry_shared::money::Micros;
 use mimiry_shared::names::{is_invisible, DisplayName};
 use mimiry_shared::provider::placement::{candidates, catalog_of, find_type, Wanted};
 use mimiry_shared::queue::JobRef;
+use mimiry_shared::secrets::JobEnv;
 use mimiry_shared::store::idempotency::{in_progress, Idempotency};
 use mimiry_shared::store::jobs::SubmitError;
 use mimiry_shared::time::now_ms;
@@ -38,6 +39,10 @@ struct SubmitRequest {
     max_runtime_seconds: Option<i64>,
     /// A decimal string; read as a value so that a number gets a message naming the field.
     max_cost: Option<serde_json::Value>,
+    /// Environment variables of the script (issue 15).
+    env: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Names of account secrets to expose as environment variables.
+    secrets: Option<Vec<String>>,
 }
 
 /// A validated job request: everything checkable without I/O has been checked.
@@ -52,6 +57,7 @@ struct JobSpec {
     auto_shutdown: bool,
     max_runtime_seconds: Option<i64>,
     max_cost: Option<MaxCost>,
+    environment: JobEnv,
 }
 
 fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
@@ -125,6 +131,7 @@ impl JobSpec {
                 .filter(|v| !v.is_null())
                 .map(|v| MaxCost::parse(&v))
                 .transpose()?,
+            environment: JobEnv::parse(r.env, r.secrets)?,
         })
     }
 }
@@ -231,6 +238,10 @@ async fn create_job(
         provider_ssh_key_ids.push(key.provider_key_id);
     }
 
+    // The account's own secrets, by name (their values are read only at boot).
+    mimiry_shared::jobs::env::check_secrets_exist(&app.store, &account_id, &spec.environment)
+        .await?;
+
     // Capacity where asked, or anywhere the job may go (its type, or an equivalent elsewhere
     // when neither a provider nor a location is named).
     let provider_id = catalog.provider().id();
@@ -326,6 +337,7 @@ async fn create_job(
         next_check_at: now,
         lease_until: None,
         parked: false,
+        environment: spec.environment,
         version: 0,
     };
     let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());

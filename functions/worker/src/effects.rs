@@ -223,6 +223,18 @@ async fn deploy(
             })
         }
     }
+    // A secret deleted since the submit fails the job here, before anything is created.
+    if let Some(name) =
+        mimiry_shared::jobs::env::missing_secret(&app.store, &job.account_id, &job.environment)
+            .await?
+    {
+        return Ok(EffectResult::Deploy {
+            script_id: None,
+            outcome: DeployOutcome::SecretMissing {
+                message: mimiry_shared::jobs::env::secret_deleted_message(&name),
+            },
+        });
+    }
     // The job's keys as this provider knows them, registered there on first use.
     let ssh_key_ids = if job.ssh_key_ids.is_empty() {
         Vec::new()
@@ -242,6 +254,7 @@ async fn deploy(
         report_url: &report_url,
         report_token: &token,
         auto_shutdown: job.auto_shutdown,
+        fetch_env: !job.environment.is_empty(),
     });
     let script_id = match &job.script_id {
         Some(id) => id.clone(),

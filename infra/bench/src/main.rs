@@ -6,6 +6,7 @@ mod api;
 mod emulator;
 mod events;
 mod functions;
+mod logs;
 mod procs;
 mod report;
 mod results;
@@ -52,6 +53,9 @@ pub struct Cli {
     /// Jobs run end to end for the platform-overhead figures.
     #[arg(long, default_value_t = 20)]
     overhead_n: usize,
+    /// Run only this part (`logs`: the live-log figures) instead of everything.
+    #[arg(long)]
+    only: Option<String>,
     /// Upper bound on the whole run.
     #[arg(long, default_value_t = 1500)]
     timeout_secs: u64,
@@ -110,6 +114,11 @@ async fn main() -> Result<()> {
 }
 
 async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<()> {
+    match cli.only.as_deref() {
+        None => {}
+        Some("logs") => return logs::run(stack, results).await,
+        Some(other) => bail!("--only {other}: the parts are: logs"),
+    }
     let release = stack.paths.release.clone();
     results.set("meta.cold_starts", cli.cold_starts as f64);
     results.set("meta.warm_requests", cli.warm as f64);
@@ -161,5 +170,7 @@ async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<()> 
     worker::quiet_after(last_submit).await;
     worker::wait_idle(stack, idle.0, idle.1).await?;
     worker::job_hour(stack, results).await?;
+    eprintln!("== live logs");
+    logs::run(stack, results).await?;
     Ok(())
 }

@@ -137,6 +137,10 @@ pub enum DeployOutcome {
     RateLimited {
         retry_after_ms: Millis,
     },
+    /// Nothing was deployed: a secret the job names is gone (issue 15). The job fails.
+    SecretMissing {
+        message: String,
+    },
 }
 
 /// What performing an effect produced.
@@ -883,6 +887,12 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                 // Refused before it was processed: no error counted, nothing to look up for it.
                 DeployOutcome::RateLimited { retry_after_ms } => {
                     j.next_check_at = now + (*retry_after_ms).max(0);
+                }
+                DeployOutcome::SecretMissing { message } => {
+                    j.location = None;
+                    if j.outcome.is_none() {
+                        j.outcome = Some(failed(FailureReason::SecretMissing, message, now));
+                    }
                 }
                 DeployOutcome::Failed {
                     transient: false,

@@ -165,6 +165,7 @@ fn job(status: JobStatus) -> Job {
         next_check_at: T0,
         lease_until: None,
         parked: false,
+        environment: Default::default(),
         version: 0,
     };
     if status == JobStatus::Queued {
@@ -1097,6 +1098,23 @@ fn check_apply(
                             "{}: no capacity here ended a job that can go elsewhere",
                             ctx()
                         );
+                    }
+                }
+                // Issue 15: nothing was deployed; the job fails with the reason.
+                DeployOutcome::SecretMissing { message } => {
+                    assert_eq!(after.location, None, "{}", ctx());
+                    if before.outcome.is_none() {
+                        let o = after
+                            .outcome
+                            .as_ref()
+                            .expect("a missing secret ends the job");
+                        assert_eq!(
+                            o.failure_reason,
+                            Some(FailureReason::SecretMissing),
+                            "{}",
+                            ctx()
+                        );
+                        assert_eq!(o.error_message.as_ref(), Some(message), "{}", ctx());
                     }
                 }
                 DeployOutcome::Failed {

@@ -7,6 +7,8 @@
 
 use crate::error::ApiError;
 use crate::store::cursor;
+use crate::store::Store;
+use std::time::{Duration, Instant};
 
 /// Raw bytes of output the wrapper puts in one chunk at most (before base64).
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -151,6 +153,94 @@ pub fn tail(chunks: &[Chunk], n: usize) -> Page {
         next,
         more: false,
         truncated: chunks.iter().any(|c| c.seq == MARKER_SEQ),
+    }
+}
+
+/// What a reader asks of a job's log (`GET /jobs/{id}/logs` and the dashboard's job page).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogQuery {
+    /// Lines after this position (the start when `None`).
+    pub after: Option<Position>,
+    /// The last N lines instead (cannot be combined with `after`).
+    pub tail: Option<usize>,
+    /// Lines per answer at most (1..=[`MAX_LINES`]).
+    pub limit: usize,
+    /// Seconds to wait for new lines (at most [`MAX_WAIT_SECS`]).
+    pub wait_secs: u64,
+}
+
+/// A reader's answer: the lines, where to go on, and whether the log is complete.
+#[derive(Debug, Clone)]
+pub struct LogAnswer {
+    pub status: crate::jobs::JobStatus,
+    pub page: Page,
+    /// The job is finished and every chunk is read.
+    pub complete: bool,
+}
+
+impl LogAnswer {
+    /// The JSON both readers answer.
+    pub fn to_json(&self, job_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "job_id": job_id,
+            "status": self.status.as_str(),
+            "lines": self.page.lines,
+            "next_cursor": self.page.next.to_cursor(),
+            "complete": self.complete,
+            "truncated": self.page.truncated,
+        })
+    }
+}
+
+/// How often a long poll looks for new lines.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the caller's own job's log: one pass, or a long poll of at most `wait_secs` that
+/// answers as soon as there are lines or the job completes. 404 when the job is not theirs.
+pub async fn read(
+    store: &Store,
+    account_id: &str,
+    job_id: &str,
+    query: LogQuery,
+) -> Result<LogAnswer, ApiError> {
+    if query.tail.is_some() && query.after.is_some() {
+        return Err(ApiError::validation(
+            "tail",
+            "tail reads the end of the log; it cannot be combined with after",
+        ));
+    }
+    let from = query.after.unwrap_or_default();
+    let limit = query.limit.clamp(1, MAX_LINES);
+    let deadline = Instant::now() + Duration::from_secs(query.wait_secs.min(MAX_WAIT_SECS));
+    // Bounded by the deadline (at most MAX_WAIT_SECS): one pass when there is no wait.
+    loop {
+        // The job before the chunks: the wrapper ships its last chunk before it reports, so a
+        // job already finished here has every chunk it will ever have stored below.
+        let job = store
+            .get_job(account_id, job_id)
+            .await?
+            .ok_or(ApiError::NotFound("Job"))?;
+        let page = match query.tail {
+            Some(n) => tail(&store.log_chunks_tail(account_id, job_id, n).await?, n),
+            None => {
+                let (chunks, more) = store
+                    .log_chunks_from(account_id, job_id, from.seq, limit, MAX_PAGE_BYTES)
+                    .await?;
+                let mut page = page_after(&chunks, from, limit);
+                page.more |= more;
+                page
+            }
+        };
+        let complete = job.status.is_terminal() && !page.more;
+        let now = Instant::now();
+        if !page.lines.is_empty() || complete || now >= deadline {
+            return Ok(LogAnswer {
+                status: job.status,
+                page,
+                complete,
+            });
+        }
+        tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! around the user's startup script.
 
 pub mod cancel;
+pub mod env;
 pub mod lifecycle;
 pub mod logs;
 pub mod model;

@@ -62,6 +62,8 @@ pub enum FailureReason {
     MaxRuntimeExceeded,
     /// The job's cost would have passed its `max_cost`.
     BudgetExceeded,
+    /// A secret the job names was deleted before it started (issue 15).
+    SecretMissing,
 }
 
 /// How a job is going to end, decided before its instance is torn down. The job keeps its
@@ -224,6 +226,9 @@ pub struct Job {
     pub parked: bool,
     /// Optimistic-concurrency version: every write is conditional on it.
     pub version: u64,
+    /// `env` and the names of `secrets` (issue 15); the wrapper fetches them at boot.
+    #[serde(default, skip_serializing_if = "crate::secrets::JobEnv::is_empty")]
+    pub environment: crate::secrets::JobEnv,
 }
 
 impl Job {
@@ -339,6 +344,8 @@ impl Job {
             "started_at": rfc3339_opt(self.started_at),
             "finished_at": rfc3339_opt(self.finished_at),
             "events": self.events(),
+            "env": self.environment.env,
+            "secrets": self.environment.secrets,
         })
     }
 

@@ -18,6 +18,45 @@ pub struct WrapperInput<'a> {
     pub report_url: &'a str,
     pub report_token: &'a str,
     pub auto_shutdown: bool,
+    /// The job has `env` or `secrets`: fetch them at boot from `…/jobs/{id}/env` (issue 15).
+    /// Without, no request is made.
+    pub fetch_env: bool,
+}
+
+/// The env route is the report route's sibling too: `…/jobs/{id}/env`.
+fn env_url(report_url: &str) -> String {
+    let base = report_url.strip_suffix("/report").unwrap_or(report_url);
+    format!("{base}/env")
+}
+
+/// The boot-time fetch of the job's variables: `NAME BASE64` lines cut out of the answer's
+/// `lines` string and exported; values are decoded with a sentinel so trailing line breaks
+/// survive `$(…)`. If it cannot be fetched (a secret was deleted, the API stayed down), the
+/// script does not run without them: exit code 125 and a line saying why.
+fn fetch_env_block(report_url: &str, token: &str) -> String {
+    format!(
+        r#"# The job's env and secrets, fetched at boot with the job token (never in this script).
+env_ok=0
+for attempt in 1 2 3 4 5 6; do
+  if curl -fsS --max-time 15 '{url}' -H 'Authorization: Bearer {token}' -o "$dir/env.json" 2>>"$out"; then
+    env_ok=1; break
+  fi
+  sleep $((attempt * 2))
+done
+if [ $env_ok = 1 ]; then
+  sed -n 's/.*"lines": *"\([^"]*\)".*/\1/p' "$dir/env.json" | sed 's/\\n/\n/g' > "$dir/env.lines"
+  while read -r name value; do
+    [ -n "$name" ] || continue
+    decoded=$(printf '%s' "$value" | base64 -d; printf x)
+    export "$name=${{decoded%x}}"
+  done < "$dir/env.lines"
+  unset name value decoded
+fi
+rm -f "$dir/env.json" "$dir/env.lines"
+"#,
+        url = env_url(report_url),
+        token = token,
+    )
 }
 
 /// The logs route is the report route's sibling: `…/jobs/{id}/logs`.
@@ -32,6 +71,11 @@ pub fn wrap(input: &WrapperInput) -> String {
         "shutdown -h now || poweroff || true"
     } else {
         ": # auto_shutdown is off: the instance stays up until the job is cancelled"
+    };
+    let fetch_env = if input.fetch_env {
+        fetch_env_block(input.report_url, input.report_token)
+    } else {
+        "env_ok=1\n".to_string()
     };
     format!(
         r#"#!/bin/bash
@@ -98,11 +142,16 @@ ship_logs() {{
     for _ in $(seq $(({interval} * 4))); do [ -e "$dir/done" ] && break; sleep 0.25; done
   done
 }}
-ship_logs > /dev/null 2>&1 &
+{fetch_env}ship_logs > /dev/null 2>&1 &
 shipper=$!
 started=$(date +%s%3N)
-bash "$dir/script" > "$out" 2>&1
-code=$?
+if [ $env_ok = 1 ]; then
+  bash "$dir/script" >> "$out" 2>&1
+  code=$?
+else
+  echo "[mimiry] could not fetch this job's env and secrets: the script did not run" >> "$out"
+  code=125
+fi
 # The last chunks before the report: a finished job's log is complete.
 touch "$dir/done"
 wait $shipper
@@ -133,6 +182,7 @@ done
         interval = SHIP_INTERVAL_SECS,
         token = input.report_token,
         shutdown = shutdown,
+        fetch_env = fetch_env,
     )
 }
 
@@ -146,6 +196,10 @@ mod tests {
     /// recorders: report bodies go to `report.log`, log chunks to `logs.log` (one a line), every
     /// call to `calls.log`. The first log shipment fails, as a network error would.
     fn run_wrapper(user_script: &str) -> PathBuf {
+        run_wrapper_with(user_script, false)
+    }
+
+    fn run_wrapper_with(user_script: &str, fetch_env: bool) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("wrapper-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         let d = dir.display();
@@ -156,6 +210,8 @@ mod tests {
 echo " curl $*" >> {d}/calls.log
 body=; for a in "$@"; do case "$a" in @*) body="${{a#@}}";; esac; done
 case "$*" in
+  */env*)
+    printf '%s' '{{"job_id":"j1","lines":"GREETING aGVsbG8gd29ybGQK\nTOKEN cy0zY3IzdA==\n"}}' > "${{@: -1}}" ;;
   */logs*)
     if [ ! -e {d}/failed-once ]; then touch {d}/failed-once; exit 7; fi
     cat "$body" >> {d}/logs.log; echo >> {d}/logs.log ;;
@@ -183,6 +239,7 @@ esac
             report_url: "http://127.0.0.1:1/jobs/j1/report",
             report_token: "acc.tok",
             auto_shutdown: true,
+            fetch_env,
         });
         std::fs::write(dir.join("wrapper.sh"), script).unwrap();
         let path = format!(
@@ -230,6 +287,23 @@ esac
         assert!(calls.contains("Authorization: Bearer acc.tok"));
         assert!(calls.contains("http://127.0.0.1:1/jobs/j1/logs"), "{calls}");
         assert!(calls.contains("shutdown -h now"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// With `fetch_env`, the variables are fetched before the script and exported to it,
+    /// values byte for byte (a trailing line break kept).
+    #[test]
+    fn wrapper_exports_the_fetched_env_to_the_script() {
+        let dir = run_wrapper_with(
+            "#!/bin/bash\nprintf '[%s][%s]' \"$GREETING\" \"$TOKEN\"",
+            true,
+        );
+        let report: serde_json::Value = serde_json::from_str(&read(&dir, "report.log")).unwrap();
+        let output = decode(report["output_base64"].as_str().unwrap());
+        assert_eq!(output, "[hello world\n][s-3cr3t]");
+        assert_eq!(report["exit_code"], 0);
+        let calls = read(&dir, "calls.log");
+        assert!(calls.contains("http://127.0.0.1:1/jobs/j1/env"), "{calls}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

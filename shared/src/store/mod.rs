@@ -26,6 +26,7 @@ pub mod keys;
 pub mod ledger;
 pub mod logs;
 pub mod payments;
+pub mod secrets;
 pub mod ssh_keys;
 pub mod users;
 pub mod webhooks;
