@@ -98,7 +98,10 @@ async fn account_shows_balance_and_the_calling_key() {
     assert_eq!(answer.body["balance"], "25.50");
     assert_eq!(answer.body["held_credits"], "0.00");
     assert_eq!(answer.body["key"]["prefix"], &account.key[..8]);
-    assert_eq!(answer.body["key"]["scopes"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        answer.body["key"]["scopes"].as_array().unwrap().len(),
+        Scope::ALL.len()
+    );
     assert!(
         !answer.body.to_string().contains(&account.key[8..]),
         "the key itself is never echoed"

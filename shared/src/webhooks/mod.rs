@@ -415,6 +415,42 @@ mod tests {
         assert!(EventFilter::parse(&[]).is_err());
     }
 
+    fn job(status: JobStatus) -> Job {
+        let mut job: Job = serde_json::from_value(json!({
+            "job_id": "job", "account_id": "acc", "name": "n", "status": "queued",
+            "instance_type": "t", "image": "i", "ssh_key_ids": [],
+            "provider_ssh_key_ids": [], "auto_shutdown": true, "provider": "datacrunch",
+            "price_per_hour_micros": 1, "created_at": 1, "attempts": 0,
+            "tried_locations": [], "retired_instances": [], "provider_errors": 0,
+            "hold_micros": 0, "charged_micros": 0, "next_check_at": 1, "version": 1,
+        }))
+        .unwrap();
+        job.status = status;
+        job
+    }
+
+    #[test]
+    fn a_jobs_events_follow_the_statuses_it_reached() {
+        use EventType::*;
+        assert_eq!(job_events(&job(JobStatus::Queued)), [Queued]);
+        // Cancelled while queued: straight to the ending.
+        assert_eq!(job_events(&job(JobStatus::Cancelled)), [Queued, Cancelled]);
+        let mut failed = job(JobStatus::Failed);
+        failed.attempts = 2;
+        assert_eq!(job_events(&failed), [Queued, Provisioning, Failed]);
+        let mut done = job(JobStatus::Completed);
+        done.deployed_at = Some(2);
+        done.started_at = Some(3);
+        let events = job_events(&done);
+        assert_eq!(events, [Queued, Provisioning, Running, Completed]);
+        assert!(events.windows(2).all(|w| w[0].seq() < w[1].seq()));
+        assert_eq!(
+            message_id("wh_1", "job", Completed),
+            message_id("wh_1", "job", Completed),
+            "stable across retries"
+        );
+    }
+
     #[test]
     fn backoff_doubles_and_is_capped() {
         let mut c = WebhookConfig::from_env();
