@@ -15,8 +15,8 @@ pub fn store(clients: &AwsClients, config: &Config) -> Store {
         .with_key_cache(config.api_key_cache_ttl)
 }
 
-/// The DataCrunch client; credentials are read from Secrets Manager on first use. Where jobs
-/// are deployed, whatever else is enabled, until placement spans providers.
+/// The DataCrunch client; credentials are read from Secrets Manager on first use. Where SSH
+/// keys are added (`datacrunch_id`); jobs go to any enabled provider (`providers`).
 pub fn provider(clients: &AwsClients, config: &Config) -> Arc<dyn GpuProvider> {
     Arc::new(DataCrunchClient::new(
         &config.provider_base_url,

@@ -826,6 +826,25 @@ async fn run() {
         window.as_secs()
     );
 
+    // A capacity outage at DataCrunch as the first jobs arrive: its next deploys are refused
+    // (jobs of types only it sells fail `no_capacity` after their attempts), so that 8x A100
+    // jobs move to Lambda's.
+    let outage = (n as u64 / 4).max(6);
+    fakes[0]
+        .admin(
+            Method::POST,
+            "/faults",
+            Some(json!({ "deploy_capacity_failures": outage })),
+        )
+        .await;
+    *fakes[0]
+        .book
+        .lock()
+        .unwrap()
+        .asked
+        .entry("deploy_capacity_failures")
+        .or_default() += outage;
+
     // Faults, in a wave every 2–4 s, until the submissions are done and a while after.
     let faults_on = Arc::new(AtomicBool::new(true));
     let fault_task = {

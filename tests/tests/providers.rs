@@ -411,3 +411,75 @@ async fn ssh_keys_are_registered_once_at_the_provider_a_job_goes_to() {
         "{after}"
     );
 }
+
+/// An instance left at Lambda (no job behind its name: a crash between launch and persist) is
+/// swept by the reconciler, found by its name alone (Lambda keeps no description); one not
+/// named like Mimiry's is left alone.
+#[tokio::test]
+async fn the_reconciler_sweeps_an_orphan_at_lambda_by_its_name() {
+    let stack = stack_with("providers-sweep", &[], false);
+    let api = format!("{}/api/v1", stack.lambda_url.as_ref().unwrap());
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{api}{path}"))
+            .bearer_auth(LAMBDA_KEY)
+            .json(&body)
+            .send()
+    };
+    let key = post(
+        "/ssh-keys",
+        json!({ "name": "sweep-test", "public_key": mimiry_tests::ssh_public_key() }),
+    )
+    .await
+    .unwrap();
+    assert!(key.status().is_success(), "{key:?}");
+    let orphan = format!("mimiry-{}-1", uuid::Uuid::now_v7());
+    let mut ids = Vec::new();
+    for name in [orphan.as_str(), "someone-elses-box"] {
+        let launched: Value = post(
+            "/instance-operations/launch",
+            json!({ "region_name": "us-east-1", "instance_type_name": "gpu_1x_a10",
+                    "ssh_key_names": ["sweep-test"], "name": name, "quantity": 1 }),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        ids.push(
+            launched["data"]["instance_ids"][0]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // The reconciler runs every 2 s; the grace is RECONCILE_GRACE_SECONDS (3 s).
+    let started = std::time::Instant::now();
+    let by_id = |state: &Value, id: &str| -> Value {
+        state["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    loop {
+        let state = lambda_state(&stack).await;
+        let swept = by_id(&state, &ids[0]);
+        if swept["deleted"] == true || is_deleted(&swept) {
+            let other = by_id(&state, &ids[1]);
+            assert!(
+                other["deleted"] == false && !is_deleted(&other),
+                "not ours, not touched: {other}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(40),
+            "the orphan was not swept: {swept}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

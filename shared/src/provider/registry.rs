@@ -39,7 +39,7 @@ impl ProviderRegistry {
         self.providers.iter().find(|p| p.id() == id)
     }
 
-    /// The most preferred provider: where jobs go until placement spans providers.
+    /// The most preferred provider (among equally priced places, jobs go here first).
     pub fn primary(&self) -> &Arc<dyn GpuProvider> {
         &self.providers[0]
     }
