@@ -200,6 +200,8 @@ pub enum Flash {
     KeyRevoked,
     SshKeyAdded,
     SshKeyDeleted,
+    SecretSaved,
+    SecretDeleted,
     CancelRequested,
     Cancelled,
     SessionExpired,
@@ -208,7 +210,7 @@ pub enum Flash {
 }
 
 impl Flash {
-    const ALL: [(Flash, &'static str, &'static str, bool); 12] = [
+    const ALL: [(Flash, &'static str, &'static str, bool); 14] = [
         (
             Flash::Verified,
             "verified",
@@ -235,6 +237,13 @@ impl Flash {
             true,
         ),
         (Flash::SshKeyAdded, "ssh_key_added", "SSH key added.", true),
+        (Flash::SecretSaved, "secret_saved", "Secret saved.", true),
+        (
+            Flash::SecretDeleted,
+            "secret_deleted",
+            "Secret deleted.",
+            true,
+        ),
         (
             Flash::SshKeyDeleted,
             "ssh_key_deleted",
