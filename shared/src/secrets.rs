@@ -283,6 +283,52 @@ impl Vault {
     }
 }
 
+/// Stores `value` under `name` for the account, sealed: a new secret (`true`) or a new value
+/// for an existing one (`false`, its `created_at` kept). What `POST /secrets` and the
+/// dashboard's Secrets page both do.
+pub async fn put(
+    store: &crate::store::Store,
+    vault: &Vault,
+    account_id: &str,
+    name: EnvName,
+    value: &SecretValue,
+) -> Result<(crate::store::secrets::SecretRecord, bool), ApiError> {
+    let existing = store.get_secret(account_id, &name).await?;
+    if existing.is_none() && store.list_secrets(account_id).await?.len() >= MAX_SECRETS_PER_ACCOUNT
+    {
+        return Err(ApiError::Conflict {
+            code: "secret_limit_reached",
+            message: format!(
+                "An account keeps at most {MAX_SECRETS_PER_ACCOUNT} secrets: delete one first"
+            ),
+        });
+    }
+    let now = crate::time::now_ms();
+    let record = crate::store::secrets::SecretRecord {
+        account_id: account_id.to_string(),
+        sealed: vault.seal(account_id, &name, value).await?,
+        name,
+        created_at: existing.as_ref().map_or(now, |e| e.created_at),
+        updated_at: now,
+    };
+    store.put_secret(&record).await?;
+    Ok((record, existing.is_none()))
+}
+
+/// Deletes the account's secret `name`: 404 `Secret not found` when there is none (a name
+/// that is not a valid one cannot exist).
+pub async fn delete(
+    store: &crate::store::Store,
+    account_id: &str,
+    name: &str,
+) -> Result<EnvName, ApiError> {
+    let name = EnvName::parse("name", name).map_err(|_| ApiError::NotFound("Secret"))?;
+    if !store.delete_secret(account_id, &name).await? {
+        return Err(ApiError::NotFound("Secret"));
+    }
+    Ok(name)
+}
+
 /// `text` with every one of `values` replaced by [`MASK`], longest first (a value inside
 /// another is not left half-shown). Empty values are skipped.
 pub fn mask(text: &str, values: &[String]) -> String {

@@ -16,6 +16,7 @@ use mimiry_shared::jobs::logs::{
 use mimiry_shared::jobs::JobStatus;
 use mimiry_shared::names::DisplayName;
 use mimiry_shared::routes::RouteName;
+use mimiry_shared::secrets::{self, EnvName, SecretValue};
 use mimiry_shared::ssh_key::SshPublicKey;
 use mimiry_shared::ssh_keys;
 use mimiry_shared::store::accounts::Account;
@@ -189,6 +190,29 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
         | DashDeleteWebhook => {
             crate::webhooks::handle(app, req, v, me.id(), chrome("Webhooks", "webhooks"), name)
                 .await
+        }
+        DashSecrets => {
+            secrets_page(app, &me, chrome("Secrets", "secrets"), "", StatusCode::OK).await
+        }
+        DashAddSecret => add_secret(app, req, v, &me, chrome("Secrets", "secrets")).await,
+        DashDeleteSecretPage => {
+            let name = EnvName::parse("name", req.param("name"))
+                .map_err(|_| ApiError::NotFound("Secret"))?;
+            app.store
+                .get_secret(me.id(), &name)
+                .await?
+                .ok_or(ApiError::NotFound("Secret"))?;
+            Ok(page(
+                StatusCode::OK,
+                &DeleteSecretPage {
+                    c: chrome("Delete secret", "secrets"),
+                    name: name.to_string(),
+                },
+            ))
+        }
+        DashDeleteSecret => {
+            secrets::delete(&app.store, me.id(), req.param("name")).await?;
+            Ok(Out::redirect("/dashboard/secrets").flash(Flash::SecretDeleted, v.secure))
         }
         DashJobs => jobs(app, req, &me, chrome("Jobs", "jobs")).await,
         DashJob => {
@@ -368,6 +392,52 @@ async fn create_key(app: &App, req: &Req, me: &Me, mut c: Chrome) -> Result<Out,
 }
 
 /// `POST /ssh-keys`'s checks and messages, through the same shared code.
+async fn secrets_page(
+    app: &App,
+    me: &Me,
+    c: Chrome,
+    name: &str,
+    status: StatusCode,
+) -> Result<Out, DashError> {
+    let list = app.store.list_secrets(me.id()).await?;
+    Ok(page(
+        status,
+        &SecretsPage {
+            c,
+            secrets: list.iter().map(SecretRow::of).collect(),
+            name: name.to_string(),
+        },
+    ))
+}
+
+/// The Secrets page's form: the API's rules and messages (`secrets::put`); a refused form
+/// comes back with the name, never the value.
+async fn add_secret(
+    app: &App,
+    req: &Req,
+    v: &Visitor,
+    me: &Me,
+    mut c: Chrome,
+) -> Result<Out, DashError> {
+    let raw_name = req.field("name");
+    let parsed = EnvName::parse("name", raw_name)
+        .and_then(|name| SecretValue::parse(req.raw_field("value").to_string()).map(|v| (name, v)));
+    let result = match parsed {
+        Ok((name, value)) => secrets::put(&app.store, &app.vault, me.id(), name, &value)
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(Out::redirect("/dashboard/secrets").flash(Flash::SecretSaved, v.secure)),
+        Err(e @ ApiError::Internal(_)) => Err(e.into()),
+        Err(e) => {
+            c.error = Some(e.to_string());
+            secrets_page(app, me, c, raw_name, e.status()).await
+        }
+    }
+}
+
 async fn add_ssh_key(
     app: &App,
     req: &Req,

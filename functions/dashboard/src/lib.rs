@@ -61,6 +61,8 @@ pub struct App {
     pub identity: IdentityConfig,
     /// Whether cookies carry `Secure` (not on the local stack's plain http).
     pub secure: bool,
+    /// Seals the values added on the Secrets page.
+    pub vault: mimiry_shared::secrets::Vault,
 }
 
 impl HttpFunction for App {
@@ -85,6 +87,7 @@ impl HttpFunction for App {
                 identity.session_secret_id.clone(),
             ),
             secure: session::secure_cookies(&identity.dashboard_url),
+            vault: wiring::vault(clients, config),
             identity,
         }
     }

@@ -392,6 +392,39 @@ pub struct NewSshKeyPage {
     pub public_key: String,
 }
 
+/// A secret on the Secrets page: its name and dates, never its value.
+pub struct SecretRow {
+    pub name: String,
+    pub created: String,
+    pub updated: String,
+}
+
+impl SecretRow {
+    pub fn of(r: &mimiry_shared::store::secrets::SecretRecord) -> SecretRow {
+        SecretRow {
+            name: r.name.to_string(),
+            created: when(r.created_at),
+            updated: when(r.updated_at),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "secrets.html")]
+pub struct SecretsPage {
+    pub c: Chrome,
+    pub secrets: Vec<SecretRow>,
+    /// The name typed into a refused form (never the value).
+    pub name: String,
+}
+
+#[derive(Template)]
+#[template(path = "secret_delete.html")]
+pub struct DeleteSecretPage {
+    pub c: Chrome,
+    pub name: String,
+}
+
 #[derive(Template)]
 #[template(path = "ssh_key_delete.html")]
 pub struct DeleteSshKeyPage {

@@ -200,6 +200,8 @@ pub enum Flash {
     KeyRevoked,
     SshKeyAdded,
     SshKeyDeleted,
+    SecretSaved,
+    SecretDeleted,
     CancelRequested,
     Cancelled,
     SessionExpired,
@@ -209,7 +211,7 @@ pub enum Flash {
 }
 
 impl Flash {
-    const ALL: [(Flash, &'static str, &'static str, bool); 13] = [
+    const ALL: [(Flash, &'static str, &'static str, bool); 15] = [
         (
             Flash::Verified,
             "verified",
@@ -236,6 +238,13 @@ impl Flash {
             true,
         ),
         (Flash::SshKeyAdded, "ssh_key_added", "SSH key added.", true),
+        (Flash::SecretSaved, "secret_saved", "Secret saved.", true),
+        (
+            Flash::SecretDeleted,
+            "secret_deleted",
+            "Secret deleted.",
+            true,
+        ),
         (
             Flash::SshKeyDeleted,
             "ssh_key_deleted",

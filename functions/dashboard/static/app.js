@@ -20,6 +20,8 @@ document.addEventListener("DOMContentLoaded", function () {
   var main = document.getElementById("main");
   var log = document.getElementById("job-log");
   var statusEl = document.getElementById("job-status");
+  // The log box opens at its end: the latest lines are what a reader came for.
+  if (log) log.scrollTop = log.scrollHeight;
   function reloadLater(ms) {
     var polls = Number(sessionStorage.getItem("mimiry-polls") || "0");
     if (polls >= 1200) return;

@@ -10,10 +10,9 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::lambda::HttpFunction;
 use mimiry_shared::routes::RouteName;
-use mimiry_shared::secrets::{EnvName, SecretValue, Vault, MAX_SECRETS_PER_ACCOUNT};
+use mimiry_shared::secrets::{self, EnvName, SecretValue, Vault};
 use mimiry_shared::store::secrets::SecretRecord;
 use mimiry_shared::store::Store;
-use mimiry_shared::time::now_ms;
 use mimiry_shared::wiring;
 use serde::Deserialize;
 use serde_json::json;
@@ -73,43 +72,23 @@ async fn put(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let input: NewSecret = ctx.json()?;
     let name = EnvName::parse("name", input.name.trim())?;
     let value = SecretValue::parse(input.value)?;
-    let account_id = &ctx.caller().account_id;
-    let existing = app.store.get_secret(account_id, &name).await?;
-    if existing.is_none()
-        && app.store.list_secrets(account_id).await?.len() >= MAX_SECRETS_PER_ACCOUNT
-    {
-        return Err(ApiError::Conflict {
-            code: "secret_limit_reached",
-            message: format!(
-                "An account keeps at most {MAX_SECRETS_PER_ACCOUNT} secrets: delete one first"
-            ),
-        });
-    }
-    let now = now_ms();
-    let record = SecretRecord {
-        account_id: account_id.clone(),
-        sealed: app.vault.seal(account_id, &name, &value).await?,
+    let (record, created) = secrets::put(
+        &app.store,
+        &app.vault,
+        &ctx.caller().account_id,
         name,
-        created_at: existing.as_ref().map_or(now, |e| e.created_at),
-        updated_at: now,
-    };
-    app.store.put_secret(&record).await?;
-    Ok(if existing.is_some() {
-        Reply::ok(record.view())
-    } else {
+        &value,
+    )
+    .await?;
+    Ok(if created {
         Reply::created(record.view())
+    } else {
+        Reply::ok(record.view())
     })
 }
 
 async fn delete(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let name =
-        EnvName::parse("name", ctx.path_param("name")).map_err(|_| ApiError::NotFound("Secret"))?;
-    if !app
-        .store
-        .delete_secret(&ctx.caller().account_id, &name)
-        .await?
-    {
-        return Err(ApiError::NotFound("Secret"));
-    }
+        secrets::delete(&app.store, &ctx.caller().account_id, ctx.path_param("name")).await?;
     Ok(Reply::ok(json!({ "name": name, "deleted": true })))
 }
