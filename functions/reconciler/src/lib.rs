@@ -1,6 +1,7 @@
 //! The reconciler (EventBridge, once a minute): the safety net under the queue, and the eye on
-//! running jobs. Each run reads the active-jobs index once, lists the provider's instances and
-//! scripts once, then:
+//! running jobs. Each run reads the due part of the active-jobs index and lists the provider's
+//! instances once; every [`FULL_READ_EVERY_RUNS`] runs it reads the whole index instead and lists
+//! scripts (and volumes) too. Then:
 //!
 //! 1. wakes parked jobs (`Job::parked`: no SQS message waits for them) shortly before their
 //!    next look is due, with a delayed message;
@@ -8,10 +9,14 @@
 //!    can delay a job by a minute, never strand it;
 //! 3. wakes a parked job at once when the instance list shows its instance changed: a running
 //!    job's no longer running (stopped, failed, vanished), a provisioning job's running, stopped,
-//!    failed or vanished. The worker need not poll each job; one list per run watches them all;
+//!    failed or vanished. The worker need not poll each job; one list per run watches them all.
+//!    Between full reads only the jobs whose listed instances differ from the previous run's
+//!    list are read (one `BatchGetItem` per 100), so a run costs what changed, not what is
+//!    active;
 //! 4. deletes provider instances and startup scripts named for Mimiry jobs that are no longer
 //!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
-//!    billing. Each candidate's job is read with a consistent read before anything is deleted.
+//!    billing. Between full reads only instances whose job was read this run are candidates;
+//!    the others wait for the next full read (at most [`FULL_READ_EVERY_RUNS`] runs). Each candidate's job is read with a consistent read before anything is deleted.
 //!    An instance is deleted with its OS volume named, so the volume does not sit in the
 //!    provider's trash;
 //! 5. deletes, permanently, Mimiry's OS volumes (`mimiry-{job}-{attempt}-os`) that outlived
@@ -44,6 +49,11 @@ const MAX_SENDS: usize = 500;
 /// production (once a minute), one run in 15 when a test stack reconciles every 2 s — there
 /// its lists would otherwise take a quarter of the provider's 500 requests a minute.
 const VOLUME_SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// One run in this many reads every active job (the rest read only what is due): the orphan
+/// sweeps need the set of live jobs, and a full read costs one index item per active job —
+/// 10,000 jobs read every minute is O(all jobs) per minute; every tenth minute is a tenth of it,
+/// and an orphan (rare: a crash between deploy and persist) bills at most ten minutes longer.
+pub const FULL_READ_EVERY_RUNS: i64 = 10;
 
 pub struct App {
     pub store: Store,
@@ -59,6 +69,35 @@ pub struct App {
     /// an instance gone carries it, so the job is billed until then (per container: after a
     /// cold start the worker's own last look stands in).
     alive: Mutex<HashMap<String, SeenAlive>>,
+    /// When this container last read every active job.
+    full_read_at: Mutex<Option<Millis>>,
+    /// The previous run's instance list, per job: (account, [(instance, state)]), so that a
+    /// partial run reads only the jobs whose instances changed.
+    listed_before: Mutex<HashMap<String, Listed>>,
+}
+
+/// What one instance list showed of one job: its account, and its instances' states by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    account_id: String,
+    instances: Vec<(String, InstanceState)>,
+}
+
+/// What a run knows of the active jobs.
+struct Known<'a> {
+    active: HashMap<&'a str, &'a ActiveJob>,
+    /// A full run: `active` holds every active job (as the eventually consistent index lists
+    /// them), so a job missing from it may be over.
+    complete: bool,
+    /// On a partial run, the jobs read this run and found over (or gone from the table).
+    over: HashSet<String>,
+}
+
+impl Known<'_> {
+    /// Whether the job may still be running, as far as this run knows without reading it.
+    fn may_be_live(&self, job_id: &str) -> bool {
+        self.active.contains_key(job_id) || (!self.complete && !self.over.contains(job_id))
+    }
 }
 
 /// Keys acted on → (next action allowed at, actions so far).
@@ -99,6 +138,8 @@ impl App {
             sent: Mutex::new(Backoff::default()),
             volumes_swept_at: Mutex::new(None),
             alive: Mutex::new(HashMap::new()),
+            full_read_at: Mutex::new(None),
+            listed_before: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -121,13 +162,28 @@ pub struct Summary {
     /// Overdue jobs not re-driven because the queue's backlog holds their messages.
     pub redrives_held_back: usize,
     pub errors: usize,
+    /// Whether this run read every active job (see [`FULL_READ_EVERY_RUNS`]).
+    pub full_read: bool,
+    /// Active-index keys read this run, and jobs read by key (changed instances).
+    pub index_keys_read: usize,
+    pub jobs_read: usize,
 }
 
 pub async fn reconcile(app: &App) -> Summary {
     let mut summary = Summary::default();
     let now = now_ms();
+    let period_ms = app.timers.reconcile_every_secs * 1000;
+    // A little short of the period's multiple: runs are not exactly a period apart.
+    let full = lock(&app.full_read_at)
+        .is_none_or(|at| now - at >= FULL_READ_EVERY_RUNS * period_ms - period_ms / 2);
+    summary.full_read = full;
+    let read = if full {
+        app.store.active_jobs().await
+    } else {
+        app.store.active_jobs_due_before(horizon(app, now)).await
+    };
     // Without the index, orphans cannot be told from live jobs: do nothing this run.
-    let active = match app.store.active_jobs().await {
+    let mut active = match read {
         Ok(active) => active,
         Err(e) => {
             summary.errors += 1;
@@ -135,16 +191,17 @@ pub async fn reconcile(app: &App) -> Summary {
             return summary;
         }
     };
+    summary.index_keys_read = active.len();
     let mut wanted = HashSet::new();
     if let Err(e) = send_due(app, &active, now, &mut wanted, &mut summary).await {
         summary.errors += 1;
         tracing::error!(error = %e, "sending due jobs to the worker failed");
     }
-    let active: HashMap<&str, &ActiveJob> = active.iter().map(|j| (j.job_id.as_str(), j)).collect();
     // Volumes are listed before instances: an instance that owns a listed volume existed
-    // before the instance list was asked for, so it is in that list unless it is gone.
-    let volume_sweep_due =
-        lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
+    // before the instance list was asked for, so it is in that list unless it is gone. They
+    // are swept on full runs only: an unattached volume's job must be known to be over.
+    let volume_sweep_due = full
+        && lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
     let volumes = if !volume_sweep_due {
         None
     } else {
@@ -159,22 +216,60 @@ pub async fn reconcile(app: &App) -> Summary {
             }
         }
     };
-    let instances = match sweep_instances(app, &active, now, &mut wanted, &mut summary).await {
+    // Before the call: the list shows each instance as it was at some moment after this.
+    let listed_at = now_ms();
+    let instances = match app.provider.list_instances().await {
         Ok(instances) => Some(instances),
         Err(e) => {
             summary.errors += 1;
-            tracing::warn!(error = %e, "sweeping instances failed");
+            tracing::warn!(error = %e, "listing instances failed");
             None
         }
     };
-    if let (Some(volumes), Some(instances)) = (volumes, instances) {
-        if sweep_volumes(app, &active, &volumes, &instances, &mut summary).await {
+    let mut over = HashSet::new();
+    if let Some(instances) = &instances {
+        let changed = remember_listing(app, instances);
+        if !full {
+            match read_changed(app, &mut active, changed).await {
+                Ok((read, gone)) => {
+                    summary.jobs_read = read;
+                    over = gone;
+                }
+                Err(e) => {
+                    // Not known which of them are live: no alerts or deletes for them this run.
+                    summary.errors += 1;
+                    tracing::warn!(error = %e, "reading the jobs whose instances changed failed");
+                }
+            }
+        }
+    }
+    if full {
+        *lock(&app.full_read_at) = Some(now);
+    }
+    let known = Known {
+        active: active.iter().map(|j| (j.job_id.as_str(), j)).collect(),
+        complete: full,
+        over,
+    };
+    if let Some(instances) = &instances {
+        if let Err(e) =
+            sweep_instances(app, &known, instances, listed_at, now, &mut wanted, &mut summary).await
+        {
+            summary.errors += 1;
+            tracing::warn!(error = %e, "sweeping instances failed");
+        }
+    }
+    if let (Some(volumes), Some(instances)) = (volumes, &instances) {
+        if sweep_volumes(app, &known.active, &volumes, instances, &mut summary).await {
             *lock(&app.volumes_swept_at) = Some(Instant::now());
         }
     }
-    if let Err(e) = sweep_scripts(app, &active, &mut summary).await {
-        summary.errors += 1;
-        tracing::warn!(error = %e, "sweeping orphan scripts failed");
+    // Scripts live as long as their job: between full reads none can be told orphan cheaply.
+    if full {
+        if let Err(e) = sweep_scripts(app, &known, &mut summary).await {
+            summary.errors += 1;
+            tracing::warn!(error = %e, "sweeping orphan scripts failed");
+        }
     }
     lock(&app.sent).keep_only(&wanted);
     if summary != Summary::default() {
@@ -189,6 +284,9 @@ pub async fn reconcile(app: &App) -> Summary {
             rate_limited = summary.rate_limited,
             redrives_held_back = summary.redrives_held_back,
             errors = summary.errors,
+            full_read = summary.full_read,
+            index_keys_read = summary.index_keys_read,
+            jobs_read = summary.jobs_read,
             "reconciled"
         );
     }
@@ -208,6 +306,71 @@ fn redrives_held_back(backlog: Option<u64>, overdue: usize) -> bool {
     overdue > 0 && backlog.is_some_and(|ready| ready >= overdue as u64)
 }
 
+/// Parked jobs due before this (two periods: a run that comes late still finds the job ahead
+/// of it; a message's delay is at most SQS's 900 s, so never further) are woken this run.
+fn horizon(app: &App, now: Millis) -> Millis {
+    now + (2 * app.timers.reconcile_every_secs).min(MAX_DELAY_SECS) * 1000
+}
+
+/// Keeps `instances` as this run's list and returns the jobs whose listed instances differ
+/// from the previous run's (new, changed or vanished), with their accounts.
+fn remember_listing(app: &App, instances: &[InstanceInfo]) -> Vec<(String, String)> {
+    let mut now: HashMap<String, Listed> = HashMap::new();
+    for instance in instances {
+        if let Some((job_id, account_id)) = parse_owner_tag(&instance.description) {
+            now.entry(job_id)
+                .or_insert_with(|| Listed {
+                    account_id,
+                    instances: Vec::new(),
+                })
+                .instances
+                .push((instance.id.clone(), InstanceState::of(instance)));
+        }
+    }
+    for listed in now.values_mut() {
+        listed.instances.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let before = std::mem::replace(&mut *lock(&app.listed_before), now.clone());
+    let mut changed: Vec<(String, String)> = now
+        .iter()
+        .filter(|(job_id, listed)| before.get(*job_id) != Some(*listed))
+        .map(|(job_id, listed)| (listed.account_id.clone(), job_id.clone()))
+        .collect();
+    changed.extend(
+        before
+            .into_iter()
+            .filter(|(job_id, _)| !now.contains_key(job_id))
+            .map(|(job_id, listed)| (listed.account_id, job_id)),
+    );
+    changed
+}
+
+/// Reads the `changed` jobs not already in `active` (consistently, by key), adds the active
+/// ones to it and returns how many were read and the ids of those found over or missing.
+async fn read_changed(
+    app: &App,
+    active: &mut Vec<ActiveJob>,
+    changed: Vec<(String, String)>,
+) -> Result<(usize, HashSet<String>), ApiError> {
+    let have: HashSet<&str> = active.iter().map(|j| j.job_id.as_str()).collect();
+    let keys: Vec<(String, String)> = changed
+        .into_iter()
+        .filter(|(_, job_id)| !have.contains(job_id.as_str()))
+        .collect();
+    if keys.is_empty() {
+        return Ok((0, HashSet::new()));
+    }
+    let jobs = app.store.get_jobs(&keys).await?;
+    let mut over: HashSet<String> = keys.iter().map(|(_, job_id)| job_id.clone()).collect();
+    for job in &jobs {
+        if let Some(live) = ActiveJob::of(job) {
+            over.remove(&live.job_id);
+            active.push(live);
+        }
+    }
+    Ok((keys.len(), over))
+}
+
 /// Parked jobs due before the run after next get a message delayed until they are due; a
 /// queue-driven job overdue by the grace is re-driven (then again only after a backoff while it
 /// stays overdue), unless the queue's backlog says its message is waiting anyway. Messages go
@@ -220,9 +383,7 @@ async fn send_due(
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
     let grace_ms = app.timers.reconcile_grace_secs * 1000;
-    // Two periods: a run that comes late still finds the job ahead of it. A message's delay is
-    // at most SQS's 900 s, so never further.
-    let horizon = now + (2 * app.timers.reconcile_every_secs).min(MAX_DELAY_SECS) * 1000;
+    let horizon = horizon(app, now);
     let is_overdue = |job: &ActiveJob| !job.watch.is_parked() && job.due_at < now - grace_ms;
     let overdue = active.iter().filter(|job| is_overdue(job)).count();
     let backlog = if overdue == 0 {
@@ -275,16 +436,20 @@ async fn send_due(
 
 /// True when the job named by a provider resource is finished (or never existed). A job the
 /// active index lists is in use (no read: one `GetItem` per live job per run would cost every
-/// running job 120 reads an hour); any other is confirmed with a consistent read, because the
-/// index is eventually consistent. A just-finished job still listed waits for the next run.
+/// running job 120 reads an hour); on a full run any other is confirmed with a consistent
+/// read, because the index is eventually consistent. A just-finished job still listed waits
+/// for the next run. On a partial run only jobs read this run can be over.
 async fn job_is_over(
     app: &App,
-    active: &HashMap<&str, &ActiveJob>,
+    known: &Known<'_>,
     job_id: &str,
     account_id: &str,
 ) -> Result<bool, ApiError> {
-    if active.contains_key(job_id) {
+    if known.active.contains_key(job_id) {
         return Ok(false);
+    }
+    if !known.complete {
+        return Ok(known.over.contains(job_id));
     }
     Ok(match app.store.get_job(account_id, job_id).await? {
         Some(job) => job.status.is_terminal(),
@@ -339,26 +504,27 @@ async fn alert(
     Ok(())
 }
 
+/// Wakes the parked jobs `known` holds whose instances changed, and deletes orphan instances.
 async fn sweep_instances(
     app: &App,
-    active: &HashMap<&str, &ActiveJob>,
+    known: &Known<'_>,
+    instances: &[InstanceInfo],
+    listed_at: Millis,
     now: Millis,
     wanted: &mut HashSet<String>,
     summary: &mut Summary,
-) -> Result<Vec<InstanceInfo>, ApiError> {
-    // Before the call: the list shows each instance as it was at some moment after this.
-    let listed_at = now_ms();
-    let instances = app.provider.list_instances().await?;
+) -> Result<(), ApiError> {
+    let active = &known.active;
     let mut listed: HashMap<String, Vec<InstanceState>> = HashMap::new();
     {
         let mut alive = lock(&app.alive);
-        alive.retain(|job_id, _| active.contains_key(job_id.as_str()));
-        for instance in &instances {
+        alive.retain(|job_id, _| known.may_be_live(job_id));
+        for instance in instances {
             if let Some((job_id, _)) = parse_owner_tag(&instance.description) {
                 let state = InstanceState::of(instance);
                 let alive_now =
                     !matches!(state, InstanceState::Gone | InstanceState::Failed { .. });
-                if alive_now && active.contains_key(job_id.as_str()) {
+                if alive_now && known.may_be_live(&job_id) {
                     alive.insert(
                         job_id.clone(),
                         SeenAlive {
@@ -378,12 +544,12 @@ async fn sweep_instances(
             alert(app, job, seen_alive, now, wanted, summary).await?;
         }
     }
-    for instance in &instances {
-        if !delete_if_orphan(app, active, instance, summary).await? {
+    for instance in instances {
+        if !delete_if_orphan(app, known, instance, summary).await? {
             break;
         }
     }
-    Ok(instances)
+    Ok(())
 }
 
 /// Whether `volume` is one of Mimiry's OS volumes left without its instance: in the trash, or
@@ -454,7 +620,7 @@ fn stop_for_rate_limit(e: &ProviderError, summary: &mut Summary) -> bool {
 /// Deletes `instance` if its job is over; `false` when the sweep must stop (rate limited).
 async fn delete_if_orphan(
     app: &App,
-    active: &HashMap<&str, &ActiveJob>,
+    known: &Known<'_>,
     instance: &InstanceInfo,
     summary: &mut Summary,
 ) -> Result<bool, ApiError> {
@@ -466,7 +632,7 @@ async fn delete_if_orphan(
         return Ok(true);
     };
     // Deleted already (discontinued): nothing bills, nothing to read or delete again.
-    if instance.status.is_gone() || !job_is_over(app, active, &job_id, &account_id).await? {
+    if instance.status.is_gone() || !job_is_over(app, known, &job_id, &account_id).await? {
         return Ok(true);
     }
     match app
@@ -490,7 +656,7 @@ async fn delete_if_orphan(
 
 async fn sweep_scripts(
     app: &App,
-    active: &HashMap<&str, &ActiveJob>,
+    known: &Known<'_>,
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
     let scripts = match app.provider.list_scripts().await {
@@ -501,7 +667,7 @@ async fn sweep_scripts(
         let Some((job_id, account_id)) = parse_owner_tag(&script.name) else {
             continue;
         };
-        if !job_is_over(app, active, &job_id, &account_id).await? {
+        if !job_is_over(app, known, &job_id, &account_id).await? {
             continue;
         }
         match app.provider.delete_script(&script.id).await {
