@@ -200,8 +200,8 @@ pub async fn reconcile(app: &App) -> Summary {
     // Volumes are listed before instances: an instance that owns a listed volume existed
     // before the instance list was asked for, so it is in that list unless it is gone. They
     // are swept on full runs only: an unattached volume's job must be known to be over.
-    let volume_sweep_due = full
-        && lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
+    let volume_sweep_due =
+        full && lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
     let volumes = if !volume_sweep_due {
         None
     } else {
@@ -252,8 +252,16 @@ pub async fn reconcile(app: &App) -> Summary {
         over,
     };
     if let Some(instances) = &instances {
-        if let Err(e) =
-            sweep_instances(app, &known, instances, listed_at, now, &mut wanted, &mut summary).await
+        if let Err(e) = sweep_instances(
+            app,
+            &known,
+            instances,
+            listed_at,
+            now,
+            &mut wanted,
+            &mut summary,
+        )
+        .await
         {
             summary.errors += 1;
             tracing::warn!(error = %e, "sweeping instances failed");

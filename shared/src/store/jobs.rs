@@ -549,6 +549,52 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes `jobs` as they are, 25 per `BatchWriteItem`: no condition, no money moves, no
+    /// idempotency record. For seeding a table (the scale benchmark), never for a live job.
+    pub async fn seed_jobs(&self, jobs: &[Job]) -> Result<(), ApiError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in jobs.chunks(25) {
+            let mut pending = chunk
+                .iter()
+                .map(|job| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(job_item(job)?))
+                        .build()
+                        .map_err(|e| ApiError::Internal(format!("seed put: {e}")))?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            for attempt in 0..5u32 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let out = self
+                    .db
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut pending))
+                    .send()
+                    .await
+                    .map_err(aws_err)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(ApiError::Internal(format!(
+                    "{} job writes left unprocessed",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ActiveJob {
     /// The job as the active index lists it; `None` when it is over.
     pub fn of(job: &Job) -> Option<ActiveJob> {
