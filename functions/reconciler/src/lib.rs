@@ -323,10 +323,18 @@ fn horizon(app: &App, now: Millis) -> Millis {
 /// Keeps `instances` as this run's list and returns the jobs whose listed instances differ
 /// from the previous run's (new, changed or vanished), with their accounts.
 fn remember_listing(app: &App, instances: &[InstanceInfo]) -> Vec<(String, String)> {
-    let mut now: HashMap<String, Listed> = HashMap::new();
+    let now = listed_by_job(instances);
+    let before = std::mem::replace(&mut *lock(&app.listed_before), now.clone());
+    listing_changes(before, &now)
+}
+
+/// The tagged instances of a list, per job, in instance-id order.
+fn listed_by_job(instances: &[InstanceInfo]) -> HashMap<String, Listed> {
+    let mut by_job: HashMap<String, Listed> = HashMap::new();
     for instance in instances {
         if let Some((job_id, account_id)) = parse_owner_tag(&instance.description) {
-            now.entry(job_id)
+            by_job
+                .entry(job_id)
                 .or_insert_with(|| Listed {
                     account_id,
                     instances: Vec::new(),
@@ -335,10 +343,17 @@ fn remember_listing(app: &App, instances: &[InstanceInfo]) -> Vec<(String, Strin
                 .push((instance.id.clone(), InstanceState::of(instance)));
         }
     }
-    for listed in now.values_mut() {
+    for listed in by_job.values_mut() {
         listed.instances.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    let before = std::mem::replace(&mut *lock(&app.listed_before), now.clone());
+    by_job
+}
+
+/// `(account, job)` of every job listed differently in `now` than in `before`.
+fn listing_changes(
+    before: HashMap<String, Listed>,
+    now: &HashMap<String, Listed>,
+) -> Vec<(String, String)> {
     let mut changed: Vec<(String, String)> = now
         .iter()
         .filter(|(job_id, listed)| before.get(*job_id) != Some(*listed))
@@ -842,6 +857,53 @@ mod tests {
             ..volume(&other_job, "lost", true)
         };
         assert!(!volume_is_orphan(&theirs, &listed, &none));
+    }
+
+    #[test]
+    fn only_jobs_listed_differently_from_the_last_run_are_read() {
+        use mimiry_shared::jobs::model::owner_tag;
+        use mimiry_shared::provider::InstanceStatus;
+        let account = uuid::Uuid::new_v4().to_string();
+        let instance = |id: &str, job: &str, status| InstanceInfo {
+            id: id.into(),
+            instance_type: "1V100.6V".into(),
+            status,
+            hostname: String::new(),
+            description: owner_tag(job, &account),
+            location: "FIN-01".into(),
+            ip: None,
+            created_at: None,
+            startup_script_id: None,
+            price_per_hour: None,
+            os_volume_id: None,
+        };
+        let [steady, booted, vanished, new, retried] =
+            std::array::from_fn(|_| uuid::Uuid::now_v7().to_string());
+        let before = listed_by_job(&[
+            instance("i1", &steady, InstanceStatus::Running),
+            instance("i2", &booted, InstanceStatus::Provisioning),
+            instance("i3", &vanished, InstanceStatus::Running),
+            instance("i5", &retried, InstanceStatus::Running),
+        ]);
+        let now = listed_by_job(&[
+            instance("i5", &retried, InstanceStatus::Running),
+            instance("i2", &booted, InstanceStatus::Running),
+            instance("i1", &steady, InstanceStatus::Running),
+            instance("i4", &new, InstanceStatus::Ordered),
+            instance("i6", &retried, InstanceStatus::Ordered),
+        ]);
+        let mut changed = listing_changes(before, &now);
+        changed.sort();
+        let mut expected: Vec<(String, String)> = [booted, vanished, new, retried]
+            .into_iter()
+            .map(|job| (account.clone(), job))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            changed, expected,
+            "the steady job is not read; listing order does not matter"
+        );
+        assert!(listing_changes(now.clone(), &now).is_empty());
     }
 
     #[test]
