@@ -76,7 +76,8 @@ pub async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<
     let worker_clients = with_app(&base, WORKER_APP)?;
     let bench_clients = with_app(&base, BENCH_APP)?;
     let functions = Arc::new(Functions::new(&worker_clients, &config));
-    let reconciler = mimiry_reconciler::App::new(&with_app(&base, RECONCILER_APP)?, &config);
+    let reconciler_clients = with_app(&base, RECONCILER_APP)?;
+    let reconciler = mimiry_reconciler::App::new(&reconciler_clients, &config);
     let store = Store::new(bench_clients.dynamodb.clone(), config.table_name.clone());
 
     // The API in this process, on the address the stack's requests go to.
@@ -113,11 +114,14 @@ pub async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<
         stack,
         cli,
         results,
-        &config,
-        &store,
-        &bench_clients,
-        &reconciler,
-        period,
+        Setup {
+            config: &config,
+            store: &store,
+            bench_clients: &bench_clients,
+            reconciler_clients: &reconciler_clients,
+            reconciler: &reconciler,
+            period,
+        },
     )
     .await;
     for task in tasks {
@@ -126,17 +130,26 @@ pub async fn run(stack: &mut Stack, cli: &Cli, results: &mut Results) -> Result<
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn measure(
-    stack: &Stack,
-    cli: &Cli,
-    results: &mut Results,
-    config: &Config,
-    store: &Store,
-    bench_clients: &AwsClients,
-    reconciler: &mimiry_reconciler::App,
+/// What the measurement runs with.
+struct Setup<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    bench_clients: &'a AwsClients,
+    reconciler_clients: &'a AwsClients,
+    /// The measured reconciler (one container, fresh).
+    reconciler: &'a mimiry_reconciler::App,
     period: Duration,
-) -> Result<()> {
+}
+
+async fn measure(stack: &Stack, cli: &Cli, results: &mut Results, setup: Setup<'_>) -> Result<()> {
+    let Setup {
+        config,
+        store,
+        bench_clients,
+        reconciler_clients,
+        reconciler,
+        period,
+    } = setup;
     // 1. Real submits, in bursts of 8 at once.
     eprintln!("== scale: {} submits through the API", cli.scale_submits);
     let body = api::submit_body("echo scale");
@@ -163,6 +176,8 @@ async fn measure(
         store,
         &stack.account_id,
         &submitted,
+        reconciler_clients,
+        config,
         Duration::from_secs(300),
     )
     .await?;
@@ -353,15 +368,21 @@ async fn measure(
     Ok(())
 }
 
-/// Waits until one of `ids` is running and parked (the worker's steady state for a job).
+/// Waits until one of `ids` is running and parked (the worker's steady state for a job). A
+/// reconciler of its own (a container of its own, not the measured one) runs every 3 s
+/// meanwhile: in production it is the reconciler's list that wakes a job whose instance booted.
 async fn wait_running(
     store: &Store,
     account_id: &str,
     ids: &[String],
+    clients: &AwsClients,
+    config: &Config,
     limit: Duration,
 ) -> Result<Job> {
+    let warmup = mimiry_reconciler::App::new(clients, config);
     let deadline = Instant::now() + limit;
     loop {
+        mimiry_reconciler::reconcile(&warmup).await;
         for id in ids.iter().take(20) {
             if let Some(job) = store
                 .get_job(account_id, id)
@@ -376,7 +397,7 @@ async fn wait_running(
         if Instant::now() > deadline {
             bail!("no submitted job was running and parked within {limit:?}");
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
 }
 
