@@ -12,6 +12,14 @@ bash infra/setup.sh
 stack=${BENCH_STACK_PROFILE:-release}
 packages=(-p mimiry-account -p mimiry-catalog -p mimiry-ssh-keys -p mimiry-jobs -p mimiry-worker
   -p mimiry-reconciler -p mimiry-bench)
+# The scale benchmark (`make bench-scale`) runs the functions inside mimiry-bench: it needs only
+# the bench, mimiry-admin (bootstrap) and fake-datacrunch.
+if [[ "${1:-}" == "--scale" ]]; then
+  echo "building (cargo build --release) …" >&2
+  cargo build --release -p mimiry-bench -p mimiry-infra -p fake-datacrunch
+  exec target/release/mimiry-bench --release target/release --stack-bin target/release \
+    --timeout-secs 1200 "$@"
+fi
 case "$stack" in
   release)
     echo "building (cargo build --release) …" >&2

@@ -1,6 +1,7 @@
 //! The reconciler (EventBridge, once a minute): the safety net under the queue, and the eye on
-//! running jobs. Each run reads the active-jobs index once, lists the provider's instances and
-//! scripts once, then:
+//! running jobs. Each run reads the due part of the active-jobs index and lists each provider's
+//! instances once; every [`FULL_READ_EVERY_RUNS`] runs it reads the whole index instead and lists
+//! scripts (and volumes) too. Then:
 //!
 //! 1. wakes parked jobs (`Job::parked`: no SQS message waits for them) shortly before their
 //!    next look is due, with a delayed message;
@@ -8,10 +9,15 @@
 //!    can delay a job by a minute, never strand it;
 //! 3. wakes a parked job at once when the instance list shows its instance changed: a running
 //!    job's no longer running (stopped, failed, vanished), a provisioning job's running, stopped,
-//!    failed or vanished. The worker need not poll each job; one list per run watches them all;
+//!    failed or vanished. The worker need not poll each job; one list per run watches them all.
+//!    Between full reads only the jobs whose listed instances differ from the previous run's
+//!    list are read (one `BatchGetItem` per 100), so a run costs what changed, not what is
+//!    active;
 //! 4. deletes provider instances and startup scripts named for Mimiry jobs that are no longer
 //!    active (a crash between deploy and persist, a cancel racing a deploy): nothing is left
-//!    billing. Each candidate's job is read with a consistent read before anything is deleted.
+//!    billing. Between full reads only instances whose job was read this run are candidates;
+//!    the others wait for the next full read (at most [`FULL_READ_EVERY_RUNS`] runs). Each
+//!    candidate's job is read with a consistent read before anything is deleted.
 //!    An instance is deleted with its OS volume named, so the volume does not sit in the
 //!    provider's trash;
 //! 5. deletes, permanently, Mimiry's OS volumes (`mimiry-{job}-{attempt}-os`) that outlived
@@ -26,7 +32,9 @@
 //! one; a provider without descriptions (Lambda, [`GpuProvider::keeps_descriptions`]) names
 //! the job only by the hostname (`mimiry-{job}-{attempt}`, the instance's name), so its job's
 //! account is unknown: such an instance is an orphan when its job has not been in the active
-//! index for a grace (`reconcile_grace_secs`, remembered per container), not after a read.
+//! index for a grace (`reconcile_grace_secs`, remembered per container), not after a read —
+//! judged on full reads only (a partial read does not list every live job). Nor can such a job
+//! be read by key when its instance changes: between full reads it is alerted when it is due.
 
 use mimiry_shared::aws::AwsClients;
 use mimiry_shared::config::{Config, Timers};
@@ -51,6 +59,11 @@ const MAX_SENDS: usize = 500;
 /// production (once a minute), one run in 15 when a test stack reconciles every 2 s — there
 /// its lists would otherwise take a quarter of the provider's 500 requests a minute.
 const VOLUME_SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// One run in this many reads every active job (the rest read only what is due): the orphan
+/// sweeps need the set of live jobs, and a full read costs one index item per active job —
+/// 10,000 jobs read every minute is O(all jobs) per minute; every tenth minute is a tenth of it,
+/// and an orphan (rare: a crash between deploy and persist) bills at most ten minutes longer.
+pub const FULL_READ_EVERY_RUNS: i64 = 10;
 
 pub struct App {
     pub store: Store,
@@ -70,6 +83,36 @@ pub struct App {
     /// Instances named for a job but without an owner tag (a provider without descriptions),
     /// whose job was not active: instance id → first seen so.
     unowned: Mutex<HashMap<String, Millis>>,
+    /// When this container last read every active job.
+    full_read_at: Mutex<Option<Millis>>,
+    /// The previous run's instance list, per job: (account, [(instance, state)]), so that a
+    /// partial run reads only the jobs whose instances changed.
+    listed_before: Mutex<HashMap<String, Listed>>,
+}
+
+/// What the instance lists showed of one job: its account (unknown at a provider without
+/// descriptions), and its instances' states by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    account_id: Option<String>,
+    instances: Vec<(String, InstanceState)>,
+}
+
+/// What a run knows of the active jobs.
+struct Known<'a> {
+    active: HashMap<&'a str, &'a ActiveJob>,
+    /// A full run: `active` holds every active job (as the eventually consistent index lists
+    /// them), so a job missing from it may be over.
+    complete: bool,
+    /// On a partial run, the jobs read this run and found over (or gone from the table).
+    over: HashSet<String>,
+}
+
+impl Known<'_> {
+    /// Whether the job may still be running, as far as this run knows without reading it.
+    fn may_be_live(&self, job_id: &str) -> bool {
+        self.active.contains_key(job_id) || (!self.complete && !self.over.contains(job_id))
+    }
 }
 
 /// Keys acted on → (next action allowed at, actions so far).
@@ -111,6 +154,8 @@ impl App {
             volumes_swept_at: Mutex::new(None),
             alive: Mutex::new(HashMap::new()),
             unowned: Mutex::new(HashMap::new()),
+            full_read_at: Mutex::new(None),
+            listed_before: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -133,13 +178,28 @@ pub struct Summary {
     /// Overdue jobs not re-driven because the queue's backlog holds their messages.
     pub redrives_held_back: usize,
     pub errors: usize,
+    /// Whether this run read every active job (see [`FULL_READ_EVERY_RUNS`]).
+    pub full_read: bool,
+    /// Active-index keys read this run, and jobs read by key (changed instances).
+    pub index_keys_read: usize,
+    pub jobs_read: usize,
 }
 
 pub async fn reconcile(app: &App) -> Summary {
     let mut summary = Summary::default();
     let now = now_ms();
+    let period_ms = app.timers.reconcile_every_secs * 1000;
+    // A little short of the period's multiple: runs are not exactly a period apart.
+    let full = lock(&app.full_read_at)
+        .is_none_or(|at| now - at >= FULL_READ_EVERY_RUNS * period_ms - period_ms / 2);
+    summary.full_read = full;
+    let read = if full {
+        app.store.active_jobs().await
+    } else {
+        app.store.active_jobs_due_before(horizon(app, now)).await
+    };
     // Without the index, orphans cannot be told from live jobs: do nothing this run.
-    let active = match app.store.active_jobs().await {
+    let mut active = match read {
         Ok(active) => active,
         Err(e) => {
             summary.errors += 1;
@@ -147,21 +207,22 @@ pub async fn reconcile(app: &App) -> Summary {
             return summary;
         }
     };
+    summary.index_keys_read = active.len();
     let mut wanted = HashSet::new();
     if let Err(e) = send_due(app, &active, now, &mut wanted, &mut summary).await {
         summary.errors += 1;
         tracing::error!(error = %e, "sending due jobs to the worker failed");
     }
-    let active: HashMap<&str, &ActiveJob> = active.iter().map(|j| (j.job_id.as_str(), j)).collect();
     // Volumes are listed before instances: an instance that owns a listed volume existed
-    // before the instance list was asked for, so it is in that list unless it is gone.
+    // before the instance list was asked for, so it is in that list unless it is gone. They
+    // are swept on full runs only: an unattached volume's job must be known to be over.
     let volume_sweep_due =
-        lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
-    let mut volumes_swept = volume_sweep_due;
+        full && lock(&app.volumes_swept_at).is_none_or(|at| at.elapsed() >= VOLUME_SWEEP_EVERY);
+    let mut volumes = Vec::new();
     let mut listed = Vec::new();
     for provider in app.providers.all() {
         let provider = provider.as_ref();
-        let volumes = if !volume_sweep_due {
+        volumes.push(if !volume_sweep_due {
             None
         } else {
             match provider.list_volumes().await {
@@ -174,7 +235,7 @@ pub async fn reconcile(app: &App) -> Summary {
                     None
                 }
             }
-        };
+        });
         // Before the call: the list shows each instance as it was at some moment after this.
         let listed_at = now_ms();
         let instances = match provider.list_instances().await {
@@ -185,23 +246,56 @@ pub async fn reconcile(app: &App) -> Summary {
                 None
             }
         };
-        match (volumes, &instances) {
+        listed.push((provider, listed_at, instances));
+    }
+    // With every provider's list only: a provider that did not answer would look emptied.
+    let mut over = HashSet::new();
+    if listed.iter().all(|(_, _, instances)| instances.is_some()) {
+        let changed = remember_listing(app, &listed);
+        if !full {
+            match read_changed(app, &mut active, changed).await {
+                Ok((read, gone)) => {
+                    summary.jobs_read = read;
+                    over = gone;
+                }
+                Err(e) => {
+                    // Not known which of them are live: no alerts or deletes for them this run.
+                    summary.errors += 1;
+                    tracing::warn!(error = %e, "reading the jobs whose instances changed failed");
+                }
+            }
+        }
+    }
+    if full {
+        *lock(&app.full_read_at) = Some(now);
+    }
+    let known = Known {
+        active: active.iter().map(|j| (j.job_id.as_str(), j)).collect(),
+        complete: full,
+        over,
+    };
+    let mut volumes_swept = volume_sweep_due;
+    for ((provider, _, instances), volumes) in listed.iter().zip(volumes) {
+        match (volumes, instances) {
             (Some(volumes), Some(instances)) => {
                 volumes_swept &=
-                    sweep_volumes(provider, &active, &volumes, instances, &mut summary).await;
+                    sweep_volumes(*provider, &known.active, &volumes, instances, &mut summary)
+                        .await;
             }
             _ => volumes_swept = false,
         }
-        if let Err(e) = sweep_scripts(app, provider, &active, &mut summary).await {
-            summary.errors += 1;
-            tracing::warn!(provider = provider.id(), error = %e, "sweeping orphan scripts failed");
+        // Scripts live as long as their job: between full reads none can be told orphan cheaply.
+        if full {
+            if let Err(e) = sweep_scripts(app, *provider, &known, &mut summary).await {
+                summary.errors += 1;
+                tracing::warn!(provider = provider.id(), error = %e, "sweeping orphan scripts failed");
+            }
         }
-        listed.push((provider, listed_at, instances));
     }
     if volumes_swept {
         *lock(&app.volumes_swept_at) = Some(Instant::now());
     }
-    if let Err(e) = sweep_instances(app, &active, &listed, now, &mut wanted, &mut summary).await {
+    if let Err(e) = sweep_instances(app, &known, &listed, now, &mut wanted, &mut summary).await {
         summary.errors += 1;
         tracing::warn!(error = %e, "sweeping instances failed");
     }
@@ -218,6 +312,9 @@ pub async fn reconcile(app: &App) -> Summary {
             rate_limited = summary.rate_limited,
             redrives_held_back = summary.redrives_held_back,
             errors = summary.errors,
+            full_read = summary.full_read,
+            index_keys_read = summary.index_keys_read,
+            jobs_read = summary.jobs_read,
             "reconciled"
         );
     }
@@ -237,6 +334,93 @@ fn redrives_held_back(backlog: Option<u64>, overdue: usize) -> bool {
     overdue > 0 && backlog.is_some_and(|ready| ready >= overdue as u64)
 }
 
+/// Parked jobs due before this (two periods: a run that comes late still finds the job ahead
+/// of it; a message's delay is at most SQS's 900 s, so never further) are woken this run.
+fn horizon(app: &App, now: Millis) -> Millis {
+    now + (2 * app.timers.reconcile_every_secs).min(MAX_DELAY_SECS) * 1000
+}
+
+/// Keeps this run's lists and returns the jobs whose listed instances differ from the previous
+/// run's (new, changed or vanished), with their accounts where known.
+fn remember_listing(app: &App, listed: &[ProviderList<'_>]) -> Vec<(Option<String>, String)> {
+    let now = listed_by_job(listed.iter().flat_map(|(provider, _, instances)| {
+        instances
+            .iter()
+            .flatten()
+            .filter_map(move |instance| Some((owner_of(*provider, instance)?, instance)))
+    }));
+    let before = std::mem::replace(&mut *lock(&app.listed_before), now.clone());
+    listing_changes(before, &now)
+}
+
+/// Instances with their owners ((job, account if known)), per job, in instance-id order.
+fn listed_by_job<'a>(
+    owned: impl IntoIterator<Item = ((String, Option<String>), &'a InstanceInfo)>,
+) -> HashMap<String, Listed> {
+    let mut by_job: HashMap<String, Listed> = HashMap::new();
+    for ((job_id, account_id), instance) in owned {
+        by_job
+            .entry(job_id)
+            .or_insert_with(|| Listed {
+                account_id,
+                instances: Vec::new(),
+            })
+            .instances
+            .push((instance.id.clone(), InstanceState::of(instance)));
+    }
+    for listed in by_job.values_mut() {
+        listed.instances.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    by_job
+}
+
+/// `(account, job)` of every job listed differently in `now` than in `before`.
+fn listing_changes(
+    before: HashMap<String, Listed>,
+    now: &HashMap<String, Listed>,
+) -> Vec<(Option<String>, String)> {
+    let mut changed: Vec<(Option<String>, String)> = now
+        .iter()
+        .filter(|(job_id, listed)| before.get(*job_id) != Some(*listed))
+        .map(|(job_id, listed)| (listed.account_id.clone(), job_id.clone()))
+        .collect();
+    changed.extend(
+        before
+            .into_iter()
+            .filter(|(job_id, _)| !now.contains_key(job_id))
+            .map(|(job_id, listed)| (listed.account_id, job_id)),
+    );
+    changed
+}
+
+/// Reads the `changed` jobs not already in `active` (consistently, by key), adds the active
+/// ones to it and returns how many were read and the ids of those found over or missing. A job
+/// named only by a hostname has no key to read it by: it waits until it is due.
+async fn read_changed(
+    app: &App,
+    active: &mut Vec<ActiveJob>,
+    changed: Vec<(Option<String>, String)>,
+) -> Result<(usize, HashSet<String>), ApiError> {
+    let have: HashSet<&str> = active.iter().map(|j| j.job_id.as_str()).collect();
+    let keys: Vec<(String, String)> = changed
+        .into_iter()
+        .filter(|(_, job_id)| !have.contains(job_id.as_str()))
+        .filter_map(|(account_id, job_id)| Some((account_id?, job_id)))
+        .collect();
+    if keys.is_empty() {
+        return Ok((0, HashSet::new()));
+    }
+    let jobs = app.store.get_jobs(&keys).await?;
+    let mut over: HashSet<String> = keys.iter().map(|(_, job_id)| job_id.clone()).collect();
+    for job in &jobs {
+        if let Some(live) = ActiveJob::of(job) {
+            over.remove(&live.job_id);
+            active.push(live);
+        }
+    }
+    Ok((keys.len(), over))
+}
+
 /// Parked jobs due before the run after next get a message delayed until they are due; a
 /// queue-driven job overdue by the grace is re-driven (then again only after a backoff while it
 /// stays overdue), unless the queue's backlog says its message is waiting anyway. Messages go
@@ -249,9 +433,7 @@ async fn send_due(
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
     let grace_ms = app.timers.reconcile_grace_secs * 1000;
-    // Two periods: a run that comes late still finds the job ahead of it. A message's delay is
-    // at most SQS's 900 s, so never further.
-    let horizon = now + (2 * app.timers.reconcile_every_secs).min(MAX_DELAY_SECS) * 1000;
+    let horizon = horizon(app, now);
     let is_overdue = |job: &ActiveJob| !job.watch.is_parked() && job.due_at < now - grace_ms;
     let overdue = active.iter().filter(|job| is_overdue(job)).count();
     let backlog = if overdue == 0 {
@@ -304,16 +486,20 @@ async fn send_due(
 
 /// True when the job named by a provider resource is finished (or never existed). A job the
 /// active index lists is in use (no read: one `GetItem` per live job per run would cost every
-/// running job 120 reads an hour); any other is confirmed with a consistent read, because the
-/// index is eventually consistent. A just-finished job still listed waits for the next run.
+/// running job 120 reads an hour); on a full run any other is confirmed with a consistent
+/// read, because the index is eventually consistent. A just-finished job still listed waits
+/// for the next run. On a partial run only jobs read this run can be over.
 async fn job_is_over(
     app: &App,
-    active: &HashMap<&str, &ActiveJob>,
+    known: &Known<'_>,
     job_id: &str,
     account_id: &str,
 ) -> Result<bool, ApiError> {
-    if active.contains_key(job_id) {
+    if known.active.contains_key(job_id) {
         return Ok(false);
+    }
+    if !known.complete {
+        return Ok(known.over.contains(job_id));
     }
     Ok(match app.store.get_job(account_id, job_id).await? {
         Some(job) => job.status.is_terminal(),
@@ -385,12 +571,13 @@ fn owner_of(
 
 /// One provider's instance list, as this run got it: when it was asked for, and the list
 /// (`None`: the call failed).
-type Listed<'a> = (&'a dyn GpuProvider, Millis, Option<Vec<InstanceInfo>>);
+type ProviderList<'a> = (&'a dyn GpuProvider, Millis, Option<Vec<InstanceInfo>>);
 
+/// Wakes the parked jobs `known` holds whose instances changed, and deletes orphan instances.
 async fn sweep_instances(
     app: &App,
-    active: &HashMap<&str, &ActiveJob>,
-    listed: &[Listed<'_>],
+    known: &Known<'_>,
+    listed: &[ProviderList<'_>],
     now: Millis,
     wanted: &mut HashSet<String>,
     summary: &mut Summary,
@@ -398,14 +585,14 @@ async fn sweep_instances(
     let mut states: HashMap<String, Vec<InstanceState>> = HashMap::new();
     {
         let mut alive = lock(&app.alive);
-        alive.retain(|job_id, _| active.contains_key(job_id.as_str()));
+        alive.retain(|job_id, _| known.may_be_live(job_id));
         for (provider, listed_at, instances) in listed {
             for instance in instances.iter().flatten() {
                 if let Some((job_id, _)) = owner_of(*provider, instance) {
                     let state = InstanceState::of(instance);
                     let alive_now =
                         !matches!(state, InstanceState::Gone | InstanceState::Failed { .. });
-                    if alive_now && active.contains_key(job_id.as_str()) {
+                    if alive_now && known.may_be_live(&job_id) {
                         alive.insert(
                             job_id.clone(),
                             SeenAlive {
@@ -421,7 +608,7 @@ async fn sweep_instances(
     }
     // Only with every provider's list: a job whose provider did not answer is not "vanished".
     if listed.iter().all(|(_, _, instances)| instances.is_some()) {
-        for job in active.values() {
+        for job in known.active.values() {
             let states = states.get(&job.job_id).map_or(&[][..], Vec::as_slice);
             if instance_changed(job.watch, states) {
                 let seen_alive = lock(&app.alive).get(&job.job_id).cloned();
@@ -435,7 +622,7 @@ async fn sweep_instances(
             if !delete_if_orphan(
                 app,
                 *provider,
-                active,
+                known,
                 instance,
                 now,
                 &mut unowned_now,
@@ -447,7 +634,10 @@ async fn sweep_instances(
             }
         }
     }
-    lock(&app.unowned).retain(|id, _| unowned_now.contains(id));
+    // A partial run judged no unowned instance: what it remembers waits for the next full one.
+    if known.complete {
+        lock(&app.unowned).retain(|id, _| unowned_now.contains(id));
+    }
     Ok(())
 }
 
@@ -520,7 +710,7 @@ fn stop_for_rate_limit(e: &ProviderError, summary: &mut Summary) -> bool {
 async fn delete_if_orphan(
     app: &App,
     provider: &dyn GpuProvider,
-    active: &HashMap<&str, &ActiveJob>,
+    known: &Known<'_>,
     instance: &InstanceInfo,
     now: Millis,
     unowned_now: &mut HashSet<String>,
@@ -538,10 +728,11 @@ async fn delete_if_orphan(
         return Ok(true);
     }
     let over = match &account_id {
-        Some(account_id) => job_is_over(app, active, &job_id, account_id).await?,
+        Some(account_id) => job_is_over(app, known, &job_id, account_id).await?,
         // Named only by its hostname: over when its job has been out of the active index for
-        // a grace (the index is eventually consistent; a job is in it before it deploys).
-        None if active.contains_key(job_id.as_str()) => false,
+        // a grace (the index is eventually consistent; a job is in it before it deploys),
+        // which only a full read can tell.
+        None if known.active.contains_key(job_id.as_str()) || !known.complete => false,
         None => {
             unowned_now.insert(instance.id.clone());
             let first = *lock(&app.unowned).entry(instance.id.clone()).or_insert(now);
@@ -572,7 +763,7 @@ async fn delete_if_orphan(
 async fn sweep_scripts(
     app: &App,
     provider: &dyn GpuProvider,
-    active: &HashMap<&str, &ActiveJob>,
+    known: &Known<'_>,
     summary: &mut Summary,
 ) -> Result<(), ApiError> {
     let scripts = match provider.list_scripts().await {
@@ -583,7 +774,7 @@ async fn sweep_scripts(
         let Some((job_id, account_id)) = parse_owner_tag(&script.name) else {
             continue;
         };
-        if !job_is_over(app, active, &job_id, &account_id).await? {
+        if !job_is_over(app, known, &job_id, &account_id).await? {
             continue;
         }
         match provider.delete_script(&script.id).await {
@@ -750,6 +941,59 @@ mod tests {
             ..volume(&other_job, "lost", true)
         };
         assert!(!volume_is_orphan(&theirs, &listed, &none));
+    }
+
+    #[test]
+    fn only_jobs_listed_differently_from_the_last_run_are_read() {
+        use mimiry_shared::jobs::model::owner_tag;
+        use mimiry_shared::provider::InstanceStatus;
+        let account = uuid::Uuid::new_v4().to_string();
+        let instance = |id: &str, job: &str, status| InstanceInfo {
+            id: id.into(),
+            instance_type: "1V100.6V".into(),
+            status,
+            hostname: String::new(),
+            description: owner_tag(job, &account),
+            location: "FIN-01".into(),
+            ip: None,
+            created_at: None,
+            startup_script_id: None,
+            price_per_hour: None,
+            os_volume_id: None,
+        };
+        let listed_by_job = |instances: &[InstanceInfo]| {
+            listed_by_job(instances.iter().map(|i| {
+                let (job, account) = parse_owner_tag(&i.description).unwrap();
+                ((job, Some(account)), i)
+            }))
+        };
+        let [steady, booted, vanished, new, retried] =
+            std::array::from_fn(|_| uuid::Uuid::now_v7().to_string());
+        let before = listed_by_job(&[
+            instance("i1", &steady, InstanceStatus::Running),
+            instance("i2", &booted, InstanceStatus::Provisioning),
+            instance("i3", &vanished, InstanceStatus::Running),
+            instance("i5", &retried, InstanceStatus::Running),
+        ]);
+        let now = listed_by_job(&[
+            instance("i5", &retried, InstanceStatus::Running),
+            instance("i2", &booted, InstanceStatus::Running),
+            instance("i1", &steady, InstanceStatus::Running),
+            instance("i4", &new, InstanceStatus::Ordered),
+            instance("i6", &retried, InstanceStatus::Ordered),
+        ]);
+        let mut changed = listing_changes(before, &now);
+        changed.sort();
+        let mut expected: Vec<(Option<String>, String)> = [booted, vanished, new, retried]
+            .into_iter()
+            .map(|job| (Some(account.clone()), job))
+            .collect();
+        expected.sort();
+        assert_eq!(
+            changed, expected,
+            "the steady job is not read; listing order does not matter"
+        );
+        assert!(listing_changes(now.clone(), &now).is_empty());
     }
 
     #[test]

@@ -10,13 +10,14 @@ mod logs;
 mod procs;
 mod report;
 mod results;
+mod scale;
 mod stack;
 mod worker;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use results::Results;
-use stack::{Paths, Stack};
+use stack::{FakeMode, Paths, Stack};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,21 @@ pub struct Cli {
     /// Upper bound on the whole run.
     #[arg(long, default_value_t = 1500)]
     timeout_secs: u64,
+    /// Run the scale benchmark (`make bench-scale`) instead of the others.
+    #[arg(long)]
+    scale: bool,
+    /// Jobs active at once in the scale benchmark (submitted plus seeded).
+    #[arg(long, default_value_t = 10_000)]
+    scale_jobs: usize,
+    /// Of them, submitted through the API (timed).
+    #[arg(long, default_value_t = 200)]
+    scale_submits: usize,
+    /// Reconciler runs (one a minute) in the measured window.
+    #[arg(long, default_value_t = 5)]
+    scale_runs: usize,
+    /// Wake-ups sent at once to time the worker.
+    #[arg(long, default_value_t = 500)]
+    scale_burst: usize,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -81,11 +97,19 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let mut results = Results::default();
     eprintln!("starting the local stack (moto, fake-datacrunch, mimiry-local) …");
-    let mut stack = Stack::start(paths.clone()).await?;
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(cli.timeout_secs),
-        run(&mut stack, &cli, &mut results),
-    )
+    let fake_mode = if cli.scale {
+        FakeMode::Scale
+    } else {
+        FakeMode::Execute
+    };
+    let mut stack = Stack::start_with(paths.clone(), fake_mode).await?;
+    let outcome = tokio::time::timeout(Duration::from_secs(cli.timeout_secs), async {
+        if cli.scale {
+            scale::run(&mut stack, &cli, &mut results).await
+        } else {
+            run(&mut stack, &cli, &mut results).await
+        }
+    })
     .await;
     stack.shutdown();
     let outcome = match outcome {
@@ -96,14 +120,32 @@ async fn main() -> Result<()> {
         )),
     };
 
-    report::evaluate(&mut results);
-    results.set("meta.duration_s", started.elapsed().as_secs_f64());
-    let table = report::table(&results, &cli, &paths);
-    println!("{table}");
     let json = out.join("results.json");
+    // One file for both runs: each replaces only its own keys.
+    let is_scale = |k: &str| k.starts_with("scale.") || k.starts_with("target.scale");
+    let earlier = std::fs::read_to_string(&json).unwrap_or_default();
+    if cli.scale {
+        results.set("meta.scale_duration_s", started.elapsed().as_secs_f64());
+        results.keep_others(&earlier, |k| is_scale(k) || k == "meta.scale_duration_s");
+    } else {
+        results.set("meta.duration_s", started.elapsed().as_secs_f64());
+        results.keep_others(&earlier, |k| !is_scale(k) && k != "meta.scale_duration_s");
+    }
+    report::evaluate(&mut results);
+    let table = if cli.scale {
+        report::scale_table(&results, &cli)
+    } else {
+        report::table(&results, &cli, &paths)
+    };
+    println!("{table}");
     std::fs::write(&json, results.to_json() + "\n").context("writing results.json")?;
-    std::fs::write(out.join("table.txt"), table + "\n")?;
-    std::fs::write(out.join("notes.txt"), results.notes.join("\n") + "\n")?;
+    let (table_file, notes_file) = if cli.scale {
+        ("scale-table.txt", "scale-notes.txt")
+    } else {
+        ("table.txt", "notes.txt")
+    };
+    std::fs::write(out.join(table_file), table + "\n")?;
+    std::fs::write(out.join(notes_file), results.notes.join("\n") + "\n")?;
     eprintln!(
         "wrote {} (breakdowns in {}, logs in {})",
         json.display(),

@@ -65,6 +65,19 @@ impl Results {
         self.notes.push(line);
     }
 
+    /// Takes the keys of an earlier results.json that this run does not measure (`scale.*` and
+    /// the rest are written by different runs into the same file).
+    pub fn keep_others(&mut self, earlier: &str, ours: impl Fn(&str) -> bool) {
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(earlier) else {
+            return;
+        };
+        for (key, value) in map {
+            if let (false, Some(v)) = (ours(&key), value.as_f64()) {
+                self.values.entry(key).or_insert(v);
+            }
+        }
+    }
+
     /// `{"key": number, …}`; non-finite values (a phase that could not measure) are left out.
     pub fn to_json(&self) -> String {
         let map: serde_json::Map<String, serde_json::Value> = self

@@ -64,6 +64,15 @@ pub struct Stack {
 /// The local reconciler's period while the worker runs.
 pub const RECONCILE_EVERY_SECS: u64 = 2;
 
+/// How the fake provider runs instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeMode {
+    /// Really runs each startup script (the job reports and ends).
+    Execute,
+    /// Instances boot and run on the fake's own schedule, nothing executes; large quotas.
+    Scale,
+}
+
 /// One AWS call moto recorded.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -73,6 +82,8 @@ pub struct Call {
     pub bench: bool,
     /// The raw body, to tell which job a call was about.
     pub body: String,
+    /// The app name in the caller's user agent (`app/…`), if any.
+    pub app: Option<String>,
 }
 
 /// Request counts of the fake provider (`GET /admin/state` → `requests`).
@@ -100,6 +111,10 @@ impl ProviderCount {
 
 impl Stack {
     pub async fn start(paths: Paths) -> Result<Stack> {
+        Stack::start_with(paths, FakeMode::Execute).await
+    }
+
+    pub async fn start_with(paths: Paths, fake_mode: FakeMode) -> Result<Stack> {
         let logs = paths.logs();
         std::fs::create_dir_all(&logs)?;
         let recording = paths.out.join("moto-recording.jsonl");
@@ -156,11 +171,24 @@ impl Stack {
             "--provision-ms",
             "3000",
             "--no-rate-limits",
-            "--execute",
-        ])
-        .arg(&instances)
-        .stdout(Stdio::piped())
-        .stderr(log_file(&logs, "fake-datacrunch")?);
+        ]);
+        match fake_mode {
+            FakeMode::Execute => {
+                fake.arg("--execute").arg(&instances);
+            }
+            // Instances boot on the fake's clock and run until deleted; the quotas are far above
+            // Verda's (100 scripts, a few TB) so that 10,000 jobs fit in one project.
+            FakeMode::Scale => {
+                fake.args([
+                    "--script-quota",
+                    "1000000",
+                    "--storage-quota-gb",
+                    "1000000000",
+                ]);
+            }
+        }
+        fake.stdout(Stdio::piped())
+            .stderr(log_file(&logs, "fake-datacrunch")?);
         let (mut fake, _) = procs::spawn(fake, libc::SIGTERM).await?;
         let url = read_listen_url(&mut fake, "fake-datacrunch");
         stack.fake = Some(fake);
@@ -501,10 +529,15 @@ fn classify(entry: &Value) -> Call {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
     }
-    let bench = ["User-Agent", "X-Amz-User-Agent"]
+    let app = ["User-Agent", "X-Amz-User-Agent"]
         .iter()
         .filter_map(|h| header(headers, h))
-        .any(|ua| ua.contains(&format!("app/{BENCH_APP}")));
+        .find_map(|ua| {
+            ua.split(' ')
+                .find_map(|part| part.strip_prefix("app/"))
+                .map(str::to_string)
+        });
+    let bench = app.as_deref() == Some(BENCH_APP);
     let op = match header(headers, "X-Amz-Target") {
         Some(target) => {
             let (prefix, action) = target.split_once('.').unwrap_or(("", target));
@@ -531,7 +564,12 @@ fn classify(entry: &Value) -> Call {
             format!("{service}:{action}")
         }
     };
-    Call { op, bench, body }
+    Call {
+        op,
+        bench,
+        body,
+        app,
+    }
 }
 
 fn decode_base64(s: &str) -> Option<Vec<u8>> {

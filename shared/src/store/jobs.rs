@@ -443,22 +443,39 @@ impl Store {
         self.save_job(job, &new).await
     }
 
-    /// Every active job, soonest due first (the reconciler's one read per run).
+    /// Every active job, soonest due first (the reconciler's full read, every few minutes).
     pub async fn active_jobs(&self) -> Result<Vec<ActiveJob>, ApiError> {
+        self.query_active(None).await
+    }
+
+    /// The active jobs due before `before` (overdue ones first): the reconciler's read on every
+    /// run. The index's sort key starts with the due time, so this reads only what is due,
+    /// however many jobs are active.
+    pub async fn active_jobs_due_before(&self, before: i64) -> Result<Vec<ActiveJob>, ApiError> {
+        self.query_active(Some(before)).await
+    }
+
+    async fn query_active(&self, before: Option<i64>) -> Result<Vec<ActiveJob>, ApiError> {
         let mut jobs = Vec::new();
         let mut start: Option<Item> = None;
-        loop {
-            let out = self
+        // A bound on pages (1 MB each, ~5,000 keys): a runaway index ends the read, not the run.
+        for _ in 0..1_000 {
+            let mut query = self
                 .db
                 .query()
                 .table_name(&self.table)
                 .index_name(ACTIVE_INDEX)
                 .key_condition_expression("GSI1PK = :a")
                 .expression_attribute_values(":a", s(ACTIVE_PK))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(aws_err)?;
+                .set_exclusive_start_key(start.take());
+            if let Some(before) = before {
+                // `{due_at:013}#…` sorts by due time; the bare prefix sorts before every key
+                // with that due time, so `<` keeps exactly the keys due before `before`.
+                query = query
+                    .key_condition_expression("GSI1PK = :a AND GSI1SK < :b")
+                    .expression_attribute_values(":b", s(format!("{:013}", before.max(0))));
+            }
+            let out = query.send().await.map_err(aws_err)?;
             jobs.extend(out.items.unwrap_or_default().iter().filter_map(|item| {
                 match item.get("GSI1SK") {
                     Some(AttributeValue::S(sk)) => parse_active_sort_key(sk),
@@ -467,9 +484,123 @@ impl Store {
             }));
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(jobs),
+                _ => break,
             }
         }
+        Ok(jobs)
+    }
+
+    /// The jobs named by `(account_id, job_id)`, read consistently, 100 keys per
+    /// `BatchGetItem`; missing jobs are left out. Keys the table did not process are asked for
+    /// again (a bounded number of times) before giving up with an error.
+    pub async fn get_jobs(&self, keys: &[(String, String)]) -> Result<Vec<Job>, ApiError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut jobs = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending: Vec<Item> = chunk
+                .iter()
+                .map(|(account_id, job_id)| {
+                    Item::from([
+                        ("PK".to_string(), s(account_pk(account_id))),
+                        ("SK".to_string(), s(job_sk(job_id))),
+                    ])
+                })
+                .collect();
+            for attempt in 0..5u32 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| ApiError::Internal(format!("batch get request: {e}")))?;
+                let out = self
+                    .db
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(aws_err)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    jobs.push(from_item(item)?);
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(ApiError::Internal(format!(
+                    "{} job reads left unprocessed",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(jobs)
+    }
+}
+
+impl Store {
+    /// Writes `jobs` as they are, 25 per `BatchWriteItem`: no condition, no money moves, no
+    /// idempotency record. For seeding a table (the scale benchmark), never for a live job.
+    pub async fn seed_jobs(&self, jobs: &[Job]) -> Result<(), ApiError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in jobs.chunks(25) {
+            let mut pending = chunk
+                .iter()
+                .map(|job| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(job_item(job)?))
+                        .build()
+                        .map_err(|e| ApiError::Internal(format!("seed put: {e}")))?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            for attempt in 0..5u32 {
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let out = self
+                    .db
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut pending))
+                    .send()
+                    .await
+                    .map_err(aws_err)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(ApiError::Internal(format!(
+                    "{} job writes left unprocessed",
+                    pending.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ActiveJob {
+    /// The job as the active index lists it; `None` when it is over.
+    pub fn of(job: &Job) -> Option<ActiveJob> {
+        job.is_active()
+            .then(|| parse_active_sort_key(&active_sort_key(job)))
+            .flatten()
     }
 }
 
