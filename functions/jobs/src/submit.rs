@@ -338,6 +338,10 @@ async fn create_job(
         lease_until: None,
         parked: false,
         environment: spec.environment,
+        retry: spec.retry,
+        spot: spec.spot,
+        retries: Vec::new(),
+        retrying: false,
         version: 0,
     };
     let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());

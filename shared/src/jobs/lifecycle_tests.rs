@@ -166,6 +166,10 @@ fn job(status: JobStatus) -> Job {
         lease_until: None,
         parked: false,
         environment: Default::default(),
+        retry: None,
+        spot: false,
+        retries: vec![],
+        retrying: false,
         version: 0,
     };
     if status == JobStatus::Queued {
