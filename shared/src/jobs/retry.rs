@@ -116,7 +116,10 @@ impl RetryPolicy {
                 "retry must be an object like {\"max_attempts\": 3, \"on\": [\"interrupted\"]}",
             )
         })?;
-        if let Some(k) = obj.keys().find(|k| !["max_attempts", "on"].contains(&k.as_str())) {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !["max_attempts", "on"].contains(&k.as_str()))
+        {
             return Err(ApiError::validation(
                 format!("retry.{k}"),
                 format!("retry.{k} is not a field of retry: it takes max_attempts and on"),
@@ -196,17 +199,41 @@ mod tests {
     fn a_bad_policy_names_the_field_at_fault() {
         for (bad, field) in [
             (json!([]), "retry"),
-            (json!({"max_attempts": 0, "on": ["interrupted"]}), "retry.max_attempts"),
-            (json!({"max_attempts": 11, "on": ["interrupted"]}), "retry.max_attempts"),
-            (json!({"max_attempts": "3", "on": ["interrupted"]}), "retry.max_attempts"),
+            (
+                json!({"max_attempts": 0, "on": ["interrupted"]}),
+                "retry.max_attempts",
+            ),
+            (
+                json!({"max_attempts": 11, "on": ["interrupted"]}),
+                "retry.max_attempts",
+            ),
+            (
+                json!({"max_attempts": "3", "on": ["interrupted"]}),
+                "retry.max_attempts",
+            ),
             (json!({"max_attempts": 3}), "retry.on"),
             (json!({"max_attempts": 3, "on": []}), "retry.on"),
-            (json!({"max_attempts": 3, "on": ["interrupted", "x", "y"]}), "retry.on[1]"),
-            (json!({"max_attempts": 3, "on": ["no_capacity", "interrupted", "exit_code:0"]}), "retry.on[2]"),
-            (json!({"max_attempts": 3, "on": ["exit_code:5-2"]}), "retry.on[0]"),
-            (json!({"max_attempts": 3, "on": ["exit_code:256"]}), "retry.on[0]"),
+            (
+                json!({"max_attempts": 3, "on": ["interrupted", "x", "y"]}),
+                "retry.on[1]",
+            ),
+            (
+                json!({"max_attempts": 3, "on": ["no_capacity", "interrupted", "exit_code:0"]}),
+                "retry.on[2]",
+            ),
+            (
+                json!({"max_attempts": 3, "on": ["exit_code:5-2"]}),
+                "retry.on[0]",
+            ),
+            (
+                json!({"max_attempts": 3, "on": ["exit_code:256"]}),
+                "retry.on[0]",
+            ),
             (json!({"max_attempts": 3, "on": [3]}), "retry.on[0]"),
-            (json!({"max_attempts": 3, "on": ["interrupted"], "delay": 1}), "retry.delay"),
+            (
+                json!({"max_attempts": 3, "on": ["interrupted"], "delay": 1}),
+                "retry.delay",
+            ),
         ] {
             match RetryPolicy::parse(&bad) {
                 Err(ApiError::Validation { field: f, message }) => {
@@ -220,8 +247,9 @@ mod tests {
 
     #[test]
     fn retries_match_the_ending_and_stop_at_max_attempts() {
-        let p = RetryPolicy::parse(&json!({"max_attempts": 3, "on": ["exit_code:3-4", "interrupted"]}))
-            .unwrap();
+        let p =
+            RetryPolicy::parse(&json!({"max_attempts": 3, "on": ["exit_code:3-4", "interrupted"]}))
+                .unwrap();
         assert!(p.retries(1, FailureReason::ScriptFailed, Some(3)));
         assert!(p.retries(2, FailureReason::ScriptFailed, Some(4)));
         assert!(!p.retries(3, FailureReason::ScriptFailed, Some(3)));

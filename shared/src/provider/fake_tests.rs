@@ -114,6 +114,7 @@ fn deploy_req(hostname: &str, instance_type: &str, location: &str) -> DeployRequ
         startup_script_id: None,
         startup_script: None,
         os_volume_size_gb: 50,
+        is_spot: false,
     }
 }
 
