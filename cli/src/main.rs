@@ -34,10 +34,15 @@ fn env_pair(s: &str) -> Result<(String, String), String> {
 /// `--retry N:COND,COND…` (e.g. `3:interrupted,exit_code:3`) → the API's `retry` object; the
 /// API checks the conditions and names the one at fault.
 fn retry_policy(s: &str) -> Result<Value, String> {
-    let usage = || format!("`{s}` is not ATTEMPTS:CONDITION[,CONDITION…], e.g. 3:interrupted,exit_code:3");
+    let usage =
+        || format!("`{s}` is not ATTEMPTS:CONDITION[,CONDITION…], e.g. 3:interrupted,exit_code:3");
     let (n, on) = s.split_once(':').ok_or_else(usage)?;
     let max_attempts: u32 = n.trim().parse().map_err(|_| usage())?;
-    let on: Vec<&str> = on.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
+    let on: Vec<&str> = on
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
     if on.is_empty() {
         return Err(usage());
     }

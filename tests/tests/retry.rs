@@ -39,7 +39,11 @@ async fn interrupt_next(stack: &Stack, n: u64) {
             Some(json!({ "interrupt_next_spot_instances": n, "interrupt_after_ms": 1500 })),
         )
         .await;
-    assert_eq!(faults["interrupt_next_spot_instances"], json!(n), "{faults}");
+    assert_eq!(
+        faults["interrupt_next_spot_instances"],
+        json!(n),
+        "{faults}"
+    );
 }
 
 /// Each attempt's charge against the life the fake records for its instance: the rule bills
@@ -49,7 +53,11 @@ async fn interrupt_next(stack: &Stack, n: u64) {
 fn assert_billed_per_attempt(job: &Value, instances: &[Value]) {
     let price = Micros(micros(&job["price_per_hour"]));
     let retries = job["retries"].as_array().expect("retries");
-    assert_eq!(instances.len(), retries.len() + 1, "one instance per attempt");
+    assert_eq!(
+        instances.len(),
+        retries.len() + 1,
+        "one instance per attempt"
+    );
     let mut charges: Vec<i64> = retries.iter().map(|r| micros(&r["charged"])).collect();
     let total = micros(&job["cost"]);
     charges.push(total - charges.iter().sum::<i64>());
@@ -103,7 +111,11 @@ async fn a_spot_job_interrupted_twice_completes_on_its_third_attempt_and_without
     assert_eq!(job["spot"], json!(true));
     assert_eq!(micros(&job["price_per_hour"]), spot_price, "{job:#}");
     assert_eq!(job["attempt"], json!(3), "{job:#}");
-    assert_eq!(job["output_tail"], json!("attempt 3\nfinished\n"), "{job:#}");
+    assert_eq!(
+        job["output_tail"],
+        json!("attempt 3\nfinished\n"),
+        "{job:#}"
+    );
     let retries = job["retries"].as_array().unwrap();
     assert_eq!(retries.len(), 2, "{job:#}");
     for (i, r) in retries.iter().enumerate() {
@@ -153,7 +165,10 @@ async fn a_spot_job_interrupted_twice_completes_on_its_third_attempt_and_without
     let seen = wait_terminal(&stack, &account.key, &id, LIMIT).await;
     seen.assert_ended("failed", Some("interrupted"));
     let message = seen.job["error_message"].as_str().unwrap();
-    assert!(message.contains("interrupted the spot instance"), "{message}");
+    assert!(
+        message.contains("interrupted the spot instance"),
+        "{message}"
+    );
     assert_eq!(seen.job["retries"], json!([]));
     assert_eq!(seen.job["attempt"], json!(1));
 }
@@ -163,7 +178,8 @@ async fn an_exit_code_policy_retries_a_script_that_fails_once_and_bills_both_att
     let stack = Stack::shared();
     let account = stack.account("100").await;
     // The first attempt exits 3, the second succeeds: the script sees its attempt number.
-    let script = "echo \"attempt $MIMIRY_ATTEMPT\"; sleep 2; [ \"$MIMIRY_ATTEMPT\" -ge 2 ] || exit 3";
+    let script =
+        "echo \"attempt $MIMIRY_ATTEMPT\"; sleep 2; [ \"$MIMIRY_ATTEMPT\" -ge 2 ] || exit 3";
     let mut body = cheap_job(None, script);
     body["retry"] = json!({ "max_attempts": 3, "on": ["exit_code:3"] });
     let id = submit_ok(stack, &account.key, &body).await;
@@ -200,7 +216,11 @@ async fn a_bad_retry_policy_or_spot_where_none_is_sold_is_a_400_naming_the_field
     body["retry"] = json!({ "max_attempts": 3, "on": ["interrupted", "exit_code:2", "sometimes"] });
     let answer = submit(stack, &account.key, &body).await;
     assert_eq!(answer.status, 400, "{answer:?}");
-    assert_eq!(answer.body["details"]["field"], json!("retry.on[2]"), "{answer:?}");
+    assert_eq!(
+        answer.body["details"]["field"],
+        json!("retry.on[2]"),
+        "{answer:?}"
+    );
 
     body["retry"] = json!({ "max_attempts": 11, "on": ["interrupted"] });
     let answer = submit(stack, &account.key, &body).await;
