@@ -232,5 +232,5 @@ async fn a_bad_retry_policy_or_spot_where_none_is_sold_is_a_400_naming_the_field
     body["spot"] = json!(true);
     let answer = submit(stack, &account.key, &body).await;
     assert_eq!(answer.status, 409, "{answer:?}");
-    assert_eq!(answer.error(), "no_available_instances");
+    assert_eq!(answer.body["code"], json!("no_available_instances"));
 }
