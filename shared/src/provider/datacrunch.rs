@@ -693,6 +693,12 @@ mod unit_tests {
         assert_eq!(b["startup_script_id"], Value::Null);
         assert_eq!(b["os_volume"], json!({"name": "mj-abc-os", "size": 50}));
         assert_eq!(b["location_code"], json!("FIN-01"));
+        // A spot job's deploy asks for spot capacity (issue 15).
+        let spot = deploy_body(&DeployRequest {
+            is_spot: true,
+            ..req
+        });
+        assert_eq!(spot["is_spot"], json!(true));
     }
 
     #[test]
