@@ -31,6 +31,24 @@ fn env_pair(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}` is not NAME=value"))
 }
 
+/// `--retry N:COND,COND…` (e.g. `3:interrupted,exit_code:3`) → the API's `retry` object; the
+/// API checks the conditions and names the one at fault.
+fn retry_policy(s: &str) -> Result<Value, String> {
+    let usage =
+        || format!("`{s}` is not ATTEMPTS:CONDITION[,CONDITION…], e.g. 3:interrupted,exit_code:3");
+    let (n, on) = s.split_once(':').ok_or_else(usage)?;
+    let max_attempts: u32 = n.trim().parse().map_err(|_| usage())?;
+    let on: Vec<&str> = on
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    if on.is_empty() {
+        return Err(usage());
+    }
+    Ok(json!({ "max_attempts": max_attempts, "on": on }))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Submit a script as a job, follow its output, exit with its exit code
@@ -54,6 +72,13 @@ enum Command {
         /// environment variable of that name (repeatable); its value is masked in the output
         #[arg(long = "secret")]
         secrets: Vec<String>,
+        /// Retry policy, `ATTEMPTS:CONDITION,…` with conditions no_capacity, instance_error,
+        /// instance_lost, interrupted, exit_code:N or exit_code:A-B (e.g. `3:interrupted`)
+        #[arg(long, value_parser = retry_policy)]
+        retry: Option<Value>,
+        /// Run on spot (interruptible) capacity at its lower price, where it is sold
+        #[arg(long)]
+        spot: bool,
         /// The job's name
         #[arg(long)]
         name: Option<String>,
@@ -157,6 +182,8 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
             ssh_keys,
             env,
             secrets,
+            retry,
+            spot,
             name,
             max_runtime,
             detach,
@@ -164,7 +191,7 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
         } => {
             let env: serde_json::Map<String, serde_json::Value> =
                 env.into_iter().map(|(k, v)| (k, v.into())).collect();
-            let body = json!({
+            let mut body = json!({
                 "env": env,
                 "secrets": secrets,
                 "instance_type": instance_type,
@@ -176,6 +203,12 @@ async fn run(cli: Cli) -> Result<i32, CliError> {
                 "startup_script": read(&script)?,
                 "auto_shutdown": true,
             });
+            if let Some(retry) = retry {
+                body["retry"] = retry;
+            }
+            if spot {
+                body["spot"] = json!(true);
+            }
             let job = api.post("/jobs", &body).await?;
             let id = text(&job, "id").to_string();
             if detach {
@@ -376,4 +409,24 @@ fn default_key_name(public_key: &str, path: &std::path::Path) -> String {
         .chars()
         .take(64)
         .collect()
+}
+
+#[cfg(test)]
+mod retry_flag_tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_flag_becomes_the_apis_policy() {
+        assert_eq!(
+            retry_policy("3:interrupted,exit_code:3").unwrap(),
+            json!({ "max_attempts": 3, "on": ["interrupted", "exit_code:3"] })
+        );
+        assert_eq!(
+            retry_policy("2:exit_code:1-5").unwrap(),
+            json!({ "max_attempts": 2, "on": ["exit_code:1-5"] })
+        );
+        for bad in ["interrupted", "x:interrupted", "3:", "3:,"] {
+            assert!(retry_policy(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -169,13 +169,25 @@ impl Catalog {
 
     /// Locations where `instance_type` has capacity now, in the provider's order.
     pub async fn locations_with(&self, instance_type: &str) -> Result<Vec<String>, ApiError> {
-        Ok(self
-            .availability()
-            .await?
-            .value
-            .into_iter()
+        Ok(Self::having(
+            self.availability().await?.value,
+            instance_type,
+        ))
+    }
+
+    /// Locations with spot capacity for `instance_type` (none at a provider without spot).
+    pub async fn spot_locations_with(&self, instance_type: &str) -> Result<Vec<String>, ApiError> {
+        let spot = self
+            .availability
+            .get("spot", self.ttl, || self.provider.spot_availability())
+            .await?;
+        Ok(Self::having(spot.value, instance_type))
+    }
+
+    fn having(list: Vec<LocationAvailability>, instance_type: &str) -> Vec<String> {
+        list.into_iter()
             .filter(|l| l.instance_types.iter().any(|t| t == instance_type))
             .map(|l| l.location_code)
-            .collect())
+            .collect()
     }
 }

@@ -107,6 +107,8 @@ fn instance_type_view(catalog: &Catalog, t: &InstanceTypeInfo) -> Value {
         "instance_type": t.instance_type,
         "description": t.description,
         "price_per_hour": catalog.price(t.price_per_hour).to_string(),
+        // Interruptible capacity (issue 15), marked up like on-demand; null where not sold.
+        "spot_price": t.spot_price.map(|p| catalog.price(p).to_string()),
         "currency": "USD",
         "gpu": { "description": t.gpu_description, "count": t.gpu_count, "memory_gb": t.gpu_memory_gb, "model": t.gpu_model() },
         "cpu": { "description": t.cpu_description, "cores": t.cpu_cores },

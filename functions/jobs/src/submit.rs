@@ -7,6 +7,7 @@ use http::StatusCode;
 use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::jobs::model::{cost_of, MaxCost};
+use mimiry_shared::jobs::retry::RetryPolicy;
 use mimiry_shared::jobs::{Job, JobStatus};
 use mimiry_shared::money::Micros;
 use mimiry_shared::names::{is_invisible, DisplayName};
@@ -43,6 +44,11 @@ struct SubmitRequest {
     env: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Names of account secrets to expose as environment variables.
     secrets: Option<Vec<String>>,
+    /// `{ "max_attempts": N, "on": [...] }` (issue 15); read as a value so that every fault
+    /// gets a message naming its field (`retry.on[2]`).
+    retry: Option<serde_json::Value>,
+    /// Run on the provider's spot capacity, at its spot price (issue 15).
+    spot: Option<bool>,
 }
 
 /// A validated job request: everything checkable without I/O has been checked.
@@ -58,6 +64,8 @@ struct JobSpec {
     max_runtime_seconds: Option<i64>,
     max_cost: Option<MaxCost>,
     environment: JobEnv,
+    retry: Option<RetryPolicy>,
+    spot: bool,
 }
 
 fn non_empty(field: &str, value: &str) -> Result<String, ApiError> {
@@ -132,6 +140,12 @@ impl JobSpec {
                 .map(|v| MaxCost::parse(&v))
                 .transpose()?,
             environment: JobEnv::parse(r.env, r.secrets)?,
+            retry: r
+                .retry
+                .filter(|v| !v.is_null())
+                .map(|v| RetryPolicy::parse(&v))
+                .transpose()?,
+            spot: r.spot.unwrap_or(false),
         })
     }
 }
@@ -224,6 +238,22 @@ async fn create_job(
         }
     }
 
+    // A spot job pays the spot price (marked up like on-demand), where the type has one.
+    let provider_price = if spec.spot {
+        instance_type.spot_price.ok_or_else(|| {
+            ApiError::validation(
+                "spot",
+                format!(
+                    "instance_type `{}` is not sold as spot capacity by provider `{}` (its spot_price in GET /instances is null)",
+                    spec.instance_type,
+                    catalog.provider().id()
+                ),
+            )
+        })?
+    } else {
+        instance_type.price_per_hour
+    };
+
     // The caller's own SSH keys, resolved to the provider's ids.
     let mut provider_ssh_key_ids = Vec::with_capacity(spec.ssh_key_ids.len());
     for id in &spec.ssh_key_ids {
@@ -253,6 +283,7 @@ async fn create_job(
             instance_type: &spec.instance_type,
             image: &spec.image,
             pinned,
+            spot: spec.spot,
         },
     )
     .await;
@@ -269,7 +300,7 @@ async fn create_job(
 
     // The hold: the price for min(1 hour, max runtime) — at the dearest place the job may go,
     // so that a fail-over to an equivalent type elsewhere is covered too.
-    let price = catalog.price(instance_type.price_per_hour);
+    let price = catalog.price(provider_price);
     let hold_price = places
         .iter()
         .map(|p| Micros(p.price_per_hour_micros))
@@ -338,6 +369,10 @@ async fn create_job(
         lease_until: None,
         parked: false,
         environment: spec.environment,
+        retry: spec.retry,
+        spot: spec.spot,
+        retries: Vec::new(),
+        retrying: false,
         version: 0,
     };
     let reply = Reply::with_status(StatusCode::CREATED, job.submitted_view());

@@ -255,6 +255,7 @@ async fn deploy(
         report_token: &token,
         auto_shutdown: job.auto_shutdown,
         fetch_env: !job.environment.is_empty(),
+        attempt: job.attempt(),
     });
     let script_id = match &job.script_id {
         Some(id) => id.clone(),
@@ -277,6 +278,7 @@ async fn deploy(
         startup_script_id: Some(script_id),
         startup_script: Some(script),
         os_volume_size_gb: OS_VOLUME_GB,
+        is_spot: job.spot,
     };
     Ok(match provider.deploy(&request).await {
         Ok(instance_id) => EffectResult::Deploy {

@@ -57,6 +57,7 @@ pub async fn observe(app: &App, job: &Job, now: Millis) -> Result<Looked, ApiErr
             instance_type: &job.instance_type,
             image: &job.image,
             pinned: job.requested_provider.is_some(),
+            spot: job.spot,
         };
         Some(candidates(&app.catalogs, &wanted).await)
     } else {

@@ -46,6 +46,11 @@ pub struct Faults {
     pub installation_failed_next_instances: u64,
     /// The next N deployed instances disappear (404) when they would become `running`.
     pub vanish_next_instances: u64,
+    /// The next N *spot* instances are interrupted: `interrupt_after_ms` after they become
+    /// `running`, the provider takes them back (`discontinued`, the script killed), as a spot
+    /// preemption does.
+    pub interrupt_next_spot_instances: u64,
+    pub interrupt_after_ms: u64,
     /// The next N delete actions are refused with `forbidden_action`.
     pub delete_refusals: u64,
     /// The message used for those refusals.
@@ -72,6 +77,8 @@ pub struct FaultsPatch {
     pub error_next_instances: Option<u64>,
     pub installation_failed_next_instances: Option<u64>,
     pub vanish_next_instances: Option<u64>,
+    pub interrupt_next_spot_instances: Option<u64>,
+    pub interrupt_after_ms: Option<u64>,
     pub delete_refusals: Option<u64>,
     pub delete_refusal_message: Option<String>,
     pub token_ttl_secs: Option<u64>,
@@ -94,6 +101,8 @@ impl Faults {
             error_next_instances: 0,
             installation_failed_next_instances: 0,
             vanish_next_instances: 0,
+            interrupt_next_spot_instances: 0,
+            interrupt_after_ms: 1000,
             delete_refusals: 0,
             delete_refusal_message: DEFAULT_DELETE_REFUSAL_MESSAGE.to_string(),
             token_ttl_secs,
@@ -138,6 +147,12 @@ impl Faults {
         }
         if let Some(v) = p.vanish_next_instances {
             self.vanish_next_instances = v;
+        }
+        if let Some(v) = p.interrupt_next_spot_instances {
+            self.interrupt_next_spot_instances = v;
+        }
+        if let Some(v) = p.interrupt_after_ms {
+            self.interrupt_after_ms = v;
         }
         if let Some(v) = p.delete_refusals {
             self.delete_refusals = v;
@@ -195,8 +210,10 @@ impl Faults {
     }
 
     /// Decides, at deploy time, how the new instance's provisioning ends.
-    pub fn take_fate(&mut self) -> Fate {
-        if take(&mut self.error_next_instances) {
+    pub fn take_fate(&mut self, is_spot: bool) -> Fate {
+        if is_spot && take(&mut self.interrupt_next_spot_instances) {
+            Fate::Interrupt
+        } else if take(&mut self.error_next_instances) {
             Fate::Error
         } else if take(&mut self.installation_failed_next_instances) {
             Fate::InstallationFailed
@@ -352,8 +369,8 @@ mod tests {
         assert!(f.take_server_error("/v1/instances").is_none());
         assert!(f.take_slow().is_some());
         assert!(f.take_slow().is_none());
-        assert_eq!(f.take_fate(), Fate::Error);
-        assert_eq!(f.take_fate(), Fate::Run);
+        assert_eq!(f.take_fate(false), Fate::Error);
+        assert_eq!(f.take_fate(false), Fate::Run);
         assert!(f
             .apply(FaultsPatch {
                 server_errors: Some(ServerErrorsPatch {

@@ -153,7 +153,7 @@ pub async fn deploy(State(state): State<AppState>, body: Bytes) -> Result<Respon
     let id = uuid::Uuid::new_v4().to_string();
     let seq = g.next_seq;
     g.next_seq += 1;
-    let fate = g.faults.take_fate();
+    let fate = g.faults.take_fate(is_spot);
     let volume = Volume {
         id: uuid::Uuid::new_v4().to_string(),
         name: os_volume_name.unwrap_or_else(|| format!("OS-NVMe-{}", &id[..8])),

@@ -126,11 +126,27 @@ pub fn schedule_provisioning(state: &AppState, id: String, epoch: u64) {
             return;
         };
         tokio::time::sleep(Duration::from_millis(total - half)).await;
-        step(&st, &id, epoch, |st, inst| match inst.fate {
-            Fate::Run => set_status(st, inst, Status::Running),
+        let Some(epoch) = step(&st, &id, epoch, |st, inst| match inst.fate {
+            Fate::Run | Fate::Interrupt => set_status(st, inst, Status::Running),
             Fate::Error => set_status(st, inst, Status::Error),
             Fate::InstallationFailed => set_status(st, inst, Status::InstallationFailed),
             Fate::Vanish => vanish(inst),
+        }) else {
+            return;
+        };
+        let interrupt_after = {
+            let g = st.lock();
+            match g.instances.get(&id) {
+                Some(inst) if inst.fate == Fate::Interrupt => g.faults.interrupt_after_ms,
+                _ => return,
+            }
+        };
+        // The spot preemption: the machine is taken back while it runs (a delete or a forced
+        // status before then moves the epoch on and cancels it).
+        tokio::time::sleep(Duration::from_millis(interrupt_after)).await;
+        step(&st, &id, epoch, |st, inst| {
+            tracing::info!(id = %inst.id, "spot instance interrupted");
+            set_status(st, inst, Status::Discontinued)
         });
     });
 }

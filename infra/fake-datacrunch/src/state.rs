@@ -127,6 +127,8 @@ pub enum Fate {
     Error,
     InstallationFailed,
     Vanish,
+    /// A spot instance that runs, then is taken back (`interrupt_next_spot_instances`).
+    Interrupt,
 }
 
 /// The startup script of an instance in execute mode, run by a small init (see `execute`).

@@ -234,7 +234,7 @@ pub async fn launch(State(app): State<LambdaApp>, body: Bytes) -> Result<Json<Va
     let id = uuid::Uuid::new_v4().simple().to_string();
     let seq = g.next_seq;
     g.next_seq += 1;
-    let fate = g.faults.take_fate();
+    let fate = g.faults.take_fate(false);
     let inst = Instance {
         id: id.clone(),
         seq,

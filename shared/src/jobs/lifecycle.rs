@@ -13,7 +13,9 @@
 
 use super::model::{
     cost_of, AttemptOutcome, AttemptRecord, FailureReason, Job, JobStatus, Outcome, RetiredLife,
+    RetryRecord,
 };
+use super::retry::backoff_secs;
 use crate::config::Timers;
 use crate::money::Micros;
 use crate::provider::{InstanceInfo, InstanceStatus, Placement};
@@ -248,10 +250,20 @@ fn hold_needed(job: &Job, now: Millis, t: &Timers) -> Micros {
         }
     } else if matches!(job.status, JobStatus::Provisioning | JobStatus::Running) {
         2 * poll_interval(job, t) + t.retry_delay_secs
+    } else if !job.retries.is_empty() && job.location.is_none() {
+        // A retry about to deploy: what its first looks will need (the attempt before was
+        // charged out of the hold).
+        next_attempt_secs(t)
     } else {
         return Micros::ZERO;
     };
     job.cost_at(now) + cost_of(job.price_per_hour(), cover_secs)
+}
+
+/// Seconds of the price the hold must cover for a retry to deploy: the provisioning looks
+/// after the deploy and a retry delay, what `keep_watching` needs not to stop it at once.
+fn next_attempt_secs(t: &Timers) -> i64 {
+    2 * t.provisioning_poll_secs + t.retry_delay_secs
 }
 
 /// The current instance is billing: deployed and not yet known deleted or gone.
@@ -320,6 +332,21 @@ fn failed(reason: FailureReason, message: impl Into<String>, now: Millis) -> Out
     outcome(JobStatus::Failed, Some(reason), Some(message.into()), now)
 }
 
+/// Ends the current attempt with `o`: the job's ending, or — when the job's retry policy names
+/// it, attempts remain and nobody asked to cancel — this attempt's only (`retrying`: the
+/// teardown then queues the next attempt instead of settling).
+fn end(j: &mut Job, o: Outcome) {
+    j.retrying = j.cancel_requested_at.is_none()
+        && o.status == JobStatus::Failed
+        && match (&j.retry, o.failure_reason) {
+            (Some(policy), Some(reason)) => {
+                policy.retries(j.attempt(), reason, j.report.as_ref().map(|r| r.exit_code))
+            }
+            _ => false,
+        };
+    j.outcome = Some(o);
+}
+
 pub fn decide(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decision {
     let mut decision = decide_inner(job, obs, now, t);
     decision.job.lease_until = None;
@@ -353,11 +380,13 @@ fn decide_inner(job: &Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
     note_observation(&mut j, obs, now);
 
     if j.outcome.is_none() {
-        j.outcome = end_reason(&j, obs, now, t);
+        if let Some(o) = end_reason(&j, obs, now, t) {
+            end(&mut j, o);
+        }
     }
     if j.outcome.is_some() {
         top_up(&mut j, obs, now, t);
-        return teardown(j, now);
+        return teardown(j, now, t);
     }
     if let Some(retired) = j.retired_instances.first() {
         let instance_id = retired.clone();
@@ -493,6 +522,9 @@ fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) ->
     match j.status {
         JobStatus::Queued => None,
         JobStatus::Provisioning => {
+            if seen == Some(&InstanceState::Gone) && j.spot {
+                return Some(interrupted(now));
+            }
             if seen == Some(&InstanceState::Gone) {
                 return Some(failed(
                     FailureReason::InstanceLost,
@@ -524,6 +556,7 @@ fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) ->
         }
         JobStatus::Running => {
             match seen {
+                Some(InstanceState::Gone) if j.spot => return Some(interrupted(now)),
                 Some(InstanceState::Gone) => {
                     return Some(failed(
                         FailureReason::InstanceLost,
@@ -565,14 +598,26 @@ fn end_reason_unreported(j: &Job, obs: &Observation, now: Millis, t: &Timers) ->
     }
 }
 
+/// A spot instance that vanished was taken back by the provider: not the user's failure.
+fn interrupted(now: Millis) -> Outcome {
+    failed(
+        FailureReason::Interrupted,
+        "The provider interrupted the spot instance (it took the capacity back); the script did not finish",
+        now,
+    )
+}
+
 /// Whether a placement was tried already: by the attempt log, or — for records from before it
 /// existed — by the tried locations.
 fn tried(j: &Job, p: &Placement) -> bool {
     if j.attempt_log.is_empty() {
         return j.tried_locations.contains(&p.location);
     }
+    // Only this attempt's deploys: a retry may go back where an earlier attempt ran.
+    let from = j.retries.last().map_or(0, |r| r.deploys_before as usize);
     j.attempt_log
         .iter()
+        .skip(from)
         .any(|a| a.provider == p.provider && a.location == p.location)
 }
 
@@ -588,7 +633,7 @@ fn note_attempt(j: &mut Job, outcome: AttemptOutcome, error: Option<String>) {
 }
 
 fn can_fail_over(j: &Job, t: &Timers) -> bool {
-    j.requested_location.is_none() && j.attempts < t.max_deploy_attempts
+    j.requested_location.is_none() && j.deploys_this_attempt() < t.max_deploy_attempts
 }
 
 /// Queued: deploy (again) where there is capacity, or give up with `no_capacity`.
@@ -608,6 +653,35 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
             },
         };
     }
+    if let Some(last) = j.retries.last() {
+        // Backoff between attempts.
+        if now < last.next_at {
+            j.next_check_at = last.next_at;
+            return Decision {
+                job: j,
+                effect: Effect::None,
+            };
+        }
+        // The hold must cover the next attempt's first looks: take it from the balance (and
+        // the budget), or end with the last attempt's outcome.
+        top_up(&mut j, obs, now, t);
+        if j.deploys_this_attempt() == 0
+            && j.price_per_hour().0 > 0
+            && Micros(j.hold_micros) < cost_of(j.price_per_hour(), next_attempt_secs(t))
+        {
+            let last = j.retries.last().expect("checked above").clone();
+            j.outcome = Some(failed(
+                last.failure_reason,
+                format!(
+                    "{} (attempt {}; not retried: the balance or the job's max_cost cannot cover another attempt)",
+                    last.error_message.unwrap_or_default(),
+                    last.attempt
+                ),
+                now,
+            ));
+            return teardown(j, now, t);
+        }
+    }
     let next = match (&j.requested_location, &obs.candidates) {
         // Pinned to a location: the job's own type and provider there.
         (Some(loc), _) => Some(Placement {
@@ -626,7 +700,7 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
             .cloned(),
         (None, None) => None,
     };
-    let give_up = next.is_none() || j.attempts >= t.max_deploy_attempts;
+    let give_up = next.is_none() || j.deploys_this_attempt() >= t.max_deploy_attempts;
     if give_up {
         let message = match &j.requested_location {
             Some(loc) => format!("No available instances of {} in {loc}", j.instance_type),
@@ -640,8 +714,8 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
                 j.tried_locations.join(", ")
             ),
         };
-        j.outcome = Some(failed(FailureReason::NoCapacity, message, now));
-        return teardown(j, now);
+        end(&mut j, failed(FailureReason::NoCapacity, message, now));
+        return teardown(j, now, t);
     }
     let next = next.expect("checked above");
     // A script is kept by the provider that holds it: before moving to another provider,
@@ -666,6 +740,7 @@ fn plan_deploy(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Decisi
         instance_type: next.instance_type,
         outcome: AttemptOutcome::Deploying,
         error: None,
+        attempt: j.attempt(),
     });
     j.deploy_requested_at = Some(now);
     let hostname = j.hostname();
@@ -761,8 +836,9 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
                     now,
                 )
             };
+            // Not retried: the credits (or budget) are what ran out.
             j.outcome = Some(or_report(&j, ending, now));
-            return teardown(j, now);
+            return teardown(j, now, t);
         }
         next = next.min(now + secs(runway_secs));
     }
@@ -773,8 +849,9 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
     }
 }
 
-/// Ending: delete the instance(s) and the script, then settle and take the outcome's status.
-fn teardown(mut j: Job, now: Millis) -> Decision {
+/// Ending: delete the instance(s) and the script, then settle and take the outcome's status —
+/// or, when only the attempt ends (`retrying`), charge its instance and queue the next.
+fn teardown(mut j: Job, now: Millis, t: &Timers) -> Decision {
     if j.instance_id.is_none() && j.location.is_some() && j.status == JobStatus::Queued {
         let hostname = j.hostname();
         return Decision {
@@ -802,11 +879,84 @@ fn teardown(mut j: Job, now: Millis) -> Decision {
             effect: Effect::DeleteScript { script_id },
         };
     }
+    if j.retrying {
+        if j.cancel_requested_at.is_none() {
+            next_attempt(&mut j, now, t);
+            return Decision {
+                job: j,
+                effect: Effect::None,
+            };
+        }
+        // Cancelled while the attempt was torn down: the job ends (with the script's result
+        // if it reported, as any cancel).
+        j.retrying = false;
+        if j.report.is_none() {
+            j.outcome = Some(outcome(
+                JobStatus::Cancelled,
+                None,
+                Some("Cancelled at the user's request".into()),
+                now,
+            ));
+        }
+    }
     settle(&mut j, now);
     Decision {
         job: j,
         effect: Effect::None,
     }
+}
+
+/// The attempt is over and torn down: charge its instance's life (the billing rule, per
+/// attempt: a retried attempt ran the user's script, unlike an abandoned fail-over deploy),
+/// record it, and queue the next attempt after the backoff on a fresh instance — a new
+/// hostname, since `attempts` grows at its deploy.
+fn next_attempt(j: &mut Job, now: Millis, t: &Timers) {
+    let o = j.outcome.take().expect("retrying follows an outcome");
+    let charged = charge_instance(j, now);
+    let attempt = j.attempt();
+    let next_at = now + secs(backoff_secs(t.retry_delay_secs, attempt + 1));
+    if let Some(last) = j.attempt_log.last_mut() {
+        if last.error.is_none() {
+            last.error = o.error_message.clone();
+        }
+    }
+    j.retries.push(RetryRecord {
+        attempt,
+        ended_at: now,
+        failure_reason: o.failure_reason.unwrap_or(FailureReason::ProviderError),
+        error_message: o.error_message,
+        exit_code: j.report.as_ref().map(|r| r.exit_code),
+        charged_micros: charged.0,
+        next_at,
+        deploys_before: j.attempts,
+    });
+    j.retrying = false;
+    j.status = JobStatus::Queued;
+    j.location = None;
+    j.tried_locations.clear();
+    j.instance_id = None;
+    j.ip = None;
+    j.deployed_at = None;
+    j.instance_seen_at = None;
+    j.instance_ended_at = None;
+    j.deploy_requested_at = None;
+    j.instance_gone_by = None;
+    j.started_at = None;
+    j.offline_seen_at = None;
+    j.provider_errors = 0;
+    j.report = None;
+    j.next_check_at = next_at;
+}
+
+/// Charges the current instance's billable life out of the hold (what the hold cannot cover,
+/// and the measuring uncertainty, is absorbed); returns the charge.
+fn charge_instance(j: &mut Job, now: Millis) -> Micros {
+    let owed = j.cost_at(now);
+    let charge = owed.min(Micros(j.hold_micros));
+    j.absorbed_micros += (j.possible_value(now).max(owed) - charge).0;
+    j.charged_micros += charge.0;
+    j.hold_micros -= charge.0;
+    charge
 }
 
 /// Charges the instance's billable life and releases the rest of the hold. The hold was
@@ -815,10 +965,7 @@ fn teardown(mut j: Job, now: Millis) -> Decision {
 /// rule charges, is absorbed.
 fn settle(j: &mut Job, now: Millis) {
     let o = j.outcome.clone().expect("settle follows an outcome");
-    let owed = j.cost_at(now);
-    let charge = owed.min(Micros(j.hold_micros));
-    j.absorbed_micros += (j.possible_value(now).max(owed) - charge).0;
-    j.charged_micros += charge.0;
+    charge_instance(j, now);
     j.hold_micros = 0;
     j.status = o.status;
     j.failure_reason = o.failure_reason;
@@ -858,11 +1005,14 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                         j.tried_locations.push(loc);
                     }
                     if j.requested_location.is_some() && j.outcome.is_none() {
-                        j.outcome = Some(failed(
-                            FailureReason::NoCapacity,
-                            format!("No available instances: {message}"),
-                            now,
-                        ));
+                        end(
+                            &mut j,
+                            failed(
+                                FailureReason::NoCapacity,
+                                format!("No available instances: {message}"),
+                                now,
+                            ),
+                        );
                     }
                 }
                 DeployOutcome::Failed {
@@ -877,11 +1027,14 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                     if j.provider_errors >= MAX_DEPLOY_ERRORS && j.outcome.is_none() {
                         // The deploy may still have happened: keep `location` so the teardown
                         // looks the hostname up before settling.
-                        j.outcome = Some(failed(
-                            FailureReason::ProviderError,
-                            format!("The provider kept failing: {message}"),
-                            now,
-                        ));
+                        end(
+                            &mut j,
+                            failed(
+                                FailureReason::ProviderError,
+                                format!("The provider kept failing: {message}"),
+                                now,
+                            ),
+                        );
                     }
                 }
                 // Refused before it was processed: no error counted, nothing to look up for it.
@@ -901,11 +1054,14 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                     note_attempt(&mut j, AttemptOutcome::Failed, Some(message.clone()));
                     j.location = None;
                     if j.outcome.is_none() {
-                        j.outcome = Some(failed(
-                            FailureReason::ProviderError,
-                            format!("The provider refused the deploy: {message}"),
-                            now,
-                        ));
+                        end(
+                            &mut j,
+                            failed(
+                                FailureReason::ProviderError,
+                                format!("The provider refused the deploy: {message}"),
+                                now,
+                            ),
+                        );
                     }
                 }
             }

@@ -166,6 +166,10 @@ fn job(status: JobStatus) -> Job {
         lease_until: None,
         parked: false,
         environment: Default::default(),
+        retry: None,
+        spot: false,
+        retries: vec![],
+        retrying: false,
         version: 0,
     };
     if status == JobStatus::Queued {
@@ -409,7 +413,11 @@ fn check_decision(
         "{}",
         ctx()
     );
-    assert_eq!(after.report, before.report, "{}", ctx());
+    // A retried attempt (issue 15) starts the next afresh: no report, no outcome.
+    let retried = after.retries.len() > before.retries.len();
+    if !retried {
+        assert_eq!(after.report, before.report, "{}", ctx());
+    }
 
     // Money: never negative, only charged when settling, never more than the balance offered,
     // never more than the instance's billable life.
@@ -432,9 +440,37 @@ fn check_decision(
         ctx(),
         obs.balance.0
     );
+    // A retried attempt is charged when it ends (issue 15): its instance's life, as settling.
+    if retried {
+        let r = after.retries.last().unwrap();
+        assert_eq!(after.retries.len(), before.retries.len() + 1, "{}", ctx());
+        assert_eq!(r.attempt, before.attempt(), "{}", ctx());
+        assert_eq!(
+            r.charged_micros,
+            after.charged_micros - before.charged_micros,
+            "{}",
+            ctx()
+        );
+        assert!(r.next_at > now, "{}: no backoff", ctx());
+        assert_eq!(after.status, JobStatus::Queued, "{}", ctx());
+        assert!(
+            after.instance_id.is_none()
+                && after.script_id.is_none()
+                && after.retired_instances.is_empty()
+                && after.report.is_none()
+                && after.outcome.is_none(),
+            "{}: the next attempt must start afresh: {after:#?}",
+            ctx()
+        );
+        assert!(
+            before.cancel_requested_at.is_none(),
+            "{}: retried after a cancel",
+            ctx()
+        );
+    }
     if after.charged_micros != before.charged_micros {
         assert!(
-            after.status.is_terminal(),
+            after.status.is_terminal() || retried,
             "{}: charged before settling",
             ctx()
         );
@@ -451,15 +487,18 @@ fn check_decision(
         );
     }
     let charge = after.charged_micros - before.charged_micros;
+    let charged_life = if retried { before } else { after };
     assert!(
-        charge <= billable_cost(after, now),
+        charge <= billable_cost(charged_life, now),
         "{}: charged {charge} µ for a billable life worth {}",
         ctx(),
-        billable_cost(after, now)
+        billable_cost(charged_life, now)
     );
 
-    // Status: forward only, except provisioning → queued on fail-over.
-    if before.status == JobStatus::Provisioning && after.status == JobStatus::Queued {
+    // Status: forward only, except provisioning → queued on fail-over, and back to queued for
+    // the next attempt of a retry policy.
+    if retried {
+    } else if before.status == JobStatus::Provisioning && after.status == JobStatus::Queued {
         assert!(
             matches!(
                 obs.instance,
@@ -479,7 +518,7 @@ fn check_decision(
             ctx()
         );
         assert!(
-            after.attempts < t.max_deploy_attempts,
+            after.deploys_this_attempt() < t.max_deploy_attempts,
             "{}: failed over past the attempts",
             ctx()
         );
@@ -566,6 +605,7 @@ fn check_decision(
 
     // The outcome: decided once, by the right cause.
     match (&before.outcome, &after.outcome) {
+        (Some(_), None) if retried => {}
         (Some(b), a) => assert_eq!(Some(b), a.as_ref(), "{}: a decided outcome changed", ctx()),
         (None, Some(o)) => {
             assert_eq!(o.decided_at, now, "{}", ctx());
@@ -733,7 +773,8 @@ fn check_decision(
             );
             assert_eq!(hostname, &after.hostname(), "{}", ctx());
             assert!(
-                after.attempts >= 1 && after.attempts <= t.max_deploy_attempts,
+                after.deploys_this_attempt() >= 1
+                    && after.deploys_this_attempt() <= t.max_deploy_attempts,
                 "{}: attempt {}",
                 ctx(),
                 after.attempts
@@ -1601,6 +1642,9 @@ struct Sim {
     boots: BTreeMap<String, Boot>,
     boot: Boot,
     script: ScriptRun,
+    /// Attempts (retry policy, 1-based) up to this one exit with `script.exit_code`; later
+    /// ones exit 0.
+    fail_attempts: u32,
     refuse_delete_while_booting: bool,
     delete_failures: u32,
     unreachable: bool,
@@ -1644,6 +1688,7 @@ impl Sim {
                 exit_code: 0,
                 reported: true,
             },
+            fail_attempts: u32::MAX,
             refuse_delete_while_booting: true,
             delete_failures: 0,
             unreachable: false,
@@ -1728,8 +1773,13 @@ impl Sim {
                 let done = i.running_since.expect("running") + secs(self.script.secs);
                 if now >= done {
                     if self.script.reported && current.as_ref() == Some(&i.id) {
+                        let exit_code = if self.job.attempt() <= self.fail_attempts {
+                            self.script.exit_code
+                        } else {
+                            0
+                        };
                         report = Some(Report {
-                            exit_code: self.script.exit_code,
+                            exit_code,
                             output_tail: "done\n".into(),
                             reported_at: done,
                             script_started_at: i.running_since,
@@ -2017,18 +2067,21 @@ impl Sim {
                 "{name}: script {s} left behind"
             );
         }
-        // Never charged more than the instance lived, at the provider or on the job's books.
+        // Never charged more than the instance lived, at the provider or on the job's books;
+        // earlier attempts of a retry policy were charged when they ended.
+        let earlier: i64 = j.retries.iter().map(|r| r.charged_micros).sum();
+        let last_charge = j.charged_micros - earlier;
         match &j.instance_id {
             Some(id) => {
                 let i = self.instance(id);
                 let lived = (i.gone_at.unwrap() - i.created_at) / 1000;
                 assert!(
-                    j.charged_micros <= cost_of(price(), lived).0,
+                    last_charge <= cost_of(price(), lived).0,
                     "{name}: charged past the instance's life"
                 );
-                assert!(j.charged_micros <= billable_cost(j, self.now), "{name}");
+                assert!(last_charge <= billable_cost(j, self.now), "{name}");
             }
-            None => assert_eq!(j.charged_micros, 0, "{name}: charged with no instance"),
+            None => assert_eq!(last_charge, 0, "{name}: charged with no instance"),
         }
         // Exact billing (docs/decisions.md): whatever the provider may have billed for any of
         // the job's instances is charged or absorbed; the charge is the rule's unless the
@@ -2045,7 +2098,7 @@ impl Sim {
             j.absorbed_micros
         );
         assert!(j.absorbed_micros >= 0, "{name}");
-        let owed = billable_cost(j, self.now);
+        let owed = billable_cost(j, self.now) + earlier;
         let at_budget = j.max_cost_micros.is_some_and(|m| j.charged_micros == m);
         assert!(
             j.charged_micros == owed || self.balance == 0 || at_budget,
@@ -2059,7 +2112,8 @@ impl Sim {
         }
         // Status only forward, but for provisioning → queued on fail-over.
         for w in self.history.windows(2) {
-            let back = (w[0], w[1]) == (JobStatus::Provisioning, JobStatus::Queued);
+            let back = (w[0], w[1]) == (JobStatus::Provisioning, JobStatus::Queued)
+                || (w[1] == JobStatus::Queued && !j.retries.is_empty());
             assert!(
                 back || rank(w[1]) > rank(w[0]),
                 "{name}: {:?}",
@@ -3544,4 +3598,258 @@ fn a_requested_location_stays_put_and_the_attempt_limit_holds_across_providers()
         .attempt_log
         .iter()
         .all(|a| a.outcome == AttemptOutcome::NoCapacity && a.provider == "lambda"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retry policies and spot (issue 15)
+// ---------------------------------------------------------------------------------------------
+
+fn with_retry(max_attempts: u32, on: &[&str]) -> impl FnOnce(&mut Job) {
+    let policy = super::retry::RetryPolicy::parse(
+        &serde_json::json!({ "max_attempts": max_attempts, "on": on }),
+    )
+    .unwrap();
+    move |j| j.retry = Some(policy)
+}
+
+/// The charge of attempt `n` (1-based) as the sim's provider saw its instance: from the deploy
+/// to the delete (or the last look showing it alive), per whole second.
+fn attempt_charges(sim: &Sim) -> Vec<i64> {
+    let j = &sim.job;
+    let mut charges: Vec<i64> = j.retries.iter().map(|r| r.charged_micros).collect();
+    charges.push(j.charged_micros - charges.iter().sum::<i64>());
+    charges
+}
+
+#[test]
+fn an_exit_code_retry_runs_a_fresh_instance_after_the_backoff_and_charges_both() {
+    let mut sim = Sim::new("exit 3 retried", 0, with_retry(3, &["exit_code:3"]));
+    sim.script.exit_code = 3;
+    sim.fail_attempts = 1;
+    let sim = sim.run();
+    assert_eq!(sim.outcome(), (JobStatus::Completed, None));
+    let j = &sim.job;
+    assert_eq!(j.attempt(), 2);
+    assert_eq!(j.report.as_ref().map(|r| r.exit_code), Some(0));
+    // A fresh instance under a new hostname, and a fresh script (it carries MIMIRY_ATTEMPT).
+    let hostnames: Vec<&str> = sim.instances.iter().map(|i| i.hostname.as_str()).collect();
+    assert_eq!(hostnames, [hostname(JOB_ID, 1), hostname(JOB_ID, 2)]);
+    assert_eq!(sim.scripts_created, 2);
+    let r = &j.retries[0];
+    assert_eq!(
+        (r.attempt, r.failure_reason, r.exit_code),
+        (1, FailureReason::ScriptFailed, Some(3))
+    );
+    assert_eq!(
+        j.attempt_log.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    // The backoff was waited: the second deploy no earlier than it said.
+    let deploys: Vec<Millis> = sim
+        .effects
+        .iter()
+        .filter(|(_, e)| matches!(e, Effect::Deploy { .. }))
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(deploys.len(), 2);
+    assert!(deploys[1] >= r.next_at && r.next_at > r.ended_at);
+    // Both attempts billed by the rule: each instance's life, 150 s each.
+    let charges = attempt_charges(&sim);
+    assert_eq!(charges, [150_000, 150_000], "{:#?}", j.retries);
+    for (inst, charge) in sim.instances.iter().zip(&charges) {
+        let lived = (inst.gone_at.unwrap() - inst.created_at) / 1000;
+        assert!(*charge <= cost_of(price(), lived).0);
+    }
+    assert_eq!(sim.balance, hold0() - 300_000);
+    // The events tell the story.
+    let events = j.events();
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "attempt_failed" && e["detail"]["exit_code"] == 3));
+}
+
+#[test]
+fn an_instance_lost_is_retried_and_the_lost_attempt_billed_until_last_seen() {
+    let mut sim =
+        Sim::new("lost, retried", 0, with_retry(2, &["instance_lost"])).at(100, Event::Vanish);
+    sim.script.secs = 150;
+    let sim = sim.run();
+    assert_eq!(sim.outcome(), (JobStatus::Completed, None));
+    let j = &sim.job;
+    assert_eq!(j.retries.len(), 1);
+    assert_eq!(j.retries[0].failure_reason, FailureReason::InstanceLost);
+    // Deployed at T0+1s, last seen alive at T0+91s: 90 s.
+    assert_eq!(attempt_charges(&sim)[0], 90_000);
+    assert_eq!(sim.instances.len(), 2);
+}
+
+#[test]
+fn exhausted_attempts_end_with_the_last_attempts_outcome() {
+    let mut sim = Sim::new("exit 3 every time", 0, with_retry(2, &["exit_code:3"]));
+    sim.script.exit_code = 3;
+    let sim = sim.run();
+    assert_eq!(
+        sim.outcome(),
+        (JobStatus::Failed, Some(FailureReason::ScriptFailed))
+    );
+    let j = &sim.job;
+    assert_eq!((j.attempt(), j.retries.len()), (2, 1));
+    assert_eq!(j.report.as_ref().map(|r| r.exit_code), Some(3));
+    assert!(
+        message(&sim).contains("exited with code 3"),
+        "{}",
+        message(&sim)
+    );
+    assert_eq!(sim.deploy_count(), 2);
+    assert_eq!(attempt_charges(&sim), [150_000, 150_000]);
+}
+
+#[test]
+fn an_ending_the_policy_does_not_name_is_not_retried() {
+    let mut sim = Sim::new(
+        "exit 4 under exit_code:3",
+        0,
+        with_retry(3, &["exit_code:3"]),
+    );
+    sim.script.exit_code = 4;
+    let sim = sim.run();
+    assert_eq!(
+        sim.outcome(),
+        (JobStatus::Failed, Some(FailureReason::ScriptFailed))
+    );
+    assert_eq!((sim.deploy_count(), sim.job.retries.len()), (1, 0));
+}
+
+/// A job whose first attempt ended (charged `charged`) and whose second may deploy at T0+100s.
+fn in_backoff(charged: i64) -> impl FnOnce(&mut Job) {
+    move |j| {
+        with_retry(3, &["exit_code:3"])(j);
+        j.attempts = 1;
+        j.attempt_log = vec![super::model::AttemptRecord {
+            provider: "datacrunch".into(),
+            location: LOCS[0].into(),
+            instance_type: TYPE.into(),
+            outcome: AttemptOutcome::Deployed,
+            error: Some("The startup script exited with code 3".into()),
+            attempt: 1,
+        }];
+        j.retries = vec![super::model::RetryRecord {
+            attempt: 1,
+            ended_at: T0,
+            failure_reason: FailureReason::ScriptFailed,
+            error_message: Some("The startup script exited with code 3".into()),
+            exit_code: Some(3),
+            charged_micros: charged,
+            next_at: T0 + secs(100),
+            deploys_before: 1,
+        }];
+        j.charged_micros = charged;
+        j.hold_micros -= charged;
+    }
+}
+
+/// A sim whose account already paid `charged` for the first attempt.
+fn sim_in_backoff(name: &'static str, charged: i64) -> Sim {
+    let mut sim = Sim::new(name, 0, in_backoff(charged));
+    sim.charged = charged;
+    sim.added += charged;
+    sim
+}
+
+#[test]
+fn the_backoff_is_waited_and_a_cancel_during_it_ends_the_job_without_deploying() {
+    let sim = sim_in_backoff("backoff", 50_000).run();
+    let first = sim.effects.first().expect("deployed");
+    assert!(matches!(first.1, Effect::Deploy { .. }));
+    assert!(first.0 >= T0 + secs(100), "deployed inside the backoff");
+    assert_eq!(sim.outcome(), (JobStatus::Completed, None));
+    assert_eq!(sim.instances[0].hostname, hostname(JOB_ID, 2));
+
+    let sim = sim_in_backoff("cancel in backoff", 50_000)
+        .at(40, Event::Cancel)
+        .run();
+    assert_eq!(sim.outcome(), (JobStatus::Cancelled, None));
+    assert_eq!(sim.deploy_count(), 0);
+    assert_eq!(sim.job.charged_micros, 50_000, "only the first attempt");
+
+    // The API's cancel makes the job due at once (`look_now`): decided at the cancel, it ends
+    // then, nothing to tear down.
+    let mut j = job(JobStatus::Queued);
+    in_backoff(50_000)(&mut j);
+    j.cancel_requested_at = Some(T0 + secs(40));
+    let d = decide(
+        &j,
+        &observation(
+            &j,
+            &InstanceObservation::NotLooked,
+            T0 + secs(40),
+            0,
+            &locs(),
+        ),
+        T0 + secs(40),
+        &timers(),
+    );
+    assert_eq!(d.effect, Effect::None);
+    assert_eq!(d.job.status, JobStatus::Cancelled);
+    assert_eq!((d.job.charged_micros, d.job.hold_micros), (50_000, 0));
+    assert_eq!(d.job.finished_at, Some(T0 + secs(40)));
+}
+
+#[test]
+fn a_balance_that_cannot_cover_another_attempt_ends_with_the_last_outcome() {
+    // The hold covers 160 s and nothing is left on the balance: the first attempt (150 s)
+    // leaves 10 s, less than a retry's first looks need.
+    let mut sim = Sim::new("out of credits between attempts", 0, |j| {
+        with_retry(3, &["exit_code:3"])(j);
+        j.hold_micros = 160_000;
+    });
+    sim.script.exit_code = 3;
+    let sim = sim.run();
+    assert_eq!(
+        sim.outcome(),
+        (JobStatus::Failed, Some(FailureReason::ScriptFailed))
+    );
+    assert!(message(&sim).contains("not retried"), "{}", message(&sim));
+    assert_eq!(sim.deploy_count(), 1);
+    assert_eq!(sim.job.charged_micros, 150_000);
+    assert_eq!(sim.balance, 10_000, "the rest of the hold went back");
+
+    // With credits on the balance the same job gets its next attempt.
+    let mut sim = Sim::new("credits for the next attempt", 1_000_000, |j| {
+        with_retry(2, &["exit_code:3"])(j);
+        j.hold_micros = 160_000;
+    });
+    sim.script.exit_code = 3;
+    let sim = sim.run();
+    assert_eq!(sim.deploy_count(), 2);
+    assert_eq!(sim.job.retries.len(), 1);
+}
+
+#[test]
+fn a_spot_instance_taken_back_is_interrupted_and_retried_under_a_policy() {
+    let mut sim = Sim::new("spot, no policy", 0, |j| j.spot = true).at(100, Event::Vanish);
+    sim.script.secs = 10_000;
+    let sim = sim.run();
+    assert_eq!(
+        sim.outcome(),
+        (JobStatus::Failed, Some(FailureReason::Interrupted))
+    );
+    assert!(message(&sim).contains("interrupted"), "{}", message(&sim));
+
+    let mut sim = Sim::new("spot, retried", 0, |j| {
+        j.spot = true;
+        with_retry(3, &["interrupted"])(j);
+    })
+    .at(100, Event::Vanish)
+    .at(250, Event::Vanish);
+    sim.script.secs = 150;
+    let sim = sim.run();
+    assert_eq!(sim.outcome(), (JobStatus::Completed, None));
+    let j = &sim.job;
+    assert_eq!(j.retries.len(), 2, "{:#?}", j.retries);
+    assert!(j
+        .retries
+        .iter()
+        .all(|r| r.failure_reason == FailureReason::Interrupted));
+    assert_eq!(sim.instances.len(), 3);
 }

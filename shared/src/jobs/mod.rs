@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod model;
 pub mod report_token;
+pub mod retry;
 pub mod wrapper;
 
 #[cfg(test)]

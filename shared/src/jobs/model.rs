@@ -64,6 +64,8 @@ pub enum FailureReason {
     BudgetExceeded,
     /// A secret the job names was deleted before it started (issue 15).
     SecretMissing,
+    /// The provider took its spot instance back (issue 15): not the user's failure.
+    Interrupted,
 }
 
 /// How a job is going to end, decided before its instance is torn down. The job keeps its
@@ -110,6 +112,28 @@ pub struct AttemptRecord {
     pub outcome: AttemptOutcome,
     /// The provider's error text, for an attempt that did not work out.
     pub error: Option<String>,
+    /// The retry-policy attempt this deploy belongs to (1-based; a fail-over to another
+    /// location stays in the same attempt). 0 in records from before retry policies: 1.
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// An attempt that ended and was retried under the job's policy (issue 15): what ended it, and
+/// when the next one may deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryRecord {
+    /// The attempt that ended (1-based).
+    pub attempt: u32,
+    pub ended_at: Millis,
+    pub failure_reason: FailureReason,
+    pub error_message: Option<String>,
+    pub exit_code: Option<i32>,
+    /// What its instance's life was charged (the billing rule, per attempt).
+    pub charged_micros: i64,
+    /// Backoff: the next attempt deploys no earlier.
+    pub next_at: Millis,
+    /// `Job::attempts` (deploys) when it ended: the next attempt's fail-over counts from here.
+    pub deploys_before: u32,
 }
 
 /// What the instance reported through `POST /jobs/{id}/report`.
@@ -226,6 +250,19 @@ pub struct Job {
     pub parked: bool,
     /// Optimistic-concurrency version: every write is conditional on it.
     pub version: u64,
+    /// The retry policy (issue 15); `None`: an attempt's failure is the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<super::retry::RetryPolicy>,
+    /// On the provider's spot (interruptible) capacity, at its spot price (issue 15).
+    #[serde(default)]
+    pub spot: bool,
+    /// Attempts that ended and were retried, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryRecord>,
+    /// The `outcome` being torn down ends this attempt only: once the instance and script are
+    /// deleted the next attempt is queued instead of the job settling.
+    #[serde(default)]
+    pub retrying: bool,
     /// `env` and the names of `secrets` (issue 15); the wrapper fetches them at boot.
     #[serde(default, skip_serializing_if = "crate::secrets::JobEnv::is_empty")]
     pub environment: crate::secrets::JobEnv,
@@ -234,6 +271,17 @@ pub struct Job {
 impl Job {
     pub fn hostname(&self) -> String {
         hostname(&self.job_id, self.attempts)
+    }
+
+    /// The current retry-policy attempt, 1-based (`MIMIRY_ATTEMPT` in the script).
+    pub fn attempt(&self) -> u32 {
+        self.retries.len() as u32 + 1
+    }
+
+    /// Deploys of the current attempt so far (its location fail-over is bounded by
+    /// `MAX_DEPLOY_ATTEMPTS`).
+    pub fn deploys_this_attempt(&self) -> u32 {
+        self.attempts - self.retries.last().map_or(0, |r| r.deploys_before)
     }
 
     pub fn price_per_hour(&self) -> Micros {
@@ -334,6 +382,18 @@ impl Job {
             "held_credits": Micros(self.hold_micros).to_string(),
             "max_cost": self.max_cost_micros.map(|m| Micros(m).to_string()),
             "attempts": self.attempts,
+            "attempt": self.attempt(),
+            "retry": self.retry,
+            "spot": self.spot,
+            "retries": self.retries.iter().map(|r| json!({
+                "attempt": r.attempt,
+                "ended_at": rfc3339(r.ended_at),
+                "failure_reason": r.failure_reason,
+                "error_message": r.error_message,
+                "exit_code": r.exit_code,
+                "charged": Micros(r.charged_micros).to_string(),
+                "next_attempt_at": rfc3339(r.next_at),
+            })).collect::<Vec<_>>(),
             "exit_code": self.report.as_ref().map(|r| r.exit_code),
             "output_tail": self.report.as_ref().map(|r| r.output_tail.clone()),
             "failure_reason": self.failure_reason,
@@ -382,6 +442,17 @@ impl Job {
                 Some(report.reported_at),
                 "report_received",
                 json!({ "exit_code": report.exit_code }),
+            );
+        }
+        for r in &self.retries {
+            add(
+                Some(r.ended_at),
+                "attempt_failed",
+                json!({ "attempt": r.attempt, "failure_reason": r.failure_reason,
+                        "error_message": r.error_message, "exit_code": r.exit_code,
+                        "charged": Micros(r.charged_micros).to_string(),
+                        "next_attempt": r.attempt + 1,
+                        "next_attempt_at": rfc3339(r.next_at) }),
             );
         }
         add(self.cancel_requested_at, "cancel_requested", json!({}));

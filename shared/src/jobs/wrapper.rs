@@ -21,6 +21,9 @@ pub struct WrapperInput<'a> {
     /// The job has `env` or `secrets`: fetch them at boot from `…/jobs/{id}/env` (issue 15).
     /// Without, no request is made.
     pub fetch_env: bool,
+    /// The retry-policy attempt (1-based), exported to the script as `MIMIRY_ATTEMPT`: each
+    /// attempt gets its own script (issue 15).
+    pub attempt: u32,
 }
 
 /// The env route is the report route's sibling too: `…/jobs/{id}/env`.
@@ -146,7 +149,7 @@ ship_logs() {{
 shipper=$!
 started=$(date +%s%3N)
 if [ $env_ok = 1 ]; then
-  bash "$dir/script" >> "$out" 2>&1
+  MIMIRY_ATTEMPT={attempt} bash "$dir/script" >> "$out" 2>&1
   code=$?
 else
   echo "[mimiry] could not fetch this job's env and secrets: the script did not run" >> "$out"
@@ -183,6 +186,7 @@ done
         token = input.report_token,
         shutdown = shutdown,
         fetch_env = fetch_env,
+        attempt = input.attempt,
     )
 }
 
@@ -240,6 +244,7 @@ esac
             report_token: "acc.tok",
             auto_shutdown: true,
             fetch_env,
+            attempt: 1,
         });
         std::fs::write(dir.join("wrapper.sh"), script).unwrap();
         let path = format!(

@@ -316,7 +316,7 @@ fn deploy_body(req: &DeployRequest) -> Value {
             "name": format!("{}-os", req.hostname),
             "size": req.os_volume_size_gb,
         },
-        "is_spot": false,
+        "is_spot": req.is_spot,
         "existing_volumes": [],
         "volumes": [],
     })
@@ -433,6 +433,17 @@ impl GpuProvider for DataCrunchClient {
             list.retain(|a| a.location_code.eq_ignore_ascii_case(l));
         }
         Ok(list)
+    }
+
+    async fn spot_availability(&self) -> Result<Vec<LocationAvailability>, ProviderError> {
+        let v = self
+            .get_json(
+                "spot availability",
+                "/instance-availability",
+                &[("is_spot", "true")],
+            )
+            .await?;
+        Ok(parse::availability(v))
     }
 
     async fn locations(&self) -> Result<Vec<LocationInfo>, ProviderError> {
@@ -672,6 +683,7 @@ mod unit_tests {
             startup_script_id: None,
             startup_script: None,
             os_volume_size_gb: 50,
+            is_spot: false,
         };
         let b = deploy_body(&req);
         assert_eq!(b["ssh_key_ids"], json!([]));
@@ -681,6 +693,12 @@ mod unit_tests {
         assert_eq!(b["startup_script_id"], Value::Null);
         assert_eq!(b["os_volume"], json!({"name": "mj-abc-os", "size": 50}));
         assert_eq!(b["location_code"], json!("FIN-01"));
+        // A spot job's deploy asks for spot capacity (issue 15).
+        let spot = deploy_body(&DeployRequest {
+            is_spot: true,
+            ..req
+        });
+        assert_eq!(spot["is_spot"], json!(true));
     }
 
     #[test]

@@ -114,6 +114,7 @@ fn deploy_req(hostname: &str, instance_type: &str, location: &str) -> DeployRequ
         startup_script_id: None,
         startup_script: None,
         os_volume_size_gb: 50,
+        is_spot: false,
     }
 }
 
@@ -241,6 +242,19 @@ async fn provider_catalog_is_parsed() {
         .unwrap();
     assert_eq!(v100.price_per_hour, Micros(890_000));
     assert_eq!(v100.spot_price, Some(Micros(360_000)));
+    // Spot capacity is its own inventory (issue 15): the V100 has some, the CPU types none.
+    let spot = c.spot_availability().await.unwrap();
+    let with_v100: Vec<&str> = spot
+        .iter()
+        .filter(|l| l.instance_types.iter().any(|t| t == "1V100.6V"))
+        .map(|l| l.location_code.as_str())
+        .collect();
+    assert!(with_v100.contains(&"FIN-03"), "{spot:?}");
+    assert!(
+        spot.iter()
+            .all(|l| !l.instance_types.iter().any(|t| t.starts_with("CPU"))),
+        "{spot:?}"
+    );
     assert_eq!(v100.gpu_count, 1);
     assert_eq!(v100.cpu_cores, 6);
     assert_eq!(v100.memory_gb, Some(23));

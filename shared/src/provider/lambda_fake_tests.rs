@@ -106,6 +106,7 @@ fn deploy_request(instance_type: &str, region: &str, keys: Vec<String>) -> Deplo
         startup_script_id: None,
         startup_script: None,
         os_volume_size_gb: 50,
+        is_spot: false,
     }
 }
 

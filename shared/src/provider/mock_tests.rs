@@ -214,6 +214,7 @@ fn deploy_req() -> DeployRequest {
         startup_script_id: None,
         startup_script: None,
         os_volume_size_gb: 50,
+        is_spot: false,
     }
 }
 

@@ -57,6 +57,10 @@ pub trait GpuProvider: Send + Sync {
         &self,
         location: Option<&str>,
     ) -> Result<Vec<LocationAvailability>, ProviderError>;
+    /// Spot availability per location: empty for a provider that sells no spot capacity.
+    async fn spot_availability(&self) -> Result<Vec<LocationAvailability>, ProviderError> {
+        Ok(Vec::new())
+    }
     async fn locations(&self) -> Result<Vec<LocationInfo>, ProviderError>;
     /// OS images, optionally only those compatible with `instance_type`.
     async fn images(&self, instance_type: Option<&str>) -> Result<Vec<ImageInfo>, ProviderError>;
@@ -300,6 +304,8 @@ pub struct DeployRequest {
     /// Providers with stored scripts go by `startup_script_id`.
     pub startup_script: Option<String>,
     pub os_volume_size_gb: u32,
+    /// On the provider's spot (interruptible) capacity (issue 15).
+    pub is_spot: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -104,6 +104,9 @@ pub struct Wanted<'a> {
     /// Only the named type at its provider (a provider or location was asked for); otherwise
     /// equivalents at other providers too.
     pub pinned: bool,
+    /// Spot capacity (issue 15): only the named type at its provider (spot is not sold alike
+    /// elsewhere), where it has spot capacity, at its spot price.
+    pub spot: bool,
 }
 
 /// Every placement with capacity now, in the catalogs' order (providers by preference, each
@@ -124,7 +127,7 @@ pub async fn candidates(catalogs: &[Catalog], wanted: &Wanted<'_>) -> Vec<Placem
         let id = catalog.provider().id();
         let types: Vec<InstanceTypeInfo> = if id == wanted.provider {
             named.iter().cloned().collect()
-        } else if wanted.pinned {
+        } else if wanted.pinned || wanted.spot {
             continue;
         } else {
             let Some(named) = &named else { continue };
@@ -142,11 +145,17 @@ pub async fn candidates(catalogs: &[Catalog], wanted: &Wanted<'_>) -> Vec<Placem
                 continue;
             }
             // Capacity changes quickly: a stale cached answer is still better than none.
-            let locations = catalog
-                .locations_with(&t.instance_type)
-                .await
-                .unwrap_or_default();
-            let price = catalog.price(t.price_per_hour).0;
+            let (locations, price) = if wanted.spot {
+                let Some(spot_price) = t.spot_price else {
+                    continue;
+                };
+                let locations = catalog.spot_locations_with(&t.instance_type).await;
+                (locations, catalog.price(spot_price).0)
+            } else {
+                let locations = catalog.locations_with(&t.instance_type).await;
+                (locations, catalog.price(t.price_per_hour).0)
+            };
+            let locations = locations.unwrap_or_default();
             out.extend(locations.into_iter().map(|location| Placement {
                 provider: id.to_string(),
                 location,
