@@ -202,6 +202,7 @@ async fn measure(stack: &Stack, cli: &Cli, results: &mut Results, setup: Setup<'
                 location_code: location.clone(),
                 startup_script_id: None,
                 startup_script: None,
+                is_spot: false,
                 os_volume_size_gb: 50,
             };
             let provider = provider.clone();
