@@ -464,3 +464,19 @@ fn the_guides_quick_card_is_in_the_route_table() {
     }
     assert_eq!(rows, 12, "the guide's quick card has 12 routes");
 }
+
+/// The `Scope` schema (what `GET /account` and the key answers name) lists exactly the scopes
+/// a key can hold: a scope added to the code but not here makes every answer that names it
+/// violate the document (the fuzz run found `secrets:read` missing).
+#[test]
+fn the_scope_schema_lists_every_scope() {
+    let doc = openapi();
+    let listed: BTreeSet<&str> = doc["components"]["schemas"]["Scope"]["enum"]
+        .as_sequence()
+        .expect("components.schemas.Scope.enum")
+        .iter()
+        .map(|v| v.as_str().expect("a scope name"))
+        .collect();
+    let scopes: BTreeSet<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(listed, scopes);
+}
