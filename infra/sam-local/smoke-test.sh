@@ -52,7 +52,7 @@ BUILD_TIMEOUT="${SMOKE_BUILD_TIMEOUT:-3600}"
 TARGET_DIR="${MIMIRY_SAM_TARGET_DIR:-$REPO_ROOT/target/sam-local}"
 WARM="${SMOKE_WARM_CONTAINERS-LAZY}"
 # template.yaml's logical ids of the functions, in build order.
-FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction BillingFunction DashboardFunction WorkerFunction ReconcilerFunction WebhooksFunction WebhooksSenderFunction)
+FUNCTIONS=(AccountFunction CatalogFunction SshKeysFunction JobsFunction BillingFunction DashboardFunction WorkerFunction ReconcilerFunction WebhooksFunction WebhooksSenderFunction SecretsFunction)
 declare -a TIMINGS=()
 
 pass() { PASSED=$((PASSED + 1)); log "PASS: $*"; }
