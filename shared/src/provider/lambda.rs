@@ -723,6 +723,10 @@ impl GpuProvider for LambdaCloudClient {
             )
             .await
         {
+            // Terminating answers each instance as it now is: one already `terminated` was
+            // deleted by an earlier call (one whose answer a crash lost), so its billing ended
+            // then, not now.
+            Ok(answer) if already_terminated(&answer, id) => DeleteOutcome::AlreadyGone,
             Ok(_) => DeleteOutcome::Accepted,
             Err(ProviderError::NotFound(_)) => DeleteOutcome::AlreadyGone,
             Err(e) => return Err(e),
@@ -745,9 +749,27 @@ impl GpuProvider for LambdaCloudClient {
     }
 }
 
+/// Whether a terminate answer lists instance `id` as terminated already.
+fn already_terminated(answer: &Value, id: &str) -> bool {
+    answer["data"]["terminated_instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|i| i["id"] == id && i["status"] == "terminated")
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    #[test]
+    fn an_instance_terminated_before_the_call_is_already_gone() {
+        let answer = |status: &str| json!({ "data": { "terminated_instances": [ { "id": "i1", "status": status } ] } });
+        assert!(already_terminated(&answer("terminated"), "i1"));
+        assert!(!already_terminated(&answer("terminating"), "i1"));
+        assert!(!already_terminated(&answer("terminated"), "i2"));
+        assert!(!already_terminated(&json!({}), "i1"));
+    }
 
     #[test]
     fn gpu_model_and_count() {
