@@ -351,6 +351,7 @@ async fn create_job(
         retired_instances: Vec::new(),
         deploy_requested_at: None,
         instance_gone_by: None,
+        delete_decided_at: None,
         retired_lives: Vec::new(),
         started_at: None,
         offline_seen_at: None,

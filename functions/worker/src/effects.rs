@@ -134,6 +134,7 @@ pub async fn perform(
                 },
                 Err(e) => EffectResult::DeleteFailed {
                     instance_id: instance_id.clone(),
+                    unanswered: matches!(e, ProviderError::Timeout | ProviderError::Transport(_)),
                     message: e.to_string(),
                 },
             }

@@ -168,6 +168,9 @@ pub enum EffectResult {
     DeleteFailed {
         instance_id: String,
         message: String,
+        /// No answer came (a timeout, a broken connection): the provider may have deleted
+        /// it, as with an answer a crash lost. An error answer (5xx) says it did not.
+        unanswered: bool,
     },
     ScriptDeleted,
     ScriptDeleteFailed {
@@ -777,6 +780,7 @@ fn keep_watching(mut j: Job, obs: &Observation, now: Millis, t: &Timers) -> Deci
         }
         j.deploy_requested_at = None;
         j.instance_gone_by = None;
+        j.delete_decided_at = None;
         if let Some(loc) = j.location.take() {
             j.tried_locations.push(loc);
         }
@@ -861,6 +865,7 @@ fn teardown(mut j: Job, now: Millis, t: &Timers) -> Decision {
     }
     if let (Some(id), None) = (&j.instance_id, j.instance_ended_at) {
         let instance_id = id.clone();
+        j.delete_decided_at.get_or_insert(now);
         return Decision {
             job: j,
             effect: Effect::DeleteInstance { instance_id },
@@ -941,6 +946,7 @@ fn next_attempt(j: &mut Job, now: Millis, t: &Timers) {
     j.instance_ended_at = None;
     j.deploy_requested_at = None;
     j.instance_gone_by = None;
+    j.delete_decided_at = None;
     j.started_at = None;
     j.offline_seen_at = None;
     j.provider_errors = 0;
@@ -993,6 +999,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                     j.instance_seen_at = Some(now);
                     j.instance_ended_at = None;
                     j.instance_gone_by = None;
+                    j.delete_decided_at = None;
                     j.provider_errors = 0;
                     if j.status == JobStatus::Queued {
                         j.status = JobStatus::Provisioning;
@@ -1075,6 +1082,7 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                 j.instance_seen_at = Some(now);
                 j.instance_ended_at = None;
                 j.instance_gone_by = None;
+                j.delete_decided_at = None;
             }
             None => {
                 if j.attempt_log.last().map(|a| a.outcome) == Some(AttemptOutcome::Deploying) {
@@ -1098,8 +1106,13 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
                         .or(j.deployed_at)
                         .unwrap_or(*requested_at)
                 } else {
-                    *requested_at
+                    // An earlier call of this delete may have been accepted with its answer
+                    // lost (a crash, a timeout): the provider ended the life then, at the
+                    // latest, so the earliest unanswered decision bounds it.
+                    j.delete_decided_at
+                        .map_or(*requested_at, |d| d.min(*requested_at))
                 });
+                j.delete_decided_at = None;
                 // The provider accepted the delete somewhere before `now`.
                 j.instance_gone_by = Some(now);
             }
@@ -1118,8 +1131,25 @@ pub fn apply(job: &Job, result: &EffectResult, now: Millis, t: &Timers) -> Job {
             j.retired_lives.retain(|r| &r.instance_id != instance_id);
             j.retired_instances.retain(|r| r != instance_id);
         }
-        EffectResult::DeleteRefused { .. } => j.next_check_at = now + secs(t.retry_delay_secs),
-        EffectResult::DeleteFailed { .. } | EffectResult::ScriptDeleteFailed { .. } => {
+        EffectResult::DeleteRefused { instance_id } => {
+            // Refused outright: no earlier call of it was accepted either (the instance lives).
+            if j.instance_id.as_ref() == Some(instance_id) {
+                j.delete_decided_at = None;
+            }
+            j.next_check_at = now + secs(t.retry_delay_secs);
+        }
+        EffectResult::DeleteFailed {
+            instance_id,
+            unanswered,
+            ..
+        } => {
+            if !unanswered && j.instance_id.as_ref() == Some(instance_id) {
+                j.delete_decided_at = None;
+            }
+            j.provider_errors += 1;
+            j.next_check_at = now + secs(t.retry_delay_secs);
+        }
+        EffectResult::ScriptDeleteFailed { .. } => {
             j.provider_errors += 1;
             j.next_check_at = now + secs(t.retry_delay_secs);
         }

@@ -148,6 +148,7 @@ fn job(status: JobStatus) -> Job {
         retired_instances: vec![],
         deploy_requested_at: None,
         instance_gone_by: None,
+        delete_decided_at: None,
         retired_lives: vec![],
         started_at: None,
         offline_seen_at: None,
@@ -929,6 +930,12 @@ fn results_for(effect: &Effect, requested_at: Millis) -> Vec<EffectResult> {
             EffectResult::DeleteFailed {
                 instance_id: instance_id.clone(),
                 message: "503".into(),
+                unanswered: false,
+            },
+            EffectResult::DeleteFailed {
+                instance_id: instance_id.clone(),
+                message: "timed out".into(),
+                unanswered: true,
             },
             EffectResult::RateLimited {
                 retry_after_ms: 30_000,
@@ -1037,7 +1044,7 @@ fn check_apply(
         );
     }
     assert!(after.next_check_at >= now, "{}", ctx());
-    let unchanged_but_retry = |errors: u32| {
+    let unchanged_but_retry_from = |before: &Job, errors: u32| {
         let mut expected = before.clone();
         // The attempt log and the script's holder are checked by `check_attempt_log`.
         expected.attempt_log = after.attempt_log.clone();
@@ -1047,6 +1054,7 @@ fn check_apply(
         expected.lease_until = None;
         assert_eq!(after, &expected, "{}", ctx());
     };
+    let unchanged_but_retry = |errors: u32| unchanged_but_retry_from(before, errors);
 
     match result {
         EffectResult::RateLimited { retry_after_ms } => {
@@ -1246,8 +1254,13 @@ fn check_apply(
                     .expect("a deleted instance has ended");
                 assert!(ended <= *requested_at, "{}: billed past the delete", ctx());
                 if !already_gone {
-                    assert_eq!(ended, *requested_at, "{}", ctx());
+                    // The delete's first unanswered decision, if earlier, bounds the life.
+                    let first = before
+                        .delete_decided_at
+                        .map_or(*requested_at, |d| d.min(*requested_at));
+                    assert_eq!(ended, first, "{}", ctx());
                 }
+                assert_eq!(after.delete_decided_at, None, "{}", ctx());
             } else {
                 assert_eq!(
                     after.instance_ended_at,
@@ -1257,7 +1270,21 @@ fn check_apply(
                 );
             }
         }
-        EffectResult::DeleteRefused { .. } => unchanged_but_retry(before.provider_errors),
+        // An answer saying the instance was not deleted: no earlier call of it was accepted
+        // either, so the delete's first-decided bound goes (a lost answer keeps it).
+        EffectResult::DeleteRefused { instance_id }
+        | EffectResult::DeleteFailed {
+            instance_id,
+            unanswered: false,
+            ..
+        } => {
+            let mut expected = before.clone();
+            if before.instance_id.as_ref() == Some(instance_id) {
+                expected.delete_decided_at = None;
+            }
+            let failed = matches!(result, EffectResult::DeleteFailed { .. });
+            unchanged_but_retry_from(&expected, before.provider_errors + u32::from(failed))
+        }
         EffectResult::DeleteFailed { .. } | EffectResult::ScriptDeleteFailed { .. } => {
             unchanged_but_retry(before.provider_errors + 1)
         }
@@ -1623,6 +1650,8 @@ enum Crash {
     BeforeDeploy,
     /// After deploying, before recording the result.
     AfterDeploy,
+    /// After deleting the current instance, before recording the result.
+    AfterDelete,
 }
 
 struct Sim {
@@ -1646,6 +1675,9 @@ struct Sim {
     /// ones exit 0.
     fail_attempts: u32,
     refuse_delete_while_booting: bool,
+    /// A delete of an instance already deleted is accepted again (Lambda's terminate answers
+    /// 200 while the instance is `terminating`), not answered "already gone".
+    accepts_repeated_delete: bool,
     delete_failures: u32,
     unreachable: bool,
     instances: Vec<SimInstance>,
@@ -1690,6 +1722,7 @@ impl Sim {
             },
             fail_attempts: u32::MAX,
             refuse_delete_while_booting: true,
+            accepts_repeated_delete: false,
             delete_failures: 0,
             unreachable: false,
             instances: vec![],
@@ -1918,9 +1951,11 @@ impl Sim {
                     return EffectResult::DeleteFailed {
                         instance_id: instance_id.clone(),
                         message: "503".into(),
+                        unanswered: false,
                     };
                 }
                 let refuse = self.refuse_delete_while_booting;
+                let already_gone = !self.accepts_repeated_delete;
                 match self
                     .instances
                     .iter_mut()
@@ -1928,7 +1963,7 @@ impl Sim {
                 {
                     None => EffectResult::Deleted {
                         instance_id: instance_id.clone(),
-                        already_gone: true,
+                        already_gone,
                         requested_at: now,
                     },
                     Some(i) if refuse && i.state == SimState::Booting => {
@@ -2011,6 +2046,8 @@ impl Sim {
             }
             self.effects.push((self.now, effect.clone()));
             let deploying = matches!(effect, Effect::Deploy { .. });
+            let deleting_current = matches!(&effect, Effect::DeleteInstance { instance_id }
+                if self.job.instance_id.as_ref() == Some(instance_id));
             if deploying && self.crash == Some(Crash::BeforeDeploy) {
                 // The job is due again when the lease runs out.
                 self.crash = None;
@@ -2026,6 +2063,10 @@ impl Sim {
                 {
                     self.orphan_scripts.push(s.clone());
                 }
+                continue;
+            }
+            if deleting_current && self.crash == Some(Crash::AfterDelete) {
+                self.crash = None;
                 continue;
             }
             let applied = apply(&self.job, &result, self.now, &self.t);
@@ -2259,6 +2300,69 @@ fn cancel_after_a_deploy_whose_result_was_lost_finds_and_deletes_the_instance() 
     // Billed only from when it was found, never before.
     assert_eq!(sim.job.charged_micros, sim.charge_for("inst-1"));
     assert!(sim.job.charged_micros <= 1000);
+}
+
+#[test]
+fn a_lost_delete_answer_bills_until_the_first_delete_not_the_retried_one() {
+    // Both answers a provider may give to the retried delete of an instance the lost call
+    // deleted: "already gone" (DataCrunch's 404) and "accepted" again (Lambda's terminate of
+    // a `terminating` instance).
+    for repeated_accepted in [false, true] {
+        let mut sim = Sim::new("delete answer lost", 0, |_| {});
+        sim.crash = Some(Crash::AfterDelete);
+        sim.accepts_repeated_delete = repeated_accepted;
+        let sim = sim.run();
+        assert_eq!(sim.outcome(), (JobStatus::Completed, None));
+        let deletes = sim
+            .effects
+            .iter()
+            .filter(|(_, e)| matches!(e, Effect::DeleteInstance { .. }))
+            .count();
+        assert_eq!(deletes, 2, "the delete was retried after the crash");
+        let j = &sim.job;
+        assert!(
+            j.instance_ended_at <= sim.instance("inst-1").gone_at,
+            "repeated accepted: {repeated_accepted}: billed to {:?}, deleted at {:?}",
+            j.instance_ended_at,
+            sim.instance("inst-1").gone_at
+        );
+        assert!(j.charged_micros <= sim.charge_for("inst-1"));
+        if repeated_accepted {
+            assert_eq!(j.charged_micros, sim.charge_for("inst-1"));
+        }
+    }
+}
+
+#[test]
+fn a_refused_delete_does_not_end_the_billable_life_early() {
+    let t = timers();
+    let mut j = job(JobStatus::Running);
+    j.outcome = Some(failed_outcome(FailureReason::ProviderError, T0 + secs(40)));
+    let look = |j: &Job, now| observation(j, &InstanceObservation::NotLooked, now, 0, &[]);
+    let d = decide(&j, &look(&j, T0 + secs(40)), T0 + secs(40), &t);
+    assert!(matches!(d.effect, Effect::DeleteInstance { .. }));
+    assert_eq!(d.job.delete_decided_at, Some(T0 + secs(40)));
+    let refused = apply(
+        &d.job,
+        &EffectResult::DeleteRefused {
+            instance_id: "inst-1".into(),
+        },
+        T0 + secs(41),
+        &t,
+    );
+    assert_eq!(refused.delete_decided_at, None);
+    let again = decide(&refused, &look(&refused, T0 + secs(70)), T0 + secs(70), &t);
+    let deleted = apply(
+        &again.job,
+        &EffectResult::Deleted {
+            instance_id: "inst-1".into(),
+            already_gone: false,
+            requested_at: T0 + secs(70),
+        },
+        T0 + secs(71),
+        &t,
+    );
+    assert_eq!(deleted.instance_ended_at, Some(T0 + secs(70)));
 }
 
 #[test]

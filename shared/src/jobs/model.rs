@@ -206,6 +206,11 @@ pub struct Job {
     /// look found it gone.
     #[serde(default)]
     pub instance_gone_by: Option<Millis>,
+    /// When the current instance's delete was first decided and its answer is not known yet
+    /// (recorded with the decision, before the call): a crash that loses the answer of an
+    /// accepted delete must not move the end of the billable life to the retried call.
+    #[serde(default)]
+    pub delete_decided_at: Option<Millis>,
     /// Retired fail-over attempts still to delete, with their deploy decision times (their
     /// lives are absorbed, see docs/decisions.md "Exact billing").
     #[serde(default)]
