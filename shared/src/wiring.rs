@@ -73,7 +73,7 @@ pub fn catalog(provider: Arc<dyn GpuProvider>, config: &Config) -> Catalog {
 
 /// The signed webhooks' deliveries queue (`WEBHOOKS_QUEUE_URL`; unset: webhooks are off).
 pub fn webhook_queue(clients: &AwsClients, config: &Config) -> crate::webhooks::WebhookQueue {
-    crate::webhooks::WebhookQueue::new(clients.sqs.clone(), config.webhooks.queue_url.clone())
+    crate::webhooks::WebhookQueue::new(clients.sqs.clone(), &config.webhooks)
 }
 
 /// The vault of account secrets (KMS envelope encryption).

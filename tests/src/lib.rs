@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod stripe;
 pub mod web;
+pub mod webhook_receiver;
 
 use mimiry_shared::auth::Scope;
 use mimiry_shared::money::Micros;

@@ -27,6 +27,11 @@
 //! line adds `leaked_instances_datacrunch=… leaked_instances_lambda=…`, and a line before it
 //! counts the jobs that moved across providers.
 //!
+//! Every account has a webhook endpoint (issue 13) at a receiver in the test, and the worker's
+//! crashes include the moment after a save and before its webhook trigger: every ended job's
+//! final event (`job.completed`/`failed`/`cancelled`) must still arrive — the verdict line's
+//! `webhooks_final_missing`, which must be 0.
+//!
 //! `CHAOS_JOBS` (default 60, the CI size), `CHAOS_SEED` (default: from the clock; printed),
 //! `CHAOS_CRASH_PERCENT` (default 10), `CHAOS_RATE_LIMITS` (`real`, the default, or `low`: a
 //! third of each limit, so that 60 jobs meet them too), `CHAOS_HOLD_SECONDS` (default 15; 3600
@@ -36,7 +41,8 @@ use mimiry_shared::jobs::model::{cost_of, job_id_of_name};
 use mimiry_shared::jobs::{Job, JobStatus};
 use mimiry_shared::money::Micros;
 use mimiry_shared::store::Store;
-use mimiry_tests::{Stack, StackOptions, TestAccount, TEST_ENV};
+use mimiry_tests::webhook_receiver::Receiver;
+use mimiry_tests::{call, Stack, StackOptions, TestAccount, TEST_ENV};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,6 +64,8 @@ const HOLD_SECONDS: u64 = 15;
 /// away).
 const RUNNING_POLL_SECONDS: &str = "6";
 const PARK_AFTER_SECONDS: &str = "3";
+/// The delayed webhook trigger queued before a job's final save (production: 120 s).
+const WEBHOOK_SAFETY_NET_SECONDS: &str = "5";
 /// The reconciler runs every 2 s in the test stack.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
@@ -677,6 +685,28 @@ fn billing_error(job: &Job, owed: Micros, can_pay: bool) -> (i64, i64) {
     (over, short)
 }
 
+/// The ended jobs whose final event never reached the receiver, waiting (bounded: the
+/// safety-net delay plus retries, at most 60 s) for late ones.
+async fn final_webhooks_missing(receiver: &Receiver, jobs: &HashMap<String, Job>) -> Vec<String> {
+    let limit = Duration::from_secs(WEBHOOK_SAFETY_NET_SECONDS.parse::<u64>().unwrap() * 6 + 30);
+    let started = Instant::now();
+    loop {
+        let missing: Vec<String> = jobs
+            .values()
+            .filter(|j| j.status.is_terminal())
+            .filter(|j| {
+                let wanted = format!("job.{}", j.status.as_str());
+                !receiver.accepted_types(&j.job_id).contains(&wanted)
+            })
+            .map(|j| format!("{}: job.{} not received", j.job_id, j.status.as_str()))
+            .collect();
+        if missing.is_empty() || started.elapsed() >= limit {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// moto must isolate transactions and should not copy the whole table for each one (see
@@ -753,6 +783,11 @@ async fn run() {
     // One attempt more than DataCrunch has locations for the 8x A100, so that a job refused
     // at all three can still move to Lambda's.
     env.push(("MAX_DEPLOY_ATTEMPTS".into(), "4".into()));
+    // A lost final webhook trigger is made up within seconds, not production's two minutes.
+    env.push((
+        "WEBHOOK_SAFETY_NET_SECONDS".into(),
+        WEBHOOK_SAFETY_NET_SECONDS.into(),
+    ));
     let stack = Arc::new(Stack::start(StackOptions {
         name: "chaos".into(),
         env,
@@ -814,6 +849,17 @@ async fn run() {
         );
     }
     let accounts = Arc::new(accounts);
+    let (receiver, receiver_url) = Receiver::start().await;
+    for a in accounts.iter() {
+        let answer = call(
+            "POST",
+            &stack.url("/webhooks"),
+            Some(&a.key),
+            Some(&json!({ "url": receiver_url, "events": ["*"] })),
+        )
+        .await;
+        assert_eq!(answer.status, 201, "webhook endpoint: {answer:?}");
+    }
 
     let window = Duration::from_secs((n as u64 / 10).clamp(8, 40));
     let plans = plan_jobs(n, &purses, window, &mut rng);
@@ -994,6 +1040,7 @@ async fn run() {
     // --- The figures -------------------------------------------------------------------------
     let submitted = std::mem::take(&mut *submitted.lock().unwrap());
     let jobs = jobs_by_id(&store, &accounts).await;
+    let webhooks_missing = final_webhooks_missing(&receiver, &jobs).await;
     let stats = reqwest::get(stack.url("/__local/stats"))
         .await
         .unwrap()
@@ -1268,6 +1315,7 @@ async fn run() {
         ("billed short and not absorbed", &unabsorbed),
         ("double deploy", &double_deploys),
         ("wrong ending", &wrong_endings),
+        ("final webhook missing", &webhooks_missing),
         ("cancel failure", &submitted.cancel_failures),
     ] {
         for line in list.iter().take(20) {
@@ -1284,7 +1332,7 @@ async fn run() {
         );
     }
     println!(
-        "chaos: jobs={n} hold_seconds={hold_seconds} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} {} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={} billing_error_micros={billing_error_micros} overbilled_jobs={} absorbed_micros={absorbed_total}",
+        "chaos: jobs={n} hold_seconds={hold_seconds} faults={faults} duplicates={duplicates} crashes={crashes} parked_wakeups={woken} instance_alerts={alerts} stuck={} leaked_instances={} {} leaked_scripts={} leaked_volumes={} ledger_error_micros={ledger_error} overcharged_jobs={} billing_error_micros={billing_error_micros} overbilled_jobs={} absorbed_micros={absorbed_total} webhooks_final_missing={}",
         stuck.len(),
         leaked_instances.len(),
         leaked_per_provider.join(" "),
@@ -1292,7 +1340,8 @@ async fn run() {
         // Every volume the fake still holds, trash included.
         leaked_volumes.len(),
         overcharged.len(),
-        overbilled.len()
+        overbilled.len(),
+        webhooks_missing.len()
     );
 
     assert!(stuck.is_empty(), "{} jobs did not end", stuck.len());
@@ -1333,6 +1382,11 @@ async fn run() {
         overcharged.is_empty(),
         "{} jobs charged for time their instance did not live",
         overcharged.len()
+    );
+    assert!(
+        webhooks_missing.is_empty(),
+        "{} ended jobs' final webhook never arrived",
+        webhooks_missing.len()
     );
     assert!(
         !submitted.accepted.is_empty() && faults > 0 && duplicates > 0,

@@ -7,123 +7,13 @@
 #[allow(dead_code, unused_imports)]
 mod jobs_support;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use jobs_support::*;
 use mimiry_shared::auth::Scope;
+use mimiry_tests::webhook_receiver::{verify, Received, Receiver};
 use mimiry_tests::{call, record_secret, Answer, Stack};
 use serde_json::{json, Value};
-use sha2::Sha256;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: String,
-    /// What the receiver answered.
-    answered: u16,
-}
-
-#[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<Received>>>,
-    down: Arc<AtomicBool>,
-}
-
-impl Receiver {
-    /// Listens on 127.0.0.1; answers 204, or 500 while `down`.
-    async fn start() -> (Receiver, String) {
-        let receiver = Receiver::default();
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (receiver, url)
-    }
-
-    fn all(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// The accepted deliveries' event types for `job_id`, in arrival order; a duplicate
-    /// (at least once: the same `webhook-id` again) is dropped, as a receiver does.
-    fn accepted_types(&self, job_id: &str) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        self.all()
-            .iter()
-            .filter(|r| r.answered < 300 && seen.insert(r.id.clone()))
-            .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
-            .filter(|b| b["data"]["job"]["id"] == job_id)
-            .map(|b| b["type"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    /// Waits (bounded) until `job_id`'s accepted events end with a final one.
-    async fn wait_final(&self, job_id: &str, limit: Duration) -> Vec<String> {
-        let started = Instant::now();
-        loop {
-            let types = self.accepted_types(job_id);
-            if types
-                .iter()
-                .any(|t| matches!(t.as_str(), "job.completed" | "job.failed" | "job.cancelled"))
-            {
-                return types;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "no final event for {job_id} within {limit:?}; got {types:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let status = if receiver.down.load(Ordering::SeqCst) {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::NO_CONTENT
-    };
-    receiver.got.lock().unwrap().push(Received {
-        id: header("webhook-id"),
-        timestamp: header("webhook-timestamp"),
-        signature: header("webhook-signature"),
-        body,
-        answered: status.as_u16(),
-    });
-    status
-}
-
-/// The receiver's own check, as the Standard Webhooks specification says: HMAC-SHA256 of
-/// `{id}.{timestamp}.{body}` keyed with the base64-decoded part of `whsec_…`, base64, after
-/// `v1,` (several space-separated signatures may come; one must match).
-fn verify(secret: &str, r: &Received) -> bool {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
-        .expect("the secret is base64");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{}.{}.{}", r.id, r.timestamp, r.body).as_bytes());
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    r.signature
-        .split(' ')
-        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
-}
 
 async fn register(stack: &Stack, key: &str, url: &str, events: Value) -> Answer {
     call(

@@ -178,6 +178,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
                 Err(SaveError::Other(e)) => Err(e),
             };
         }
+        app.webhooks.before_final_save(&job, &decision.job).await;
         let saved = match app.store.save_job(&job, &decision.job).await {
             Ok(saved) => saved,
             Err(SaveError::Conflict) => {
@@ -189,6 +190,7 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         wrote_last = true;
         log_transition(&job, &saved);
         after_balance_move(app, &job, &saved).await;
+        chaos::point("worker: job saved, webhooks not triggered")?;
         app.webhooks.after_save(&job, &saved).await;
         if saved.status.is_terminal() {
             return Ok(());
@@ -205,11 +207,13 @@ pub async fn drive(app: &App, job_ref: &JobRef) -> Result<(), ApiError> {
         let result = effects::perform(app, &saved, &decision.effect, looked.os_volume).await?;
         chaos::point("worker: effect performed, result not saved")?;
         let applied = apply(&saved, &result, now_ms(), &app.timers);
+        app.webhooks.before_final_save(&saved, &applied).await;
         match app.store.save_job(&saved, &applied).await {
             Ok(after) => {
                 wrote_last = true;
                 log_transition(&saved, &after);
                 after_balance_move(app, &saved, &after).await;
+                chaos::point("worker: result saved, webhooks not triggered")?;
                 app.webhooks.after_save(&saved, &after).await;
                 latest = Some(after);
             }

@@ -46,6 +46,7 @@ pub async fn cancel(
         }
         let now = now_ms();
         let (new, done_now) = cancelled(&job, now);
+        webhooks.before_final_save(&job, &new).await;
         match store.save_job(&job, &new).await {
             Ok(saved) => {
                 if done_now {

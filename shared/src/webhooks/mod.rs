@@ -217,6 +217,10 @@ pub struct WebhookConfig {
     pub retry_window_secs: i64,
     /// One delivery's timeout (`WEBHOOK_TIMEOUT_MS`, default 10000).
     pub timeout_ms: u64,
+    /// Delay of the safety-net trigger queued before a job's final save
+    /// (`WEBHOOK_SAFETY_NET_SECONDS`, default 120, at most SQS's 900): longer than any step
+    /// takes from that send to the save, so the sender reads the saved final state.
+    pub safety_net_secs: i64,
 }
 
 impl WebhookConfig {
@@ -234,6 +238,8 @@ impl WebhookConfig {
             retry_max_secs: num("WEBHOOK_RETRY_MAX_SECONDS", 3600).max(1),
             retry_window_secs: num("WEBHOOK_RETRY_WINDOW_SECONDS", 86_400).max(1),
             timeout_ms: num("WEBHOOK_TIMEOUT_MS", 10_000).max(100) as u64,
+            safety_net_secs: num("WEBHOOK_SAFETY_NET_SECONDS", 120)
+                .clamp(1, crate::queue::MAX_DELAY_SECS),
         }
     }
 
@@ -268,13 +274,15 @@ pub enum WebhookMessage {
 pub struct WebhookQueue {
     sqs: aws_sdk_sqs::Client,
     url: String,
+    safety_net_secs: i64,
 }
 
 impl WebhookQueue {
-    pub fn new(sqs: aws_sdk_sqs::Client, url: impl Into<String>) -> WebhookQueue {
+    pub fn new(sqs: aws_sdk_sqs::Client, config: &WebhookConfig) -> WebhookQueue {
         WebhookQueue {
             sqs,
-            url: url.into(),
+            url: config.queue_url.clone(),
+            safety_net_secs: config.safety_net_secs,
         }
     }
 
@@ -304,12 +312,28 @@ impl WebhookQueue {
         if before.status == after.status || self.url.is_empty() {
             return;
         }
+        self.trigger(after, 0).await;
+    }
+
+    /// Called before saving a change that ends the job. A final change has no next change to
+    /// make up for its lost trigger (a crash or a failed send between the save and
+    /// [`after_save`](Self::after_save)), so one is queued first, delayed past the save: the
+    /// sender then delivers whatever the endpoints have not had, which is nothing when the
+    /// prompt trigger did its work or the save did not happen.
+    pub async fn before_final_save(&self, before: &Job, after: &Job) {
+        if before.status == after.status || !after.status.is_terminal() || self.url.is_empty() {
+            return;
+        }
+        self.trigger(after, self.safety_net_secs).await;
+    }
+
+    async fn trigger(&self, job: &Job, delay_secs: i64) {
         let message = WebhookMessage::JobChanged {
-            account_id: after.account_id.clone(),
-            job_id: after.job_id.clone(),
+            account_id: job.account_id.clone(),
+            job_id: job.job_id.clone(),
         };
-        if let Err(e) = self.send(&message, 0).await {
-            tracing::warn!(job_id = %after.job_id, error = %e, "could not queue the job's webhook deliveries");
+        if let Err(e) = self.send(&message, delay_secs).await {
+            tracing::warn!(job_id = %job.job_id, error = %e, delay_secs, "could not queue the job's webhook deliveries");
         }
     }
 }
