@@ -183,6 +183,26 @@ pub struct Summary {
     /// Active-index keys read this run, and jobs read by key (changed instances).
     pub index_keys_read: usize,
     pub jobs_read: usize,
+    /// Where the run's time went (the scale benchmark's profile of a run).
+    pub timings: Timings,
+}
+
+/// Milliseconds per phase of a run, each mostly waiting on one service: the active index
+/// (DynamoDB), the wake-ups and re-drives (SQS), the providers' listings, the jobs read by
+/// key for changed instances (DynamoDB), and the sweeps (providers). What a run took beyond
+/// their sum is our own work.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Timings {
+    pub index_read_ms: u64,
+    pub send_due_ms: u64,
+    pub provider_list_ms: u64,
+    pub read_changed_ms: u64,
+    pub sweeps_ms: u64,
+}
+
+/// Milliseconds since `start`.
+fn ms_since(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
 }
 
 pub async fn reconcile(app: &App) -> Summary {
@@ -193,6 +213,7 @@ pub async fn reconcile(app: &App) -> Summary {
     let full = lock(&app.full_read_at)
         .is_none_or(|at| now - at >= FULL_READ_EVERY_RUNS * period_ms - period_ms / 2);
     summary.full_read = full;
+    let phase = Instant::now();
     let read = if full {
         app.store.active_jobs().await
     } else {
@@ -208,11 +229,15 @@ pub async fn reconcile(app: &App) -> Summary {
         }
     };
     summary.index_keys_read = active.len();
+    summary.timings.index_read_ms = ms_since(phase);
+    let phase = Instant::now();
     let mut wanted = HashSet::new();
     if let Err(e) = send_due(app, &active, now, &mut wanted, &mut summary).await {
         summary.errors += 1;
         tracing::error!(error = %e, "sending due jobs to the worker failed");
     }
+    summary.timings.send_due_ms = ms_since(phase);
+    let phase = Instant::now();
     // Volumes are listed before instances: an instance that owns a listed volume existed
     // before the instance list was asked for, so it is in that list unless it is gone. They
     // are swept on full runs only: an unattached volume's job must be known to be over.
@@ -248,6 +273,8 @@ pub async fn reconcile(app: &App) -> Summary {
         };
         listed.push((provider, listed_at, instances));
     }
+    summary.timings.provider_list_ms = ms_since(phase);
+    let phase = Instant::now();
     // With every provider's list only: a provider that did not answer would look emptied.
     let mut over = HashSet::new();
     if listed.iter().all(|(_, _, instances)| instances.is_some()) {
@@ -269,6 +296,8 @@ pub async fn reconcile(app: &App) -> Summary {
     if full {
         *lock(&app.full_read_at) = Some(now);
     }
+    summary.timings.read_changed_ms = ms_since(phase);
+    let phase = Instant::now();
     let known = Known {
         active: active.iter().map(|j| (j.job_id.as_str(), j)).collect(),
         complete: full,
@@ -300,7 +329,12 @@ pub async fn reconcile(app: &App) -> Summary {
         tracing::warn!(error = %e, "sweeping instances failed");
     }
     lock(&app.sent).keep_only(&wanted);
-    if summary != Summary::default() {
+    summary.timings.sweeps_ms = ms_since(phase);
+    let did_something = Summary {
+        timings: Timings::default(),
+        ..summary.clone()
+    } != Summary::default();
+    if did_something {
         tracing::info!(
             redriven = summary.redriven,
             woken = summary.woken,

@@ -309,6 +309,46 @@ async fn measure(stack: &Stack, cli: &Cli, results: &mut Results, setup: Setup<'
     let keys: usize = summaries.iter().map(|s| s.index_keys_read).sum();
     let read: usize = summaries.iter().map(|s| s.jobs_read).sum();
     results.set("scale.reconciler_index_keys_per_run", keys as f64 / runs);
+    // The run's profile: the median of each phase, and our own work (the run less its
+    // phases' waits, which are moto's, SQS's and the fake provider's time).
+    let phase_p50 = |f: fn(&mimiry_reconciler::Timings) -> u64| {
+        let v: Vec<f64> = summaries.iter().map(|s| f(&s.timings) as f64).collect();
+        percentile(&v, 50.0)
+    };
+    results.set(
+        "scale.reconciler_index_read_ms_p50",
+        phase_p50(|t| t.index_read_ms),
+    );
+    results.set(
+        "scale.reconciler_send_due_ms_p50",
+        phase_p50(|t| t.send_due_ms),
+    );
+    results.set(
+        "scale.reconciler_provider_list_ms_p50",
+        phase_p50(|t| t.provider_list_ms),
+    );
+    results.set(
+        "scale.reconciler_read_changed_ms_p50",
+        phase_p50(|t| t.read_changed_ms),
+    );
+    results.set("scale.reconciler_sweeps_ms_p50", phase_p50(|t| t.sweeps_ms));
+    let own: Vec<f64> = summaries
+        .iter()
+        .zip(&run_ms)
+        .map(|(s, total)| {
+            let t = &s.timings;
+            let waited = t.index_read_ms
+                + t.send_due_ms
+                + t.provider_list_ms
+                + t.read_changed_ms
+                + t.sweeps_ms;
+            (total - waited as f64).max(0.0)
+        })
+        .collect();
+    results.set(
+        "scale.reconciler_unaccounted_ms_p50",
+        percentile(&own, 50.0),
+    );
     results.set("scale.reconciler_jobs_read_per_run", read as f64 / runs);
     let job_hours = active as f64 * window_s / 3600.0;
     results.set(
