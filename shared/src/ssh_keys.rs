@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::names::DisplayName;
-use crate::provider::{GpuProvider, ProviderError};
+use crate::provider::{GpuProvider, ProviderError, ProviderRegistry};
 use crate::ssh_key::SshPublicKey;
 use crate::store::idempotency::{in_progress, IdempotencyRecord};
 use crate::store::ssh_keys::{
@@ -117,11 +117,14 @@ async fn remove_lost_provider_key(provider: &dyn GpuProvider, provider_name: &st
     }
 }
 
-/// Deletes one of the account's keys: at the provider first, so that if that fails the key
-/// stays listed and the user can retry. Another account's key is `SSH key not found`.
+/// Deletes one of the account's keys: at every provider holding a copy first (the ones jobs
+/// registered it at, then the one it was added at), so that if one fails the key stays listed
+/// and the user can retry (a copy already deleted counts as deleted). Another account's key is
+/// `SSH key not found`.
 pub async fn delete(
     store: &Store,
     provider: &dyn GpuProvider,
+    providers: &ProviderRegistry,
     account_id: &str,
     id: &str,
 ) -> Result<SshKeyRecord, ApiError> {
@@ -136,6 +139,14 @@ pub async fn delete(
         .get_ssh_key(account_id, id)
         .await?
         .ok_or_else(not_found)?;
+    for (provider_id, provider_key_id) in &key.provider_ids {
+        match providers.get(provider_id) {
+            Some(holder) => holder.delete_ssh_key(provider_key_id).await?,
+            // Registered while that provider was enabled: nothing here can reach it now.
+            None => tracing::warn!(provider = %provider_id, provider_key_id = %provider_key_id,
+                "an SSH key's copy stays at a provider that is no longer enabled"),
+        }
+    }
     provider.delete_ssh_key(&key.provider_key_id).await?;
     store.delete_ssh_key(&key).await?;
     Ok(key)

@@ -410,6 +410,40 @@ async fn ssh_keys_are_registered_once_at_the_provider_a_job_goes_to() {
         json!({ "datacrunch": dc_id, "lambda": ours[0]["id"] }),
         "{after}"
     );
+
+    // Deleting the key removes it at Lambda too, not only where it was added (DataCrunch's
+    // side: tests/tests/ssh_keys.rs).
+    let url = stack.url(&format!("/ssh-keys/{key_id}"));
+    let deleted = call("DELETE", &url, Some(key), None).await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    let lambda_copy = ours[0]["id"].as_str().unwrap();
+    assert!(
+        !lambda_key_ids(&stack)
+            .await
+            .iter()
+            .any(|id| id == lambda_copy),
+        "the key's copy stayed at Lambda"
+    );
+}
+
+/// The ids of the SSH keys the fake Lambda holds.
+async fn lambda_key_ids(stack: &Stack) -> Vec<String> {
+    let url = format!("{}/api/v1/ssh-keys", stack.lambda_url.as_ref().unwrap());
+    let listed: Value = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(LAMBDA_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["id"].as_str().map(String::from))
+        .collect()
 }
 
 /// An instance left at Lambda (no job behind its name: a crash between launch and persist) is

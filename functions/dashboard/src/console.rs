@@ -179,7 +179,8 @@ pub async fn handle(app: &App, req: &Req, v: &Visitor, name: RouteName) -> Resul
             ))
         }
         DashDeleteSshKey => {
-            ssh_keys::delete(&app.store, app.provider.as_ref(), me.id(), req.param("id")).await?;
+            let (provider, providers) = (app.provider.as_ref(), &app.providers);
+            ssh_keys::delete(&app.store, provider, providers, me.id(), req.param("id")).await?;
             Ok(Out::redirect("/dashboard/ssh-keys").flash(Flash::SshKeyDeleted, v.secure))
         }
         DashWebhooks

@@ -45,6 +45,8 @@ pub const FUNCTION: &str = DASHBOARD;
 pub struct App {
     pub store: Store,
     pub provider: Arc<dyn GpuProvider>,
+    /// Every enabled provider: deleting an SSH key removes the copies jobs registered there.
+    pub providers: mimiry_shared::provider::ProviderRegistry,
     pub queue: JobQueue,
     /// Signed webhooks: told when a queued job is cancelled at once.
     pub webhooks: mimiry_shared::webhooks::WebhookQueue,
@@ -71,6 +73,7 @@ impl HttpFunction for App {
         App {
             store: wiring::store(clients, config),
             provider: wiring::provider(clients, config),
+            providers: wiring::providers(clients, config),
             queue: JobQueue::new(clients.sqs.clone(), config.jobs_queue_url.clone()),
             webhooks: wiring::webhook_queue(clients, config),
             webhook_config: config.webhooks.clone(),

@@ -10,7 +10,7 @@ use mimiry_shared::error::ApiError;
 use mimiry_shared::http::{Reply, RequestCtx};
 use mimiry_shared::lambda::HttpFunction;
 use mimiry_shared::names::DisplayName;
-use mimiry_shared::provider::GpuProvider;
+use mimiry_shared::provider::{GpuProvider, ProviderRegistry};
 use mimiry_shared::routes::RouteName;
 use mimiry_shared::ssh_key::SshPublicKey;
 use mimiry_shared::ssh_keys;
@@ -27,6 +27,8 @@ pub const FUNCTION: &str = "ssh-keys";
 pub struct App {
     pub store: Store,
     pub provider: Arc<dyn GpuProvider>,
+    /// Every enabled provider: a key's copies registered by jobs are deleted with it.
+    pub providers: ProviderRegistry,
 }
 
 impl HttpFunction for App {
@@ -34,6 +36,7 @@ impl HttpFunction for App {
         App {
             store: wiring::store(clients, config),
             provider: wiring::provider(clients, config),
+            providers: wiring::providers(clients, config),
         }
     }
 
@@ -105,6 +108,7 @@ async fn delete(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
     let key = ssh_keys::delete(
         &app.store,
         app.provider.as_ref(),
+        &app.providers,
         &ctx.caller().account_id,
         ctx.path_param("id"),
     )
