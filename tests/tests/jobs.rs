@@ -1414,6 +1414,11 @@ async fn report_needs_the_jobs_own_token_and_is_recorded_once() {
         "nothing was recorded"
     );
 
+    // Another attempt's report (a late one from an earlier attempt's instance) is refused.
+    let stale = report(&a, Some(&token_a), json!({ "exit_code": 0, "attempt": 2 })).await;
+    assert_eq!(stale.status, 409, "{stale:?}");
+    assert_eq!(stale.body["code"], "stale_attempt", "{stale:?}");
+
     let answer = report(&a, Some(&token_a), done.clone()).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body, json!({ "job_id": a, "recorded": true }));

@@ -25,6 +25,8 @@ struct ReportRequest {
     output: Option<String>,
     /// When the wrapper started the script (Unix milliseconds, the instance's clock).
     started_at_ms: Option<i64>,
+    /// The retry-policy attempt whose script this is (wrappers before it omit it).
+    attempt: Option<u32>,
 }
 
 /// The last `OUTPUT_TAIL_BYTES` of the output, cut on a character boundary.
@@ -65,6 +67,17 @@ pub async fn report(app: &App, ctx: &RequestCtx) -> Result<Reply, ApiError> {
             .get_job(&account_id, &id)
             .await?
             .ok_or(ApiError::NotFound("Job"))?;
+        // An earlier attempt's report arriving late (its instance is being deleted) is not
+        // this attempt's result.
+        if let Some(attempt) = input.attempt.filter(|a| *a != job.attempt()) {
+            return Err(ApiError::Conflict {
+                code: "stale_attempt",
+                message: format!(
+                    "The report is for attempt {attempt}; the job is on attempt {}",
+                    job.attempt()
+                ),
+            });
+        }
         // Masked before it is kept (and compared: the wrapper's retry masks the same).
         let output_tail = tail(&masked(&app.store, &app.vault, &job, &output).await?);
         if let Some(existing) = &job.report {

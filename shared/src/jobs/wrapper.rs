@@ -159,7 +159,7 @@ fi
 touch "$dir/done"
 wait $shipper
 tail -c {tail} "$out" | base64 -w0 > "$dir/tail.b64"
-printf '{{"exit_code":%d,"started_at_ms":%d,"output_base64":"%s"}}' "$code" "$started" "$(cat "$dir/tail.b64")" > "$dir/report.json"
+printf '{{"exit_code":%d,"attempt":{attempt},"started_at_ms":%d,"output_base64":"%s"}}' "$code" "$started" "$(cat "$dir/tail.b64")" > "$dir/report.json"
 for attempt in 1 2 3 4 5 6 7 8; do
   if curl -fsS --max-time 15 -X POST '{report_url}' \
       -H 'Authorization: Bearer {token}' \
@@ -279,6 +279,7 @@ esac
         );
         let report: serde_json::Value = serde_json::from_str(&read(&dir, "report.log")).unwrap();
         assert_eq!(report["exit_code"], 3);
+        assert_eq!(report["attempt"], 1, "the report names its attempt");
         let started = report["started_at_ms"].as_i64().expect("started_at_ms");
         let now = chrono::Utc::now().timestamp_millis();
         assert!(
