@@ -29,6 +29,7 @@ pub mod ssh_key;
 pub mod ssh_keys;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod webhooks;
 pub mod wiring;
 

@@ -240,7 +240,7 @@ async fn post(
     let body = payload(event, job, now).to_string();
     let timestamp = now / 1000;
     let signature = endpoint.secret.sign(id, timestamp, &body);
-    let client = reqwest::Client::builder()
+    let client = mimiry_shared::tls::https_client()
         .resolve_to_addrs(&checked.host, &checked.addrs)
         // A redirect could lead anywhere: not followed (a 3xx is a failed attempt).
         .redirect(reqwest::redirect::Policy::none())

@@ -78,7 +78,7 @@ impl StripeClient {
         timeout: Duration,
     ) -> StripeClient {
         StripeClient {
-            http: reqwest::Client::builder()
+            http: crate::tls::https_client()
                 .timeout(timeout)
                 .build()
                 .expect("a reqwest client with a timeout always builds"),

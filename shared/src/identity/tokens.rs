@@ -78,7 +78,7 @@ impl TokenVerifier {
             issuer,
             client_id,
             jwks_url,
-            http: reqwest::Client::builder()
+            http: crate::tls::https_client()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("a reqwest client with a timeout builds"),

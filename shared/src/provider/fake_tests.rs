@@ -30,7 +30,7 @@ impl Fake {
         Fake {
             base: format!("http://{addr}/v1"),
             admin: format!("http://{addr}/admin"),
-            http: reqwest::Client::new(),
+            http: crate::tls::https_client().build().expect("a client builds"),
             handle,
         }
     }

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 pub const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) fn build_http(timeout: Duration, connect_timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_rustls_tls()
+    crate::tls::https_client()
         .timeout(timeout)
         .connect_timeout(connect_timeout)
         // Lambda freezes idle containers: do not reuse connections that sat for long.
@@ -26,7 +25,9 @@ pub(crate) fn build_http(timeout: Duration, connect_timeout: Duration) -> reqwes
         .build()
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "building the provider HTTP client failed; using defaults");
-            reqwest::Client::new()
+            crate::tls::https_client()
+                .build()
+                .expect("a client with only the shared TLS configuration builds")
         })
 }
 

@@ -50,7 +50,7 @@ impl Fake {
         Fake {
             base: format!("http://{addr}/api/v1"),
             admin: format!("http://{addr}/admin"),
-            http: reqwest::Client::new(),
+            http: crate::tls::https_client().build().expect("a client builds"),
             handle,
         }
     }
