@@ -386,23 +386,12 @@ async fn ssh_keys_are_registered_once_at_the_provider_a_job_goes_to() {
     }
 
     // One copy at the fake Lambda, named with our key id, and recorded on the key.
-    let url = format!("{}/api/v1/ssh-keys", stack.lambda_url.as_ref().unwrap());
-    let listed: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(LAMBDA_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ours: Vec<&Value> = listed["data"]
-        .as_array()
-        .unwrap()
+    let listed = lambda_keys(&stack).await;
+    let ours: Vec<&Value> = listed
         .iter()
         .filter(|k| k["name"].as_str().is_some_and(|n| n.contains(&key_id)))
         .collect();
-    assert_eq!(ours.len(), 1, "{listed:#}");
+    assert_eq!(ours.len(), 1, "{listed:#?}");
     let after = listed_key(get_ok(&stack, key, "/ssh-keys").await);
     assert_eq!(after["datacrunch_id"], dc_id.as_str());
     assert_eq!(
@@ -418,16 +407,16 @@ async fn ssh_keys_are_registered_once_at_the_provider_a_job_goes_to() {
     assert_eq!(deleted.status, 200, "{deleted:?}");
     let lambda_copy = ours[0]["id"].as_str().unwrap();
     assert!(
-        !lambda_key_ids(&stack)
+        !lambda_keys(&stack)
             .await
             .iter()
-            .any(|id| id == lambda_copy),
+            .any(|k| k["id"] == lambda_copy),
         "the key's copy stayed at Lambda"
     );
 }
 
-/// The ids of the SSH keys the fake Lambda holds.
-async fn lambda_key_ids(stack: &Stack) -> Vec<String> {
+/// The SSH keys the fake Lambda holds (its own `GET /ssh-keys` `data`).
+async fn lambda_keys(stack: &Stack) -> Vec<Value> {
     let url = format!("{}/api/v1/ssh-keys", stack.lambda_url.as_ref().unwrap());
     let listed: Value = reqwest::Client::new()
         .get(url)
@@ -438,12 +427,7 @@ async fn lambda_key_ids(stack: &Stack) -> Vec<String> {
         .json()
         .await
         .unwrap();
-    listed["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|k| k["id"].as_str().map(String::from))
-        .collect()
+    listed["data"].as_array().unwrap().clone()
 }
 
 /// An instance left at Lambda (no job behind its name: a crash between launch and persist) is
