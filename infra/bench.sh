@@ -10,8 +10,12 @@ cd "$root"
 
 bash infra/setup.sh
 stack=${BENCH_STACK_PROFILE:-release}
-packages=(-p mimiry-account -p mimiry-catalog -p mimiry-ssh-keys -p mimiry-jobs -p mimiry-worker
-  -p mimiry-reconciler -p mimiry-bench)
+# The functions are built in a cargo run of their own, as SAM builds them: Cargo unifies features
+# over every package one run selects, and the bench's, fakes' and admin's `reqwest/rustls-tls`
+# would put a second crypto library (ring) into the measured binaries (docs/decisions.md,
+# "Binary size").
+functions=(-p mimiry-account -p mimiry-catalog -p mimiry-ssh-keys -p mimiry-jobs -p mimiry-worker
+  -p mimiry-reconciler)
 # The scale benchmark (`make bench-scale`) runs the functions inside mimiry-bench: it needs only
 # the bench, mimiry-admin (bootstrap) and fake-datacrunch.
 if [[ "${1:-}" == "--scale" ]]; then
@@ -23,11 +27,13 @@ fi
 case "$stack" in
   release)
     echo "building (cargo build --release) …" >&2
-    cargo build --release "${packages[@]}" -p mimiry-infra -p fake-datacrunch
+    cargo build --release "${functions[@]}"
+    cargo build --release -p mimiry-bench -p mimiry-infra -p fake-datacrunch
     ;;
   debug)
     echo "building (cargo build --release; the local stack in debug) …" >&2
-    cargo build --release "${packages[@]}"
+    cargo build --release "${functions[@]}"
+    cargo build --release -p mimiry-bench
     cargo build -p mimiry-infra -p fake-datacrunch
     ;;
   *)

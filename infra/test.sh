@@ -12,6 +12,9 @@ step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 step "setup"
 bash infra/setup.sh
 
+step "moto patches answer as moto (infra/moto_check.py)"
+python infra/moto_check.py
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,7 +1,14 @@
 //! AWS clients, built once per process in `main` and shared by every invocation.
 
-use aws_config::BehaviorVersion;
+use std::time::Duration;
+
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::identity::IdentityCache;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+use aws_types::sdk_config::SharedCredentialsProvider;
 
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -26,18 +33,9 @@ pub struct AwsClients {
 const AWS_ROOT_CAS: &[u8] = include_bytes!("../certs/aws-root-cas.pem");
 
 impl AwsClients {
-    /// Loads the standard credential/region chain; `AWS_ENDPOINT_URL` (moto locally) is honoured
-    /// by the SDK itself.
+    /// Clients configured from the Lambda environment (see [`lambda_sdk_config`]).
     pub async fn from_env() -> AwsClients {
-        // The SDK's default client (hyper + rustls/aws-lc), with our trust store.
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .tls_context(tls_context())
-            .build_https();
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
-            .load()
-            .await;
+        let sdk = lambda_sdk_config();
         AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -47,6 +45,43 @@ impl AwsClients {
             sdk,
         }
     }
+}
+
+/// The SDK configuration a Lambda function has in its environment, and nothing else: the
+/// execution role's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`), `AWS_REGION` (or `AWS_DEFAULT_REGION`) and, locally, `AWS_ENDPOINT_URL`
+/// (moto). Every local runner here (`make run`, the tests, the bench, SAM local) sets the same
+/// variables.
+///
+/// Why not `aws_config::defaults(..).load()`: its default chain (profile files, SSO, web
+/// identity, ECS, IMDS, STS) is linked into every binary even when never taken, ~0.5 MB of
+/// each function (docs/decisions.md, "Binary size"), and Lambda never uses it. The rest is what
+/// that loader would choose with no profile: standard retries (3 attempts), a 3.1 s connect
+/// timeout, a lazy identity cache.
+pub fn lambda_sdk_config() -> SdkConfig {
+    // The SDK's default client (hyper + rustls/aws-lc), with our trust store.
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(tls_context())
+        .build_https();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .retry_config(RetryConfig::standard())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(3100))
+                .build(),
+        )
+        .identity_cache(IdentityCache::lazy().build())
+        .http_client(http_client);
+    config.set_region(region.map(Region::new));
+    config.set_endpoint_url(env("AWS_ENDPOINT_URL"));
+    config.build()
 }
 
 /// [`AWS_ROOT_CAS`], plus the platform's roots only when asked for.
