@@ -15,7 +15,7 @@ stack=${BENCH_STACK_PROFILE:-release}
 # would put a second crypto library (ring) into the measured binaries (docs/decisions.md,
 # "Binary size").
 functions=(-p mimiry-account -p mimiry-catalog -p mimiry-ssh-keys -p mimiry-jobs -p mimiry-worker
-  -p mimiry-reconciler)
+  -p mimiry-reconciler -p mimiry-billing -p mimiry-dashboard -p mimiry-webhooks -p mimiry-secrets)
 # The scale benchmark (`make bench-scale`) runs the functions inside mimiry-bench: it needs only
 # the bench, mimiry-admin (bootstrap) and fake-datacrunch.
 if [[ "${1:-}" == "--scale" ]]; then

@@ -1,6 +1,6 @@
 //! The targets, and the table printed from the very figures that go to results.json.
 
-use crate::functions::FLOOR;
+use crate::functions::{FLOOR, SIZE_ONLY};
 use crate::results::Results;
 use crate::stack::Paths;
 use crate::worker::{PRODUCTION_RUNNING_POLL_SECS, RECONCILER_RUNS_PER_HOUR};
@@ -9,6 +9,8 @@ use std::fmt::Write;
 
 pub const INIT_OVER_FLOOR_MAX_MS: f64 = 5.0;
 pub const RSS_MAX_MB: f64 = 32.0;
+/// Every function's binary, stripped (issue 14).
+pub const SIZE_MAX_MB: f64 = 8.0;
 pub const OVERHEAD_P50_MAX_MS: f64 = 1000.0;
 pub const JOB_HOUR_MAX: f64 = 30.0;
 /// A reconciler run at 10,000 active jobs (scale benchmark).
@@ -56,6 +58,19 @@ pub fn evaluate(r: &mut Results) {
             .iter()
             .all(|k| r.get(&format!("fn.{k}.init_over_floor_ms")) <= INIT_OVER_FLOOR_MAX_MS);
         r.set("target.init_met", flag(met));
+    }
+    let weighed: Vec<&str> = fns
+        .iter()
+        .copied()
+        .chain(SIZE_ONLY.iter().map(|f| f.0))
+        .collect();
+    if weighed.iter().all(|k| r.has(&format!("fn.{k}.size_mb"))) {
+        let largest = weighed
+            .iter()
+            .map(|k| r.get(&format!("fn.{k}.size_mb")))
+            .fold(0.0, f64::max);
+        r.set("fn.largest_size_mb", largest);
+        r.set("target.size_met", flag(largest <= SIZE_MAX_MB));
     }
     if fns.iter().all(|k| r.has(&format!("fn.{k}.rss_peak_mb"))) {
         let met = fns
@@ -169,6 +184,11 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
             calls
         );
     }
+    let others: Vec<String> = SIZE_ONLY
+        .iter()
+        .map(|(key, name)| format!("{name} {}", f(r.get(&format!("fn.{key}.size_mb")), 2)))
+        .collect();
+    let _ = writeln!(w, "  size only, MB: {}", others.join(" · "));
     let _ = writeln!(w);
     let _ = writeln!(
         w,
@@ -280,6 +300,12 @@ pub fn table(r: &Results, cli: &Cli, paths: &Paths) -> String {
     );
     let _ = writeln!(w);
     let _ = writeln!(w, "Targets");
+    let _ = writeln!(
+        w,
+        "  binary ≤ {SIZE_MAX_MB} MB stripped (every function; largest {} MB)  {}",
+        f(r.get("fn.largest_size_mb"), 2),
+        verdict(r, "target.size_met")
+    );
     let _ = writeln!(
         w,
         "  init ≤ floor + {INIT_OVER_FLOOR_MAX_MS} ms (every function)          {}",
