@@ -54,7 +54,7 @@ impl AwsClients {
 /// variables.
 ///
 /// Why not `aws_config::defaults(..).load()`: its default chain (profile files, SSO, web
-/// identity, ECS, IMDS, STS) is linked into every binary even when never taken, ~0.5 MB of
+/// identity, ECS, IMDS, STS) is linked into every binary even when never taken, ~0.7 MB of
 /// each function (docs/decisions.md, "Binary size"), and Lambda never uses it. The rest is what
 /// that loader would choose with no profile: standard retries (3 attempts), a 3.1 s connect
 /// timeout, a lazy identity cache.
