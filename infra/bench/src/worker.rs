@@ -130,9 +130,15 @@ fn per_container(route: &str) -> bool {
 
 /// The reconciler's calls of every run, shared by all jobs: the active-index query and the
 /// provider's instance and script lists. (A retried deploy's hostname look-up also lists
-/// instances; none happens in these windows.)
-fn per_run_aws(op: &str) -> bool {
-    op == "dynamodb:Query"
+/// instances; none happens in these windows.) Other queries are about one job or account and
+/// count for the job: the webhook sender's list of the account's endpoints, made for every
+/// status change even when the list is empty.
+fn per_run_aws(call: &Call) -> bool {
+    call.op == "dynamodb:Query"
+        && call.body.contains(&format!(
+            "\"IndexName\":\"{}\"",
+            mimiry_shared::store::jobs::ACTIVE_INDEX
+        ))
 }
 
 fn per_run_provider(route: &str) -> bool {
@@ -153,7 +159,7 @@ fn window(calls: &[Call], provider: &ProviderCount) -> Window {
     let aws = counted(calls);
     let (shared_aws, job_aws): (Vec<&Call>, Vec<&Call>) = aws
         .into_iter()
-        .partition(|c| c.op.starts_with("secretsmanager:") || per_run_aws(&c.op));
+        .partition(|c| c.op.starts_with("secretsmanager:") || per_run_aws(c));
     let shared_provider = |keep: &dyn Fn(&str) -> bool| -> u64 {
         provider
             .by_route
@@ -167,7 +173,7 @@ fn window(calls: &[Call], provider: &ProviderCount) -> Window {
     Window {
         per_job: job_aws.len()
             + (provider.total - container_provider - reconciler_provider) as usize,
-        reconciler_aws: shared_aws.iter().filter(|c| per_run_aws(&c.op)).count(),
+        reconciler_aws: shared_aws.iter().filter(|c| per_run_aws(c)).count(),
         reconciler_provider,
         detail: format!(
             "AWS [{}] provider {:?}; per-container and per-reconciler-run AWS [{}]",
