@@ -77,13 +77,13 @@ async fn get_ok(stack: &Stack, key: &str, path: &str) -> Answer {
     answer
 }
 
-/// The fake Lambda's own `GET /instance-types` `data`.
-async fn lambda_types(stack: &Stack) -> serde_json::Map<String, Value> {
+/// The fake Lambda's own answer to `GET /api/v1/{path}` (as the provider itself sees it).
+async fn lambda_get(stack: &Stack, path: &str) -> Value {
     let url = format!(
-        "{}/api/v1/instance-types",
+        "{}/api/v1/{path}",
         stack.lambda_url.as_ref().expect("lambda enabled")
     );
-    let v: Value = reqwest::Client::new()
+    reqwest::Client::new()
         .get(url)
         .bearer_auth(LAMBDA_KEY)
         .send()
@@ -91,8 +91,15 @@ async fn lambda_types(stack: &Stack) -> serde_json::Map<String, Value> {
         .unwrap()
         .json()
         .await
-        .unwrap();
-    v["data"].as_object().unwrap().clone()
+        .unwrap()
+}
+
+/// The fake Lambda's own `GET /instance-types` `data`.
+async fn lambda_types(stack: &Stack) -> serde_json::Map<String, Value> {
+    lambda_get(stack, "instance-types").await["data"]
+        .as_object()
+        .unwrap()
+        .clone()
 }
 
 fn of<'a>(answer: &'a Answer, list: &str, provider: &str) -> Vec<&'a Value> {
@@ -417,17 +424,10 @@ async fn ssh_keys_are_registered_once_at_the_provider_a_job_goes_to() {
 
 /// The SSH keys the fake Lambda holds (its own `GET /ssh-keys` `data`).
 async fn lambda_keys(stack: &Stack) -> Vec<Value> {
-    let url = format!("{}/api/v1/ssh-keys", stack.lambda_url.as_ref().unwrap());
-    let listed: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(LAMBDA_KEY)
-        .send()
-        .await
+    lambda_get(stack, "ssh-keys").await["data"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    listed["data"].as_array().unwrap().clone()
+        .clone()
 }
 
 /// An instance left at Lambda (no job behind its name: a crash between launch and persist) is

@@ -311,37 +311,26 @@ async fn measure(stack: &Stack, cli: &Cli, results: &mut Results, setup: Setup<'
     results.set("scale.reconciler_index_keys_per_run", keys as f64 / runs);
     // The run's profile: the median of each phase, and our own work (the run less its
     // phases' waits, which are moto's, SQS's and the fake provider's time).
-    let phase_p50 = |f: fn(&mimiry_reconciler::Timings) -> u64| {
+    type Phase = fn(&mimiry_reconciler::Timings) -> u64;
+    let phase_p50 = |f: Phase| {
         let v: Vec<f64> = summaries.iter().map(|s| f(&s.timings) as f64).collect();
         percentile(&v, 50.0)
     };
-    results.set(
-        "scale.reconciler_index_read_ms_p50",
-        phase_p50(|t| t.index_read_ms),
-    );
-    results.set(
-        "scale.reconciler_send_due_ms_p50",
-        phase_p50(|t| t.send_due_ms),
-    );
-    results.set(
-        "scale.reconciler_provider_list_ms_p50",
-        phase_p50(|t| t.provider_list_ms),
-    );
-    results.set(
-        "scale.reconciler_read_changed_ms_p50",
-        phase_p50(|t| t.read_changed_ms),
-    );
-    results.set("scale.reconciler_sweeps_ms_p50", phase_p50(|t| t.sweeps_ms));
+    let phases: [(&str, Phase); 5] = [
+        ("index_read", |t| t.index_read_ms),
+        ("send_due", |t| t.send_due_ms),
+        ("provider_list", |t| t.provider_list_ms),
+        ("read_changed", |t| t.read_changed_ms),
+        ("sweeps", |t| t.sweeps_ms),
+    ];
+    for (name, phase) in phases {
+        results.set(format!("scale.reconciler_{name}_ms_p50"), phase_p50(phase));
+    }
     let own: Vec<f64> = summaries
         .iter()
         .zip(&run_ms)
         .map(|(s, total)| {
-            let t = &s.timings;
-            let waited = t.index_read_ms
-                + t.send_due_ms
-                + t.provider_list_ms
-                + t.read_changed_ms
-                + t.sweeps_ms;
+            let waited: u64 = phases.iter().map(|(_, phase)| phase(&s.timings)).sum();
             (total - waited as f64).max(0.0)
         })
         .collect();
